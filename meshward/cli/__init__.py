@@ -1,0 +1,1 @@
+"""The ``meshward`` command line. Each subcommand lives in ``meshward.cli.commands``."""

@@ -1,0 +1,1 @@
+"""Configuration: the SQLite store of generations and the snapshot each sidecar enforces."""

@@ -1,0 +1,1 @@
+"""Mesh identity: SPIFFE IDs, the certificate authority, join tokens and X.509-SVIDs."""

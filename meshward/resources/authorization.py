@@ -1,0 +1,22 @@
+"""``AuthorizationPolicy``: placeholder shape until its issue defines the spec (owned by that issue)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from meshward.resources.base import Resource, Selector, Strict, register
+
+__all__ = ["AuthorizationPolicy", "AuthorizationPolicySpec"]
+
+
+class AuthorizationPolicySpec(Strict):
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+    selector: Selector = Field(default_factory=Selector)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+@register
+class AuthorizationPolicy(Resource[AuthorizationPolicySpec]):
+    kind_name = "AuthorizationPolicy"

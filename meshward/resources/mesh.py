@@ -1,0 +1,92 @@
+"""``Mesh`` (mesh-wide settings) and ``Workload`` (a service run in local mode)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from meshward.resources.base import Resource, Strict, register
+
+__all__ = [
+    "Mesh",
+    "MeshSpec",
+    "MtlsSettings",
+    "OutboundTrafficPolicy",
+    "Readiness",
+    "Workload",
+    "WorkloadSpec",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"10m"``, ``"1h"``, ``"7d"`` → seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"invalid duration {text!r} (expected e.g. 500ms, 30s, 10m, 1h, 7d)")
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+class MtlsSettings(Strict):
+    mode: Literal["STRICT", "PERMISSIVE"] = "STRICT"
+
+
+class OutboundTrafficPolicy(Strict):
+    mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = "REGISTRY_ONLY"
+
+
+class MeshSpec(Strict):
+    trust_domain: str = Field(default="demo.local", alias="trustDomain", pattern=r"^[a-z0-9._-]+$")
+    mtls: MtlsSettings = Field(default_factory=MtlsSettings)
+    default_policy: Literal["deny", "allow"] = Field(default="deny", alias="defaultPolicy")
+    certificate_ttl: str = Field(default="1h", alias="certificateTTL")
+    outbound_traffic_policy: OutboundTrafficPolicy = Field(
+        default_factory=OutboundTrafficPolicy, alias="outboundTrafficPolicy"
+    )
+    root_namespace: str = Field(default="meshward-system", alias="rootNamespace")
+
+    @field_validator("certificate_ttl")
+    @classmethod
+    def _ttl(cls, v: str) -> str:
+        seconds = parse_duration(v)
+        if not 60 <= seconds <= 86400:
+            raise ValueError("certificateTTL must be between 1m and 24h")
+        return v
+
+
+@register
+class Mesh(Resource[MeshSpec]):
+    kind_name = "Mesh"
+
+
+class Readiness(Strict):
+    http_get: str | None = Field(default=None, alias="httpGet", pattern=r"^/")
+    timeout: str = "30s"
+
+
+class WorkloadSpec(Strict):
+    service: str | None = None
+    service_account: str | None = Field(default=None, alias="serviceAccount")
+    port: int = Field(default=0, ge=0, le=65535)
+    command: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    readiness: Readiness = Field(default_factory=Readiness)
+    workdir: str | None = None
+
+
+@register
+class Workload(Resource[WorkloadSpec]):
+    kind_name = "Workload"
+
+    @property
+    def service(self) -> str:
+        return self.spec.service or self.metadata.name
+
+    @property
+    def service_account(self) -> str:
+        return self.spec.service_account or self.service
