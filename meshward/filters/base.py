@@ -12,16 +12,21 @@ hooks are synchronous and must be cheap per chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from meshward.ai.types import AIRequest, TokenUsage
+from meshward.config.snapshot import MeshSnapshot, WorkloadInfo
 
 __all__ = [
     "Denial",
     "Filter",
+    "FilterFactory",
     "Peer",
     "RequestContext",
+    "SidecarRuntime",
     "StreamAbort",
 ]
 
@@ -127,3 +132,23 @@ class Filter:
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Always called once, after the response or a local reply (release, account, log)."""
+
+
+@dataclass
+class SidecarRuntime:
+    """What outlives a config generation in one sidecar process.
+
+    Filter factories get it so that state which must survive a config swap (rate-limit
+    buckets, metric collectors, the audit spool, Redis clients) is kept here, keyed by concern
+    in ``shared``, instead of inside a filter that is rebuilt on every generation.
+    """
+
+    workload: WorkloadInfo
+    trust_domain: str
+    state_dir: Path | None = None  # the sidecar's own directory (spool, caches); None = in memory
+    shared: dict[str, Any] = field(default_factory=dict)
+    metrics_registry: Any = None  # prometheus_client.CollectorRegistry, served on /stats/prometheus
+
+
+# Each concern exposes ``build(snapshot, runtime) -> Filter | None`` (None: nothing to enforce).
+FilterFactory = Callable[[MeshSnapshot, SidecarRuntime], Filter | None]
