@@ -21,7 +21,15 @@ def test_spellings_agree(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "ml", "spiffe://demo.local/ml/fraud", "http://demo.local/ns/ml/sa/x", "a/b/c", "ml/fr aud", "Demo/ns/a/sa/b"],
+    [
+        "",
+        "ml",
+        "spiffe://demo.local/ml/fraud",
+        "http://demo.local/ns/ml/sa/x",
+        "a/b/c",
+        "ml/fr aud",
+        "Demo/ns/a/sa/b",
+    ],
 )
 def test_refused(text: str) -> None:
     with pytest.raises(InvalidSpiffeId):
