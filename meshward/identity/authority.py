@@ -9,6 +9,7 @@ identity (join tokens) is decided by the caller before :meth:`Authority.sign_csr
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -106,11 +107,16 @@ def _ca_cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def _ca_stamp() -> str:
+    """Time plus a random tag: two CAs made in the same second still get distinct subjects."""
+    return f"{_now().strftime('%Y%m%d%H%M%S')} {secrets.token_hex(3)}"
+
+
 def make_root(
     trust_domain: str, ttl: dt.timedelta = ROOT_TTL
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = generate_key()
-    stamp = _now().strftime("%Y%m%d%H%M%S")
+    stamp = _ca_stamp()
     return _ca_cert(f"meshward root {trust_domain} {stamp}", trust_domain, key, None, key, ttl, 1), key
 
 
@@ -121,7 +127,7 @@ def make_intermediate(
     ttl: dt.timedelta = INTERMEDIATE_TTL,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = generate_key()
-    stamp = _now().strftime("%Y%m%d%H%M%S")
+    stamp = _ca_stamp()
     # Never outlive the root that vouches for it.
     ttl = min(ttl, root.not_valid_after_utc - _now())
     cert = _ca_cert(f"meshward issuing {trust_domain} {stamp}", trust_domain, key, root, root_key, ttl, 0)
@@ -149,6 +155,8 @@ class Authority:
     root: x509.Certificate
     intermediate: x509.Certificate
     intermediate_key: ec.EllipticCurvePrivateKey
+    #: CA certificates between the intermediate and the root (an operator's deeper chain), if any.
+    upstream: tuple[x509.Certificate, ...] = ()
 
     def check_csr(self, csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, SpiffeId]:
         """Validate a CSR on its own terms; raise :class:`CsrRefused` with the reason."""
@@ -236,5 +244,5 @@ class Authority:
         )
 
     def chain_pem(self, leaf: x509.Certificate) -> bytes:
-        """The SVID chain a workload presents: leaf then intermediate."""
-        return pem(leaf) + pem(self.intermediate)
+        """The SVID chain a workload presents: leaf, intermediate, then any upstream CAs (never the root)."""
+        return pem(leaf) + pem(self.intermediate) + b"".join(pem(c) for c in self.upstream)
