@@ -1,0 +1,103 @@
+"""Pure: one generation's resources + registered sidecars → the :class:`MeshSnapshot` of one workload.
+
+What a sidecar receives is only what may concern it (least privilege, and less to compile):
+
+- the mesh-wide settings (the ``Mesh`` resource, or defaults with the mesh's trust domain);
+- the services table: every ``Workload``'s service, the inbound endpoints its sidecars registered,
+  and the one SPIFFE identity a server for it must present;
+- the policies (every kind but ``Mesh`` and ``Workload``) in the workload's own namespace and in
+  the mesh's root namespace (mesh-wide policies, as Istio's root namespace).
+
+A sidecar for an identity that has no ``Workload`` (``meshward run --as ns/name``) gets an ad hoc
+workload with that service account and no labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from meshward.config.snapshot import MeshSnapshot, ServiceEntry, WorkloadInfo
+from meshward.config.store import SidecarRecord
+from meshward.resources import Resource
+from meshward.resources.mesh import Mesh, MeshSpec, Workload
+
+__all__ = ["build_snapshot", "find_workload", "mesh_spec", "services_table"]
+
+_NOT_POLICY = ("Mesh", "Workload")
+
+
+def mesh_spec(resources: Iterable[Resource[Any]], trust_domain: str) -> MeshSpec:
+    for r in resources:
+        if isinstance(r, Mesh):
+            return r.spec
+    return MeshSpec.model_validate({"trustDomain": trust_domain})
+
+
+def find_workload(resources: Iterable[Resource[Any]], namespace: str, name: str) -> Workload | None:
+    """The ``Workload`` called ``name`` in ``namespace`` (by name first, then service account)."""
+    workloads = [r for r in resources if isinstance(r, Workload) and r.metadata.namespace == namespace]
+    for w in workloads:
+        if w.metadata.name == name:
+            return w
+    for w in workloads:
+        if w.service_account == name:
+            return w
+    return None
+
+
+def workload_info(resources: Sequence[Resource[Any]], namespace: str, name: str) -> WorkloadInfo:
+    w = find_workload(resources, namespace, name)
+    if w is None:
+        return WorkloadInfo(name=name, namespace=namespace, service=name, service_account=name)
+    return WorkloadInfo(
+        name=w.metadata.name,
+        namespace=namespace,
+        service=w.service,
+        service_account=w.service_account,
+        labels=dict(w.metadata.labels),
+    )
+
+
+def services_table(
+    resources: Iterable[Resource[Any]], sidecars: Iterable[SidecarRecord], trust_domain: str
+) -> dict[str, ServiceEntry]:
+    """``service.namespace`` → endpoints (registered inbound listeners) and the expected identity."""
+    inbound: dict[tuple[str, str], list[str]] = {}
+    for s in sidecars:
+        inbound.setdefault((s.namespace, s.workload), []).append(s.inbound)
+    grouped: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
+    for r in resources:
+        if not isinstance(r, Workload):
+            continue
+        ns = r.metadata.namespace
+        endpoints, identities = grouped.setdefault((r.service, ns), ([], set()))
+        endpoints.extend(inbound.get((ns, r.metadata.name), []))
+        identities.add(f"spiffe://{trust_domain}/ns/{ns}/sa/{r.service_account}")
+    table: dict[str, ServiceEntry] = {}
+    for (service, ns), (endpoints, identities) in sorted(grouped.items()):
+        entry = ServiceEntry(service, ns, tuple(sorted(set(endpoints))), tuple(sorted(identities)))
+        table[entry.host] = entry
+    return table
+
+
+def build_snapshot(
+    generation: int,
+    resources: Sequence[Resource[Any]],
+    sidecars: Iterable[SidecarRecord],
+    trust_domain: str,
+    namespace: str,
+    name: str,
+) -> MeshSnapshot:
+    """The snapshot for workload ``namespace/name`` at ``generation``."""
+    spec = mesh_spec(resources, trust_domain)
+    scope = {namespace, spec.root_namespace}
+    policies = tuple(r for r in resources if r.kind not in _NOT_POLICY and r.metadata.namespace in scope)
+    return MeshSnapshot(
+        generation=generation,
+        trust_domain=trust_domain,
+        mesh=spec,
+        workload=workload_info(resources, namespace, name),
+        services=services_table(resources, sidecars, trust_domain),
+        resources=policies,
+    )
