@@ -66,6 +66,7 @@ class IdentityService:
 
     def __init__(self, state: MeshState) -> None:
         self.state = state
+        state.trust_domain  # noqa: B018 - refuse a missing mesh before creating any file
         self._lock = threading.Lock()
         self._conn = state.connect(check_same_thread=False)
         self._ledger = SvidLedger(self._conn)

@@ -87,6 +87,7 @@ def _publish(
 def refresh_bundle(state: MeshState, now: dt.datetime | None = None) -> int:
     """Drop retired roots whose overlap ended; returns how many roots the bundle holds."""
     now = now or dt.datetime.now(dt.UTC)
+    state.trust_domain  # noqa: B018 - refuse a missing mesh with a clear message
     with state.ca_lock(exclusive=True):
         root = load_pem_chain(state.root_cert_path.read_bytes(), str(state.root_cert_path))[0]
         return _publish(state, root, _read_retired(state), now)
