@@ -1,0 +1,1 @@
+"""Example models and clients for Meshward: small, readable, meant to be copied."""

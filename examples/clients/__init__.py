@@ -1,0 +1,1 @@
+"""Example mesh clients: plain HTTP callers that get mTLS from their sidecar."""
