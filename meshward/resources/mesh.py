@@ -5,16 +5,19 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from meshward.resources.base import Resource, Strict, register
 
 __all__ = [
+    "AuditSettings",
+    "AuditSink",
     "Mesh",
     "MeshSpec",
     "MtlsSettings",
     "OutboundTrafficPolicy",
     "Readiness",
+    "TelemetrySettings",
     "Workload",
     "WorkloadSpec",
     "parse_duration",
@@ -40,6 +43,46 @@ class OutboundTrafficPolicy(Strict):
     mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = "REGISTRY_ONLY"
 
 
+class AuditSink(Strict):
+    """Where the control plane forwards audit records (see ``meshward.audit.sinks``).
+
+    ``syslog``: RFC 5424 over TCP (octet-counting framing, RFC 6587), TLS when ``tls`` (RFC 5425);
+    ``file``: JSON lines; ``http``: batched POSTs of a JSON array. Each sink has its own cursor
+    on disk: a sink that is down holds nothing up and misses nothing.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    type: Literal["syslog", "file", "http"]
+    address: str | None = Field(default=None, pattern=r"^[^\s:]+:\d+$")  # syslog host:port
+    tls: bool = False
+    ca_file: str | None = Field(default=None, alias="caFile")
+    server_name: str | None = Field(default=None, alias="serverName")
+    path: str | None = None  # file
+    url: str | None = Field(default=None, pattern=r"^https?://")  # http
+    format: Literal["ocsf", "cef"] = "ocsf"  # the message (syslog MSG, file line, http item)
+    batch_size: int = Field(default=200, ge=1, le=10000, alias="batchSize")
+
+    @model_validator(mode="after")
+    def _target(self) -> AuditSink:
+        needed = {"syslog": "address", "file": "path", "http": "url"}[self.type]
+        if getattr(self, needed) is None:
+            raise ValueError(f"audit sink {self.name!r} of type {self.type} needs {needed!r}")
+        return self
+
+
+class AuditSettings(Strict):
+    sinks: list[AuditSink] = Field(default_factory=list)
+    # Audit allowed requests too (not only denies, dry-run denies, AUDIT marks, limits, DLP).
+    record_allowed: bool = Field(default=True, alias="recordAllowed")
+
+
+class TelemetrySettings(Strict):
+    # Sidecar access log: "state" (<sidecar state>/access.log), "stdout", or "off".
+    access_log: Literal["state", "stdout", "off"] = Field(default="state", alias="accessLog")
+    # OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces); unset: no export.
+    otlp_endpoint: str | None = Field(default=None, alias="otlpEndpoint", pattern=r"^https?://")
+
+
 class MeshSpec(Strict):
     trust_domain: str = Field(default="demo.local", alias="trustDomain", pattern=r"^[a-z0-9._-]+$")
     mtls: MtlsSettings = Field(default_factory=MtlsSettings)
@@ -49,6 +92,8 @@ class MeshSpec(Strict):
         default_factory=OutboundTrafficPolicy, alias="outboundTrafficPolicy"
     )
     root_namespace: str = Field(default="meshward-system", alias="rootNamespace")
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @field_validator("certificate_ttl")
     @classmethod
