@@ -48,7 +48,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from meshward.config.build import build_snapshot, find_workload
-from meshward.config.store import ApplyRefused, ConfigStore, SidecarRecord
+from meshward.config.store import ConfigStore, SidecarRecord
+from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
 from meshward.control.tls import control_id, peer_serial, peer_spiffe_id, server_context
 from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
@@ -56,7 +57,6 @@ from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.resources import Resource
-from meshward.resources.loader import LoadError, load_text
 
 __all__ = ["DEFAULT_LISTEN", "AuditSink", "ControlPlane", "snapshot_digest"]
 
@@ -300,45 +300,26 @@ class ControlPlane:
     # -- operator API ----------------------------------------------------------------------------
     def apply(self, body: dict[str, Any], who: str) -> dict[str, Any]:
         text, filename = _str(body, "text"), str(body.get("filename") or "<apply>")
-        try:
-            resources = load_text(text, filename)
-            if body.get("dry_run"):
-                changes = self.store.plan(resources)
-                return {
-                    "generation": self.store.generation(),
-                    "changed": False,
-                    "dry_run": True,
-                    "changes": [c.to_json() | {"diff": c.diff} for c in changes],
-                }
-            result = self.store.apply(resources, who)
-        except LoadError as exc:
-            raise _HttpError(400, str(exc), problems=[str(p) for p in exc.problems]) from None
-        except ApplyRefused as exc:
-            raise _HttpError(400, str(exc)) from None
-        if result.changed:
+        result = self._config(apply_text, text, filename, bool(body.get("dry_run")), who)
+        if result.get("changed"):
             self._notify()
-        return result.to_json()
+        return result
 
     def rollback(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        generation = body.get("generation")
-        if not isinstance(generation, int):
-            raise _HttpError(400, "generation must be an integer")
-        try:
-            result = self.store.rollback(generation, who)
-        except KeyError:
-            raise _HttpError(404, f"no generation {generation} (see `meshward history`)") from None
-        if result.changed:
+        result = self._config(rollback_to, body.get("generation"), who)
+        if result.get("changed"):
             self._notify()
-        return result.to_json()
+        return result
 
     def get(self, query: dict[str, str]) -> dict[str, Any]:
+        return self._config(get_resources, query.get("kind", ""), query.get("name"), query.get("namespace"))
+
+    def _config(self, operation: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         try:
-            found = self.store.get(
-                query.get("kind", ""), query.get("name") or None, query.get("namespace") or None
-            )
-        except KeyError as exc:
-            raise _HttpError(400, str(exc.args[0])) from None
-        return {"generation": self.store.generation(), "items": [r.to_doc() for r in found]}
+            return operation(self.store, *args)
+        except ConfigError as exc:
+            extra = {"problems": exc.problems} if exc.problems else {}
+            raise _HttpError(exc.status, str(exc), **extra) from None
 
     def history(self) -> dict[str, Any]:
         return {"generations": [g.to_json() for g in self.store.history()]}

@@ -1,0 +1,70 @@
+"""``meshward control [--listen HOST:PORT]``: run the control plane alone, in the foreground.
+
+It serves the state directory's mesh until SIGINT or SIGTERM, and records its URL and pid in
+``<state>/control.json`` for the CLI and ``meshward up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from meshward.cli.errors import CliError
+from meshward.control.client import read_control_info
+from meshward.control.server import DEFAULT_LISTEN, ControlPlane
+from meshward.identity.state import MeshState
+from meshward.proxy.options import parse_address
+
+__all__ = ["register", "run_control"]
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "control",
+        parents=[common],
+        help="run the control plane (CA, config API, distribution)",
+        description="Run the control plane of the mesh in --state, in the foreground.",
+    )
+    p.add_argument(
+        "--listen",
+        default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}",
+        help="HOST:PORT to serve on (default: %(default)s; port 0 picks a free one)",
+    )
+    p.set_defaults(func=run_control)
+
+
+def run_control(args: argparse.Namespace) -> int:
+    try:
+        listen = parse_address(args.listen)
+    except ValueError as exc:
+        raise CliError(f"--listen: {exc}") from None
+    state = MeshState(args.state)
+    running = read_control_info(state.path)
+    if running is not None:
+        raise CliError(f"a control plane already serves {state.path} (pid {running.pid}, {running.url})")
+    try:
+        plane = ControlPlane(state, listen)
+    except OSError as exc:
+        if exc.errno is not None and exc.strerror:
+            raise CliError(f"cannot listen on {args.listen}: {exc.strerror}") from None
+        raise
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    plane.start()
+    print(f"meshward control: serving {state.trust_domain} on {plane.url}", file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        plane.close()
+    return 0

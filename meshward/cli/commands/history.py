@@ -1,0 +1,37 @@
+"""``meshward history [--json]``: every generation, who applied it, when, and what changed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from meshward.cli.errors import CliError
+from meshward.control.operations import ConfigError, config_access
+from meshward.identity.state import MeshState
+
+__all__ = ["register"]
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("history", parents=[common], help="list config generations")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=history)
+
+
+def history(args: argparse.Namespace) -> int:
+    try:
+        generations = config_access(MeshState(args.state)).history()["generations"]
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(generations, indent=2))
+        return 0
+    print(f"{'GENERATION':<11} {'APPLIED AT':<21} {'SOURCE':<16} {'CHANGES':<36} BY")
+    for g in generations:
+        summary = ", ".join(f"{n} {action}" for action, n in sorted(g["summary"].items()))
+        print(
+            f"{g['generation']:<11} {g['applied_at']:<21} {g['source']:<16} {summary:<36} {g['applied_by']}"
+        )
+    return 0

@@ -1,0 +1,36 @@
+"""``meshward rollback GENERATION``: a new generation whose resources equal GENERATION's."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from meshward.cli.commands.apply import print_changes
+from meshward.cli.errors import CliError
+from meshward.control.operations import ConfigError, config_access
+from meshward.identity.state import MeshState
+
+__all__ = ["register"]
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("rollback", parents=[common], help="restore the resources of a previous generation")
+    p.add_argument("generation", type=int, help="the generation to restore (see `meshward history`)")
+    p.set_defaults(func=rollback)
+
+
+def rollback(args: argparse.Namespace) -> int:
+    try:
+        result = config_access(MeshState(args.state)).rollback(args.generation)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    print_changes({"changes": [c for c in result["changes"] if c["action"] != "unchanged"]})
+    if result.get("changed"):
+        print(f"generation {result['generation']} restores generation {args.generation}", file=sys.stderr)
+    else:
+        print(
+            f"generation {result['generation']} already equals generation {args.generation}", file=sys.stderr
+        )
+    return 0
