@@ -59,14 +59,23 @@ class JoinTokens:
         self._conn = conn
         conn.executescript(_SCHEMA)
 
-    def create(self, identity: SpiffeId, ttl: dt.timedelta = DEFAULT_TOKEN_TTL, uses: int = 1) -> str:
-        """A new token for exactly ``identity``; the caller shows it once, we keep only its hash."""
+    def create(
+        self,
+        identity: SpiffeId,
+        ttl: dt.timedelta = DEFAULT_TOKEN_TTL,
+        uses: int = 1,
+        now: dt.datetime | None = None,
+    ) -> str:
+        """A new token for exactly ``identity``; the caller shows it once, we keep only its hash.
+
+        ``now`` (default: the current time) is when its lifetime starts.
+        """
         if not dt.timedelta(0) < ttl <= MAX_TOKEN_TTL:
             raise ValueError(f"token lifetime must be more than 0 and at most {MAX_TOKEN_TTL.days} days")
         if not 1 <= uses <= MAX_TOKEN_USES:
             raise ValueError(f"token uses must be between 1 and {MAX_TOKEN_USES}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = dt.datetime.now(dt.UTC)
+        now = now or dt.datetime.now(dt.UTC)
         with self._conn:
             self._conn.execute(
                 "INSERT INTO identity_join_tokens"
