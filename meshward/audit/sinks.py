@@ -1,0 +1,258 @@
+"""SIEM sinks: the control plane forwards stored audit records to syslog, a file, or HTTP.
+
+Each sink runs as its own asyncio task with its own cursor on disk
+(``<state>/audit/sinks/<name>.json``: the last sequence number sent, per chain). The store is
+the queue: a sink that is down holds nothing up (ingest never waits for it) and misses nothing
+(when it is back, the task resends from its cursor). Delivery is at-least-once: a batch whose
+delivery is uncertain is sent again.
+
+- ``syslog``: RFC 5424 messages, octet-counting framing (RFC 6587 §3.4.1) over TCP, or TLS
+  (RFC 5425) with ``tls: true`` (server verified against ``caFile``, else the system roots);
+- ``file``: one line per record (OCSF JSON or CEF), appended and fsynced;
+- ``http``: a JSON array of OCSF events per POST; any 2xx is success.
+
+Configured in the ``Mesh`` resource: ``spec.audit.sinks`` (see
+:class:`meshward.resources.mesh.AuditSink`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import ssl
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from meshward.audit.chain import AuditRecord
+from meshward.audit.formats import to_cef, to_ocsf, to_ocsf_json, to_syslog
+from meshward.audit.store import AuditStore, ChainInfo
+from meshward.resources.mesh import AuditSink
+
+__all__ = ["FileSink", "HttpSink", "Sink", "SinkForwarder", "SyslogSink", "make_sink"]
+
+log = logging.getLogger(__name__)
+
+Batch = list[tuple[ChainInfo, AuditRecord]]
+
+
+class Sink:
+    """Delivers one batch; raises on failure (the forwarder retries)."""
+
+    def __init__(self, config: AuditSink) -> None:
+        self.config = config
+        self.name = config.name
+
+    def _message(self, info: ChainInfo, record: AuditRecord) -> str:
+        if self.config.format == "cef":
+            return to_cef(record, info.source, info.chain)
+        return to_ocsf_json(record, info.source, info.chain)
+
+    async def send(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class SyslogSink(Sink):
+    def __init__(self, config: AuditSink) -> None:
+        super().__init__(config)
+        assert config.address is not None
+        host, _, port = config.address.rpartition(":")
+        self.host, self.port = host, int(port)
+        self._ssl: ssl.SSLContext | None = None
+        if config.tls:
+            self._ssl = ssl.create_default_context(cafile=config.ca_file)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
+
+    def frame(self, info: ChainInfo, record: AuditRecord) -> bytes:
+        if self.config.format == "cef":
+            msg = to_syslog(record, info.source, info.chain)
+            head, _, _ = msg.rpartition("] ")
+            msg = f"{head}] {to_cef(record, info.source, info.chain)}"
+        else:
+            msg = to_syslog(record, info.source, info.chain)
+        data = msg.encode()
+        return b"%d %s" % (len(data), data)
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        if self._writer is None or self._writer.is_closing():
+            await self.close()
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=(self.config.server_name or self.host) if self._ssl else None,
+                ),
+                10.0,
+            )
+            self._reader, self._writer = reader, writer
+            return writer
+        return self._writer
+
+    async def send(self, batch: Batch) -> None:
+        writer = await self._connect()
+        try:
+            writer.write(b"".join(self.frame(info, record) for info, record in batch))
+            await asyncio.wait_for(writer.drain(), 10.0)
+            await asyncio.sleep(0)
+            # A peer that closed the connection shows as EOF: the batch may be lost, send again.
+            if (self._reader is not None and self._reader.at_eof()) or writer.is_closing():
+                raise ConnectionError("syslog receiver closed the connection")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+        self._writer = self._reader = None
+
+
+class FileSink(Sink):
+    def __init__(self, config: AuditSink) -> None:
+        super().__init__(config)
+        assert config.path is not None
+        self.path = Path(config.path)
+
+    def _write(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def send(self, batch: Batch) -> None:
+        data = "".join(self._message(info, record) + "\n" for info, record in batch).encode()
+        await asyncio.get_running_loop().run_in_executor(None, self._write, data)
+
+
+class HttpSink(Sink):
+    def __init__(self, config: AuditSink) -> None:
+        super().__init__(config)
+        assert config.url is not None
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True
+        )
+        self._client = httpx.AsyncClient(timeout=10.0, verify=verify)
+
+    async def send(self, batch: Batch) -> None:
+        assert self.config.url is not None
+        if self.config.format == "cef":
+            payload: list[Any] = [to_cef(record, info.source, info.chain) for info, record in batch]
+        else:
+            payload = [to_ocsf(record, info.source, info.chain) for info, record in batch]
+        response = await self._client.post(self.config.url, json=payload)
+        if not 200 <= response.status_code < 300:
+            raise ConnectionError(f"HTTP sink answered {response.status_code}")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def make_sink(config: AuditSink) -> Sink:
+    return {"syslog": SyslogSink, "file": FileSink, "http": HttpSink}[config.type](config)
+
+
+class SinkForwarder:
+    """Runs every configured sink; ``await forwarder.run()`` in the control plane's loop/thread."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        sinks: Iterable[AuditSink | Sink],
+        *,
+        poll_interval: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.sinks = [s if isinstance(s, Sink) else make_sink(s) for s in sinks]
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.cursor_dir = store.directory / "sinks"
+        self.cursor_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.sent: dict[str, int] = {s.name: 0 for s in self.sinks}
+        self.errors: dict[str, str | None] = {s.name: None for s in self.sinks}
+        self._stopping = asyncio.Event()
+
+    def _cursor_path(self, sink: Sink) -> Path:
+        return self.cursor_dir / f"{sink.name}.json"
+
+    def load_cursor(self, sink: Sink) -> dict[str, int]:
+        try:
+            data = json.loads(self._cursor_path(sink).read_text())
+            return {str(k): int(v) for k, v in data.items()}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_cursor(self, sink: Sink, cursor: dict[str, int]) -> None:
+        path = self._cursor_path(sink)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(cursor, sort_keys=True))
+        os.replace(tmp, path)
+
+    def _pending(self, cursor: dict[str, int], limit: int) -> Batch:
+        batch: Batch = []
+        for info in self.store.chains():
+            after = cursor.get(info.slug, 0)
+            if info.seq <= after:
+                continue
+            for record in self.store.read(info.slug, after, limit - len(batch)):
+                batch.append((info, record))
+            if len(batch) >= limit:
+                break
+        return batch
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        try:
+            await asyncio.gather(*(self._run_sink(sink) for sink in self.sinks))
+        finally:
+            for sink in self.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.close()
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _run_sink(self, sink: Sink) -> None:
+        loop = asyncio.get_running_loop()
+        cursor = self.load_cursor(sink)
+        backoff = 0.2
+        while not self._stopping.is_set():
+            batch = await loop.run_in_executor(None, self._pending, cursor, sink.config.batch_size)
+            if not batch:
+                await self._wait(self.poll_interval)
+                continue
+            try:
+                await sink.send(batch)
+            except Exception as exc:
+                self.errors[sink.name] = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "audit sink %s: %s; retrying in %.1fs", sink.name, self.errors[sink.name], backoff
+                )
+                await self._wait(backoff * (0.5 + random.random()))
+                backoff = min(self.max_backoff, backoff * 2)
+                continue
+            backoff = 0.2
+            self.errors[sink.name] = None
+            for info, record in batch:
+                cursor[info.slug] = max(cursor.get(info.slug, 0), record.seq)
+            self._save_cursor(sink, cursor)
+            self.sent[sink.name] += len(batch)

@@ -1,0 +1,348 @@
+"""The control plane's audit store: verifies each sidecar's chain, keeps it, signs checkpoints.
+
+Layout (``<state>/audit``)::
+
+    trail/chains.json        slug -> {"source": SPIFFE ID, "chain": id, "created": time}
+    trail/<slug>.jsonl       the records of one chain, exactly as the sidecar hashed them
+    checkpoints.jsonl        signed checkpoints (see :mod:`meshward.audit.checkpoint`)
+    checkpoint.key / .pub    the checkpoint signing key (0600) and its public half
+
+The control plane's HTTPS handler calls :meth:`AuditStore.ingest` with the caller's SPIFFE
+ID from its verified client certificate (never from the body) and the NDJSON batch a
+sidecar's :class:`~meshward.audit.shipper.AuditShipper` posted; the answer is the ack to send
+back. Records are appended and fsynced before the ack, so an acknowledged record survives a
+crash of the control plane. A batch that skips records (``409``, ``expected_seq`` tells the
+sidecar where to resume) or does not link to the stored head is refused as a whole.
+
+The control plane's own events (certificates issued or refused, config generations) go
+through :meth:`AuditStore.record` into a chain of its own. Thread-safe (one lock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshward.audit.chain import GENESIS, AuditRecord, ChainWriter, RecordError, parse_record_line
+from meshward.audit.checkpoint import CheckpointSigner, checkpoint_digest
+
+__all__ = ["CONTROL_SOURCE", "AuditRejected", "AuditStore", "ChainInfo", "IngestAck"]
+
+CONTROL_SOURCE = "meshward-control"  # the source name of the control plane's own chain
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_BATCH_RECORDS = 10_000
+
+
+class AuditRejected(ValueError):
+    """A batch the store refuses; ``status`` is the HTTP status to answer (the sender's fault)."""
+
+    def __init__(self, status: int, message: str, expected_seq: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.expected_seq = expected_seq
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": str(self), "expected_seq": self.expected_seq}
+
+
+@dataclass(frozen=True, slots=True)
+class IngestAck:
+    """What the control plane answers a sidecar: everything up to ``acked_seq`` is stored."""
+
+    chain: str
+    acked_seq: int
+    stored: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chain": self.chain, "acked_seq": self.acked_seq, "stored": self.stored}
+
+
+@dataclass(slots=True)
+class ChainInfo:
+    slug: str
+    source: str
+    chain: str
+    seq: int = 0
+    head: str = GENESIS
+
+    @property
+    def path_name(self) -> str:
+        return f"{self.slug}.jsonl"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def slug_for(source: str, chain: str) -> str:
+    base = source.removeprefix("spiffe://")
+    return f"{_SLUG_UNSAFE.sub('_', base).strip('_')[:120]}.{chain}"
+
+
+def _last_line(path: Path) -> tuple[bytes | None, int]:
+    """The last complete line of ``path`` and the size up to its end (a torn tail is beyond)."""
+    size = path.stat().st_size
+    if size == 0:
+        return None, 0
+    with open(path, "rb") as fh:
+        chunk = 1 << 16
+        while True:
+            start = max(0, size - chunk)
+            fh.seek(start)
+            data = fh.read(size - start)
+            end = data.rfind(b"\n")
+            if end < 0 and start > 0:
+                chunk *= 4
+                continue
+            if end < 0:
+                return None, 0
+            begin = data.rfind(b"\n", 0, end) + 1
+            if begin == 0 and start > 0:
+                chunk *= 4
+                continue
+            return data[begin : end + 1], start + end + 1
+
+
+class AuditStore:
+    """Per-chain trail files plus signed checkpoints under ``<state>/audit``."""
+
+    def __init__(self, state_dir: Path, checkpoint_interval: float = 0.0) -> None:
+        self.directory = Path(state_dir) / "audit"
+        self.trail_dir = self.directory / "trail"
+        self.trail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.checkpoint_interval = checkpoint_interval
+        self._lock = threading.RLock()
+        self._signer = CheckpointSigner(self.directory)
+        self._chains: dict[str, ChainInfo] = {}
+        self._by_source_chain: dict[tuple[str, str], ChainInfo] = {}
+        self._last_checkpoint_at = 0.0
+        self._checkpoint_n = 0
+        self._checkpoint_prev: str | None = None
+        self._checkpointed: dict[str, int] = {}
+        self._control: ChainWriter | None = None
+        self._control_chain: ChainInfo | None = None
+        self._read_offsets: dict[tuple[str, int], int] = {}
+        self._load()
+
+    # -- loading ---------------------------------------------------------------------------------
+    @property
+    def chains_path(self) -> Path:
+        return self.trail_dir / "chains.json"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.directory / "checkpoints.jsonl"
+
+    def _load(self) -> None:
+        try:
+            index = json.loads(self.chains_path.read_text())
+        except FileNotFoundError:
+            index = {}
+        for slug, meta in index.items():
+            info = ChainInfo(slug, meta["source"], meta["chain"])
+            path = self.trail_dir / info.path_name
+            if path.exists():
+                line, good_size = _last_line(path)
+                if good_size != path.stat().st_size:  # torn by a crash mid-append: never acked
+                    os.truncate(path, good_size)
+                if line is not None:
+                    record = parse_record_line(line, check_hash=False)
+                    info.seq, info.head = record.seq, record.hash
+            self._add_chain(info)
+        line, _ = _last_line(self.checkpoints_path) if self.checkpoints_path.exists() else (None, 0)
+        if line is not None:
+            data = json.loads(line)
+            self._checkpoint_n = int(data["n"])
+            self._checkpoint_prev = checkpoint_digest(line)
+            self._checkpointed = {slug: int(c["seq"]) for slug, c in data["chains"].items()}
+        if any(self._checkpointed.get(s, 0) != c.seq for s, c in self._chains.items()):
+            self.checkpoint(force=True)  # records stored just before a crash, not yet covered
+
+    def _add_chain(self, info: ChainInfo) -> None:
+        self._chains[info.slug] = info
+        self._by_source_chain[(info.source, info.chain)] = info
+
+    def _new_chain(self, source: str, chain: str) -> ChainInfo:
+        info = ChainInfo(slug_for(source, chain), source, chain)
+        self._add_chain(info)
+        index = {
+            c.slug: {"source": c.source, "chain": c.chain, "created": _now_iso()}
+            for c in self._chains.values()
+        }
+        try:
+            old = json.loads(self.chains_path.read_text())
+        except FileNotFoundError:
+            old = {}
+        for slug, meta in old.items():
+            index[slug] = meta
+        tmp = self.chains_path.with_name("chains.json.tmp")
+        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+        os.replace(tmp, self.chains_path)
+        return info
+
+    # -- public API ------------------------------------------------------------------------------
+    def chains(self) -> list[ChainInfo]:
+        with self._lock:
+            return [ChainInfo(c.slug, c.source, c.chain, c.seq, c.head) for c in self._chains.values()]
+
+    def ingest(self, source: str, batch: bytes) -> IngestAck:
+        """Store an NDJSON batch from ``source`` (the caller's verified SPIFFE ID)."""
+        header_end = batch.find(b"\n")
+        if header_end < 0:
+            raise AuditRejected(400, "audit batch: missing header line")
+        try:
+            header = json.loads(batch[:header_end])
+            chain = header["chain"]
+        except (ValueError, KeyError, TypeError):
+            raise AuditRejected(400, "audit batch: malformed header line") from None
+        if not isinstance(chain, str) or not re.fullmatch(r"[0-9a-f]{8,64}", chain):
+            raise AuditRejected(400, "audit batch: invalid chain id")
+        lines = batch[header_end + 1 :].splitlines(keepends=True)
+        return self.ingest_records(source, chain, lines)
+
+    def ingest_records(self, source: str, chain: str, lines: list[bytes]) -> IngestAck:
+        if len(lines) > _MAX_BATCH_RECORDS:
+            raise AuditRejected(413, f"audit batch: more than {_MAX_BATCH_RECORDS} records")
+        records: list[AuditRecord] = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(parse_record_line(line))
+            except RecordError as exc:
+                raise AuditRejected(400, f"audit batch record {i + 1}: {exc}") from None
+        with self._lock:
+            info = self._by_source_chain.get((source, chain))
+            seq, head = (info.seq, info.head) if info else (0, GENESIS)
+            fresh: list[AuditRecord] = []
+            for record in records:
+                if record.seq <= seq and not fresh:
+                    continue  # already stored (a resend after a lost ack)
+                if record.seq != seq + 1:
+                    raise AuditRejected(
+                        409, f"audit batch: got seq {record.seq}, expected {seq + 1}", expected_seq=seq + 1
+                    )
+                if record.prev != head:
+                    raise AuditRejected(
+                        409,
+                        f"audit batch: seq {record.seq} does not link to the stored head",
+                        expected_seq=seq + 1,
+                    )
+                fresh.append(record)
+                seq, head = record.seq, record.hash
+            if fresh:
+                if info is None:
+                    info = self._new_chain(source, chain)
+                self._append(info, fresh)
+                self._maybe_checkpoint()
+            return IngestAck(chain, seq, len(fresh))
+
+    def record(self, event: dict[str, Any]) -> AuditRecord:
+        """Append one of the control plane's own events to its chain."""
+        with self._lock:
+            if self._control is None:
+                existing = [c for c in self._chains.values() if c.source == CONTROL_SOURCE]
+                info = existing[0] if existing else self._new_chain(CONTROL_SOURCE, secrets.token_hex(8))
+                self._control_chain = info
+                self._control = ChainWriter(info.seq, info.head)
+            assert self._control_chain is not None
+            record = self._control.next(event)
+            self._append(self._control_chain, [record])
+            self._maybe_checkpoint()
+            return record
+
+    def checkpoint(self, force: bool = False) -> bool:
+        """Sign the current heads if anything changed since the last checkpoint."""
+        with self._lock:
+            current = {slug: c.seq for slug, c in self._chains.items()}
+            if not force and current == self._checkpointed:
+                return False
+            chains = {
+                slug: {"source": c.source, "chain": c.chain, "seq": c.seq, "hash": c.head}
+                for slug, c in sorted(self._chains.items())
+            }
+            self._checkpoint_n += 1
+            line = self._signer.sign(
+                self._checkpoint_n, _now_iso(), self._checkpoint_prev, sum(current.values()), chains
+            )
+            fd = os.open(self.checkpoints_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._checkpoint_prev = checkpoint_digest(line)
+            self._checkpointed = current
+            self._last_checkpoint_at = time.monotonic()
+            return True
+
+    def read(self, slug: str, after_seq: int, limit: int = 1000) -> list[AuditRecord]:
+        """Stored records of chain ``slug`` after ``after_seq`` (for sinks and ``audit tail``).
+
+        Sequential readers (one per sink) resume from a remembered byte offset.
+        """
+        path = self.trail_dir / f"{slug}.jsonl"
+        cached = self._read_offsets.get((slug, after_seq))
+        out: list[AuditRecord] = []
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return out
+        with fh:
+            offset = cached if cached is not None else 0
+            fh.seek(offset)
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                try:
+                    record = parse_record_line(line, check_hash=False)
+                except RecordError:
+                    continue
+                if record.seq > after_seq:
+                    out.append(record)
+                    if len(out) >= limit:
+                        break
+        if out:
+            with self._lock:
+                if len(self._read_offsets) > 256:
+                    self._read_offsets.clear()
+                self._read_offsets[(slug, out[-1].seq)] = offset
+        return out
+
+    # -- internals -------------------------------------------------------------------------------
+    def _append(self, info: ChainInfo, records: list[AuditRecord]) -> None:
+        data = b"".join(r.line() for r in records)
+        fd = os.open(self.trail_dir / info.path_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        info.seq, info.head = records[-1].seq, records[-1].hash
+
+    def _maybe_checkpoint(self) -> None:
+        if time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval:
+            self.checkpoint()
+
+
+def iter_trail(path: Path) -> Iterator[AuditRecord]:
+    """Records of one trail file in file order (hashes not checked: see ``verify``)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, generator
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in fh:
+            if line.endswith(b"\n"):
+                try:
+                    yield parse_record_line(line, check_hash=False)
+                except RecordError:
+                    continue

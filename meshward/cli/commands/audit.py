@@ -1,0 +1,171 @@
+"""``meshward audit verify | tail [-f] | export --format ocsf|cef|syslog``.
+
+Reads the control plane's audit store in ``<state>/audit`` directly (files, no API): verify
+works on a copy handed to an auditor, and on a trail whose control plane is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from meshward.audit.chain import AuditRecord
+from meshward.audit.formats import FORMATS, to_cef, to_ocsf_json, to_syslog
+from meshward.audit.store import iter_trail
+from meshward.audit.verify import verify_audit_dir
+from meshward.cli.errors import CliError
+
+__all__ = ["register"]
+
+Entry = tuple[str, str, AuditRecord]  # (source, chain, record)
+_RENDER: dict[str, Callable[[AuditRecord, str, str], str]] = {
+    "ocsf": to_ocsf_json,
+    "cef": to_cef,
+    "syslog": to_syslog,
+}
+
+
+def _audit_dir(args: argparse.Namespace) -> Path:
+    path = Path(args.state) / "audit"
+    if not (path / "trail").is_dir():
+        raise CliError(f"no audit trail in {path} (has this control plane received any audit records?)")
+    return path
+
+
+def _chains(audit_dir: Path) -> dict[str, tuple[str, str]]:
+    try:
+        index = json.loads((audit_dir / "trail" / "chains.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {slug: (meta.get("source", "?"), meta.get("chain", "?")) for slug, meta in index.items()}
+
+
+def _all_entries(audit_dir: Path) -> list[Entry]:
+    entries: list[Entry] = []
+    for slug, (source, chain) in sorted(_chains(audit_dir).items()):
+        entries.extend((source, chain, r) for r in iter_trail(audit_dir / "trail" / f"{slug}.jsonl"))
+    entries.sort(key=lambda e: (int(e[2].event.get("time") or 0), e[0], e[2].seq))
+    return entries
+
+
+def _text(record: AuditRecord, source: str, chain: str) -> str:
+    e = record.event
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(e.get("time") or 0) / 1000))
+    what = f"{e.get('class_name', '?')}/{e.get('activity_name', '?')}"
+    req = e.get("http_request") or {}
+    detail = ""
+    if req:
+        authz = (e.get("authorizations") or [{}])[0]
+        policy = (authz.get("policy") or {}).get("name") or "-"
+        actor = ((e.get("actor") or {}).get("user") or {}).get("uid") or "-"
+        code = (e.get("http_response") or {}).get("code", "-")
+        detail = (
+            f"{actor} {req.get('http_method')} {(req.get('url') or {}).get('path')} -> {code} "
+            f"{authz.get('decision', '-')} policy={policy}"
+        )
+    elif e.get("api"):
+        detail = f"{e['api'].get('operation')} {e.get('status', '')} {e.get('message', '')}".strip()
+    elif e.get("app"):
+        detail = f"{e['app'].get('name')} {e['app'].get('uid', '')}"
+    return f"{stamp} {source} #{record.seq} {what} {detail}".rstrip()
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("audit", parents=[common], help="verify, follow and export the audit trail")
+
+    def usage(_args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return 2
+
+    p.set_defaults(func=usage)
+    asub = p.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+    hidden_state = {"type": Path, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+
+    v = asub.add_parser("verify", help="check every chain and signed checkpoint; name any tampering")
+    v.add_argument("--state", **hidden_state)  # type: ignore[arg-type]
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=verify)
+
+    t = asub.add_parser("tail", help="print the latest records; -f follows new ones")
+    t.add_argument("--state", **hidden_state)  # type: ignore[arg-type]
+    t.add_argument(
+        "-n", "--lines", type=int, default=20, help="how many to print first (default: %(default)s)"
+    )
+    t.add_argument("-f", "--follow", action="store_true", help="keep printing records as they arrive")
+    t.add_argument("--format", choices=("text", *FORMATS), default="text")
+    t.set_defaults(func=tail)
+
+    e = asub.add_parser("export", help="print every record in a SIEM format")
+    e.add_argument("--state", **hidden_state)  # type: ignore[arg-type]
+    e.add_argument("--format", choices=FORMATS, required=True)
+    e.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    e.set_defaults(func=export)
+
+
+def verify(args: argparse.Namespace) -> int:
+    report = verify_audit_dir(_audit_dir(args))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for problem in report.problems:
+            print(f"TAMPERED {problem}")
+        status = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
+        print(
+            f"audit trail {status}: {report.records} records in {report.chains} chains, "
+            f"{report.checkpoints} signed checkpoints"
+        )
+    return 0 if report.ok else 1
+
+
+def _render(fmt: str) -> Callable[[AuditRecord, str, str], str]:
+    return _text if fmt == "text" else _RENDER[fmt]
+
+
+def _follow(audit_dir: Path, seen: dict[str, int], interval: float = 0.5) -> Iterator[Entry]:
+    while True:
+        fresh: list[Entry] = []
+        for slug, (source, chain) in _chains(audit_dir).items():
+            after = seen.get(slug, 0)
+            for record in iter_trail(audit_dir / "trail" / f"{slug}.jsonl"):
+                if record.seq > after:
+                    fresh.append((source, chain, record))
+                    seen[slug] = record.seq
+        fresh.sort(key=lambda e: int(e[2].event.get("time") or 0))
+        yield from fresh
+        time.sleep(interval)
+
+
+def tail(args: argparse.Namespace) -> int:
+    audit_dir = _audit_dir(args)
+    render = _render(args.format)
+    entries = _all_entries(audit_dir)
+    for source, chain, record in entries[-max(0, args.lines) :] if args.lines else []:
+        print(render(record, source, chain), flush=True)
+    if not args.follow:
+        return 0
+    seen: dict[str, int] = {}
+    by_source_chain = {v: k for k, v in _chains(audit_dir).items()}
+    for source, chain, record in entries:
+        slug = by_source_chain.get((source, chain))
+        if slug:
+            seen[slug] = max(seen.get(slug, 0), record.seq)
+    for source, chain, record in _follow(audit_dir, seen):
+        print(render(record, source, chain), flush=True)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    render = _RENDER[args.format]
+    lines = (render(record, source, chain) + "\n" for source, chain, record in _all_entries(_audit_dir(args)))
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.writelines(lines)
+    else:
+        sys.stdout.writelines(lines)
+    return 0
