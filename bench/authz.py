@@ -1,0 +1,256 @@
+"""Authorization decision latency, in process: ``.venv/bin/python -m bench.authz``.
+
+A mesh of 1,000 AuthorizationPolicies of which 100 select the benchmarked workload (70 ALLOW
+policies pinned to one caller each, 10 namespace-wide ALLOW with path templates and models,
+10 DENY, 5 AUDIT, 5 dry-run DENY; the other 900 live in other namespaces or select other
+labels). A rotating mix of requests (allowed, denied by DENY, no ALLOW match, unknown caller)
+is decided one at a time; each decision is timed alone with ``perf_counter_ns`` (timer overhead
+included, so the numbers are conservative). Side by side in the same run:
+
+- ``no_policies``: the same requests against a workload with no policy (default deny);
+- ``unindexed_100``: 100 ALLOW policies selecting by namespace only (no principal index
+  applies, every rule is tried): the worst case of the same size;
+- ``attrs_plus_decision``: building :class:`RequestAttributes` from scratch + the decision
+  (what the sidecar filter does per request).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from meshward.authz.attributes import RequestAttributes
+from meshward.authz.engine import AuthzEngine, compile_engine
+from meshward.config.snapshot import WorkloadInfo
+from meshward.resources.authorization import AuthorizationPolicy
+
+__all__ = ["build_mesh", "run"]
+
+TRUST_DOMAIN = "bench.local"
+WORKLOAD = WorkloadInfo("llm-v1", "llm", "llm", "llm", {"app": "llm", "version": "v1"})
+_NOW = 1_796_000_000.0  # a fixed instant: the run is deterministic
+
+
+def _policy(
+    ns: str, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
+) -> AuthorizationPolicy:
+    return AuthorizationPolicy.model_validate(
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations or {}},
+            "spec": spec,
+        }
+    )
+
+
+def build_mesh() -> list[AuthorizationPolicy]:
+    """1,000 policies; 100 of them select ``WORKLOAD``."""
+    policies: list[AuthorizationPolicy] = []
+    sel = {"matchLabels": {"app": "llm"}}
+    for i in range(70):
+        policies.append(
+            _policy(
+                "llm",
+                f"allow-caller-{i:03d}",
+                {
+                    "selector": sel,
+                    "rules": [
+                        {
+                            "from": [{"source": {"principals": [f"team{i}/client"]}}],
+                            "to": [
+                                {
+                                    "operation": {
+                                        "methods": ["POST"],
+                                        "paths": ["/v1/chat/completions", "/v1/embeddings"],
+                                        "models": [f"model-{i % 7}", "gpt-4o*"],
+                                    }
+                                }
+                            ],
+                        }
+                    ],
+                },
+            )
+        )
+    for i in range(10):
+        policies.append(
+            _policy(
+                "llm",
+                f"allow-ns-{i:02d}",
+                {
+                    "rules": [
+                        {
+                            "from": [{"source": {"namespaces": [f"batch{i}"]}}],
+                            "to": [
+                                {"operation": {"paths": ["/v2/models/{*}/infer"], "aiOperations": ["infer"]}}
+                            ],
+                            "when": [{"key": "request.time", "values": ["Mon-Fri 01:00-05:00 UTC"]}],
+                        }
+                    ]
+                },
+            )
+        )
+    for i in range(10):
+        policies.append(
+            _policy(
+                "llm",
+                f"deny-{i:02d}",
+                {
+                    "action": "DENY",
+                    "rules": [
+                        {"to": [{"operation": {"paths": [f"/admin{i}*"]}}]},
+                        {"from": [{"source": {"ipBlocks": [f"203.0.{i}.0/24"]}}]},
+                    ],
+                },
+            )
+        )
+    for i in range(5):
+        policies.append(
+            _policy(
+                "llm",
+                f"audit-{i}",
+                {"action": "AUDIT", "rules": [{"to": [{"operation": {"aiOperations": ["admin"]}}]}]},
+            )
+        )
+    for i in range(5):
+        policies.append(
+            _policy(
+                "llm",
+                f"dry-deny-{i}",
+                {
+                    "action": "DENY",
+                    "rules": [{"when": [{"key": "request.headers[x-tenant]", "values": [f"t{i}"]}]}],
+                },
+                {"meshward.dev/dry-run": "true"},
+            )
+        )
+    # 900 that do not select the workload: other namespaces, or other labels in "llm".
+    for i in range(800):
+        policies.append(
+            _policy(
+                f"ns{i % 40}",
+                f"p{i:03d}",
+                {"rules": [{"from": [{"source": {"principals": [f"ns{i}/sa"]}}]}]},
+            )
+        )
+    for i in range(100):
+        policies.append(
+            _policy(
+                "llm", f"other-{i:03d}", {"selector": {"matchLabels": {"app": f"other{i}"}}, "rules": [{}]}
+            )
+        )
+    return policies
+
+
+def _requests() -> list[RequestAttributes]:
+    out: list[RequestAttributes] = []
+    for i in range(64):
+        caller = i % 80  # 70 known callers, 10 unknown
+        out.append(
+            RequestAttributes(
+                method="POST",
+                path="/v1/chat/completions" if i % 9 else "/admin3/x",
+                host="llm.llm",
+                port=8000,
+                principal=f"{TRUST_DOMAIN}/ns/team{caller}/sa/client",
+                namespace=f"team{caller}",
+                source_ip=f"10.0.{i % 4}.{i}",
+                headers={"content-type": "application/json", "x-tenant": f"t{i % 12}"},
+                model=f"model-{caller % 7}" if i % 5 else "gpt-4o-mini",
+                operation="chat",
+                now=_NOW,
+            )
+        )
+    return out
+
+
+def _time_each(
+    decide: Callable[[RequestAttributes], object], reqs: list[RequestAttributes], n: int
+) -> list[int]:
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    count = len(reqs)
+    for i in range(n):
+        r = reqs[i % count]
+        t0 = clock()
+        decide(r)
+        samples.append(clock() - t0)
+    return samples
+
+
+def _summary(samples: list[int]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median_us": statistics.median(ordered) / 1000,
+        "p99_us": ordered[int(len(ordered) * 0.99) - 1] / 1000,
+    }
+
+
+def _rebuild(r: RequestAttributes) -> RequestAttributes:
+    return RequestAttributes(
+        method=r.method,
+        path=r.path,
+        host=r.host,
+        port=r.port,
+        principal=r.principal,
+        namespace=r.namespace,
+        source_ip=r.source_ip,
+        headers=r.headers,
+        model=r.model,
+        operation=r.operation,
+        now=r.now,
+    )
+
+
+def run(iterations: int = 50_000) -> dict[str, Any]:
+    mesh = build_mesh()
+    t0 = time.perf_counter()
+    engine = compile_engine(mesh, WORKLOAD, trust_domain=TRUST_DOMAIN)
+    compile_ms = (time.perf_counter() - t0) * 1000
+    assert len(engine.policies) == 100, len(engine.policies)
+    empty = AuthzEngine([], trust_domain=TRUST_DOMAIN)
+    unindexed = AuthzEngine(
+        [
+            _policy("llm", f"ns-{i:03d}", {"rules": [{"from": [{"source": {"namespaces": [f"other{i}"]}}]}]})
+            for i in range(100)
+        ],
+        trust_domain=TRUST_DOMAIN,
+    )
+    reqs = _requests()
+    allowed = sum(engine.evaluate(r).allowed for r in reqs)
+
+    def full(r: RequestAttributes) -> object:
+        return engine.evaluate(_rebuild(r))
+
+    for decide in (engine.evaluate, empty.evaluate, unindexed.evaluate, full):  # warm up
+        _time_each(decide, reqs, 2000)
+    results: dict[str, Any] = {
+        "policies_in_mesh": len(mesh),
+        "policies_selecting": len(engine.policies),
+        "compile_ms": round(compile_ms, 1),
+        "requests_allowed_of_64": allowed,
+        "decision_1000_100": _summary(_time_each(engine.evaluate, reqs, iterations)),
+        "no_policies": _summary(_time_each(empty.evaluate, reqs, iterations)),
+        "unindexed_100": _summary(_time_each(unindexed.evaluate, reqs, iterations)),
+        "attrs_plus_decision": _summary(_time_each(full, reqs, iterations)),
+    }
+    base = results["no_policies"]["median_us"]
+    results["ratio_median_vs_no_policies"] = round(results["decision_1000_100"]["median_us"] / base, 2)
+    results["target_median_us"] = 10.0
+    results["meets_target"] = results["decision_1000_100"]["median_us"] < 10.0
+    return results
+
+
+def main() -> None:
+    results = run()
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        if isinstance(value, dict):
+            value = "  ".join(f"{k}={v:.2f}" for k, v in value.items())
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
