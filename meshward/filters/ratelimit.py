@@ -1,0 +1,163 @@
+"""The rate-limit / quota filter: request rates, concurrency and LLM token budgets.
+
+``on_request`` admits the request against every RateLimitPolicy limit that applies (see
+:mod:`meshward.ratelimit.limiter`) or answers 429 with the IETF RateLimit fields (503 when
+a fail-closed limit's store is down). Shadow limits only count. The response hooks read
+the token usage as the body streams by (:class:`meshward.ai.usage.UsageMeter`, nothing is
+held back) and ``on_complete`` — which runs once whatever happened — reconciles token
+reservations with that usage, releases concurrency slots and records ``ctx.tokens``.
+
+State that must outlive a config generation (local buckets, Redis clients, counters) is in
+``runtime.shared["ratelimit"]``; this filter is rebuilt on every generation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshward.ai.usage import UsageMeter
+from meshward.config.snapshot import MeshSnapshot
+from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
+from meshward.ratelimit.answer import answer_for
+from meshward.ratelimit.backend import Backend, LocalBackend
+from meshward.ratelimit.compile import CompiledLimit, RequestFacts, compile_policies
+from meshward.ratelimit.limiter import Admission, RateLimiter
+from meshward.ratelimit.redis_backend import RedisBackend
+from meshward.ratelimit.telemetry import RateLimitTelemetry
+
+__all__ = ["RateLimitFilter", "RateLimitShared", "build", "shared_state"]
+
+_METERED_OPERATIONS = frozenset({"chat", "completion", "embed"})
+_SCRATCH = "ratelimit"
+
+
+@dataclass
+class RateLimitShared:
+    """What survives config swaps in one sidecar (``runtime.shared["ratelimit"]``)."""
+
+    local: LocalBackend = field(default_factory=lambda: LocalBackend(time.time))
+    redis: dict[str, RedisBackend] = field(default_factory=dict)
+    telemetry: RateLimitTelemetry = field(default_factory=RateLimitTelemetry)
+
+    def backend(self, name: str) -> Backend:
+        if name == "local":
+            return self.local
+        backend = self.redis.get(name)
+        if backend is None:
+            backend = self.redis[name] = RedisBackend(name)
+        return backend
+
+
+def shared_state(runtime: SidecarRuntime) -> RateLimitShared:
+    state = runtime.shared.get("ratelimit")
+    if not isinstance(state, RateLimitShared):
+        state = runtime.shared["ratelimit"] = RateLimitShared()
+    return state
+
+
+class _Pending:
+    """Per-request state kept in ``ctx.scratch`` between the hooks."""
+
+    __slots__ = ("admission", "meter")
+
+    def __init__(self, admission: Admission, meter: UsageMeter | None) -> None:
+        self.admission = admission
+        self.meter = meter
+
+
+class RateLimitFilter(Filter):
+    name = "ratelimit"
+
+    def __init__(self, limiter: RateLimiter, telemetry: RateLimitTelemetry) -> None:
+        self.limiter = limiter
+        self.telemetry = telemetry
+
+    async def on_request(self, ctx: RequestContext) -> Denial | None:
+        ai = ctx.ai
+        peer = ctx.peer
+        facts = RequestFacts(
+            peer.principal, peer.namespace, ctx.method, ctx.path, ctx.headers, ai.model, ai.operation
+        )
+        adm = await self.limiter.admit(
+            facts, ctx.request_id, ai.prompt_tokens_estimate or 0, ai.max_output_tokens
+        )
+        telemetry = self.telemetry
+        for limit in adm.failed_open:
+            telemetry.backend_failure(limit.id, "open")
+        for shadow in adm.shadow_refusals:
+            telemetry.limited(shadow.limit.policy, shadow.limit.name, shadow.dimension, "shadow")
+            if shadow.unavailable:
+                telemetry.backend_failure(shadow.limit.id, "closed")
+            ctx.audit_marks.append(f"ratelimit-shadow:{shadow.limit.policy}/{shadow.limit.name}")
+        refusal = adm.refusal
+        meter = (
+            UsageMeter() if (adm.holds or ai.operation in _METERED_OPERATIONS) and refusal is None else None
+        )
+        ctx.scratch[_SCRATCH] = _Pending(adm, meter)
+        if refusal is None:
+            return None
+        limit = refusal.limit
+        if refusal.unavailable:
+            telemetry.backend_failure(limit.id, "closed")
+        else:
+            telemetry.limited(limit.policy, limit.name, refusal.dimension, "enforce")
+        answer = answer_for(refusal)
+        return Denial(
+            kind="unavailable" if refusal.unavailable else "ratelimit",
+            status=answer.status,
+            message=answer.message,
+            policy=limit.policy,
+            rule=limit.name,
+            headers=answer.headers,
+            body=answer.body,
+        )
+
+    def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
+        pending = ctx.scratch.get(_SCRATCH)
+        if pending is not None and pending.meter is not None:
+            pending.meter.start(status, headers)
+        return False
+
+    def on_response_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:
+        pending = ctx.scratch.get(_SCRATCH)
+        if pending is not None and pending.meter is not None:
+            pending.meter.feed(chunk)
+        return chunk
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        pending: _Pending | None = ctx.scratch.pop(_SCRATCH, None)
+        if pending is None:
+            return
+        meter = pending.meter
+        usage = None
+        if meter is not None:
+            meter.finish()
+            if ctx.response_status or meter.reported is not None:
+                usage = meter.result(ctx.ai.prompt_tokens_estimate)
+                ctx.tokens = usage
+                self.telemetry.tokens(
+                    ctx.ai.model,
+                    ctx.ai.operation,
+                    ctx.peer.principal,
+                    usage.input,
+                    usage.output,
+                    usage.estimated,
+                )
+        self.limiter.settle(pending.admission, usage)
+
+
+def _limits(snapshot: MeshSnapshot) -> list[CompiledLimit]:
+    return [limit for policy in compile_policies(snapshot) for limit in policy.limits]
+
+
+def build(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Filter | None:
+    """The rate-limit filter for this generation, or None when no RateLimitPolicy applies."""
+    limits = _limits(snapshot)
+    if not limits:
+        return None
+    state = shared_state(runtime)
+    state.telemetry.bind(runtime.metrics_registry)
+    backends: dict[str, Any] = {name: state.backend(name) for name in {lim.backend for lim in limits}}
+    return RateLimitFilter(RateLimiter(limits, backends), state.telemetry)

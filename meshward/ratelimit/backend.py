@@ -1,0 +1,125 @@
+"""Where limit state lives: the contract every backend keeps, and the in-sidecar one.
+
+A backend answers three checks (take a request token, acquire a concurrency slot, reserve
+LLM tokens) and settles afterwards (release the slot, reconcile the reservation). Checks are
+``async`` because the shared backend is a Redis round trip; settling is synchronous because
+it runs from ``on_complete`` (a shared backend schedules its write in the background).
+
+A backend that cannot answer raises :class:`BackendUnavailable`; the caller applies the
+limit's ``failureMode``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from meshward.ratelimit.compile import CompiledLimit
+from meshward.ratelimit.keyed import KeyedStates
+from meshward.ratelimit.state import ConcurrencyGate, Decision, TokenBucket, TokenWindow
+
+__all__ = ["Backend", "BackendUnavailable", "Clock", "LocalBackend", "Release"]
+
+Clock = Callable[[], float]
+S = TypeVar("S")
+Release = Callable[[], None]
+
+
+class BackendUnavailable(Exception):
+    """The shared rate-limit store did not answer in time (not the caller's fault)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def prepare(self, limits: list[CompiledLimit]) -> None:
+        """Bind a new generation's limits (state for unchanged limit ids is kept)."""
+
+    async def take(self, limit: CompiledLimit, key: str) -> Decision: ...
+
+    async def acquire(
+        self, limit: CompiledLimit, key: str, lease: str
+    ) -> tuple[Decision, Release | None]: ...
+
+    async def reserve(self, limit: CompiledLimit, key: str, amount: int) -> Decision: ...
+
+    def reconcile(self, limit: CompiledLimit, key: str, window: int, reserved: int, actual: int) -> None: ...
+
+
+class LocalBackend:
+    """Limit state in this sidecar's memory; survives config swaps (kept in ``runtime.shared``)."""
+
+    name = "local"
+
+    def __init__(self, clock: Clock = time.time, max_keys: int = 10_000) -> None:
+        self.clock = clock
+        self.max_keys = max_keys
+        self.buckets: dict[str, KeyedStates[TokenBucket]] = {}
+        self.windows: dict[str, KeyedStates[TokenWindow]] = {}
+        self.gates: dict[str, KeyedStates[ConcurrencyGate]] = {}
+
+    def prepare(self, limits: list[CompiledLimit]) -> None:
+        for limit in limits:
+            self._bind(limit)
+
+    def _bind(self, limit: CompiledLimit) -> None:
+        rate, burst, period = limit.rate, limit.burst, limit.token_period
+        if "requests" in limit.dimensions:
+
+            def new_bucket(now: float) -> TokenBucket:
+                return TokenBucket(burst, now)
+
+            def bucket_idle(b: TokenBucket, now: float) -> bool:
+                return b.idle(now, rate, burst)
+
+            self._store(self.buckets, limit.id, new_bucket, bucket_idle)
+        if "tokens" in limit.dimensions:
+
+            def window_idle(w: TokenWindow, now: float) -> bool:
+                return w.idle(now, period)
+
+            self._store(self.windows, limit.id, lambda _now: TokenWindow(), window_idle)
+        if "concurrency" in limit.dimensions:
+            self._store(self.gates, limit.id, lambda _now: ConcurrencyGate(), lambda g, _now: g.idle())
+
+    def _store(
+        self,
+        stores: dict[str, KeyedStates[S]],
+        limit_id: str,
+        factory: Callable[[float], S],
+        idle: Callable[[S, float], bool],
+    ) -> None:
+        store = stores.get(limit_id)
+        if store is None:
+            stores[limit_id] = KeyedStates(factory, idle, self.max_keys)
+        else:
+            store.configure(factory, idle)
+
+    # The checks are synchronous underneath; the async wrappers keep one interface.
+    def take_now(self, limit: CompiledLimit, key: str) -> Decision:
+        now = self.clock()
+        return self.buckets[limit.id].get(key, now).take(now, limit.rate, limit.burst)
+
+    def acquire_now(self, limit: CompiledLimit, key: str) -> tuple[Decision, Release | None]:
+        gate = self.gates[limit.id].get(key, self.clock())
+        decision, slot = gate.acquire(limit.concurrency)
+        return decision, (slot.release if slot is not None else None)
+
+    def reserve_now(self, limit: CompiledLimit, key: str, amount: int) -> Decision:
+        now = self.clock()
+        window = self.windows[limit.id].get(key, now)
+        return window.reserve(now, limit.token_limit, limit.token_period, amount)
+
+    async def take(self, limit: CompiledLimit, key: str) -> Decision:
+        return self.take_now(limit, key)
+
+    async def acquire(self, limit: CompiledLimit, key: str, lease: str) -> tuple[Decision, Release | None]:
+        return self.acquire_now(limit, key)
+
+    async def reserve(self, limit: CompiledLimit, key: str, amount: int) -> Decision:
+        return self.reserve_now(limit, key, amount)
+
+    def reconcile(self, limit: CompiledLimit, key: str, window: int, reserved: int, actual: int) -> None:
+        now = self.clock()
+        self.windows[limit.id].get(key, now).reconcile(now, limit.token_period, window, reserved, actual)

@@ -1,0 +1,169 @@
+"""Admit or refuse one request against every limit that applies, and settle afterwards.
+
+For each applicable limit, in policy order, the dimensions are checked concurrency first
+(cheapest to give back), then the request rate, then the token budget (a reservation of
+the prompt estimate plus the output cap). The first refusal by an enforcing limit stops
+the walk and gives back what this request already holds (slots, reservations), so a
+refused request leaks nothing. A shadow limit is checked the same way, but its refusals
+are only recorded.
+
+:meth:`RateLimiter.settle` runs exactly once per admitted request, whatever happened
+(response, error, abort, local reply): it releases every slot and replaces each token
+reservation by the real usage.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from meshward.ai.types import TokenUsage
+from meshward.ratelimit.backend import Backend, BackendUnavailable, Release
+from meshward.ratelimit.compile import CompiledLimit, Dimension, RequestFacts
+from meshward.ratelimit.state import Decision
+
+__all__ = ["Admission", "RateLimiter", "Refusal", "TokenHold", "reservation_for", "usage_for"]
+
+_PROCESS = secrets.token_hex(6)  # makes lease names unique across sidecars sharing a store
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A limit said no (or could not answer and fails closed: ``unavailable``)."""
+
+    limit: CompiledLimit
+    dimension: Dimension
+    decision: Decision
+    unavailable: bool = False
+
+
+@dataclass(slots=True)
+class TokenHold:
+    """A token reservation to reconcile when the response is over."""
+
+    limit: CompiledLimit
+    backend: Backend
+    key: str
+    window: int
+    reserved: int
+
+
+@dataclass(slots=True)
+class Admission:
+    refusal: Refusal | None = None
+    shadow_refusals: list[Refusal] = field(default_factory=list)
+    failed_open: list[CompiledLimit] = field(default_factory=list)
+    releases: list[Release] = field(default_factory=list)
+    holds: list[TokenHold] = field(default_factory=list)
+    allowed: list[tuple[CompiledLimit, Dimension, Decision]] = field(default_factory=list)
+    lease: str = ""
+    settled: bool = False
+
+
+def reservation_for(limit: CompiledLimit, prompt_estimate: int, max_output: int | None) -> int:
+    """Tokens to reserve before the call, in the units the budget counts."""
+    count = limit.token_count
+    output = max_output or 0
+    if count == "input":
+        return prompt_estimate
+    if count == "output":
+        return output
+    return prompt_estimate + output
+
+
+def usage_for(limit: CompiledLimit, usage: TokenUsage) -> int:
+    count = limit.token_count
+    if count == "input":
+        return usage.input
+    if count == "output":
+        return usage.output
+    return usage.input + usage.output
+
+
+class RateLimiter:
+    """The limits of one config generation, each bound to its backend."""
+
+    def __init__(self, limits: list[CompiledLimit], backends: dict[str, Backend]) -> None:
+        self.limits = limits
+        self.backends = backends
+        for name, backend in backends.items():
+            backend.prepare([lim for lim in limits if lim.backend == name])
+        self._bound = [(lim, backends[lim.backend]) for lim in limits]
+
+    @property
+    def has_token_budgets(self) -> bool:
+        return any("tokens" in lim.dimensions for lim in self.limits)
+
+    async def admit(
+        self, facts: RequestFacts, lease: str, prompt_estimate: int = 0, max_output: int | None = None
+    ) -> Admission:
+        adm = Admission(lease=lease)
+        for limit, backend in self._bound:
+            if not limit.applies(facts):
+                continue
+            key = limit.key_of(facts)
+            for dim in limit.dimensions:
+                try:
+                    decision = await self._check(adm, limit, backend, dim, key, prompt_estimate, max_output)
+                except BackendUnavailable:
+                    if limit.failure_mode == "open":
+                        if not adm.failed_open or adm.failed_open[-1] is not limit:
+                            adm.failed_open.append(limit)
+                        continue
+                    decision = Decision(False, 0, 1.0, 1.0)
+                    refusal = Refusal(limit, dim, decision, unavailable=True)
+                else:
+                    if decision.allowed:
+                        adm.allowed.append((limit, dim, decision))
+                        continue
+                    refusal = Refusal(limit, dim, decision)
+                if limit.shadow:
+                    adm.shadow_refusals.append(refusal)
+                    continue
+                adm.refusal = refusal
+                self.settle(adm, None)  # give back what this request holds
+                return adm
+        return adm
+
+    async def _check(
+        self,
+        adm: Admission,
+        limit: CompiledLimit,
+        backend: Backend,
+        dim: Dimension,
+        key: str,
+        prompt_estimate: int,
+        max_output: int | None,
+    ) -> Decision:
+        if dim == "concurrency":
+            decision, release = await backend.acquire(limit, key, lease_id(adm, limit))
+            if release is not None:
+                adm.releases.append(release)
+            return decision
+        if dim == "requests":
+            return await backend.take(limit, key)
+        amount = reservation_for(limit, prompt_estimate, max_output)
+        decision = await backend.reserve(limit, key, amount)
+        if decision.allowed:
+            adm.holds.append(TokenHold(limit, backend, key, decision.window, amount))
+        return decision
+
+    def settle(self, adm: Admission, usage: TokenUsage | None) -> None:
+        """Release every slot and reconcile every reservation (``usage`` None: nothing used)."""
+        if adm.settled:
+            return
+        adm.settled = True
+        for release in adm.releases:
+            release()
+        adm.releases.clear()
+        used = usage if usage is not None else TokenUsage()
+        for hold in adm.holds:
+            hold.backend.reconcile(
+                hold.limit, hold.key, hold.window, hold.reserved, usage_for(hold.limit, used)
+            )
+        adm.holds.clear()
+
+
+def lease_id(adm: Admission, limit: CompiledLimit) -> str:
+    """A lease name unique to this request and limit (the Redis concurrency set's member)."""
+    return f"{_PROCESS}:{adm.lease}:{limit.id}"

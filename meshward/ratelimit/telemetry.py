@@ -1,0 +1,97 @@
+"""Rate-limit telemetry: plain counters (always) and Prometheus collectors (when served).
+
+Counters live in ``runtime.shared["ratelimit"]`` so they outlive config generations and can
+be read without a metrics registry. With ``runtime.metrics_registry`` set, the same events
+are exported:
+
+- ``meshward_ratelimit_limited_total{policy,limit,dimension,mode}`` — requests refused
+  (``mode="enforce"``) or that a shadow limit would have refused (``mode="shadow"``);
+- ``meshward_ratelimit_backend_failures_total{limit,failure_mode}`` — checks the store could
+  not answer, and whether the limit then failed ``open`` or ``closed``;
+- ``gen_ai_client_token_usage`` — histogram of tokens per call, as in the OpenTelemetry
+  GenAI semantic conventions (``gen_ai.token.type`` input|output → label ``gen_ai_token_type``;
+  ``gen_ai_request_model``, ``gen_ai_operation_name``) plus the caller (``source_principal``)
+  and whether the count was estimated.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["TOKEN_BUCKETS", "RateLimitTelemetry"]
+
+# The GenAI semantic conventions' advised buckets for gen_ai.client.token.usage.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+
+
+class RateLimitTelemetry:
+    """Counts what the rate-limit filter did; one per sidecar process."""
+
+    def __init__(self) -> None:
+        self.tally: Tally[tuple[str, ...]] = Tally()
+        self._registry: Any = None
+        self._limited: Counter | None = None
+        self._failures: Counter | None = None
+        self._tokens: Histogram | None = None
+
+    def bind(self, registry: CollectorRegistry | None) -> None:
+        """Register the Prometheus collectors once per registry."""
+        if registry is None or registry is self._registry:
+            return
+        self._registry = registry
+        self._limited = Counter(
+            "meshward_ratelimit_limited",
+            "Requests refused by a rate limit (mode=shadow: would have been refused)",
+            ["policy", "limit", "dimension", "mode"],
+            registry=registry,
+        )
+        self._failures = Counter(
+            "meshward_ratelimit_backend_failures",
+            "Rate-limit checks the store could not answer, by the limit's failure mode",
+            ["limit", "failure_mode"],
+            registry=registry,
+        )
+        self._tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used (OpenTelemetry gen_ai.client.token.usage)",
+            [
+                "gen_ai_token_type",
+                "gen_ai_request_model",
+                "gen_ai_operation_name",
+                "source_principal",
+                "estimated",
+            ],
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
+
+    def limited(self, policy: str, limit: str, dimension: str, mode: str) -> None:
+        self.tally["limited", policy, limit, dimension, mode] += 1
+        if self._limited is not None:
+            self._limited.labels(policy, limit, dimension, mode).inc()
+
+    def backend_failure(self, limit_id: str, failure_mode: str) -> None:
+        self.tally["backend_failure", limit_id, failure_mode] += 1
+        if self._failures is not None:
+            self._failures.labels(limit_id, failure_mode).inc()
+
+    def tokens(
+        self,
+        model: str | None,
+        operation: str,
+        principal: str | None,
+        used_in: int,
+        used_out: int,
+        estimated: bool,
+    ) -> None:
+        m = model or "unknown"
+        p = principal or "unauthenticated"
+        est = "true" if estimated else "false"
+        self.tally["tokens", "input", m, p] += used_in
+        self.tally["tokens", "output", m, p] += used_out
+        if self._tokens is not None:
+            self._tokens.labels("input", m, operation, p, est).observe(used_in)
+            self._tokens.labels("output", m, operation, p, est).observe(used_out)
