@@ -142,7 +142,7 @@ def test_gate_never_negative_and_balances(ops: list[str]) -> None:
     held = []
     for op in ops:
         if op == "acquire":
-            d, slot = g.acquire(5)
+            _d, slot = g.acquire(5)
             if slot is not None:
                 held.append(slot)
         elif held:

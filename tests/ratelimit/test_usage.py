@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from typing import Any
 
@@ -38,7 +39,7 @@ def run(
     hdrs = [("Content-Type", ctype)] + ([("Content-Encoding", encoding)] if encoding else [])
     meter.start(status, hdrs)
     points = sorted({0, len(body), *(c % (len(body) + 1) for c in (cuts or []))})
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         meter.feed(body[a:b])
     meter.finish()
     return meter
@@ -130,7 +131,7 @@ def test_meter_keeps_only_a_partial_line_for_streams() -> None:
     for _ in range(1000):
         meter.feed(b'data: {"choices":[{"delta":{"content":"tok"}}]}\n\n')
     meter.feed(b'data: {"choi')
-    assert len(meter._line) == len(b'data: {"choi')  # noqa: SLF001 - the bound is the point
+    assert len(meter._line) == len(b'data: {"choi')
 
 
 @pytest.mark.parametrize(("text", "tokens"), [("", 0), ("a", 1), ("abcd", 1), ("abcde", 2)])
