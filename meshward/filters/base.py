@@ -84,7 +84,8 @@ class RequestContext:
     path: str  # normalized, no query string
     query: str
     host: str
-    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "; forwarded
+    # upstream as they are here (telemetry replaces ``traceparent`` with this hop's span)
     destination_port: int
     start: float  # time.monotonic() when the head was parsed
     ai: AIRequest = field(default_factory=AIRequest)
@@ -104,10 +105,6 @@ class RequestContext:
     findings: dict[str, int] = field(default_factory=dict)  # DLP detector type -> count
     audit_marks: list[str] = field(default_factory=list)  # e.g. AUDIT policy names
     scratch: dict[str, Any] = field(default_factory=dict)  # per-filter private state
-    # Headers to SET on the request forwarded upstream (lower-case names; each replaces any
-    # incoming header of that name). None = nothing to set. Added for telemetry (W3C
-    # ``traceparent`` with this hop's span id); the sidecar applies it when writing the head.
-    upstream_headers: list[tuple[str, str]] | None = None
 
 
 class Filter:
