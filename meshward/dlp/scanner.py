@@ -1,0 +1,183 @@
+"""Multi-pattern scanning: one Hyperscan database for every candidate pattern, or ``re`` alone.
+
+Both engines give the same findings, by construction:
+
+- The *reference* semantics (the pure-Python engine) is: for each candidate pattern, in
+  catalogue order, ``regex.finditer(data)`` with the pattern's guards; each match is confirmed
+  by the pattern's validator; overlapping findings are resolved by :func:`resolve_overlaps`.
+- The Hyperscan engine compiles the guard-less bodies into one database (``SOM_LEFTMOST``,
+  compiled once per config generation) and scans the buffer once. Every match of a body is
+  reported with its leftmost start, so every match of the guarded regex lies inside the union
+  of the reported spans of its pattern. Running the same ``finditer`` on each merged region
+  (``pos`` = region start, so look-behind still sees the byte before it; ``endpos`` = region
+  end + 2, the widest look-ahead guard) therefore yields exactly the reference matches, while
+  Python only ever looks at the few bytes Hyperscan flagged.
+
+``tests/dlp/test_scanner_equivalence.py`` checks the claim on generated text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from meshward.dlp.detectors import CandidatePattern
+
+_hs: Any
+try:  # pragma: no cover - exercised by whichever engine the machine has
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover
+    _hs = None
+
+__all__ = ["HYPERSCAN_AVAILABLE", "Engine", "Finding", "Scanner", "hyperscan_problem", "resolve_overlaps"]
+
+HYPERSCAN_AVAILABLE = _hs is not None
+Engine = Literal["auto", "hyperscan", "re"]
+_LOOKAHEAD_MARGIN = 2  # the widest ``after`` guard in the catalogue is two bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A confirmed value: which detector family and format, where (byte offsets)."""
+
+    detector: str
+    kind: str
+    start: int
+    end: int
+    rank: int  # index of the pattern in the scanner: lower wins a tie
+
+
+def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
+    """Sorted, non-overlapping findings: the earliest start, then the longest, then the rank."""
+    findings.sort(key=lambda f: (f.start, f.start - f.end, f.rank))
+    kept: list[Finding] = []
+    last_end = -1
+    for f in findings:
+        if f.start >= last_end:
+            kept.append(f)
+            last_end = f.end
+    return kept
+
+
+def _hs_flags(p: CandidatePattern) -> int:
+    assert _hs is not None
+    flags: int = _hs.HS_FLAG_SOM_LEFTMOST
+    if p.caseless:
+        flags |= _hs.HS_FLAG_CASELESS
+    return flags
+
+
+def hyperscan_problem(body: bytes, caseless: bool = False) -> str | None:
+    """Why Hyperscan refuses ``body`` (None if it compiles, or if Hyperscan is not installed)."""
+    if _hs is None:
+        return None
+    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    try:
+        db.compile(
+            expressions=[body],
+            ids=[0],
+            flags=[_hs_flags(CandidatePattern("x", "x", body, caseless=caseless))],
+        )
+    except _hs.error as exc:
+        return str(exc)
+    return None
+
+
+class Scanner:
+    """Finds confirmed values of a fixed set of candidate patterns in byte strings.
+
+    Build once per config generation (compiling is milliseconds); :meth:`scan` is the hot path.
+    Not thread-safe (one Hyperscan scratch per scanner): one scanner per event loop.
+    """
+
+    def __init__(self, patterns: Sequence[CandidatePattern], engine: Engine = "auto") -> None:
+        self.patterns = tuple(patterns)
+        self._regexes = [
+            re.compile(p.python_regex(), re.IGNORECASE if p.caseless else 0) for p in self.patterns
+        ]
+        self._validators = [p.validator for p in self.patterns]
+        self._reach_back = [p.reach_back for p in self.patterns]
+        self._any_reach_back = any(self._reach_back)
+        if engine == "auto":
+            engine = "hyperscan" if HYPERSCAN_AVAILABLE else "re"
+        if engine == "hyperscan" and _hs is None:
+            raise RuntimeError("hyperscan is not installed")
+        self.engine: Literal["hyperscan", "re"] = engine
+        self._db: Any = None
+        if engine == "hyperscan" and self.patterns:
+            assert _hs is not None
+            self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+            self._db.compile(
+                expressions=[p.prefilter or p.body for p in self.patterns],
+                ids=list(range(len(self.patterns))),
+                flags=[_hs_flags(p) for p in self.patterns],
+            )
+
+    def scan(self, data: bytes) -> list[Finding]:
+        """Confirmed, non-overlapping findings in ``data``, sorted by position."""
+        if not self.patterns or not data:
+            return []
+        if self._db is not None:
+            return self._scan_hyperscan(data)
+        found: list[Finding] = []
+        for rank, regex in enumerate(self._regexes):
+            for m in regex.finditer(data):
+                self._confirm(rank, data, m.start(), m.end(), found)
+        return resolve_overlaps(found) if len(found) > 1 else found
+
+    # -- internals
+
+    def _confirm(self, rank: int, data: bytes, start: int, end: int, out: list[Finding]) -> None:
+        validator = self._validators[rank]
+        if validator is None:
+            span: tuple[int, int] | None = (0, end - start)
+        else:
+            span = validator(data[start:end])
+        if span is not None:
+            p = self.patterns[rank]
+            out.append(Finding(p.detector, p.kind, start + span[0], start + span[1], rank))
+
+    def _scan_hyperscan(self, data: bytes) -> list[Finding]:
+        hits: list[tuple[int, int, int]] = []
+        self._db.scan(data, match_event_handler=_collect, context=hits)
+        if not hits:
+            return []
+        if self._any_reach_back:
+            reach = self._reach_back
+            hits = [(r, max(0, s - reach[r]), e) for r, s, e in hits]
+        hits.sort()
+        found: list[Finding] = []
+        size = len(data)
+        regexes = self._regexes
+        current = hits[0][0]
+        region_start, region_end = hits[0][1], hits[0][2]
+        for rank, start, end in hits[1:]:
+            if rank == current and start <= region_end:
+                if end > region_end:
+                    region_end = end
+                continue
+            self._scan_region(
+                regexes[current],
+                current,
+                data,
+                region_start,
+                min(size, region_end + _LOOKAHEAD_MARGIN),
+                found,
+            )
+            current, region_start, region_end = rank, start, end
+        self._scan_region(
+            regexes[current], current, data, region_start, min(size, region_end + _LOOKAHEAD_MARGIN), found
+        )
+        return resolve_overlaps(found) if len(found) > 1 else found
+
+    def _scan_region(
+        self, regex: re.Pattern[bytes], rank: int, data: bytes, start: int, end: int, out: list[Finding]
+    ) -> None:
+        for m in regex.finditer(data, start, end):
+            self._confirm(rank, data, m.start(), m.end(), out)
+
+
+def _collect(rank: int, start: int, end: int, flags: int, hits: list[tuple[int, int, int]]) -> None:
+    hits.append((rank, start, end))

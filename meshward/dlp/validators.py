@@ -1,0 +1,278 @@
+"""Validation of DLP candidates: is this regex hit really a card, an IBAN, a phone number, a key?
+
+The scanner finds *candidates* with cheap patterns; each candidate is confirmed here by the
+rules of its format (check digits, issuer ranges, registries of valid ranges, structure), so a
+16-digit number that fails Luhn, ``C4`` or ``S3`` is never reported. Every validator takes the
+candidate bytes and returns the span of the confirmed value inside it (``(0, len)`` usually, a
+narrower span when only part of the candidate is the secret), or ``None``.
+
+Pure functions, no I/O; they run only on candidates, never on the whole body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+from collections.abc import Callable
+
+import phonenumbers
+from stdnum import iban as std_iban
+from stdnum import luhn
+from stdnum.br import cpf as br_cpf
+from stdnum.es import dni as es_dni
+from stdnum.it import codicefiscale as it_cf
+from stdnum.us import ssn as us_ssn
+
+__all__ = [
+    "Validator",
+    "card_issuer",
+    "valid_aws_access_key",
+    "valid_aws_secret_key",
+    "valid_br_cpf",
+    "valid_card",
+    "valid_email",
+    "valid_es_dni",
+    "valid_github_token",
+    "valid_google_key",
+    "valid_iban",
+    "valid_ipv4",
+    "valid_ipv6",
+    "valid_it_codice_fiscale",
+    "valid_jwt",
+    "valid_openai_key",
+    "valid_phone",
+    "valid_private_key",
+    "valid_slack_token",
+    "valid_us_ssn",
+]
+
+Span = tuple[int, int]
+Validator = Callable[[bytes], Span | None]
+
+# ---------------------------------------------------------------- email
+
+# File names such as ``icon@2x.png`` look like addresses; these are not top-level domains.
+_FILE_EXTENSIONS = frozenset(
+    b"png jpg jpeg gif svg webp bmp ico tif tiff css js mjs ts tsx jsx map json yaml yml txt log".split()
+)
+
+
+def valid_email(value: bytes) -> Span | None:
+    """RFC 5321 length limits, no empty or doubled dots, a real-looking alphabetic TLD."""
+    local, _, domain = value.rpartition(b"@")
+    if not local or len(local) > 64 or len(value) > 254:
+        return None
+    if local[0] == 0x2E or local[-1] == 0x2E or b".." in local:
+        return None
+    labels = domain.split(b".")
+    if len(labels) < 2 or labels[-1].lower() in _FILE_EXTENSIONS:
+        return None
+    for label in labels:
+        if not label or len(label) > 63 or label[0] == 0x2D or label[-1] == 0x2D:
+            return None
+    return (0, len(value))
+
+
+# ---------------------------------------------------------------- phone
+
+
+def valid_phone(value: bytes) -> Span | None:
+    """A number ``phonenumbers`` calls valid.
+
+    International numbers need a leading ``+``; national numbers are read as US (NANP) numbers
+    and must be written with separators or parentheses (a bare run of 10 digits is too often an
+    order or account number to be called a phone number).
+    """
+    digits = sum(1 for b in value if 0x30 <= b <= 0x39)
+    international = value[:1] == b"+"
+    if international:
+        if not 8 <= digits <= 15:
+            return None
+    elif not 10 <= digits <= 11 or value.isdigit():
+        return None
+    try:
+        number = phonenumbers.parse(value.decode("ascii"), None if international else "US")
+    except phonenumbers.NumberParseException:
+        return None
+    return (0, len(value)) if phonenumbers.is_valid_number(number) else None
+
+
+# ---------------------------------------------------------------- payment cards
+
+# (low, high, prefix digits, allowed lengths): published issuer identification number ranges.
+_IIN_RANGES: tuple[tuple[int, int, int, frozenset[int], str], ...] = (
+    (4, 4, 1, frozenset({13, 16, 19}), "visa"),
+    (51, 55, 2, frozenset({16}), "mastercard"),
+    (2221, 2720, 4, frozenset({16}), "mastercard"),
+    (34, 34, 2, frozenset({15}), "amex"),
+    (37, 37, 2, frozenset({15}), "amex"),
+    (6011, 6011, 4, frozenset(range(16, 20)), "discover"),
+    (644, 649, 3, frozenset(range(16, 20)), "discover"),
+    (65, 65, 2, frozenset(range(16, 20)), "discover"),
+    (300, 305, 3, frozenset(range(14, 20)), "diners"),
+    (36, 36, 2, frozenset(range(14, 20)), "diners"),
+    (38, 39, 2, frozenset(range(16, 20)), "diners"),
+    (3528, 3589, 4, frozenset(range(16, 20)), "jcb"),
+    (62, 62, 2, frozenset(range(16, 20)), "unionpay"),
+    (2200, 2204, 4, frozenset(range(16, 20)), "mir"),
+    (5018, 5018, 4, frozenset(range(12, 20)), "maestro"),
+    (5020, 5020, 4, frozenset(range(12, 20)), "maestro"),
+    (5038, 5038, 4, frozenset(range(12, 20)), "maestro"),
+    (5893, 5893, 4, frozenset(range(12, 20)), "maestro"),
+    (6304, 6304, 4, frozenset(range(12, 20)), "maestro"),
+    (6759, 6759, 4, frozenset(range(12, 20)), "maestro"),
+    (6761, 6763, 4, frozenset(range(12, 20)), "maestro"),
+)
+
+
+def card_issuer(digits: str) -> str | None:
+    """The card network whose IIN range and length fit ``digits`` (digits only), or None."""
+    for low, high, width, lengths, name in _IIN_RANGES:
+        if len(digits) in lengths and low <= int(digits[:width]) <= high:
+            return name
+    return None
+
+
+def valid_card(value: bytes) -> Span | None:
+    """Known IIN range and length, Luhn check digit, one consistent separator in card groups."""
+    text = value.decode("ascii")
+    separators = {c for c in text if not c.isdigit()}
+    if len(separators) > 1:
+        return None
+    if separators:
+        groups = [len(g) for g in text.split(separators.pop())]
+        if not (all(g == 4 for g in groups[:-1]) or groups in ([4, 6, 5], [4, 6, 4])):
+            return None
+    digits = text.replace(" ", "").replace("-", "")
+    if card_issuer(digits) is None or len(set(digits)) < 2:
+        return None
+    return (0, len(value)) if luhn.is_valid(digits) else None
+
+
+# ---------------------------------------------------------------- IBAN and national IDs
+
+
+def valid_iban(value: bytes) -> Span | None:
+    """ISO 13616: country length and format, mod-97 check digits (``python-stdnum``).
+
+    The candidate pattern is greedy over space-separated groups; when the whole candidate
+    fails, up to three trailing groups are dropped (``DE89 3704 0044 0532 0130 00 2024``).
+    """
+    end = len(value)
+    for _ in range(4):
+        if std_iban.is_valid(value[:end].decode("ascii")):
+            return (0, end)
+        end = value.rfind(b" ", 0, end)
+        if end <= 0:
+            return None
+    return None
+
+
+def valid_us_ssn(value: bytes) -> Span | None:
+    """US SSN rules: no area 000/666/9xx, group 00, serial 0000, nor a known published number."""
+    return (0, len(value)) if us_ssn.is_valid(value.decode("ascii").replace(" ", "-")) else None
+
+
+def valid_es_dni(value: bytes) -> Span | None:
+    return (0, len(value)) if es_dni.is_valid(value.decode("ascii")) else None
+
+
+def valid_it_codice_fiscale(value: bytes) -> Span | None:
+    return (0, len(value)) if it_cf.is_valid(value.decode("ascii")) else None
+
+
+def valid_br_cpf(value: bytes) -> Span | None:
+    return (0, len(value)) if br_cpf.is_valid(value.decode("ascii")) else None
+
+
+# ---------------------------------------------------------------- IP addresses
+
+
+def valid_ipv4(value: bytes) -> Span | None:
+    """A dotted quad that ``ipaddress`` accepts (no octet > 255, no leading zeros), not 0.0.0.0."""
+    try:
+        address = ipaddress.IPv4Address(value.decode("ascii"))
+    except ValueError:
+        return None
+    return None if address.is_unspecified else (0, len(value))
+
+
+def valid_ipv6(value: bytes) -> Span | None:
+    """An address ``ipaddress`` accepts with at least three hex groups (``::1``, ``a::b`` are not)."""
+    try:
+        address = ipaddress.IPv6Address(value.decode("ascii"))
+    except ValueError:
+        return None
+    groups = sum(1 for g in value.split(b":") if g)
+    if address.is_unspecified or (groups < 3 and b"." not in value):
+        return None
+    return (0, len(value))
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def _has_classes(value: bytes, need: int) -> bool:
+    """At least ``need`` of: lower-case letter, upper-case letter, digit (random-looking)."""
+    classes = (
+        any(0x61 <= b <= 0x7A for b in value),
+        any(0x41 <= b <= 0x5A for b in value),
+        any(0x30 <= b <= 0x39 for b in value),
+    )
+    return sum(classes) >= need
+
+
+def valid_aws_access_key(value: bytes) -> Span | None:
+    """``AKIA``/``ASIA``… + 16 upper-case base32 characters, not a repeated filler."""
+    body = value[4:]
+    return (0, len(value)) if len(set(body)) >= 6 else None
+
+
+def valid_aws_secret_key(value: bytes) -> Span | None:
+    """``aws_secret_access_key = <40 chars>``: only the 40-character value is the secret."""
+    secret = value[-40:]
+    return (len(value) - 40, len(value)) if _has_classes(secret, 3) else None
+
+
+def valid_private_key(value: bytes) -> Span | None:
+    """A PEM ``-----BEGIN … PRIVATE KEY-----`` header (and its body, when it is in view)."""
+    return (0, len(value))
+
+
+def valid_jwt(value: bytes) -> Span | None:
+    """Three base64url parts whose first decodes to a JSON object with an ``alg``."""
+    header = value.split(b".", 1)[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + b"=" * (-len(header) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return (0, len(value)) if isinstance(decoded, dict) and isinstance(decoded.get("alg"), str) else None
+
+
+def valid_openai_key(value: bytes) -> Span | None:
+    """``sk-`` / ``sk-proj-`` / ``sk-svcacct-`` / ``sk-admin-`` keys: a random-looking body.
+
+    Legacy keys carry the ``T3BlbkFJ`` marker; otherwise the body must mix upper, lower and
+    digits, which words such as ``sk-learn-style-classifier`` never do.
+    """
+    body = value[3:]
+    if b"T3BlbkFJ" in body:
+        return (0, len(value))
+    return (0, len(value)) if len(body) >= 32 and _has_classes(body, 3) else None
+
+
+def valid_github_token(value: bytes) -> Span | None:
+    body = value.split(b"_", 1)[1] if value.startswith(b"gh") else value[len(b"github_pat_") :]
+    return (0, len(value)) if _has_classes(body, 2) and len(set(body)) >= 8 else None
+
+
+def valid_slack_token(value: bytes) -> Span | None:
+    body = value[5:]
+    return (0, len(value)) if any(0x30 <= b <= 0x39 for b in body) and len(set(body)) >= 6 else None
+
+
+def valid_google_key(value: bytes) -> Span | None:
+    body = value[4:]
+    return (0, len(value)) if _has_classes(body, 2) and len(set(body)) >= 8 else None

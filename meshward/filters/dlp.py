@@ -1,0 +1,319 @@
+"""The DLP filter: inspect prompts on the way in and outputs on the way out.
+
+Request direction (a policy with ``direction: request|both``): the filter asks for the whole
+body, rewrites it (``ctx.body``, ``ctx.body_rewritten``) or refuses it with
+``Denial(kind="dlp", 403)`` naming the policy — the body is then never forwarded.
+
+Response direction: ``on_response_headers`` picks a mode from the content type —
+
+- ``application/json``: buffered whole (bounded by ``maxBodyBytes``), rewritten JSON-aware and
+  checked against ``maxRecords`` at the end;
+- ``text/event-stream``: :class:`~meshward.dlp.stream.SseRewriter` (per-choice window);
+- other text: :class:`~meshward.dlp.stream.TextRewriter`;
+- binary, compressed or too large: uninspectable, ``failMode`` decides;
+
+and ``maxResponseBytes`` is checked against ``Content-Length`` and against the bytes seen.
+A block or an exceeded limit cuts the response with :class:`StreamAbort`: an SSE stream gets a
+final ``data: {"error": ...}`` event, a JSON body an ``{"error": ...}`` document; the
+offending bytes are never released. (The response head has already been sent by the sidecar
+when the hooks run, so a response cannot be turned into a 403 after the fact.)
+
+Telemetry and audit read ``ctx.findings`` (detector → count, never values) and
+``ctx.scratch["dlp"]`` (``uninspectable``, ``fail_open``, ``blocked``, ``export_limit``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshward.config.snapshot import MeshSnapshot
+from meshward.dlp.body import (
+    Uninspectable,
+    body_kind,
+    check_encoding,
+    count_records,
+    inspect_body,
+    inspect_json,
+)
+from meshward.dlp.policy import Direction, DlpPlan, compile_plans
+from meshward.dlp.redact import Outcome, Redactor, inspect_text
+from meshward.dlp.stream import SseRewriter, StreamBlocked, TextRewriter
+from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime, StreamAbort
+from meshward.resources.dataprotection import DataProtectionPolicy
+
+__all__ = ["DlpFilter", "build", "hash_key", "selected_policies"]
+
+_KEY_FILE = "dlp-hash.key"
+_SHARED_KEY = "dlp.hash_key"
+
+
+def selected_policies(snapshot: MeshSnapshot) -> list[DataProtectionPolicy]:
+    """The policies of the workload's namespace (or the root one) whose selector matches it."""
+    w = snapshot.workload
+    scope = (w.namespace, snapshot.mesh.root_namespace)
+    return [
+        r
+        for r in snapshot.of_kind("DataProtectionPolicy")
+        if isinstance(r, DataProtectionPolicy)
+        and r.metadata.namespace in scope
+        and r.spec.selector.matches(w.labels)
+    ]
+
+
+def hash_key(runtime: SidecarRuntime) -> bytes:
+    """The sidecar's key for ``hash`` tags: kept across generations, on disk (0600) if it can be."""
+    key = runtime.shared.get(_SHARED_KEY)
+    if isinstance(key, bytes):
+        return key
+    key = secrets.token_bytes(32)
+    if runtime.state_dir is not None:
+        path = Path(runtime.state_dir) / _KEY_FILE
+        try:
+            key = path.read_bytes()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+    runtime.shared[_SHARED_KEY] = key
+    return key
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    for n, v in headers:
+        if n.lower() == name:
+            return v
+    return None
+
+
+@dataclass
+class _Response:
+    """Per-response state, kept in ``ctx.scratch``."""
+
+    plan: DlpPlan
+    kind: str
+    outcome: Outcome
+    rewriter: TextRewriter | SseRewriter | None = None
+    buffered: list[bytes] = field(default_factory=list)
+    size: int = 0
+    passthrough: bool = False
+    pending_abort: StreamAbort | None = None
+
+
+class DlpFilter(Filter):
+    name = "dlp"
+
+    def __init__(self, plans: dict[Direction, DlpPlan], redactor: Redactor) -> None:
+        self.request_plan = plans.get("request")
+        self.response_plan = plans.get("response")
+        self.redactor = redactor
+
+    # ---- request ----------------------------------------------------------------------------
+
+    def wants_request_body(self, ctx: RequestContext) -> bool:
+        return self.request_plan is not None
+
+    async def on_request(self, ctx: RequestContext) -> Denial | None:
+        plan = self.request_plan
+        if plan is None or not ctx.body:
+            return None
+        outcome = Outcome(counts=ctx.findings)
+        try:
+            body = inspect_body(
+                plan,
+                self.redactor,
+                ctx.body,
+                ctx.headers.get("content-type"),
+                ctx.headers.get("content-encoding"),
+                outcome,
+            )
+        except Uninspectable as exc:
+            note = _note(ctx)
+            note["uninspectable"] = str(exc)
+            if plan.fail_closed:
+                return Denial(
+                    "dlp",
+                    403,
+                    f"request body cannot be inspected ({exc}); refused by data protection policy {plan.fail_policy}",
+                    policy=plan.fail_policy,
+                    body={"policy": plan.fail_policy, "reason": "uninspectable"},
+                )
+            note["fail_open"] = plan.fail_policy
+            ctx.audit_marks.append(f"dlp-fail-open:{plan.fail_policy}")
+            return None
+        if outcome.blocked_by is not None:
+            _note(ctx)["blocked"] = outcome.blocked_by
+            return Denial(
+                "dlp",
+                403,
+                f"request blocked by data protection policy {outcome.blocked_by}: "
+                f"sensitive data ({outcome.blocked_detector})",
+                policy=outcome.blocked_by,
+                body={
+                    "policy": outcome.blocked_by,
+                    "detector": outcome.blocked_detector,
+                    "reason": "blocked",
+                },
+            )
+        if outcome.changed:
+            ctx.body = body
+            ctx.body_rewritten = True
+        return None
+
+    # ---- response ---------------------------------------------------------------------------
+
+    def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
+        plan = self.response_plan
+        if plan is None:
+            return False
+        kind = body_kind(_header(headers, "content-type"))
+        state = _Response(plan, kind, Outcome(counts=ctx.findings))
+        ctx.scratch["dlp.response"] = state
+        length = _header(headers, "content-length")
+        limit = plan.max_response_bytes
+        if (
+            limit is not None
+            and length is not None
+            and length.strip().isdigit()
+            and int(length) > limit.value
+        ):
+            state.pending_abort = _export_abort(ctx, state, limit.policy, "maxResponseBytes")
+            return True
+        try:
+            check_encoding(_header(headers, "content-encoding"))
+            if kind == "binary" and plan.scans:
+                raise Uninspectable("binary response cannot be inspected")
+        except Uninspectable as exc:
+            _note(ctx)["uninspectable"] = str(exc)
+            if plan.fail_closed:
+                state.pending_abort = _abort(ctx, state, plan.fail_policy, "uninspectable", str(exc))
+                return True
+            _fail_open(ctx, plan)
+            state.passthrough = True
+            return limit is not None
+        if kind == "sse":
+            state.rewriter = SseRewriter(plan, self.redactor, state.outcome)
+        elif kind == "text":
+            state.rewriter = TextRewriter(plan, self.redactor, state.outcome)
+        elif kind == "binary":
+            state.passthrough = True
+        return True
+
+    def on_response_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:
+        state: _Response | None = ctx.scratch.get("dlp.response")
+        if state is None:
+            return chunk
+        if state.pending_abort is not None:
+            raise state.pending_abort
+        state.size += len(chunk)
+        plan = state.plan
+        limit = plan.max_response_bytes
+        if limit is not None and state.size > limit.value:
+            raise _export_abort(ctx, state, limit.policy, "maxResponseBytes")
+        if state.passthrough:
+            return chunk
+        if state.rewriter is not None:
+            try:
+                return state.rewriter.feed(chunk)
+            except StreamBlocked as exc:
+                raise _abort(ctx, state, exc.policy, "blocked", f"sensitive data ({exc.detector})") from None
+        # JSON: buffered whole, bounded
+        state.buffered.append(chunk)
+        if state.size > plan.max_body_bytes.value:
+            _note(ctx)["uninspectable"] = "response larger than maxBodyBytes"
+            if plan.fail_closed:
+                raise _abort(ctx, state, plan.fail_policy, "uninspectable", "response too large to inspect")
+            _fail_open(ctx, plan)
+            state.passthrough = True
+            held, state.buffered = b"".join(state.buffered), []
+            return held
+        return b""
+
+    def on_response_end(self, ctx: RequestContext) -> bytes:
+        state: _Response | None = ctx.scratch.get("dlp.response")
+        if state is None:
+            return b""
+        if state.pending_abort is not None:
+            raise state.pending_abort
+        if state.passthrough:
+            return b""
+        if state.rewriter is not None:
+            try:
+                return state.rewriter.finish()
+            except StreamBlocked as exc:
+                raise _abort(ctx, state, exc.policy, "blocked", f"sensitive data ({exc.detector})") from None
+        body, state.buffered = b"".join(state.buffered), []
+        if not body.strip():
+            return body
+        plan = state.plan
+        try:
+            new, doc = inspect_json(plan, self.redactor, body, state.outcome)
+        except Uninspectable as exc:
+            _note(ctx)["uninspectable"] = str(exc)
+            if plan.fail_closed:
+                raise _abort(ctx, state, plan.fail_policy, "uninspectable", str(exc)) from None
+            _fail_open(ctx, plan)
+            return (
+                inspect_text(plan, self.redactor, body, state.outcome)
+                if not state.outcome.blocked_by
+                else b""
+            )
+        records = plan.max_records
+        if records is not None and count_records(doc) > records.value:
+            raise _export_abort(ctx, state, records.policy, "maxRecords")
+        if state.outcome.blocked_by is not None:
+            raise _abort(
+                ctx,
+                state,
+                state.outcome.blocked_by,
+                "blocked",
+                f"sensitive data ({state.outcome.blocked_detector})",
+            )
+        return new
+
+
+def _note(ctx: RequestContext) -> dict[str, Any]:
+    note: dict[str, Any] = ctx.scratch.setdefault("dlp", {})
+    return note
+
+
+def _fail_open(ctx: RequestContext, plan: DlpPlan) -> None:
+    _note(ctx)["fail_open"] = plan.fail_policy
+    ctx.audit_marks.append(f"dlp-fail-open:{plan.fail_policy}")
+
+
+def _export_abort(ctx: RequestContext, state: _Response, policy: str, limit: str) -> StreamAbort:
+    _note(ctx)["export_limit"] = f"{policy}:{limit}"
+    return _abort(ctx, state, policy, "export_limit", f"export limit {limit} exceeded")
+
+
+def _abort(ctx: RequestContext, state: _Response, policy: str, reason: str, detail: str) -> StreamAbort:
+    """Cut the response: a final error (SSE event, JSON document or text line) naming the policy."""
+    if reason == "blocked":
+        _note(ctx)["blocked"] = policy
+    ctx.decision = "deny"
+    ctx.policy = ctx.policy or policy
+    message = f"response stopped by data protection policy {policy}: {detail}"
+    error = {"error": {"message": message, "type": f"dlp_{reason}", "code": 403, "policy": policy}}
+    if state.kind == "sse":
+        tail = b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n"
+    elif state.kind == "json":
+        tail = json.dumps(error, separators=(",", ":")).encode()
+    elif state.kind == "text":
+        tail = f"\n[{message}]\n".encode()
+    else:
+        tail = b""
+    return StreamAbort(tail, f"dlp {reason}: {policy}")
+
+
+def build(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Filter | None:
+    """The DLP filter for this generation, or None when no DataProtectionPolicy applies."""
+    policies = selected_policies(snapshot)
+    if not policies:
+        return None
+    return DlpFilter(compile_plans(policies), Redactor(hash_key(runtime)))
