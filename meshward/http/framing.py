@@ -1,0 +1,91 @@
+"""Sans-IO serialization: request and response heads, chunked framing, hop-by-hop headers.
+
+The proxy re-frames every body it forwards (it never copies Transfer-Encoding or chunk
+extensions across a hop), so what the next hop parses is exactly what we validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "CHUNK_END",
+    "HOP_BY_HOP",
+    "STATUS_REASONS",
+    "chunk",
+    "connection_tokens",
+    "request_head",
+    "response_head",
+]
+
+CHUNK_END = b"0\r\n\r\n"
+
+# Headers that describe one hop (RFC 9110 §7.6.1) and never travel across the proxy as they are.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+STATUS_REASONS = {
+    100: b"Continue",
+    101: b"Switching Protocols",
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    417: b"Expectation Failed",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (empty data yields nothing: an empty chunk would end it)."""
+    if not data:
+        return b""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Lower-case tokens of every Connection header (names it declares hop-by-hop too)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def request_head(method: str, target: str, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    parts = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target.encode("ascii"))]
+    parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def response_head(
+    status: int, reason: bytes | None, headers: Iterable[tuple[bytes, bytes]], version: bytes = b"1.1"
+) -> bytes:
+    if reason is None:
+        reason = STATUS_REASONS.get(status, b"Unknown")
+    parts = [b"HTTP/%s %d %s\r\n" % (version, status, reason)]
+    parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)

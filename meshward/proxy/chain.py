@@ -1,0 +1,38 @@
+"""The inbound filter chain, built in one function that reads top-down.
+
+The chain runs on the INBOUND side: the server's sidecar is the enforcement point (as in
+Istio), because only it can be trusted to protect the model, whatever the caller runs.
+Requests go through the filters in this order; responses go back through them in reverse.
+"""
+
+from __future__ import annotations
+
+import meshward.filters.ratelimit
+from meshward.config.snapshot import MeshSnapshot
+from meshward.filters.base import Filter, SidecarRuntime
+
+__all__ = ["build_chain"]
+
+
+def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]:
+    """Compile ``snapshot`` into the ordered filters for one generation (raises if it cannot)."""
+    chain: list[Filter | None] = []
+    # Authentication already happened: mTLS verified the peer's SVID before any byte was read.
+
+    # authz first: who may call which model and operation. Nothing else should spend effort
+    # (or budget) on a caller that is not allowed at all.
+    # SLOT(authz): chain.append(meshward.filters.authz.build(snapshot, runtime))
+
+    # ratelimit next: request rates, concurrency and token budgets of callers that ARE allowed,
+    # before the (costlier) body inspection and before the model spends compute.
+    chain.append(meshward.filters.ratelimit.build(snapshot, runtime))
+
+    # dlp: inspect and rewrite prompts on the way in and outputs on the way out; after the
+    # limits so a flood of denied calls is not scanned.
+    # SLOT(dlp): chain.append(meshward.filters.dlp.build(snapshot, runtime))
+
+    # telemetry last: it sees every outcome (denials of the filters above included, through
+    # on_complete) and, on the response path, is the first to see the model's raw answer.
+    # SLOT(telemetry): chain.append(meshward.filters.telemetry.build(snapshot, runtime))
+
+    return [f for f in chain if f is not None]

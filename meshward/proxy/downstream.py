@@ -1,0 +1,266 @@
+"""A client connection to a listener: strict parsing, one exchange at a time, backpressure.
+
+Pipelined requests are parsed but held (and the client paused) until the exchange before them
+has answered. Reading from the client pauses for three independent reasons, tracked as a bit
+mask so one resume never undoes another's pause: a pipelined request is waiting, the upstream's
+write buffer is full, or too much body is buffered while connecting. Writing to a slow client
+pauses reading from the upstream (``pause_writing`` → upstream ``pause_reading``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable
+from itertools import count
+from typing import TYPE_CHECKING, cast
+
+from meshward.filters.base import Peer
+from meshward.http.errors import RemoteProtocolError
+from meshward.http.parser import Data, EndOfMessage, Event, RequestHead, RequestParser
+from meshward.proxy.exchange import Exchange
+from meshward.proxy.responses import render
+from meshward.tls.peer import PeerIdentity, PeerIdentityError, peer_identity
+
+if TYPE_CHECKING:
+    from meshward.proxy.sidecar import Sidecar
+
+__all__ = ["DownstreamConnection", "Side", "new_request_id"]
+
+log = logging.getLogger("meshward.proxy")
+
+_PAUSE_PIPELINE, _PAUSE_UPSTREAM, _PAUSE_BUFFER = 1, 2, 4
+_ID_PREFIX = os.urandom(6).hex()
+_ids = count(1)
+
+
+def new_request_id() -> str:
+    """Unique per process run and cheap: a random prefix and a counter."""
+    return f"{_ID_PREFIX}-{next(_ids):x}"
+
+
+class Side:
+    """One listener's role (inbound or outbound): its name and its request handler."""
+
+    def __init__(self, name: str, sidecar: Sidecar, handle: Callable[[Exchange], Awaitable[None]]) -> None:
+        self.name = name
+        self.sidecar = sidecar
+        self.handle = handle
+        self.connections: set[DownstreamConnection] = set()
+
+
+class DownstreamConnection(asyncio.Protocol):
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.sidecar = side.sidecar
+        self.loop = asyncio.get_running_loop()
+        opts = side.sidecar.options
+        self.parser = RequestParser(opts.max_header_bytes, opts.max_headers, opts.max_request_body)
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.pending: deque[Event] | None = None
+        self.paused = 0
+        self.closing = False
+        self.raw = False  # an Upgrade/CONNECT head was parsed: the rest is not HTTP
+        self.tunnel = False
+        self.upstream_paused_writing = False
+        self.peer = Peer("", 0)
+        self.peer_identity: PeerIdentity | None = None
+        self.idle_since = self.loop.time()
+        self.head_started = False
+        self.last_activity = 0
+        self.quiet_since = self.idle_since
+
+    # ---- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = tr = cast(asyncio.Transport, transport)
+        side = self.side
+        stats = self.sidecar.stats
+        stats.connections[side.name] += 1
+        tr.set_write_buffer_limits(high=self.sidecar.options.write_buffer_high)
+        peername = transport.get_extra_info("peername") or ("", 0)
+        self.peer = Peer(str(peername[0]), int(peername[1]))
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            try:
+                ident = peer_identity(sslobj, self.sidecar.trust_domain)
+            except PeerIdentityError as exc:
+                stats.tls_failures["peer_identity"] += 1
+                log.info("refused inbound connection from %s: %s", self.peer.ip, exc)
+                self.closing = True
+                tr.abort()
+                return
+            self.peer_identity = ident
+            sid = ident.spiffe_id
+            self.peer.spiffe_id = sid.uri
+            self.peer.namespace = sid.namespace
+            self.peer.service_account = sid.service_account
+        stats.active[side.name] += 1
+        side.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.raw:
+            ex = self.exchange
+            if ex is not None:
+                ex.on_request_raw(data)
+            return
+        try:
+            events = self.parser.feed(data)
+        except RemoteProtocolError as exc:
+            self.protocol_error(exc)
+            return
+        if not events and self.exchange is None and not self.head_started:
+            self.head_started = True
+            self.idle_since = self.loop.time()
+        for ev in events:
+            self.dispatch(ev)
+
+    def dispatch(self, ev: Event) -> None:
+        if self.pending is not None:
+            self.pending.append(ev)
+            return
+        ex = self.exchange
+        kind = type(ev)
+        if kind is Data:
+            if ex is not None:
+                ex.on_request_data(ev.data)  # type: ignore[union-attr]
+        elif kind is EndOfMessage:
+            if ex is not None:
+                ex.on_request_end()
+        elif kind is RequestHead:
+            if ex is not None:
+                self.pending = deque([ev])
+                self._pause(_PAUSE_PIPELINE)
+                return
+            self.head_started = False
+            assert isinstance(ev, RequestHead)
+            ex = Exchange(self, ev, _request_id(ev))
+            self.exchange = ex
+            ex.begin()
+        else:  # Upgrade: what follows the head is raw bytes for the tunnel
+            self.raw = True
+            if ex is not None:
+                ex.on_request_raw(ev.rest)  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_open = self in self.side.connections
+        self.closing = True
+        self.side.connections.discard(self)
+        if was_open:
+            self.sidecar.stats.active[self.side.name] -= 1
+        ex = self.exchange
+        if ex is not None:
+            ex.abort("DC")
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.resume_reading()
+
+    # ---- flow control -------------------------------------------------------------------------
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def pause_upstream_full(self) -> None:
+        self.upstream_paused_writing = True
+        self._pause(_PAUSE_UPSTREAM)
+
+    def resume_upstream_full(self) -> None:
+        self.upstream_paused_writing = False
+        self._resume(_PAUSE_UPSTREAM)
+
+    def pause_buffer_full(self) -> None:
+        self._pause(_PAUSE_BUFFER)
+
+    def resume_buffer_full(self) -> None:
+        self._resume(_PAUSE_BUFFER)
+
+    # ---- writing and ending -------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.close()
+
+    def protocol_error(self, exc: RemoteProtocolError) -> None:
+        """The client sent something we refuse: answer the status (if we still can) and close."""
+        self.sidecar.stats.protocol_errors[(self.side.name, exc.status)] += 1
+        ex = self.exchange
+        if ex is not None and ex.resp_started:
+            ex.abort("DPE")
+            self.close()
+            return
+        if ex is not None:
+            ex.reply_error(exc)
+            return
+        self.write(render(exc.status, exc.message, new_request_id(), close=True))
+        self.sidecar.stats.requests[(self.side.name, exc.status, "DPE")] += 1
+        self.close()
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        if self.exchange is not ex:
+            return
+        self.exchange = None
+        self.idle_since = self.loop.time()
+        if not ex.keep_alive or self.closing or self.raw:
+            self.close()
+            return
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
+        while pending:
+            self.dispatch(pending.popleft())
+            if self.pending is not None:
+                self.pending.extend(pending)
+                return
+        self._resume(_PAUSE_PIPELINE)
+
+    def check_timeouts(self, now: float) -> None:
+        """Called about once a second: idle keep-alive, slow heads, stalled exchanges."""
+        opts = self.sidecar.options
+        ex = self.exchange
+        if ex is not None:
+            if ex.activity != self.last_activity:
+                self.last_activity = ex.activity
+                self.quiet_since = now
+            ex.check_timeouts(now, ex.activity, now - self.quiet_since)
+            return
+        self.quiet_since = now
+        if self.head_started:
+            if now - self.idle_since > opts.header_timeout:
+                self.write(render(408, "request head not received in time", new_request_id(), close=True))
+                self.close()
+        elif now - self.idle_since > opts.idle_timeout:
+            self.close()
+
+
+def _request_id(head: RequestHead) -> str:
+    """Keep a well-formed x-request-id from the caller (correlation across hops), else mint one."""
+    for name, value in head.headers:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            if 0 < len(value) <= 128 and value.replace(b"-", b"").isalnum():
+                return value.decode("ascii")
+            break
+    return new_request_id()

@@ -1,0 +1,487 @@
+"""One request/response exchange on a downstream connection: the proxy's per-request path.
+
+The request side runs as a task (filters may await); the response side runs in the upstream
+protocol's callbacks, chunk by chunk, without buffering whole bodies:
+
+    head ─▶ side.handle(ex) ─▶ [filters] ─▶ forward() ─▶ upstream
+                                             upstream ─▶ on_response_head/data/end ─▶ client
+
+Body bytes that arrive before the upstream is ready are buffered up to a bound (then the
+client is paused); a filter that asked for the body gets it whole, up to
+``max_buffered_body`` (413 above). :meth:`finish` runs exactly once per exchange and calls
+every filter's ``on_complete`` whatever happened (forwarded, denied, failed, aborted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from meshward.filters.base import Denial, RequestContext, StreamAbort
+from meshward.http.errors import BodyTooLarge, RemoteProtocolError
+from meshward.http.framing import CHUNK_END, HOP_BY_HOP, chunk, connection_tokens, response_head
+from meshward.http.parser import RequestHead, ResponseHead
+from meshward.proxy.compiled import CompiledChain
+from meshward.proxy.responses import LocalReply, denial_reply, failure_reply
+from meshward.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamTarget
+
+if TYPE_CHECKING:
+    from meshward.proxy.downstream import DownstreamConnection
+
+__all__ = ["Exchange"]
+
+log = logging.getLogger("meshward.proxy")
+
+# Response body framing toward the client.
+_NONE, _RAW, _CHUNKED, _CLOSE = 0, 1, 2, 3
+_BUFFER_HIGH = 256 * 1024  # request bytes held while connecting before the client is paused
+_DISCARD_MAX = 64 * 1024  # after a local answer, read and drop at most this much body
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Exchange:
+    """State of one request; created by the connection when a head was parsed."""
+
+    def __init__(self, conn: DownstreamConnection, head: RequestHead, request_id: str) -> None:
+        self.conn = conn
+        self.head = head
+        self.request_id = request_id
+        self.loop = conn.loop
+        self.start = self.loop.time()
+        self.ctx: RequestContext | None = None
+        self.chain: CompiledChain | None = None
+        # request side
+        self.req_done = False
+        self.req_buf: list[bytes] = []
+        self.req_buf_size = 0
+        self.body_waiter: asyncio.Future[None] | None = None
+        self.body_limit = 0
+        self.discard = False
+        self.continue_sent = False
+        self.raw_buf: list[bytes] | None = None  # upgrade: client bytes before the 101
+        # upstream side
+        self.upstream: UpstreamConnection | None = None
+        self.up_chunked = False
+        self.streaming = False  # request body now flows straight to the upstream
+        self.forwarded_at = 0.0
+        self.informational = False
+        self.tunnel = False
+        # response side
+        self.resp_started = False
+        self.resp_done = False
+        self.resp_mode = _NONE
+        self.resp_keep_alive_up = False
+        self.keep_alive = head.keep_alive and not head.upgrade
+        self.status = 0
+        self.flag = "-"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.activity = 0
+        self.finished = False
+        self.task: asyncio.Task[None] | None = None
+
+    # ---- request side: events from the client -------------------------------------------------
+    def begin(self) -> None:
+        self.task = self.loop.create_task(self.run())
+
+    async def run(self) -> None:
+        try:
+            await self.conn.side.handle(self)
+        except UpstreamError as exc:
+            self.fail(exc.name, exc.detail)
+        except RemoteProtocolError as exc:
+            self.conn.sidecar.stats.protocol_errors[(self.conn.side.name, exc.status)] += 1
+            self.reply_error(exc)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("internal error in request %s", self.request_id)
+            if not self.resp_started:
+                self.fail("internal", None)
+            else:
+                self.abort("DPE")
+
+    def on_request_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.activity += 1
+        if self.discard:
+            if self.bytes_in > _DISCARD_MAX:
+                self.keep_alive = False
+                self.conn.close()
+            return
+        if self.streaming:
+            up = self.upstream
+            if up is not None:
+                up.write(chunk(data) if self.up_chunked else data)
+            return
+        self.req_buf.append(data)
+        self.req_buf_size += len(data)
+        waiter = self.body_waiter
+        if waiter is not None:
+            if self.req_buf_size > self.body_limit and not waiter.done():
+                waiter.set_exception(BodyTooLarge(f"request body larger than {self.body_limit} bytes"))
+        elif self.req_buf_size > _BUFFER_HIGH:
+            self.conn.pause_buffer_full()
+
+    def on_request_end(self) -> None:
+        self.req_done = True
+        if self.discard:
+            if self.resp_done:
+                self.finish()
+            return
+        if self.streaming and self.up_chunked and self.upstream is not None:
+            self.upstream.write(CHUNK_END)
+        waiter = self.body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_request_raw(self, data: bytes) -> None:
+        """Client bytes after an Upgrade head: held until the 101, then tunnelled."""
+        if self.tunnel and self.upstream is not None:
+            self.upstream.write(data)
+        elif self.raw_buf is not None:
+            self.raw_buf.append(data)
+        elif data:
+            self.raw_buf = [data]
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole request body (bounded by ``limit``; 413 above). Answers 100-continue."""
+        if self.head.content_length is not None and self.head.content_length > limit:
+            raise BodyTooLarge(f"request body larger than {limit} bytes")
+        if self.head.expect_continue and not self.continue_sent:
+            self.continue_sent = True
+            self.conn.write(_CONTINUE)
+        if not self.req_done:
+            self.body_limit = limit
+            self.body_waiter = self.loop.create_future()
+            self.conn.resume_buffer_full()
+            try:
+                if self.req_buf_size > limit:
+                    raise BodyTooLarge(f"request body larger than {limit} bytes")
+                await self.body_waiter
+            finally:
+                self.body_waiter = None
+        body = b"".join(self.req_buf)
+        self.req_buf = [body] if body else []
+        return body
+
+    # ---- forwarding ---------------------------------------------------------------------------
+    async def forward(self, target: UpstreamTarget, head: bytes, body: bytes | None = None) -> None:
+        """Send the request head (and ``body`` if it was replaced) to ``target``.
+
+        ``head`` is the serialized request head, framed by the caller: Content-Length of
+        ``body`` when given, else chunked when ``up_chunked`` is set, else the client's length.
+        """
+        pool = self.conn.sidecar.pool
+        up = pool.take_idle(target)
+        if up is None:
+            up = await pool.connect(target)
+        if self.finished:
+            pool.release(up, self.loop.time())
+            return
+        self.upstream = up
+        up.exchange = self
+        up.requests += 1
+        up.parser.expect(self.head.method == "HEAD")
+        self.forwarded_at = self.loop.time()
+        if body is not None:
+            up.write(head + body)
+        else:
+            parts = [head]
+            if self.up_chunked:
+                parts.extend(chunk(b) for b in self.req_buf)
+                if self.req_done:
+                    parts.append(CHUNK_END)
+            else:
+                parts.extend(self.req_buf)
+            up.write(b"".join(parts))
+        self.req_buf = []
+        self.req_buf_size = 0
+        self.streaming = True
+        self.conn.resume_buffer_full()
+        if self.conn.upstream_paused_writing:
+            up.transport.pause_reading()  # type: ignore[union-attr]
+
+    # ---- response side: events from the upstream ---------------------------------------------
+    def on_response_head(self, rh: ResponseHead) -> None:
+        self.activity += 1
+        status = rh.status
+        if status < 200:
+            self.informational = True
+            if status == 101 and self.head.upgrade:
+                self._start_tunnel(rh)
+            elif status == 100 and self.head.expect_continue and not self.continue_sent:
+                self.continue_sent = True
+                self.conn.write(_CONTINUE)
+            return
+        self.status = status
+        self.resp_started = True
+        self.resp_keep_alive_up = rh.keep_alive
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.response_status = status
+            ctx.upstream_duration = self.loop.time() - self.forwarded_at
+        drop = connection_tokens(rh.headers)
+        no_body = self.head.method == "HEAD" or status in (204, 304)
+        rewrite = False
+        chain = self.chain
+        if chain is not None and ctx is not None and chain.headers:
+            str_headers = [
+                (n.decode("latin-1"), v.decode("latin-1"))
+                for n, v in rh.headers
+                if n.lower() not in HOP_BY_HOP and n.lower() not in drop
+            ]
+            for f in chain.headers:
+                if f.on_response_headers(ctx, status, str_headers):
+                    rewrite = True
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers]
+        else:
+            headers = [(n, v) for n, v in rh.headers if n.lower() not in HOP_BY_HOP and n.lower() not in drop]
+        if no_body:
+            self.resp_mode = _NONE
+        elif rewrite or rh.content_length is None:
+            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+            if self.head.version == "1.1":
+                self.resp_mode = _CHUNKED
+                headers.append((b"transfer-encoding", b"chunked"))
+            else:
+                self.resp_mode = _CLOSE
+                self.keep_alive = False
+        else:
+            self.resp_mode = _RAW
+        if not self.keep_alive or self.conn.closing:
+            self.keep_alive = False
+            headers.append((b"connection", b"close"))
+        elif self.head.version == "1.0":
+            headers.append((b"connection", b"keep-alive"))
+        self.conn.write(response_head(status, rh.reason or None, headers))
+
+    def on_response_data(self, data: bytes) -> None:
+        self.activity += 1
+        if self.informational:
+            return
+        chain = self.chain
+        if chain is not None and chain.chunk and self.ctx is not None:
+            ctx = self.ctx
+            try:
+                for f in chain.chunk:
+                    data = f.on_response_chunk(ctx, data)
+            except StreamAbort as abort:
+                self._stream_abort(abort)
+                return
+        if data:
+            self.bytes_out += len(data)
+            self.conn.write(chunk(data) if self.resp_mode == _CHUNKED else data)
+
+    def on_response_end(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
+        if self.resp_done:
+            return
+        tail = b""
+        chain = self.chain
+        if chain is not None and chain.chunk and self.ctx is not None:
+            ctx = self.ctx
+            try:
+                for f in chain.chunk:
+                    if tail:
+                        tail = f.on_response_chunk(ctx, tail)
+                    tail += f.on_response_end(ctx)
+            except StreamAbort as abort:
+                self._stream_abort(abort)
+                return
+        mode = self.resp_mode
+        if tail:
+            self.bytes_out += len(tail)
+            self.conn.write(chunk(tail) if mode == _CHUNKED else tail)
+        if mode == _CHUNKED:
+            self.conn.write(CHUNK_END)
+        self.resp_done = True
+        self._release_upstream(self.resp_keep_alive_up and self.req_done)
+        if not self.req_done:
+            self.keep_alive = False  # the app answered before the body ended: start afresh
+        self.finish()
+
+    def _stream_abort(self, abort: StreamAbort) -> None:
+        """A response filter cut the stream: write its tail, end cleanly, drop the upstream."""
+        if self.ctx is not None:
+            self.ctx.scratch["stream_abort"] = abort.reason
+        if abort.tail:
+            self.bytes_out += len(abort.tail)
+            self.conn.write(chunk(abort.tail) if self.resp_mode == _CHUNKED else abort.tail)
+        if self.resp_mode == _CHUNKED:
+            self.conn.write(CHUNK_END)
+        else:
+            self.keep_alive = False  # a Content-Length body cannot end early: close instead
+        self.resp_done = True
+        self._release_upstream(False)
+        if not self.req_done:
+            self.keep_alive = False
+        self.finish()
+
+    def on_upstream_error(self, name: str, detail: str | None) -> None:
+        """The upstream failed (reset, TLS alert, bad response, timeout)."""
+        self._release_upstream(False)
+        if self.finished:
+            return
+        if self.tunnel:
+            self.finish()
+            self.conn.close()
+        elif not self.resp_started:
+            self.fail(name, detail)
+        else:
+            self.flag = {"upstream_timeout": "UT", "upstream_protocol": "UPE"}.get(name, "UC")
+            self.keep_alive = False
+            self.finish()
+            self.conn.close()  # mid-body: the client must see a truncated response
+
+    # ---- upgrade (WebSocket) tunnel -----------------------------------------------------------
+    def _start_tunnel(self, rh: ResponseHead) -> None:
+        self.tunnel = True
+        self.status = 101
+        self.resp_started = True
+        if self.ctx is not None:
+            self.ctx.response_status = 101
+        headers = [(n, v) for n, v in rh.headers if n.lower() not in (b"keep-alive", b"transfer-encoding")]
+        self.conn.write(response_head(101, rh.reason or None, headers))
+        self.conn.tunnel = True
+        up = self.upstream
+        if up is not None and self.raw_buf:
+            up.write(b"".join(self.raw_buf))
+        self.raw_buf = None
+
+    def on_upstream_raw(self, data: bytes) -> None:
+        self.activity += 1
+        if data:
+            self.bytes_out += len(data)
+            self.conn.write(data)
+
+    def on_upstream_closed(self) -> None:
+        self.upstream = None
+        self.keep_alive = False
+        self.finish()
+        self.conn.close()
+
+    # ---- local answers ------------------------------------------------------------------------
+    def deny(self, denial: Denial) -> None:
+        """A filter answered: the one Denial → response mapping, then finish."""
+        if self.ctx is not None:
+            self.ctx.decision = "deny" if self.ctx.decision == "allow" else self.ctx.decision
+            self.ctx.policy = self.ctx.policy or denial.policy
+            self.ctx.rule = self.ctx.rule or denial.rule
+        close = self._close_after_local()
+        self._send_local(denial_reply(denial, self.request_id, close, self.head.method == "HEAD"))
+
+    def fail(self, name: str, detail: str | None, status: int | None = None) -> None:
+        close = self._close_after_local()
+        self._send_local(
+            failure_reply(name, self.request_id, detail, close, status, self.head.method == "HEAD")
+        )
+
+    def reply_error(self, exc: RemoteProtocolError) -> None:
+        """A request the parser/normalizer refused after its head (bad path, body too large)."""
+        from meshward.proxy.responses import render
+
+        self.keep_alive = False
+        data = render(exc.status, exc.message, self.request_id, close=True)
+        self._send_local(LocalReply(data, exc.status, "DPE", True))
+
+    def _close_after_local(self) -> bool:
+        """Whether the connection must close after a local answer (unread body, upgrade)."""
+        head = self.head
+        if head.upgrade:
+            return True
+        if self.req_done or not head.has_body:
+            return not self.keep_alive
+        if head.expect_continue and not self.continue_sent:
+            return True  # the client may never send the body it announced
+        if head.content_length is not None and head.content_length - self.bytes_in <= _DISCARD_MAX:
+            return not self.keep_alive
+        return True
+
+    def _send_local(self, reply: LocalReply) -> None:
+        if self.finished or self.resp_started:
+            return
+        self._release_upstream(False)
+        self.status = reply.status
+        self.flag = reply.flag
+        self.resp_started = True
+        self.resp_done = True
+        if self.ctx is not None:
+            self.ctx.response_status = reply.status
+            self.ctx.response_flags = reply.flag
+        self.conn.write(reply.data)
+        if reply.close:
+            self.keep_alive = False
+            self.finish()
+            self.conn.close()
+        elif self.req_done:
+            self.finish()
+        else:
+            self.discard = True  # drop the rest of the (small) body, then serve the next request
+            self.req_buf = []
+            self.conn.resume_buffer_full()
+
+    # ---- ending -------------------------------------------------------------------------------
+    def _release_upstream(self, reusable: bool) -> None:
+        up = self.upstream
+        if up is None:
+            return
+        self.upstream = None
+        if reusable and up.exchange is self:
+            self.conn.sidecar.pool.release(up, self.loop.time())
+        else:
+            up.close()
+
+    def abort(self, flag: str) -> None:
+        """The client went away or broke the protocol mid-exchange: drop everything."""
+        if self.finished:
+            return
+        if self.flag == "-":
+            self.flag = flag
+        self._release_upstream(False)
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+        self.keep_alive = False
+        self.finish()
+
+    def check_timeouts(self, now: float, last_activity: int, idle_for: float) -> None:
+        """Called about once a second by the sidecar's sweeper."""
+        opts = self.conn.sidecar.options
+        waiting = self.upstream is not None and not self.resp_started and not self.tunnel
+        if waiting and now - self.forwarded_at > opts.request_timeout:
+            self.on_upstream_error("upstream_timeout", f"no response within {opts.request_timeout}s")
+            return
+        if idle_for > opts.stream_idle_timeout and (self.resp_started or self.tunnel):
+            self.flag = "SI"
+            self.abort("SI")
+            self.conn.close()
+
+    def finish(self) -> None:
+        """Exactly once: record the outcome, run every filter's on_complete, free the connection."""
+        if self.finished:
+            return
+        self.finished = True
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.response_status = ctx.response_status or self.status
+            if ctx.response_flags == "-":
+                ctx.response_flags = self.flag
+            ctx.bytes_received = self.bytes_in
+            ctx.bytes_sent = self.bytes_out
+            chain = self.chain
+            if chain is not None:
+                for f in chain.complete:
+                    try:
+                        f.on_complete(ctx)
+                    except Exception:
+                        log.exception("filter %s failed in on_complete", f.name)
+        stats = self.conn.sidecar.stats
+        side = self.conn.side.name
+        stats.requests[(side, self.status, self.flag)] += 1
+        stats.bytes_in[side] += self.bytes_in
+        stats.bytes_out[side] += self.bytes_out
+        self.conn.exchange_finished(self)

@@ -1,0 +1,113 @@
+"""The inbound side: the enforcement point in front of the app.
+
+mTLS has already authenticated the caller (the listener refuses anything else in STRICT mode).
+For each request: normalize the path, build the :class:`RequestContext`, classify the AI
+protocol, buffer the body if a filter asks for it (then classify again, now knowing the JSON
+``model``), run the filters, and forward to the app on loopback with the caller's identity in
+``X-Forwarded-Client-Cert`` (any such header from outside is dropped first).
+"""
+
+from __future__ import annotations
+
+from meshward.filters.base import RequestContext
+from meshward.http.errors import RemoteProtocolError
+from meshward.http.framing import HOP_BY_HOP, connection_tokens
+from meshward.http.normalize import normalize_path, split_target
+from meshward.proxy.classify import classify
+from meshward.proxy.exchange import Exchange
+from meshward.proxy.upstream import UpstreamTarget
+
+__all__ = ["handle_inbound", "header_dict"]
+
+_HOP = frozenset(h.decode() for h in HOP_BY_HOP) | {
+    "x-forwarded-client-cert",
+    "content-length",
+    "x-forwarded-proto",
+}
+
+
+def header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-case names; repeated headers joined with ", " (cookies with "; ")."""
+    out: dict[str, str] = {}
+    for n, v in raw:
+        name = n.decode("latin-1").lower()
+        value = v.decode("latin-1")
+        prev = out.get(name)
+        if prev is None:
+            out[name] = value
+        else:
+            out[name] = prev + ("; " if name == "cookie" else ", ") + value
+    return out
+
+
+async def handle_inbound(ex: Exchange) -> None:
+    conn = ex.conn
+    sidecar = conn.sidecar
+    cfg = sidecar.config
+    head = ex.head
+    if head.method == "CONNECT":
+        ex.fail("connect_method", None)
+        return
+    _, raw_path, query = split_target(head.target) if head.target != "*" else (None, "*", "")
+    path = normalize_path(raw_path) if raw_path != "*" else raw_path
+    headers = header_dict(head.headers)
+    if head.upgrade and "websocket" not in headers.get("upgrade", "").lower():
+        raise RemoteProtocolError("only WebSocket upgrades are supported")
+    app = sidecar.options.app
+    ctx = RequestContext(
+        request_id=ex.request_id,
+        direction="inbound",
+        peer=conn.peer,
+        method=head.method,
+        path=path,
+        query=query,
+        host=headers.get("host", ""),
+        headers=headers,
+        destination_port=app[1] if app else 0,
+        start=ex.start,
+    )
+    ctx.ai = classify(head.method, path, headers, None)
+    ex.ctx = ctx
+    chain = cfg.chain
+    ex.chain = chain
+    if chain.body and head.has_body and any(f.wants_request_body(ctx) for f in chain.body):
+        ctx.body = await ex.read_body(sidecar.options.max_buffered_body)
+        ctx.ai = classify(head.method, path, headers, ctx.body)
+    for f in chain.requests:
+        denial = await f.on_request(ctx)
+        if denial is not None:
+            ex.deny(denial)
+            return
+    if ex.finished:
+        return
+    if app is None:
+        ex.fail("no_app", None)
+        return
+    body = ctx.body if ctx.body_rewritten else None
+    drop = {t.decode("latin-1") for t in connection_tokens(head.headers)} if "connection" in headers else ()
+    target = f"{path}?{query}" if query else path
+    lines = [f"{head.method} {target} HTTP/1.1\r\n"]
+    for name, value in ctx.headers.items():
+        if name in _HOP or name in drop:
+            continue
+        if name == "expect" and (ex.continue_sent or body is not None):
+            continue
+        lines.append(f"{name}: {value}\r\n")
+    if body is not None:
+        lines.append(f"content-length: {len(body)}\r\n")
+    elif head.chunked:
+        lines.append("transfer-encoding: chunked\r\n")
+        ex.up_chunked = True
+    elif head.content_length is not None:
+        lines.append(f"content-length: {head.content_length}\r\n")
+    if "x-request-id" not in ctx.headers:
+        lines.append(f"x-request-id: {ex.request_id}\r\n")
+    ident = conn.peer_identity
+    if ident is not None:
+        lines.append(f"x-forwarded-proto: https\r\nx-forwarded-client-cert: {sidecar.xfcc(ident)}\r\n")
+    else:
+        lines.append("x-forwarded-proto: http\r\n")
+    if head.upgrade:
+        lines.append(f"connection: upgrade\r\nupgrade: {headers['upgrade']}\r\n")
+    lines.append("\r\n")
+    await ex.forward(UpstreamTarget(app[0], app[1]), "".join(lines).encode("latin-1"), body)

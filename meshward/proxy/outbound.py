@@ -1,0 +1,83 @@
+"""The outbound side: the app's HTTP proxy into the mesh.
+
+Apps send plain HTTP with ``HTTP_PROXY`` set: absolute-form targets
+(``GET http://fraud-model.ml/v2/... HTTP/1.1``), or origin-form with a ``Host`` header. The
+authority is resolved to a mesh service (:mod:`meshward.proxy.routes`); the request goes to one
+of its serving sidecars over mTLS with our own SVID, and only if the server proves one of the
+SPIFFE IDs the service entry allows (else 502, flag ``UIM``). Unknown hosts get 502 ``NR`` in
+REGISTRY_ONLY mode and plain pass-through in ALLOW_ANY mode.
+
+Transparent redirection (Istio's port 15001, later): connections redirected by iptables keep
+their original destination, readable with ``getsockopt(SOL_IP, SO_ORIGINAL_DST)`` in
+``connection_made``. A transparent listener would resolve that address (or the ``Host`` of an
+origin-form request) through the same :class:`~meshward.proxy.routes.RouteTable` — resolution
+takes an authority string, not a parsed absolute URL, so only the listener changes.
+"""
+
+from __future__ import annotations
+
+from meshward.http.errors import RemoteProtocolError
+from meshward.http.framing import HOP_BY_HOP, connection_tokens
+from meshward.http.normalize import split_target
+from meshward.proxy.exchange import Exchange
+from meshward.proxy.routes import split_authority
+from meshward.proxy.upstream import UpstreamError, UpstreamTarget
+
+__all__ = ["handle_outbound"]
+
+_DROP = HOP_BY_HOP | {b"host", b"x-forwarded-client-cert"}
+_MAX_TRIES = 3
+
+
+async def handle_outbound(ex: Exchange) -> None:
+    sidecar = ex.conn.sidecar
+    cfg = sidecar.config
+    head = ex.head
+    if head.method == "CONNECT":
+        ex.fail("connect_method", None)
+        return
+    authority, path, query = split_target(head.target) if head.target != "*" else (None, "*", "")
+    authority = authority or head.host
+    if not authority:
+        raise RemoteProtocolError("no destination: send an absolute URL (HTTP_PROXY) or a Host header")
+    try:
+        host, port = split_authority(authority)
+    except ValueError as exc:
+        raise RemoteProtocolError(str(exc)) from None
+    route = cfg.routes.resolve(host)
+    if route is None and not cfg.allow_any_outbound:
+        ex.fail("no_route", host)
+        return
+    drop = connection_tokens(head.headers)
+    parts = [f"{head.method} {path}{'?' + query if query else ''} HTTP/1.1\r\nhost: {authority}\r\n".encode()]
+    has_id = False
+    upgrade = b""
+    for name, value in head.headers:
+        low = name.lower()
+        if low in _DROP or low in drop:
+            if low == b"upgrade":
+                upgrade = value
+            continue
+        if low == b"x-request-id":
+            has_id = True
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if head.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+        ex.up_chunked = True
+    if not has_id:
+        parts.append(b"x-request-id: %s\r\n" % ex.request_id.encode())
+    if head.upgrade:
+        parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
+    parts.append(b"\r\n")
+    data = b"".join(parts)
+    if route is None:
+        await ex.forward(UpstreamTarget(host, port or 80), data)
+        return
+    tries = min(_MAX_TRIES, len(route.targets))
+    for attempt in range(tries):
+        try:
+            await ex.forward(route.pick(), data)
+            return
+        except UpstreamError as exc:
+            if exc.name != "upstream_connect" or attempt == tries - 1:
+                raise

@@ -1,0 +1,127 @@
+"""Every local answer the sidecar gives, mapped in ONE place.
+
+A :class:`~meshward.filters.base.Denial` from a filter, a protocol error from the parser, or an
+upstream failure all become a short JSON body ``{"error": ..., "request_id": ...}`` with a
+distinct status, and an Envoy-like response flag recorded for telemetry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from meshward.filters.base import Denial
+from meshward.http.framing import response_head
+
+__all__ = ["DENIAL_STATUS", "FAILURES", "Failure", "LocalReply", "denial_reply", "failure_reply", "render"]
+
+# Denial kind → status when the filter left ``status`` at 0.
+DENIAL_STATUS: dict[str, int] = {
+    "authz": 403,
+    "ratelimit": 429,
+    "dlp": 403,
+    "export": 403,
+    "bad_request": 400,
+    "too_large": 413,
+    "unavailable": 503,
+}
+
+# Denial kind → response flag (Envoy's where one exists).
+_DENIAL_FLAGS: dict[str, str] = {
+    "authz": "RBAC",
+    "ratelimit": "RL",
+    "dlp": "DLP",
+    "export": "DLP",
+    "bad_request": "DPE",
+    "too_large": "DPE",
+    "unavailable": "UH",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failure of the proxy path itself: status, response flag, message for the caller."""
+
+    status: int
+    flag: str
+    message: str
+
+
+# The sidecar's own failures, by name. Flags follow Envoy: UF upstream connection failure,
+# UC upstream connection termination, UT upstream timeout, NR no route, DPE downstream protocol
+# error, UPE upstream protocol error; UIM (Meshward) upstream identity mismatch.
+FAILURES: dict[str, Failure] = {
+    "no_route": Failure(502, "NR", "no route: not a mesh service"),
+    "upstream_connect": Failure(503, "UF", "upstream connect error"),
+    "upstream_tls": Failure(502, "UF", "upstream TLS handshake failed"),
+    "upstream_identity": Failure(502, "UIM", "upstream identity mismatch"),
+    "upstream_reset": Failure(502, "UC", "upstream closed the connection before responding"),
+    "upstream_protocol": Failure(502, "UPE", "upstream sent an invalid response"),
+    "upstream_timeout": Failure(504, "UT", "upstream request timeout"),
+    "no_app": Failure(503, "UH", "no application behind this sidecar"),
+    "not_ready": Failure(503, "UH", "sidecar is not ready (no identity or config yet)"),
+    "connect_method": Failure(405, "DPE", "CONNECT is not supported; call mesh services over http://"),
+    "internal": Failure(500, "DPE", "internal proxy error"),
+}
+
+
+@dataclass(slots=True)
+class LocalReply:
+    """A rendered local answer: the bytes, its status and flag, and whether to close."""
+
+    data: bytes
+    status: int
+    flag: str
+    close: bool
+
+
+def render(
+    status: int,
+    message: str,
+    request_id: str,
+    extra: dict[str, Any] | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    close: bool = False,
+    head_only: bool = False,
+) -> bytes:
+    doc: dict[str, Any] = {"error": message, "request_id": request_id}
+    if extra:
+        for key, value in extra.items():
+            doc.setdefault(key, value)
+    body = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+    hdrs: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode("latin-1")),
+    ]
+    for name, value in headers or ():
+        hdrs.append((name.encode("latin-1"), value.encode("latin-1")))
+    if close:
+        hdrs.append((b"connection", b"close"))
+    head = response_head(status, None, hdrs)
+    return head if head_only else head + body
+
+
+def denial_reply(denial: Denial, request_id: str, close: bool = False, head_only: bool = False) -> LocalReply:
+    """The one mapping from a filter's Denial to the response the caller gets."""
+    status = denial.status or DENIAL_STATUS.get(denial.kind, 403)
+    data = render(status, denial.message, request_id, denial.body, denial.headers, close, head_only)
+    return LocalReply(data, status, _DENIAL_FLAGS.get(denial.kind, "-"), close)
+
+
+def failure_reply(
+    name: str,
+    request_id: str,
+    detail: str | None = None,
+    close: bool = False,
+    status: int | None = None,
+    head_only: bool = False,
+) -> LocalReply:
+    """The response for one of the sidecar's own :data:`FAILURES` (``detail`` appended)."""
+    failure = FAILURES[name]
+    message = f"{failure.message}: {detail}" if detail else failure.message
+    code = status or failure.status
+    return LocalReply(
+        render(code, message, request_id, close=close, head_only=head_only), code, failure.flag, close
+    )
