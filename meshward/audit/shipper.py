@@ -21,10 +21,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from meshward.audit.spool import AuditSpool
 
-__all__ = ["AuditPost", "AuditShipper", "ShipperStats"]
+__all__ = ["AuditPost", "AuditShipper", "ShipperStats", "control_client_post"]
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +135,31 @@ class AuditShipper:
             except Exception:
                 return False
         return self.spool.pending == 0
+
+
+def control_client_post(make_client: Callable[[], Any]) -> AuditPost:
+    """An :data:`AuditPost` over :class:`meshward.control.client.ControlClient` (JSON body form).
+
+    ``make_client`` returns a fresh client with the sidecar's SVID (the agent's own factory);
+    the blocking call runs in a worker thread. A refusal becomes ``(status, its JSON body)``;
+    an unreachable control plane raises, which the shipper retries with backoff.
+    """
+    from meshward.control.client import ControlRefused
+
+    def send(body: bytes) -> tuple[int, bytes]:
+        header_end = body.find(b"\n")
+        header = json.loads(body[:header_end])
+        records = [json.loads(line) for line in body[header_end + 1 :].splitlines() if line]
+        with make_client() as client:
+            try:
+                status, answer = client.request(
+                    "POST", "/v1/audit", {"chain": header["chain"], "records": records}
+                )
+            except ControlRefused as exc:
+                return exc.status, json.dumps({"error": str(exc), **exc.body}).encode()
+        return status, json.dumps(answer).encode()
+
+    async def post(body: bytes) -> tuple[int, bytes]:
+        return await asyncio.to_thread(send, body)
+
+    return post

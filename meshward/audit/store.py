@@ -195,18 +195,30 @@ class AuditStore:
             return [ChainInfo(c.slug, c.source, c.chain, c.seq, c.head) for c in self._chains.values()]
 
     def ingest(self, source: str, batch: bytes) -> IngestAck:
-        """Store an NDJSON batch from ``source`` (the caller's verified SPIFFE ID)."""
+        """Store a batch from ``source`` (the caller's verified SPIFFE ID).
+
+        Two wire forms: NDJSON (a header line ``{"chain": ID, ...}`` then one record per line,
+        what :class:`~meshward.audit.shipper.AuditShipper` sends) or one JSON object
+        ``{"chain": ID, "records": [record, ...]}`` (for JSON-only clients).
+        """
         header_end = batch.find(b"\n")
-        if header_end < 0:
-            raise AuditRejected(400, "audit batch: missing header line")
+        first = batch if header_end < 0 else batch[:header_end]
         try:
-            header = json.loads(batch[:header_end])
+            header = json.loads(first)
             chain = header["chain"]
         except (ValueError, KeyError, TypeError):
             raise AuditRejected(400, "audit batch: malformed header line") from None
         if not isinstance(chain, str) or not re.fullmatch(r"[0-9a-f]{8,64}", chain):
             raise AuditRejected(400, "audit batch: invalid chain id")
-        lines = batch[header_end + 1 :].splitlines(keepends=True)
+        if isinstance(header.get("records"), list):
+            try:
+                lines = [json.dumps(r).encode() for r in header["records"]]
+            except (TypeError, ValueError):
+                raise AuditRejected(400, "audit batch: records are not JSON") from None
+        elif header_end < 0:
+            raise AuditRejected(400, "audit batch: no records")
+        else:
+            lines = batch[header_end + 1 :].splitlines(keepends=True)
         return self.ingest_records(source, chain, lines)
 
     def ingest_records(self, source: str, chain: str, lines: list[bytes]) -> IngestAck:

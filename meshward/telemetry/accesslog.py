@@ -1,0 +1,149 @@
+"""The sidecar's access log: one JSON line per request, written off the event loop.
+
+Fields: ``time`` (RFC 3339, UTC), ``request_id``, ``trace_id``, ``direction``, ``source``
+(SPIFFE ID, or null for plaintext) and ``source_ip``, ``destination`` (this workload's SPIFFE
+ID) and ``destination_service``, ``method``, ``path`` (normalized, WITHOUT the query string:
+a query may carry keys or personal data), ``model``, ``operation``, ``status``, ``decision``,
+``policy``, ``rule``, ``response_flags``, ``bytes_received``, ``bytes_sent``, ``duration_ms``,
+``upstream_duration_ms``, ``tokens`` ({input, output, estimated}), ``dlp_findings`` (counts by
+detector type). Never bodies, headers or credentials.
+
+:class:`AccessLog` takes lines on the event loop (a list append) and a daemon thread writes them
+in batches every ``flush_interval``; if the destination stalls (a full pipe on stdout), lines
+beyond ``max_buffered_bytes`` are dropped and counted rather than blocking the sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from meshward.filters.base import RequestContext
+
+__all__ = ["AccessLog", "access_record"]
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _rfc3339(epoch: float) -> str:
+    seconds = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((epoch - seconds) * 1000):03d}Z"
+
+
+def access_record(
+    ctx: RequestContext, destination: str, destination_service: str, now: float, duration: float
+) -> dict[str, Any]:
+    """The access-log fields of one finished request (plain data, no I/O)."""
+    peer = ctx.peer
+    ai = ctx.ai
+    tokens = ctx.tokens
+    upstream = ctx.upstream_duration
+    return {
+        "time": _rfc3339(now),
+        "request_id": ctx.request_id,
+        "trace_id": ctx.trace_id,
+        "direction": ctx.direction,
+        "source": peer.spiffe_id,
+        "source_ip": peer.ip,
+        "destination": destination,
+        "destination_service": destination_service,
+        "method": ctx.method,
+        "path": ctx.path,
+        "model": ai.model,
+        "operation": ai.operation,
+        "status": ctx.response_status,
+        "decision": ctx.decision,
+        "policy": ctx.policy,
+        "rule": ctx.rule,
+        "response_flags": ctx.response_flags,
+        "bytes_received": ctx.bytes_received,
+        "bytes_sent": ctx.bytes_sent,
+        "duration_ms": round(duration * 1000, 3),
+        "upstream_duration_ms": None if upstream is None else round(upstream * 1000, 3),
+        "tokens": {"input": tokens.input, "output": tokens.output, "estimated": tokens.estimated}
+        if tokens.total
+        else None,
+        "dlp_findings": ctx.findings or None,
+    }
+
+
+class AccessLog:
+    """Buffered JSON-lines writer to a file (append, 0600) or to stdout (``path=None``)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        flush_interval: float = 0.2,
+        max_buffered_bytes: int = 8 << 20,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        if path is None:
+            self._fd = os.dup(1)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.flush_interval = flush_interval
+        self.max_buffered_bytes = max_buffered_bytes
+        self.on_drop = on_drop
+        self.dropped = 0
+        self._lines: deque[str] = deque()  # append (loop) and popleft (writer) are thread-safe
+        self._buffered = 0  # approximate (racy by design): only bounds memory
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="meshward-access-log", daemon=True)
+        self._thread.start()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Queue one record (called on the event loop: no I/O here)."""
+        line = _encode(record)
+        if self._buffered > self.max_buffered_bytes:
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(1)
+            return
+        self._lines.append(line)
+        self._buffered += len(line)
+
+    def _take(self) -> bytes:
+        queue = self._lines
+        lines = [queue.popleft() for _ in range(len(queue))]
+        self._buffered = max(0, self._buffered - sum(map(len, lines)))
+        if not lines:
+            return b""
+        return ("\n".join(lines) + "\n").encode()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            self._flush_once()
+
+    def _flush_once(self) -> None:
+        data = self._take()
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except OSError:
+                return  # the destination is gone (closed stdout): nothing sensible to do
+            view = view[written:]
+
+    def flush(self) -> None:
+        """Write everything queued so far (synchronously; tests and shutdown)."""
+        self._flush_once()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=2.0)
+        self._flush_once()
+        os.close(self._fd)
