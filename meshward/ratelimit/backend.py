@@ -32,6 +32,8 @@ class BackendUnavailable(Exception):
 
 class Backend(Protocol):
     name: str
+    # True for an in-process backend: the limiter calls ``take_now`` & co. without awaiting.
+    synchronous: bool
 
     def prepare(self, limits: list[CompiledLimit]) -> None:
         """Bind a new generation's limits (state for unchanged limit ids is kept)."""
@@ -46,11 +48,18 @@ class Backend(Protocol):
 
     def reconcile(self, limit: CompiledLimit, key: str, window: int, reserved: int, actual: int) -> None: ...
 
+    def take_now(self, limit: CompiledLimit, key: str) -> Decision: ...
+
+    def acquire_now(self, limit: CompiledLimit, key: str) -> tuple[Decision, Release | None]: ...
+
+    def reserve_now(self, limit: CompiledLimit, key: str, amount: int) -> Decision: ...
+
 
 class LocalBackend:
     """Limit state in this sidecar's memory; survives config swaps (kept in ``runtime.shared``)."""
 
     name = "local"
+    synchronous = True
 
     def __init__(self, clock: Clock = time.time, max_keys: int = 10_000) -> None:
         self.clock = clock

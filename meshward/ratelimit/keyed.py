@@ -3,8 +3,8 @@
 A limit keyed by caller, model or header keeps one record per distinct value. Memory is
 bounded two ways:
 
-- *idle eviction*: records are kept in least-recently-used order; each insertion looks at a
-  few of the oldest and drops those whose state is indistinguishable from a fresh one (a
+- *idle eviction*: records are kept in least-recently-used order; once the store holds more
+  than a few hundred records, each insertion looks at a few of the oldest and drops those whose state is indistinguishable from a fresh one (a
   full bucket, a past window, no request in flight), so eviction never forgives usage;
 - *a hard cap*: when ``max_keys`` records are held and none of the oldest is idle, a new key
   shares one *overflow* record instead of getting its own. Nobody's budget is reset to make
@@ -38,7 +38,17 @@ def bounded_key(value: str) -> str:
 class KeyedStates(Generic[S]):
     """Records of type ``S`` by key; ``idle(state, now)`` says a record may be forgotten."""
 
-    __slots__ = ("_factory", "_idle", "_overflow", "_states", "evicted", "max_keys", "overflowed", "sweep")
+    __slots__ = (
+        "_factory",
+        "_idle",
+        "_overflow",
+        "_states",
+        "evicted",
+        "max_keys",
+        "overflowed",
+        "sweep",
+        "sweep_from",
+    )
 
     def __init__(
         self,
@@ -55,6 +65,9 @@ class KeyedStates(Generic[S]):
         self._overflow: S | None = None
         self.max_keys = max_keys
         self.sweep = sweep
+        # Below this size idle records are kept: evicting a caller's bucket the moment it is
+        # full would only make it be re-created on its next request (churn, no memory gain).
+        self.sweep_from = min(1024, max(1, max_keys // 2))
         self.evicted = 0
         self.overflowed = 0
 
@@ -75,7 +88,8 @@ class KeyedStates(Generic[S]):
         if state is not None:
             states.move_to_end(key)
             return state
-        self._evict_idle(now, self.sweep)
+        if len(states) >= self.sweep_from:
+            self._evict_idle(now, self.sweep)
         if len(states) >= self.max_keys:
             self._evict_idle(now, min(len(states), 64))
             if len(states) >= self.max_keys:

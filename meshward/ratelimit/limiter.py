@@ -15,7 +15,8 @@ reservation by the real usage.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from meshward.ai.types import TokenUsage
 from meshward.ratelimit.backend import Backend, BackendUnavailable, Release
@@ -48,16 +49,25 @@ class TokenHold:
     reserved: int
 
 
-@dataclass(slots=True)
 class Admission:
-    refusal: Refusal | None = None
-    shadow_refusals: list[Refusal] = field(default_factory=list)
-    failed_open: list[CompiledLimit] = field(default_factory=list)
-    releases: list[Release] = field(default_factory=list)
-    holds: list[TokenHold] = field(default_factory=list)
-    allowed: list[tuple[CompiledLimit, Dimension, Decision]] = field(default_factory=list)
-    lease: str = ""
-    settled: bool = False
+    """What one request was granted: holds to settle, and any refusals.
+
+    Lists are created only when something is put in them (most requests hold nothing).
+    """
+
+    __slots__ = ("failed_open", "holds", "lease", "refusal", "releases", "settled", "shadow_refusals")
+
+    def __init__(self, lease: str) -> None:
+        self.lease = lease
+        self.refusal: Refusal | None = None
+        self.shadow_refusals: list[Refusal] = _NONE
+        self.failed_open: list[CompiledLimit] = _NONE
+        self.releases: list[Release] = _NONE
+        self.holds: list[TokenHold] = _NONE
+        self.settled = False
+
+
+_NONE: list[Any] = []  # shared empty list: replaced, never appended to
 
 
 def reservation_for(limit: CompiledLimit, prompt_estimate: int, max_output: int | None) -> int:
@@ -97,33 +107,60 @@ class RateLimiter:
     async def admit(
         self, facts: RequestFacts, lease: str, prompt_estimate: int = 0, max_output: int | None = None
     ) -> Admission:
-        adm = Admission(lease=lease)
+        adm = Admission(lease)
         for limit, backend in self._bound:
             if not limit.applies(facts):
                 continue
             key = limit.key_of(facts)
             for dim in limit.dimensions:
                 try:
-                    decision = await self._check(adm, limit, backend, dim, key, prompt_estimate, max_output)
+                    if backend.synchronous:
+                        decision = self._check_now(adm, limit, backend, dim, key, prompt_estimate, max_output)
+                    else:
+                        decision = await self._check(
+                            adm, limit, backend, dim, key, prompt_estimate, max_output
+                        )
                 except BackendUnavailable:
                     if limit.failure_mode == "open":
-                        if not adm.failed_open or adm.failed_open[-1] is not limit:
-                            adm.failed_open.append(limit)
+                        if limit not in adm.failed_open:
+                            adm.failed_open = [*adm.failed_open, limit]
                         continue
-                    decision = Decision(False, 0, 1.0, 1.0)
-                    refusal = Refusal(limit, dim, decision, unavailable=True)
+                    refusal = Refusal(limit, dim, Decision(False, 0, 1.0, 1.0), unavailable=True)
                 else:
                     if decision.allowed:
-                        adm.allowed.append((limit, dim, decision))
                         continue
                     refusal = Refusal(limit, dim, decision)
                 if limit.shadow:
-                    adm.shadow_refusals.append(refusal)
+                    adm.shadow_refusals = [*adm.shadow_refusals, refusal]
                     continue
                 adm.refusal = refusal
                 self.settle(adm, None)  # give back what this request holds
                 return adm
         return adm
+
+    def _check_now(
+        self,
+        adm: Admission,
+        limit: CompiledLimit,
+        backend: Backend,
+        dim: Dimension,
+        key: str,
+        prompt_estimate: int,
+        max_output: int | None,
+    ) -> Decision:
+        """The same checks as :meth:`_check`, without awaiting (in-process backend)."""
+        if dim == "requests":
+            return backend.take_now(limit, key)
+        if dim == "concurrency":
+            decision, release = backend.acquire_now(limit, key)
+            if release is not None:
+                _add_release(adm, release)
+            return decision
+        amount = reservation_for(limit, prompt_estimate, max_output)
+        decision = backend.reserve_now(limit, key, amount)
+        if decision.allowed:
+            _add_hold(adm, TokenHold(limit, backend, key, decision.window, amount))
+        return decision
 
     async def _check(
         self,
@@ -135,17 +172,17 @@ class RateLimiter:
         prompt_estimate: int,
         max_output: int | None,
     ) -> Decision:
+        if dim == "requests":
+            return await backend.take(limit, key)
         if dim == "concurrency":
             decision, release = await backend.acquire(limit, key, lease_id(adm, limit))
             if release is not None:
-                adm.releases.append(release)
+                _add_release(adm, release)
             return decision
-        if dim == "requests":
-            return await backend.take(limit, key)
         amount = reservation_for(limit, prompt_estimate, max_output)
         decision = await backend.reserve(limit, key, amount)
         if decision.allowed:
-            adm.holds.append(TokenHold(limit, backend, key, decision.window, amount))
+            _add_hold(adm, TokenHold(limit, backend, key, decision.window, amount))
         return decision
 
     def settle(self, adm: Admission, usage: TokenUsage | None) -> None:
@@ -153,15 +190,28 @@ class RateLimiter:
         if adm.settled:
             return
         adm.settled = True
-        for release in adm.releases:
+        releases, adm.releases = adm.releases, _NONE
+        for release in releases:
             release()
-        adm.releases.clear()
-        used = usage if usage is not None else TokenUsage()
-        for hold in adm.holds:
-            hold.backend.reconcile(
-                hold.limit, hold.key, hold.window, hold.reserved, usage_for(hold.limit, used)
-            )
-        adm.holds.clear()
+        holds, adm.holds = adm.holds, _NONE
+        if holds:
+            used = usage if usage is not None else TokenUsage()
+            for hold in holds:
+                hold.backend.reconcile(
+                    hold.limit, hold.key, hold.window, hold.reserved, usage_for(hold.limit, used)
+                )
+
+
+def _add_release(adm: Admission, release: Release) -> None:
+    if adm.releases is _NONE:
+        adm.releases = []
+    adm.releases.append(release)
+
+
+def _add_hold(adm: Admission, hold: TokenHold) -> None:
+    if adm.holds is _NONE:
+        adm.holds = []
+    adm.holds.append(hold)
 
 
 def lease_id(adm: Admission, limit: CompiledLimit) -> str:

@@ -115,6 +115,7 @@ class RedisBackend:
     """A Redis-backed :class:`~meshward.ratelimit.backend.Backend`."""
 
     name = "redis"
+    synchronous = False
 
     def __init__(
         self,
@@ -146,6 +147,15 @@ class RedisBackend:
 
     def prepare(self, limits: list[CompiledLimit]) -> None:
         """Nothing to bind: the parameters travel with each call."""
+
+    def take_now(self, limit: CompiledLimit, key: str) -> Decision:
+        raise TypeError("RedisBackend is asynchronous: await take()")
+
+    def acquire_now(self, limit: CompiledLimit, key: str) -> tuple[Decision, Release | None]:
+        raise TypeError("RedisBackend is asynchronous: await acquire()")
+
+    def reserve_now(self, limit: CompiledLimit, key: str, amount: int) -> Decision:
+        raise TypeError("RedisBackend is asynchronous: await reserve()")
 
     def _key(self, limit: CompiledLimit, dimension: str, key: str) -> str:
         return f"{self.prefix}{limit.id}:{dimension}:{key}"

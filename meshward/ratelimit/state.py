@@ -16,7 +16,6 @@ state survives a config change that edits them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 __all__ = [
     "ConcurrencyGate",
@@ -28,20 +27,31 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True, frozen=True)
 class Decision:
     """The outcome of one check against one limit dimension.
 
     ``remaining`` is in the dimension's units after this check; ``reset`` is the number of
     seconds until the dimension is whole again; ``retry_after`` is how long a refused caller
     should wait (0 when allowed). ``window`` identifies a token reservation's window.
+    (A plain slotted class: it is made on every check, and a frozen dataclass costs ~5x.)
     """
 
-    allowed: bool
-    remaining: int
-    reset: float
-    retry_after: float = 0.0
-    window: int = 0
+    __slots__ = ("allowed", "remaining", "reset", "retry_after", "window")
+
+    def __init__(
+        self, allowed: bool, remaining: int, reset: float, retry_after: float = 0.0, window: int = 0
+    ) -> None:
+        self.allowed = allowed
+        self.remaining = remaining
+        self.reset = reset
+        self.retry_after = retry_after
+        self.window = window
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(allowed={self.allowed}, remaining={self.remaining}, reset={self.reset:.3f}, "
+            f"retry_after={self.retry_after:.3f}, window={self.window})"
+        )
 
 
 class TokenBucket:

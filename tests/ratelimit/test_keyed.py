@@ -23,7 +23,7 @@ def test_refilled_buckets_are_evicted_when_new_keys_arrive() -> None:
     store = buckets(1000)
     for i in range(100):
         store.get(f"k{i}", 0.0).take(0.0, 1.0, 2)
-    for i in range(400):  # much later: every old bucket is full again
+    for i in range(1000):  # much later: every old bucket is full again
         store.get(f"new{i}", 100.0)
     assert all(f"k{i}" not in store for i in range(100))
     assert store.evicted >= 100
