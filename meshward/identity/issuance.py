@@ -136,10 +136,16 @@ class IdentityService:
         ttl: dt.timedelta | None,
         via: str,
     ) -> IssuedSvid:
+        """Sign and record in the open transaction (with a spent token, if any): all or nothing."""
         pub = csr.public_key()
         assert isinstance(pub, ec.EllipticCurvePublicKey)  # check_csr made sure
-        leaf = authority.issue(sid, pub, ttl or DEFAULT_SVID_TTL)
-        self._ledger.record_issued(leaf, sid, via)
+        try:
+            leaf = authority.issue(sid, pub, ttl or DEFAULT_SVID_TTL)
+            self._ledger.record_issued(leaf, sid, via, commit=False)
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            raise
         return IssuedSvid(
             authority.chain_pem(leaf),
             self._bundle,
@@ -154,8 +160,9 @@ class IdentityService:
             authority = self.authority()
             try:
                 csr, sid = authority.check_csr(csr_pem)
-                self._tokens.consume(token, sid)
+                self._tokens.consume(token, sid, commit=False)
             except CsrRefused as exc:
+                self._conn.rollback()
                 raise self._refuse(exc, _claimed_identity(csr_pem), "token") from None
             return self._sign(authority, csr, sid, ttl, "token")
 

@@ -84,7 +84,10 @@ class SvidLedger:
         self._conn = conn
         conn.executescript(_SCHEMA)
 
-    def record_issued(self, cert: x509.Certificate, identity: SpiffeId, via: str) -> SvidRecord:
+    def record_issued(
+        self, cert: x509.Certificate, identity: SpiffeId, via: str, commit: bool = True
+    ) -> SvidRecord:
+        """Record a signed SVID (``commit=False``: inside the caller's open transaction)."""
         rec = SvidRecord(
             serial=serial_hex(cert.serial_number),
             identity=identity.uri,
@@ -94,12 +97,13 @@ class SvidLedger:
             via=via,
             revoked=False,
         )
-        with self._conn:
-            self._conn.execute(
-                "INSERT INTO identity_svids (serial, identity, not_before, not_after, issued_at, via)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (rec.serial, rec.identity, rec.not_before, rec.not_after, rec.issued_at, rec.via),
-            )
+        self._conn.execute(
+            "INSERT INTO identity_svids (serial, identity, not_before, not_after, issued_at, via)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (rec.serial, rec.identity, rec.not_before, rec.not_after, rec.issued_at, rec.via),
+        )
+        if commit:
+            self._conn.commit()
         return rec
 
     def record_refusal(self, claimed_identity: str | None, reason: str, via: str) -> None:

@@ -85,16 +85,21 @@ class JoinTokens:
             )
         return token
 
-    def consume(self, token: str, identity: SpiffeId) -> None:
-        """Spend one use of ``token`` for ``identity`` or raise :class:`TokenRefused` saying why."""
+    def consume(self, token: str, identity: SpiffeId, commit: bool = True) -> None:
+        """Spend one use of ``token`` for ``identity`` or raise :class:`TokenRefused` saying why.
+
+        With ``commit=False`` the use is spent inside the caller's open transaction, which then
+        commits it together with what the token bought (or rolls both back).
+        """
         digest = _hash(token.strip())
         now = dt.datetime.now(dt.UTC).timestamp()
-        with self._conn:
-            cur = self._conn.execute(
-                "UPDATE identity_join_tokens SET uses_left = uses_left - 1"
-                " WHERE token_hash = ? AND identity = ? AND uses_left > 0 AND expires_at > ?",
-                (digest, identity.uri, now),
-            )
+        cur = self._conn.execute(
+            "UPDATE identity_join_tokens SET uses_left = uses_left - 1"
+            " WHERE token_hash = ? AND identity = ? AND uses_left > 0 AND expires_at > ?",
+            (digest, identity.uri, now),
+        )
+        if commit:
+            self._conn.commit()
         if cur.rowcount == 1:
             return
         row = self._conn.execute(
