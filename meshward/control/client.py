@@ -140,9 +140,10 @@ class ControlClient:
         body: dict[str, Any] | None = None,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """Send one request; returns (status, JSON body) for 2xx, raises otherwise."""
-        data = json.dumps(body).encode() if body is not None else None
+        """Send one request (JSON ``body`` or ``raw`` bytes); (status, JSON body) for 2xx, else raise."""
+        data = json.dumps(body).encode() if body is not None else raw
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
         hdrs.update(headers or {})
         for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: one retry

@@ -1,0 +1,25 @@
+"""``meshward status [--json]``: control plane, workloads, identities, ports, config, warnings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from meshward.identity.state import MeshState
+from meshward.mesh.status import mesh_status, render_status
+
+__all__ = ["register"]
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("status", parents=[common], help="show the mesh: control plane, workloads, warnings")
+    p.add_argument("--json", action="store_true", help="the machine-readable document (DESIGN.md §5)")
+    p.set_defaults(func=status)
+
+
+def status(args: argparse.Namespace) -> int:
+    doc = mesh_status(MeshState(args.state))
+    print(json.dumps(doc, indent=2) if args.json else render_status(doc))
+    return 0

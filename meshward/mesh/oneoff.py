@@ -1,0 +1,97 @@
+"""``meshward run --as NS/NAME -- CMD``: one command with a temporary sidecar of that identity.
+
+The sidecar is started first (join token → key + CSR → SVID → config), then CMD with
+``HTTP_PROXY`` at the sidecar's outbound listener. CMD stays in the terminal's process group, so
+Ctrl-C reaches it as usual. When CMD ends the sidecar is stopped (unlike Istio's jobs, whose
+sidecar never finishes) and its files are removed; the exit code is CMD's (128+N if a signal N
+ended it). The sidecar also exits by itself if this process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from meshward.control.client import read_control_info
+from meshward.identity.issuance import IdentityService
+from meshward.identity.state import MeshState
+from meshward.mesh.processes import start_child
+from meshward.mesh.supervisor import NO_PROXY, START_TIMEOUT, MeshError, sidecar_command
+
+__all__ = ["run_with_sidecar"]
+
+
+def run_with_sidecar(state: MeshState, identity: str, command: Sequence[str]) -> int:
+    """Run ``command`` behind a temporary sidecar for ``identity``; return its exit code."""
+    if not command:
+        raise MeshError("no command to run (usage: meshward run --as NS/NAME -- CMD [ARGS...])")
+    control = read_control_info(state.path)
+    if control is None:
+        raise MeshError(
+            f"no control plane is running for {state.path} (start one with `meshward up` or `meshward control`)"
+        )
+    with contextlib.closing(IdentityService(state)) as service:
+        try:
+            sid = service.identity(identity)
+        except ValueError as exc:
+            raise MeshError(str(exc)) from None
+        token = service.create_token(sid, dt.timedelta(minutes=10))
+    workload = sid.short
+    instance = f"run-{os.getpid()}"
+    directory = state.path / "sidecars" / f"{sid.namespace}.{sid.service_account}.{instance}"
+    args = sidecar_command(
+        control_url=control.url,
+        bundle=state.bundle_path,
+        identity=sid.short,
+        workload=workload,
+        sidecar_id=f"{workload}#{instance}",
+        directory=directory,
+        app=None,
+        listeners={},
+        parent_pid=os.getpid(),
+    )
+    env = dict(os.environ, MESHWARD_TOKEN=token, PYTHONUNBUFFERED="1")
+    sidecar = start_child(f"sidecar {workload}", args, directory / "sidecar.log", env)
+    try:
+        info = _wait_ready(sidecar.popen, directory / "ready.json", directory / "sidecar.log")
+        proxy = f"http://{info['outbound']}"
+        cmd_env = dict(os.environ, HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY=NO_PROXY, no_proxy=NO_PROXY)
+        cmd_env.update(MESHWARD_IDENTITY=sid.uri)
+        try:
+            child = subprocess.Popen(list(command), env=cmd_env)
+        except OSError as exc:
+            raise MeshError(f"cannot run {command[0]}: {exc.strerror or exc}") from None
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is CMD's
+        try:
+            code = child.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return 128 - code if code < 0 else code
+    finally:
+        sidecar.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _wait_ready(popen: subprocess.Popen[bytes], ready_file: Path, log: Path) -> Any:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            with contextlib.suppress(OSError):
+                tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+                raise MeshError(f"the sidecar exited ({popen.returncode}): {tail}")
+            raise MeshError(f"the sidecar exited ({popen.returncode})")
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(ready_file.read_text())
+            if info.get("outbound"):
+                return info
+        time.sleep(0.02)
+    raise MeshError(f"the sidecar was not ready within {START_TIMEOUT:.0f}s")

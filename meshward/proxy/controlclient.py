@@ -1,0 +1,538 @@
+"""The sidecar's side of the control plane: identity, config watch, ACK/NACK, cache, renewal.
+
+:class:`ControlAgent` keeps one sidecar supplied, in two background threads:
+
+- **identity**: a key made here (it never leaves this process; cached 0600 with the chain in
+  ``<dir>/svid.pem``) and a CSR; the first SVID is bought with a join token, later ones are
+  renewed over mTLS with the current SVID at half-life. A cached SVID that is still valid is
+  used as is, so a restarted sidecar needs neither a token nor the control plane.
+- **config**: a long-poll watch carrying the digest of the last snapshot received; each new
+  snapshot is handed to the sidecar, which compiles and swaps it in (ACK, and the snapshot is
+  cached in ``<dir>/snapshot.json``) or raises (NACK with the reason; the old config stays).
+  Reconnects use exponential backoff with full jitter; the sidecar keeps serving its last good
+  config meanwhile, until its certificate expires.
+
+The agent also registers the sidecar's inbound listener, which puts it in every other sidecar's
+services table, and unregisters it when stopped. ``python -m meshward.proxy.controlclient``
+runs a sidecar fed by the control plane (see :mod:`meshward.proxy.managed`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from meshward.config.snapshot import MeshSnapshot
+from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
+from meshward.identity.keys import generate_key, key_pem, make_csr, write_private, write_public
+from meshward.identity.spiffe import SpiffeId, parse_identity
+
+__all__ = [
+    "AUDIT_POST_KEY",
+    "AgentConfig",
+    "ControlAgent",
+    "IdentityError",
+    "SidecarTarget",
+    "Svid",
+    "backoff_delays",
+]
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 25.0
+#: Key in ``SidecarRuntime.shared``: ``async (ndjson_batch) -> (http_status, body)`` posting one
+#: audit batch to the control plane over this sidecar's mTLS identity (for the audit shipper).
+AUDIT_POST_KEY = "control.audit_post"
+MAX_BACKOFF = 5.0
+
+
+class IdentityError(Exception):
+    """No usable SVID: none cached and the join token was refused or the control plane is away."""
+
+
+class SidecarTarget(Protocol):
+    """What the agent feeds: the data plane's ``Sidecar`` (or anything that compiles snapshots)."""
+
+    def set_identity(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None: ...
+    def set_snapshot(self, snapshot: MeshSnapshot) -> None: ...
+
+
+@dataclass(frozen=True)
+class Svid:
+    """An SVID with its key (PEM) and the trust bundle it came with."""
+
+    key_pem: bytes
+    chain_pem: bytes
+    bundle_pem: bytes
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificates(self.chain_pem)[0]
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.leaf.not_valid_after_utc
+
+    def renew_at(self) -> dt.datetime:
+        """Half-life, as the SPIFFE and Istio agents do."""
+        leaf = self.leaf
+        return leaf.not_valid_before_utc + (leaf.not_valid_after_utc - leaf.not_valid_before_utc) / 2
+
+    def valid(self, margin: float = 5.0) -> bool:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin) < self.not_after
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    control_url: str
+    identity: SpiffeId  # what the SVID says (the workload's service account)
+    workload: str  # NS/NAME of the Workload this sidecar serves
+    sidecar_id: str  # NS/NAME or NS/NAME#INSTANCE (unique among running sidecars)
+    directory: Path  # cache: svid.pem (0600), bundle.pem, snapshot.json
+    bootstrap_bundle_pem: bytes  # trust anchor for the first contact with the control plane
+    token: str | None = None
+
+
+def backoff_delays(base: float = 0.1, cap: float = MAX_BACKOFF) -> Callable[[], float]:
+    """Exponential backoff with full jitter: each call gives the next delay; reset by re-creating."""
+    attempt = 0
+
+    def next_delay() -> float:
+        nonlocal attempt
+        attempt += 1
+        return random.uniform(0, min(cap, base * 2**attempt))
+
+    return next_delay
+
+
+class ControlAgent:
+    """Feeds one sidecar from the control plane; see the module docstring."""
+
+    def __init__(self, config: AgentConfig, target: SidecarTarget) -> None:
+        self.config = config
+        self.target = target
+        self.directory = config.directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        self.svid: Svid | None = None
+        self.digest = ""
+        self.generation = 0
+        self.last_error = ""
+        self.inbound: str | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._renewed = threading.Event()  # set by the renew loop: the watch reconnects with the new SVID
+
+    # -- files -------------------------------------------------------------------------------------
+    @property
+    def svid_path(self) -> Path:
+        return self.directory / "svid.pem"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.directory / "snapshot.json"
+
+    def _cached_svid(self) -> Svid | None:
+        try:
+            data = self.svid_path.read_bytes()
+            bundle = (self.directory / "bundle.pem").read_bytes()
+        except OSError:
+            return None
+        marker = b"-----BEGIN CERTIFICATE-----"
+        cut = data.find(marker)
+        if cut <= 0:
+            return None
+        svid = Svid(data[:cut], data[cut:], bundle)
+        try:
+            leaf = svid.leaf
+            uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            if [u.value for u in uris] != [self.config.identity.uri] or not svid.valid():
+                return None
+        except (ValueError, x509.ExtensionNotFound):
+            return None
+        return svid
+
+    def _store_svid(self, svid: Svid) -> None:
+        write_private(self.svid_path, svid.key_pem + svid.chain_pem)  # one atomic file: never a mismatch
+        write_public(self.directory / "bundle.pem", svid.bundle_pem)
+
+    def cached_snapshot(self) -> MeshSnapshot | None:
+        try:
+            doc = json.loads(self.snapshot_path.read_text())
+            snapshot = MeshSnapshot.from_json(doc["snapshot"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self.digest = str(doc.get("digest", ""))
+        return snapshot
+
+    # -- talking to the control plane ----------------------------------------------------------------
+    def _client(self, timeout: float = 10.0, anonymous: bool = False) -> ControlClient:
+        td = self.config.identity.trust_domain
+        if anonymous or self.svid is None:
+            return ControlClient(
+                self.config.control_url, td, self.config.bootstrap_bundle_pem, timeout=timeout
+            )
+        return ControlClient(
+            self.config.control_url, td, self.svid.bundle_pem, self.svid_path, self.svid_path, timeout=timeout
+        )
+
+    def _request_svid(self, token: str | None) -> Svid:
+        key = generate_key()
+        csr = make_csr(key, self.config.identity).decode("ascii")
+        if token is not None:
+            with self._client(anonymous=True) as client:
+                _, body = client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
+        else:
+            with self._client() as client:
+                _, body = client.request("POST", "/v1/identity/renew", {"csr": csr})
+        return Svid(key_pem(key), body["chain"].encode("ascii"), body["bundle"].encode("ascii"))
+
+    def obtain_identity(self, join_timeout: float = 20.0) -> Svid:
+        """The cached SVID if still valid, else a new one bought with the join token.
+
+        While the control plane is not reachable yet (it may be starting alongside this sidecar)
+        the CSR is retried with backoff for up to ``join_timeout`` seconds.
+        """
+        svid = self._cached_svid()
+        if svid is None:
+            if not self.config.token:
+                raise IdentityError(
+                    f"no valid cached SVID in {self.directory} and no join token for {self.config.identity.uri}"
+                )
+            deadline = time.monotonic() + join_timeout
+            delay = backoff_delays(base=0.05, cap=1.0)
+            while True:
+                try:
+                    svid = self._request_svid(self.config.token)
+                    break
+                except ControlRefused as exc:
+                    raise IdentityError(f"the control plane refused the join token: {exc}") from None
+                except ControlUnavailable as exc:
+                    if time.monotonic() >= deadline:
+                        raise IdentityError(str(exc)) from None
+                    time.sleep(delay())
+            self._store_svid(svid)
+        self.svid = svid
+        self.target.set_identity(svid.chain_pem, svid.key_pem, svid.bundle_pem)
+        return svid
+
+    def initial_snapshot(self, timeout: float = 5.0) -> MeshSnapshot:
+        """The current config from the control plane, else the cached last good one."""
+        try:
+            with self._client(timeout=timeout + 5) as client:
+                body = self._watch_once(client, "", timeout)
+            if body is not None:
+                snapshot = MeshSnapshot.from_json(body["snapshot"])
+                self._apply(snapshot, str(body["digest"]), client=None)
+                return snapshot
+        except (ControlUnavailable, ControlRefused) as exc:
+            self.last_error = str(exc)
+        cached = self.cached_snapshot()
+        if cached is None:
+            raise IdentityError(
+                f"no config: control plane unreachable ({self.last_error}) and nothing cached"
+            )
+        self.target.set_snapshot(cached)
+        self.generation = cached.generation
+        return cached
+
+    def _watch_once(self, client: ControlClient, have: str, timeout: float) -> dict[str, Any] | None:
+        query = urllib.parse.urlencode({"workload": self.config.workload, "have": have, "timeout": timeout})
+        status, body = client.request("GET", f"/v1/watch?{query}", timeout=timeout + 10)
+        return body if status == 200 and body else None
+
+    def _apply(self, snapshot: MeshSnapshot, digest: str, client: ControlClient | None) -> bool:
+        """Hand a snapshot to the sidecar; ACK (and cache) or NACK (keep the old one)."""
+        self.digest = digest
+        try:
+            self.target.set_snapshot(snapshot)
+        except Exception as exc:  # the sidecar could not compile it: its reason goes to the operator
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("generation %d rejected: %s", snapshot.generation, reason)
+            if client is not None:
+                self._ack(client, snapshot.generation, False, reason)
+            return False
+        self.generation = snapshot.generation
+        doc = {"digest": digest, "snapshot": snapshot.to_json()}
+        write_public(self.snapshot_path, json.dumps(doc).encode())
+        if client is not None:
+            self._ack(client, snapshot.generation, True, "")
+        return True
+
+    def _ack(self, client: ControlClient, generation: int, ok: bool, reason: str) -> None:
+        body = {
+            "workload": self.config.workload,
+            "sidecar": self.config.sidecar_id,
+            "generation": generation,
+            "ok": ok,
+            "reason": reason,
+        }
+        client.request("POST", "/v1/sidecars/ack", body)
+
+    def _register(self, client: ControlClient) -> None:
+        if self.inbound is not None:
+            body = {
+                "workload": self.config.workload,
+                "sidecar": self.config.sidecar_id,
+                "inbound": self.inbound,
+            }
+            client.request("POST", "/v1/sidecars/register", body)
+
+    def register_now(self, timeout: float = 5.0) -> bool:
+        """Register the inbound listener at once (so peers can reach it when we say ready)."""
+        try:
+            with self._client(timeout=timeout) as client:
+                self._register(client)
+        except (ControlUnavailable, ControlRefused) as exc:
+            self.last_error = str(exc)
+            return False
+        return True
+
+    # -- the background loops ----------------------------------------------------------------------
+    def start(self, inbound: str | None) -> None:
+        """Register ``inbound`` (HOST:PORT, or None for a client-only sidecar) and start watching."""
+        self.inbound = inbound
+        for name, target in (("watch", self._watch_loop), ("renew", self._renew_loop)):
+            t = threading.Thread(target=target, name=f"control-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, unregister: bool = True) -> None:
+        self._stop.set()
+        if unregister and self.inbound is not None and self.svid is not None:
+            with contextlib.suppress(ControlUnavailable, ControlRefused), self._client(timeout=2.0) as client:
+                body = {"workload": self.config.workload, "sidecar": self.config.sidecar_id}
+                client.request("POST", "/v1/sidecars/unregister", body)
+
+    def _watch_loop(self) -> None:
+        delay = backoff_delays()
+        while not self._stop.is_set():
+            client = self._client(timeout=WATCH_SECONDS + 10)
+            try:
+                self._register(client)
+                while not self._stop.is_set():
+                    body = self._watch_once(client, self.digest, WATCH_SECONDS)
+                    delay = backoff_delays()  # the control plane answered: reset the backoff
+                    if body is not None:
+                        self._apply(MeshSnapshot.from_json(body["snapshot"]), str(body["digest"]), client)
+                    if self._renewed.is_set():  # reconnect with the new certificate
+                        self._renewed.clear()
+                        break
+            except (ControlUnavailable, ControlRefused, ValueError, KeyError) as exc:
+                self.last_error = str(exc)
+                log.info("control plane watch: %s", exc)
+                self._stop.wait(delay())
+            finally:
+                client.close()
+
+    def _renew_loop(self) -> None:
+        delay = backoff_delays(base=0.5, cap=30.0)
+        while not self._stop.is_set():
+            svid = self.svid
+            assert svid is not None
+            wait = (svid.renew_at() - dt.datetime.now(dt.UTC)).total_seconds()
+            if wait > 0 and self._stop.wait(min(wait, 3600.0)):
+                return
+            if dt.datetime.now(dt.UTC) < svid.renew_at():
+                continue
+            try:
+                fresh = self._request_svid(token=None)
+            except (ControlUnavailable, ControlRefused) as exc:
+                self.last_error = f"renewal: {exc}"
+                log.warning("SVID renewal failed (expires %s): %s", svid.not_after, exc)
+                self._stop.wait(delay())
+                continue
+            delay = backoff_delays(base=0.5, cap=30.0)
+            self._store_svid(fresh)
+            self.svid = fresh
+            self.target.set_identity(fresh.chain_pem, fresh.key_pem, fresh.bundle_pem)
+            self._renewed.set()
+
+    def post_audit(self, batch: bytes) -> tuple[int, bytes]:
+        """POST one NDJSON audit batch; (status, body) whatever the answer (the shipper decides)."""
+        with self._client(timeout=30.0) as client:
+            try:
+                status, body = client.request(
+                    "POST", "/v1/audit", raw=batch, headers={"Content-Type": "application/x-ndjson"}
+                )
+            except ControlRefused as exc:
+                return exc.status, json.dumps(exc.body).encode()
+        return status, json.dumps(body).encode()
+
+    async def post_audit_async(self, batch: bytes) -> tuple[int, bytes]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.post_audit, batch)
+
+    def status(self) -> dict[str, Any]:
+        svid = self.svid
+        return {
+            "identity": self.config.identity.uri,
+            "generation": self.generation,
+            "cert_not_after": svid.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if svid else None,
+            "last_error": self.last_error,
+            "at": time.time(),
+        }
+
+
+# -- the process: a Sidecar fed by a ControlAgent ------------------------------------------------------
+
+
+class _LoopTarget:
+    """Runs the sidecar's setters on its event loop (the agent calls from its own threads)."""
+
+    def __init__(self, sidecar: Any) -> None:
+        self.sidecar = sidecar
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _call(self, fn: Callable[[], object]) -> None:
+        loop = self.loop
+        if loop is None or not loop.is_running() or _running_loop() is loop:
+            fn()
+            return
+
+        async def run() -> None:
+            fn()
+
+        asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=30)
+
+    def set_identity(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
+        self._call(lambda: self.sidecar.set_identity(chain_pem, key_pem, bundle_pem))
+
+    def set_snapshot(self, snapshot: MeshSnapshot) -> None:
+        self._call(lambda: self.sidecar.set_snapshot(snapshot))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m meshward.proxy.controlclient",
+        description="A sidecar fed by the control plane (the join token comes in $MESHWARD_TOKEN).",
+    )
+    p.add_argument("--control", required=True, help="control plane URL, https://HOST:PORT")
+    p.add_argument("--bundle", required=True, type=Path, help="trust bundle to verify the control plane")
+    p.add_argument("--id", required=True, dest="identity", help="the identity, NS/SA or spiffe://...")
+    p.add_argument("--workload", help="NS/NAME of the Workload (default: the identity's NS/SA)")
+    p.add_argument("--sidecar-id", help="unique among sidecars (default: the workload)")
+    p.add_argument("--dir", required=True, type=Path, help="this sidecar's directory (SVID, config cache)")
+    p.add_argument("--ready-file", type=Path, help="written (JSON: pid, listeners) once serving")
+    p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
+    p.add_argument("--app", help="HOST:PORT of the app (none: client-only sidecar)")
+    p.add_argument("--inbound", default="127.0.0.1:0")
+    p.add_argument("--outbound", default="127.0.0.1:0")
+    p.add_argument("--admin", default="127.0.0.1:0")
+    return p
+
+
+def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
+    if text.startswith("spiffe://") or text.count("/") != 1:
+        return parse_identity(text, "")
+    roots = x509.load_pem_x509_certificates(bundle_pem)
+    uris = roots[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    trust_domain = str(uris.get_values_for_type(x509.UniformResourceIdentifier)[0]).removeprefix("spiffe://")
+    return parse_identity(text, trust_domain)
+
+
+async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    target.loop = loop
+    await sidecar.start()
+    addresses: dict[str, str] = sidecar.addresses()
+    inbound = addresses.get("inbound") if args.app else None
+    if inbound is not None:
+        agent.inbound = inbound
+        await loop.run_in_executor(None, agent.register_now)
+    agent.start(inbound)
+    sidecar.runtime.shared[AUDIT_POST_KEY] = agent.post_audit_async
+    info = {
+        "pid": os.getpid(),
+        "identity": agent.config.identity.uri,
+        "generation": agent.generation,
+        **addresses,
+    }
+    if args.ready_file is not None:
+        write_public(args.ready_file, (json.dumps(info) + "\n").encode())
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        if args.parent_pid and os.getppid() != args.parent_pid:
+            log.warning("parent %d is gone: stopping", args.parent_pid)
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    await loop.run_in_executor(None, agent.stop)
+    await sidecar.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvloop
+
+    from meshward.proxy.options import SidecarOptions, parse_address
+    from meshward.proxy.sidecar import Sidecar
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        bundle = args.bundle.read_bytes()
+        identity = _identity(args.identity, bundle)
+        options = SidecarOptions(
+            app=parse_address(args.app) if args.app else None,
+            inbound=parse_address(args.inbound),
+            outbound=parse_address(args.outbound),
+            admin=parse_address(args.admin),
+            state_dir=args.dir,
+        )
+    except (OSError, ValueError, IndexError, x509.ExtensionNotFound) as exc:
+        print(f"meshward sidecar: {exc}", file=sys.stderr)
+        return 2
+    workload = args.workload or identity.short
+    config = AgentConfig(
+        control_url=args.control,
+        identity=identity,
+        workload=workload,
+        sidecar_id=args.sidecar_id or workload,
+        directory=args.dir,
+        bootstrap_bundle_pem=bundle,
+        token=os.environ.pop("MESHWARD_TOKEN", None),
+    )
+    sidecar = Sidecar(options)
+    target = _LoopTarget(sidecar)
+    agent = ControlAgent(config, target)
+    try:
+        agent.obtain_identity()
+        agent.initial_snapshot()
+    except (IdentityError, ValueError) as exc:
+        print(f"meshward sidecar: {exc}", file=sys.stderr)
+        return 1
+    try:
+        uvloop.run(_serve(sidecar, agent, target, args))
+    except OSError as exc:
+        print(f"meshward sidecar: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
