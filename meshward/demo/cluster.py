@@ -1,0 +1,170 @@
+"""The demo's hands: the ``meshward`` CLI as a user types it, and the example processes.
+
+:class:`MeshCli` runs ``meshward <command> --state DIR ...`` in a child process (so the demo sees
+exactly what a user would, exit codes and all) with a bounded time. :func:`client_json` reads
+the one JSON object an example client prints. :class:`DirectModels` starts the two example
+models without a mesh, for when the mesh runner is not available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["REPO", "DirectModels", "MeshCli", "client_json", "command_exists", "free_port", "wait_until"]
+
+REPO = Path(__file__).resolve().parents[2]  # examples/ lives beside the meshward package
+
+
+def command_exists(name: str) -> bool:
+    """Is ``meshward NAME`` built (a module in ``meshward.cli.commands``)?"""
+    return importlib.util.find_spec(f"meshward.cli.commands.{name}") is not None
+
+
+def child_env() -> dict[str, str]:
+    """The environment for children: this Python first on PATH, the repository importable."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env.pop(name, None)  # the demo's callers get their proxy from their sidecar, not from us
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy or ``timeout`` passes (then None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:  # not up yet
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
+def client_json(stdout: str) -> dict[str, Any]:
+    """The last JSON object an example client printed ({} if none)."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return {}
+
+
+@dataclass
+class MeshCli:
+    """``meshward`` commands against one state directory."""
+
+    state: Path
+    env: dict[str, str] = field(default_factory=child_env)
+
+    def run(
+        self, command: str, *args: str, timeout: float = 60.0, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "meshward", command, "--state", str(self.state), *args]
+        try:
+            return subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=REPO
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            return subprocess.CompletedProcess(argv, 124, out, f"timed out after {timeout:.0f} s")
+
+    def run_as(
+        self, identity: str, module: str, *args: str, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``meshward run --as IDENTITY -- python -m MODULE ARGS``: a caller with its own sidecar."""
+        return self.run("run", "--as", identity, "--", sys.executable, "-m", module, *args, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        done = self.run("status", "--json", timeout=20)
+        if done.returncode != 0:
+            return {}
+        try:
+            value = json.loads(done.stdout)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class DirectModels:
+    """The two example models as plain local processes (no mesh), stopped group and all."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.fraud_url = ""
+        self.chat_url = ""
+
+    def start(self, timeout: float = 60.0) -> bool:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        fraud, chat = free_port(), free_port()
+        self._spawn("fraud", ["examples.models.fraud", "--port", str(fraud)])
+        self._spawn("chat", ["examples.models.chat", "--port", str(chat), "--echo", "--test-hooks"])
+        self.fraud_url, self.chat_url = f"http://127.0.0.1:{fraud}", f"http://127.0.0.1:{chat}"
+        ready = wait_until(
+            lambda: (
+                httpx.get(self.fraud_url + "/v2/health/ready", timeout=1).is_success
+                and httpx.get(self.chat_url + "/health", timeout=1).is_success
+            ),
+            timeout,
+        )
+        return bool(ready)
+
+    def _spawn(self, name: str, args: Sequence[str]) -> None:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=child_env(),
+                    cwd=REPO,
+                    start_new_session=True,
+                )
+            )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.procs.clear()

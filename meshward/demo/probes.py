@@ -1,0 +1,130 @@
+"""Checks from outside the mesh: what a stranger on the network gets from a sidecar.
+
+- :func:`plaintext_probe`: a plain HTTP request over raw TCP to an inbound listener.
+- :func:`no_certificate_probe`: ``openssl s_client`` with no client certificate, sending an
+  HTTP request once the handshake is done.
+- :class:`ForgedServer`: a TLS server holding a *valid* mesh certificate for the wrong identity,
+  counting the bytes of any request that reaches it (a sidecar must refuse it before sending).
+
+Each probe says whether the model could have been reached and what was seen, in words.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["ForgedServer", "ProbeResult", "no_certificate_probe", "plaintext_probe"]
+
+_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    answered: bool  # an HTTP answer came back from behind the listener
+    detail: str
+
+
+def _request(host: str) -> bytes:
+    return f"GET /v2/health/ready HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+
+
+def plaintext_probe(address: tuple[str, int], host: str, timeout: float = 5.0) -> ProbeResult:
+    """Send plain HTTP where mTLS is required."""
+    received = b""
+    try:
+        with socket.create_connection(address, timeout=timeout) as sock:
+            sock.sendall(_request(host))
+            while len(received) < 4096:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                received += data
+    except ConnectionResetError:
+        return ProbeResult(False, "connection reset, no HTTP answer")
+    except TimeoutError:
+        return ProbeResult(False, f"no answer within {timeout:.0f} s")
+    except OSError as exc:
+        return ProbeResult(False, f"connection failed: {exc.strerror or exc}")
+    status = _STATUS.match(received)
+    if status:
+        return ProbeResult(True, f"answered HTTP {status.group(1).decode()}")
+    if received[:1] == b"\x15":
+        return ProbeResult(False, "TLS alert, connection closed, no HTTP answer")
+    return ProbeResult(False, f"connection closed after {len(received)} bytes, no HTTP answer")
+
+
+def no_certificate_probe(
+    address: tuple[str, int], host: str, bundle: Path, timeout: float = 10.0
+) -> ProbeResult:
+    """``openssl s_client`` without a client certificate, then an HTTP request."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("openssl is not installed")
+    args = [openssl, "s_client", "-connect", f"{address[0]}:{address[1]}", "-CAfile", str(bundle), "-quiet"]
+    try:
+        done = subprocess.run(args, input=_request(host), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return ProbeResult(False, f"no answer within {timeout:.0f} s")
+    output = done.stdout + done.stderr
+    status = _STATUS.search(done.stdout)
+    if status:
+        return ProbeResult(True, f"answered HTTP {status.group(1).decode()}")
+    alert = re.search(rb"alert ([a-z ]+)", output)
+    if alert:
+        return ProbeResult(False, f"openssl: TLS alert '{alert.group(1).decode().strip()}', no HTTP answer")
+    return ProbeResult(False, f"openssl exited {done.returncode}, no HTTP answer")
+
+
+class ForgedServer:
+    """A TLS server on loopback presenting ``cert``/``key`` (valid, but not the expected identity)."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.port: int = self._sock.getsockname()[1]
+        self.handshakes = 0
+        self.request_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="forged-server", daemon=True)
+
+    def __enter__(self) -> ForgedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2.0)
+                try:
+                    with self._context.wrap_socket(conn, server_side=True) as tls:
+                        self.handshakes += 1
+                        data = tls.recv(65536)
+                        self.request_bytes += len(data)
+                        if data:  # what an impostor would do with a request it got
+                            body = b'{"forged": true}'
+                            tls.sendall(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                            )
+                except (OSError, ssl.SSLError):
+                    continue

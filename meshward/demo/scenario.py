@@ -1,0 +1,441 @@
+"""The demo's script: each step does one thing a user would, and compares what happened with
+what Meshward promises.
+
+Callers run as real processes with their own sidecar (``meshward run --as NS/NAME -- python -m
+examples.clients.X``); refusals are checked from outside the mesh where possible (raw TCP,
+``openssl s_client``, a forged server, ``meshward audit verify``). A step whose capability is not
+built says so (SKIP) instead of pretending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from meshward.demo.cluster import REPO, MeshCli, child_env, client_json, command_exists, wait_until
+from meshward.demo.probes import ForgedServer, no_certificate_probe, plaintext_probe
+from meshward.demo.report import Outcome, StepResult
+
+__all__ = ["CARD", "PII_PROMPT", "Scenario", "direct_steps", "is_night"]
+
+TRUST_DOMAIN = "demo.local"
+PII_EMAIL = "jane.doe@corp.example"
+PII_PHONE = "+1 415 555 0100"
+PII_PROMPT = f"Please update my contact: email {PII_EMAIL}, phone {PII_PHONE}."
+CARD = "4111 1111 1111 1111"
+CARD_DIGITS = CARD.replace(" ", "")
+LONG_PROMPT = " ".join(["Summarize the quarterly fraud report for the board, in detail."] * 10)
+
+Step = Callable[[], StepResult]
+
+
+def is_night(now: dt.datetime) -> bool:
+    """Inside the ops window of ``examples/demo/mesh.yaml``: 22:00-06:00 UTC."""
+    minute = now.astimezone(dt.UTC).hour * 60 + now.astimezone(dt.UTC).minute
+    return minute >= 22 * 60 or minute < 6 * 60
+
+
+def _status_text(result: dict[str, Any]) -> str:
+    status = result.get("status")
+    return f"HTTP {status}" if status else f"no answer ({result.get('error', 'nothing printed')})"
+
+
+def _clip(text: str, width: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _held(title: str, expected: str, observed: str, ok: bool) -> StepResult:
+    return StepResult(title, expected, observed, Outcome.PASS if ok else Outcome.FAIL)
+
+
+def _skip(title: str, expected: str, missing: str) -> StepResult:
+    return StepResult(title, expected, f"not built yet: {missing}", Outcome.SKIP)
+
+
+@dataclass
+class Endpoint:
+    service: str
+    identity: str
+    inbound: tuple[str, int] | None
+
+
+def _address(text: str | None) -> tuple[str, int] | None:
+    if not text:
+        return None
+    host, _, port = str(text).rpartition(":")
+    return (host.strip("[]"), int(port)) if port.isdigit() else None
+
+
+class Scenario:
+    """The steps against a running demo mesh (``meshward up`` of the demo file)."""
+
+    def __init__(self, cli: MeshCli, workdir: Path, status: dict[str, Any]) -> None:
+        self.cli = cli
+        self.workdir = workdir
+        self.status = status
+
+    # -- helpers -------------------------------------------------------------------------------
+    def endpoint(self, service: str) -> Endpoint:
+        for w in self.status.get("workloads", []):
+            if w.get("service") == service:
+                return Endpoint(service, str(w.get("identity", "")), _address(w.get("inbound")))
+        return Endpoint(service, "", None)
+
+    def call(
+        self, identity: str, module: str, *args: str, timeout: float = 90.0
+    ) -> tuple[dict[str, Any], str]:
+        done = self.cli.run_as(identity, module, *args, timeout=timeout)
+        result = client_json(done.stdout)
+        if not result:
+            err = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            result = {"status": None, "error": _clip(err, 120)}
+        return result, done.stderr
+
+    def generation(self) -> int | None:
+        control = self.cli.status().get("control") or {}
+        gen = control.get("generation")
+        return int(gen) if isinstance(gen, int) else None
+
+    def steps(self) -> list[Step]:
+        return [
+            self.allowed_inference,
+            self.intruder_denied,
+            self.plaintext_refused,
+            self.no_certificate_refused,
+            self.forged_server_refused,
+            self.pii_masked_in_prompt,
+            self.card_masked_in_stream,
+            self.ops_admin_window,
+            self.token_budget,
+            self.live_policy_change,
+            self.audit_verifies,
+        ]
+
+    # -- steps ---------------------------------------------------------------------------------
+    def allowed_inference(self) -> StepResult:
+        title = "preprocessor scores 3 transactions on fraud-model (OIP v2)"
+        result, _ = self.call("ml/preprocessor", "examples.clients.infer", "--rows", "3", "--fraud")
+        preds = result.get("predictions")
+        observed = f"{_status_text(result)}, predictions {preds}" if preds else _status_text(result)
+        return _held(
+            title, "HTTP 200 with predictions", observed, result.get("status") == 200 and bool(preds)
+        )
+
+    def intruder_denied(self) -> StepResult:
+        title = "intruder calls fraud-model; the audit trail names it"
+        expected = "HTTP 403; an audit record for lab/intruder"
+        result, _ = self.call("lab/intruder", "examples.clients.infer")
+        if result.get("status") != 403:
+            return _held(title, expected, _status_text(result), False)
+        if not command_exists("audit"):
+            return _skip(title, expected, "meshward audit")
+        who = f"spiffe://{TRUST_DOMAIN}/ns/lab/sa/intruder"
+
+        def audited() -> str | None:
+            tail = self.cli.run("audit", "tail", "-n", "200", timeout=20)
+            lines = [ln for ln in tail.stdout.splitlines() if who in ln and "403" in ln]
+            return lines[-1] if lines else None
+
+        line = wait_until(audited, timeout=10, interval=0.5)
+        observed = (
+            f"HTTP 403; audit: {_clip(line.split(' ', 2)[-1], 90)}"
+            if line
+            else "HTTP 403, but no audit record"
+        )
+        return _held(title, expected, observed, bool(line))
+
+    def plaintext_refused(self) -> StepResult:
+        title = "plain HTTP straight to fraud-model's sidecar (raw TCP)"
+        ep = self.endpoint("fraud-model")
+        if ep.inbound is None:
+            return _held(title, "refused, no HTTP answer", "no inbound address in `meshward status`", False)
+        probe = plaintext_probe(ep.inbound, "fraud-model.ml")
+        return _held(title, "refused, no HTTP answer", probe.detail, not probe.answered)
+
+    def no_certificate_refused(self) -> StepResult:
+        title = "TLS without a client certificate (openssl s_client)"
+        ep = self.endpoint("fraud-model")
+        bundle = self._trust_bundle()
+        if ep.inbound is None or bundle is None:
+            return _held(title, "refused, no HTTP answer", "no inbound address or trust bundle", False)
+        probe = no_certificate_probe(ep.inbound, "fraud-model.ml", bundle)
+        return _held(title, "refused, no HTTP answer", probe.detail, not probe.answered)
+
+    def forged_server_refused(self) -> StepResult:
+        title = "a server with a valid certificate for lab/intruder poses as fraud-model"
+        expected = "the caller's sidecar refuses it; the impostor gets no request"
+        if not command_exists("proxy"):
+            return _skip(title, expected, "meshward proxy")
+        forged = self._certs("lab/intruder", "forged")
+        caller = self._certs("ml/preprocessor", "caller")
+        if forged is None or caller is None:
+            return _held(title, expected, "could not issue certificates (`meshward certs issue`)", False)
+        with (
+            ForgedServer(forged / "cert.pem", forged / "key.pem") as impostor,
+            self._sidecar(caller, impostor.port) as proxy,
+        ):
+            if proxy is None:
+                return _held(title, expected, "the caller's sidecar did not start", False)
+            try:
+                resp = httpx.post(
+                    "http://fraud-model.ml/v2/models/fraud/infer",
+                    json={"inputs": []},
+                    proxy=proxy,
+                    timeout=15,
+                )
+                answer = f"HTTP {resp.status_code}"
+                ok_status = resp.status_code in (502, 503)
+            except httpx.HTTPError as exc:
+                answer, ok_status = f"{type(exc).__name__}", True
+        observed = (
+            f"{answer}; impostor: {impostor.handshakes} handshake(s), {impostor.request_bytes} request bytes"
+        )
+        return _held(title, expected, observed, ok_status and impostor.request_bytes == 0)
+
+    def pii_masked_in_prompt(self) -> StepResult:
+        title = "webapp sends a prompt with an email and a phone number to chat"
+        expected = "the model sees them masked"
+        result, _ = self.call("web/webapp", "examples.clients.chat", PII_PROMPT)
+        content = str(result.get("content", ""))
+        if result.get("status") != 200:
+            return _held(title, expected, _status_text(result), False)
+        leaked = PII_EMAIL in content or "555 0100" in content
+        return _held(title, expected, f"the model saw: {_clip(content, 90)}", not leaked)
+
+    def card_masked_in_stream(self) -> StepResult:
+        title = "chat streams an answer containing a card number"
+        expected = "the card number is masked in the stream"
+        result, _ = self.call(
+            "web/webapp",
+            "examples.clients.chat",
+            "--stream",
+            "--header",
+            f"X-Test-Append: {CARD}",
+            "What card is on file?",
+        )
+        content = str(result.get("content", ""))
+        if result.get("status") != 200:
+            return _held(title, expected, _status_text(result), False)
+        leaked = CARD in content or CARD_DIGITS in content.replace(" ", "")
+        observed = f"{result.get('chunks', '?')} chunks: {_clip(content, 80)}"
+        return _held(title, expected, observed, not leaked)
+
+    def ops_admin_window(self) -> StepResult:
+        now = dt.datetime.now(dt.UTC)
+        night = is_night(now)
+        title = f"ops lists the model repository at {now:%H:%M} UTC (admin allowed 22:00-06:00)"
+        expected = "HTTP 200 (night)" if night else "HTTP 403 (daytime)"
+        result, _ = self.call("ops/ops", "examples.clients.admin", "index")
+        return _held(title, expected, _status_text(result), result.get("status") == (200 if night else 403))
+
+    def token_budget(self) -> StepResult:
+        title = "webapp keeps chatting: 600 tokens per hour"
+        expected = "HTTP 429 once the budget is spent"
+        done = self.cli.run_as(
+            "web/webapp", "examples.clients.chat", "--repeat", "25", LONG_PROMPT, timeout=120
+        )
+        answers = [json.loads(ln) for ln in done.stdout.splitlines() if ln.startswith("{")]
+        ok_count = sum(1 for a in answers if a.get("status") == 200)
+        last = answers[-1] if answers else {"status": None, "error": _clip(done.stderr, 100)}
+        spent = sum((a.get("usage") or {}).get("total_tokens", 0) for a in answers)
+        observed = f"{ok_count} answered ({spent} tokens), then {_status_text(last)}"
+        return _held(title, expected, observed, last.get("status") == 429)
+
+    def live_policy_change(self) -> StepResult:
+        title = "apply a policy denying preprocessor, then roll it back"
+        expected = "403 while applied, 200 after rollback"
+        before = self.generation()
+        policy = self.workdir / "deny-preprocessor.yaml"
+        policy.write_text(DENY_PREPROCESSOR)
+        t0 = time.monotonic()
+        applied = self.cli.run("apply", "-f", str(policy))
+        if applied.returncode != 0:
+            return _held(title, expected, f"apply failed: {_clip(applied.stderr, 80)}", False)
+        denied, _ = self.call("ml/preprocessor", "examples.clients.infer")
+        took = time.monotonic() - t0
+        if before is None:
+            return _held(title, expected, f"{_status_text(denied)}; no generation to roll back to", False)
+        rolled = self.cli.run("rollback", str(before))
+        if rolled.returncode != 0:
+            return _held(title, expected, f"rollback failed: {_clip(rolled.stderr, 80)}", False)
+        allowed, _ = self.call("ml/preprocessor", "examples.clients.infer")
+        observed = (
+            f"generation {before}→{before + 1}: {_status_text(denied)} ({took:.1f} s after apply, incl. "
+            f"starting the caller); rollback: {_status_text(allowed)}"
+        )
+        return _held(title, expected, observed, denied.get("status") == 403 and allowed.get("status") == 200)
+
+    def audit_verifies(self) -> StepResult:
+        title = "meshward audit verify: the hash chains and signed checkpoints"
+        expected = "exit 0, no tampering"
+        if not command_exists("audit"):
+            return _skip(title, expected, "meshward audit")
+        done = self.cli.run("audit", "verify", timeout=60)
+        last = (done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["nothing printed"])[
+            -1
+        ]
+        return _held(title, expected, f"exit {done.returncode}: {_clip(last, 90)}", done.returncode == 0)
+
+    # -- certificates and a stand-alone sidecar for the forged-server step ---------------------
+    def _certs(self, identity: str, name: str) -> Path | None:
+        out = self.workdir / "certs" / name
+        done = self.cli.run("certs", "issue", "--id", identity, "--out", str(out), "--ttl", "1h")
+        return out if done.returncode == 0 and (out / "cert.pem").exists() else None
+
+    def _trust_bundle(self) -> Path | None:
+        certs = self._certs("lab/probe", "probe")
+        return certs / "bundle.pem" if certs else None
+
+    @contextmanager
+    def _sidecar(self, certs: Path, forged_port: int) -> Iterator[str | None]:
+        """A preprocessor sidecar whose service table sends fraud-model.ml to the impostor."""
+        snapshot = {
+            "generation": 1,
+            "trust_domain": TRUST_DOMAIN,
+            "mesh": {"trustDomain": TRUST_DOMAIN},
+            "workload": {
+                "name": "preprocessor",
+                "namespace": "ml",
+                "service": "preprocessor",
+                "service_account": "preprocessor",
+                "labels": {},
+            },
+            "services": [
+                {
+                    "service": "fraud-model",
+                    "namespace": "ml",
+                    "endpoints": [f"127.0.0.1:{forged_port}"],
+                    "identities": [f"spiffe://{TRUST_DOMAIN}/ns/ml/sa/fraud-model"],
+                }
+            ],
+            "resources": [],
+        }
+        boot = {
+            "identity": {
+                "cert": str(certs / "cert.pem"),
+                "key": str(certs / "key.pem"),
+                "bundle": str(certs / "bundle.pem"),
+            },
+            "listeners": {"inbound": "127.0.0.1:0", "outbound": "127.0.0.1:0", "admin": "127.0.0.1:0"},
+            "snapshot": snapshot,
+        }
+        path = self.workdir / "forged" / "bootstrap.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(boot))
+        ready = path.with_name("ready.json")
+        ready.unlink(missing_ok=True)
+        with open(path.with_name("sidecar.log"), "wb") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "meshward",
+                    "proxy",
+                    "--bootstrap",
+                    str(path),
+                    "--ready-file",
+                    str(ready),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env(),
+                cwd=REPO,
+                start_new_session=True,
+            )
+        try:
+            info = wait_until(
+                lambda: proc.poll() is None and ready.exists() and json.loads(ready.read_text()), 20
+            )
+            yield f"http://{info['outbound']}" if info else None
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+DENY_PREPROCESSOR = """\
+apiVersion: meshward.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: incident-block-preprocessor, namespace: ml}
+spec:
+  selector: {matchLabels: {app: fraud-model}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["demo.local/ns/ml/sa/preprocessor"]}}]
+"""
+
+
+MESH_STEPS = [
+    ("preprocessor scores transactions on fraud-model", "HTTP 200 with predictions"),
+    ("intruder calls fraud-model; the audit trail names it", "HTTP 403; an audit record for lab/intruder"),
+    ("plain HTTP straight to fraud-model's sidecar", "refused, no HTTP answer"),
+    ("TLS without a client certificate", "refused, no HTTP answer"),
+    ("a server with a valid certificate for another identity poses as fraud-model", "refused"),
+    ("a prompt with an email and a phone number", "the model sees them masked"),
+    ("a streamed answer containing a card number", "the card number is masked"),
+    ("ops admin operation outside its time window", "HTTP 403 by day, 200 at night"),
+    ("webapp's token budget", "HTTP 429 once spent"),
+    ("a live policy change, then rollback", "403, then 200"),
+    ("meshward audit verify", "exit 0"),
+]
+
+
+def direct_steps(fraud_url: str, chat_url: str, started: bool, missing: str) -> list[StepResult]:
+    """Without the mesh runner: exercise the models directly, and say what could not be shown."""
+    results = [
+        _held(
+            "start fraud-model and chat as plain processes (no mesh)",
+            "both ready",
+            "both ready" if started else "did not become ready (see logs)",
+            started,
+        )
+    ]
+    if started:
+        env = child_env()
+
+        def client(module: str, *args: str) -> dict[str, Any]:
+            done = subprocess.run(
+                [sys.executable, "-m", module, *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                cwd=REPO,
+            )
+            return client_json(done.stdout) or {"status": None, "error": _clip(done.stderr, 100)}
+
+        infer = client("examples.clients.infer", "--url", fraud_url, "--rows", "3", "--fraud")
+        results.append(
+            _held(
+                "score 3 transactions on fraud-model directly (OIP v2)",
+                "HTTP 200 with predictions",
+                f"{_status_text(infer)}, predictions {infer.get('predictions')}",
+                infer.get("status") == 200 and bool(infer.get("predictions")),
+            )
+        )
+        chat = client("examples.clients.chat", "--url", chat_url + "/v1", "--stream", PII_PROMPT)
+        results.append(
+            _held(
+                "stream a chat answer directly with the openai SDK (no DLP without the mesh)",
+                "HTTP 200, streamed",
+                f"{_status_text(chat)}, {chat.get('chunks', 0)} chunks: {_clip(str(chat.get('content', '')), 60)}",
+                chat.get("status") == 200 and int(chat.get("chunks", 0)) > 2,
+            )
+        )
+    results += [_skip(title, expected, missing) for title, expected in MESH_STEPS]
+    return results
