@@ -57,7 +57,11 @@ _DECISION = {
 def is_security_relevant(ctx: RequestContext) -> bool:
     """Anything but a plain allowed request: a deny, a dry-run deny, an AUDIT mark, a limit, DLP."""
     return bool(
-        ctx.decision != "allow" or ctx.audit_marks or ctx.findings or ctx.response_status in (403, 429)
+        ctx.decision != "allow"
+        or ctx.audit_marks
+        or ctx.findings
+        or ctx.response_status in (403, 429)
+        or "dlp" in ctx.scratch
     )
 
 
@@ -102,6 +106,14 @@ def http_activity(ctx: RequestContext, reporter: str, time_ms: int, duration_ms:
         meshward["dlp_findings"] = dict(ctx.findings)
     if ctx.audit_marks:
         meshward["audit_marks"] = list(ctx.audit_marks)
+    dlp = ctx.scratch.get("dlp")
+    if dlp:
+        meshward["dlp"] = {k: str(dlp[k]) for k in ("blocked", "export_limit", "fail_open") if dlp.get(k)}
+        if dlp.get("uninspectable"):
+            meshward["dlp"]["uninspectable"] = True
+    reason = ctx.scratch.get("authz.reason")
+    if isinstance(reason, str):
+        authorization["reason"] = reason
     if ctx.upstream_duration is not None:
         meshward["upstream_duration_ms"] = round(ctx.upstream_duration * 1000, 3)
     event: dict[str, Any] = {

@@ -44,7 +44,7 @@ log = logging.getLogger("meshward.telemetry")
 
 _SCRATCH = "telemetry.trace"
 _MAX_SPOOL_SLOTS = 64
-_AUTHZ_DECISION = {"allow": "allowed", "deny": "denied", "dry_run_deny": "dry_run_denied"}
+_AUDIT_POST_KEY = "control.audit_post"  # meshward.proxy.controlclient.AUDIT_POST_KEY
 
 
 def _open_spool(state_dir: Path) -> tuple[AuditSpool, int] | None:
@@ -78,7 +78,9 @@ class TelemetryShared:
         self._spool_lock = -1
         self._shipper_task: asyncio.Task[None] | None = None
         if runtime.metrics_registry is not None:
-            runtime.metrics_registry.register(TelemetryCollector(self.metrics, self._gauges))
+            runtime.metrics_registry.register(
+                TelemetryCollector(self.metrics, self._gauges, lambda: runtime.shared.get("authz.counters"))
+            )
         if runtime.state_dir is not None:
             opened = _open_spool(Path(runtime.state_dir))
             if opened is None:
@@ -139,8 +141,24 @@ class TelemetryShared:
             log.error("audit: could not write to the spool: %s", exc)
             return
         self.metrics.audit_records += 1
-        if self.shipper is not None:
-            self.shipper.notify()
+        shipper = self.shipper
+        if shipper is not None:
+            shipper.notify()
+        elif _AUDIT_POST_KEY in self.runtime.shared:
+            self.start_shipper(self.runtime.shared[_AUDIT_POST_KEY])
+
+    def start_shipper(self, post: AuditPost, **options: Any) -> AuditShipper | None:
+        """Ship the spool with ``post`` (needs the running loop; once per process)."""
+        if self.spool is None:
+            return None
+        if self.shipper is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return None
+            self.shipper = AuditShipper(self.spool, post, **options)
+            self._shipper_task = loop.create_task(self.shipper.run())
+        return self.shipper
 
     def _dropped(self, n: int) -> None:
         self.metrics.access_log_dropped += n
@@ -193,14 +211,12 @@ def telemetry_state(runtime: SidecarRuntime) -> TelemetryShared:
 
 
 def start_audit_shipper(runtime: SidecarRuntime, post: AuditPost, **options: Any) -> AuditShipper | None:
-    """Start shipping this sidecar's spool to the control plane (call once, on the running loop)."""
-    state = telemetry_state(runtime)
-    if state.spool is None:
-        return None
-    if state.shipper is None:
-        state.shipper = AuditShipper(state.spool, post, **options)
-        state._shipper_task = asyncio.get_running_loop().create_task(state.shipper.run())
-    return state.shipper
+    """Start shipping this sidecar's spool to the control plane (on the running loop).
+
+    Also started by itself at the next audit record once the sidecar has published its poster
+    in ``runtime.shared["control.audit_post"]`` (what ``meshward proxy --control`` does).
+    """
+    return telemetry_state(runtime).start_shipper(post, **options)
 
 
 class TelemetryFilter(Filter):
@@ -264,14 +280,13 @@ class TelemetryFilter(Filter):
             ai.operation,
         )
         m.observe_request(labels, duration)
-        authz = _AUTHZ_DECISION.get(decision)
-        if authz is not None and (decision != "deny" or flags == "RBAC"):
-            m.authz[ctx.policy or "default", authz] += 1
         if ctx.findings:
             for detector, count in ctx.findings.items():
                 m.dlp_findings[m.detectors(detector)] += count
-        if flags == "DLP":
-            m.dlp_blocked[ctx.policy or "unknown"] += 1
+            dlp = ctx.scratch.get("dlp")
+            blocked = dlp.get("blocked") or dlp.get("export_limit") if dlp else None
+            if blocked:
+                m.dlp_blocked[str(blocked).split(":")[0]] += 1
         now = time.time()
         access_log = self.shared.access_log
         if access_log is not None:

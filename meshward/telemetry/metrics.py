@@ -4,7 +4,9 @@
   Istio's ``istio_requests_total`` (reporter, source_workload, source_namespace,
   source_principal, destination_workload, destination_service, response_code,
   connection_security_policy, response_flags) plus ``model`` and ``ai_operation``;
-- ``meshward_authz_decisions_total{policy,decision}`` — allowed / denied / dry_run_denied;
+- ``meshward_authz_decisions_total{policy,decision}`` — allowed / denied / dry_run_allowed /
+  dry_run_denied, exported from the authz filter's counters (``runtime.shared["authz.counters"]``,
+  policy ``-`` = no policy decided: default deny or no ALLOW match);
 - ``meshward_dlp_findings_total{detector}`` and ``meshward_dlp_blocked_total{policy}``;
 - ``meshward_certificate_expiration_timestamp_seconds`` — the workload SVID's notAfter;
 - ``meshward_audit_records_total``, ``meshward_audit_pending_records``,
@@ -95,7 +97,6 @@ class TelemetryMetrics:
     def __init__(self) -> None:
         # labels -> [count, sum, bucket_0, ..., bucket_n, bucket_inf] (non-cumulative buckets)
         self.requests: dict[tuple[str, ...], list[float]] = {}
-        self.authz: Counter[tuple[str, str]] = Counter()
         self.dlp_findings: Counter[str] = Counter()
         self.dlp_blocked: Counter[str] = Counter()
         self.audit_records = 0
@@ -117,9 +118,15 @@ class TelemetryMetrics:
 class TelemetryCollector(Collector):
     """Exports :class:`TelemetryMetrics` at scrape time; ``gauges`` supplies live values."""
 
-    def __init__(self, metrics: TelemetryMetrics, gauges: Callable[[], dict[str, float | None]]) -> None:
+    def __init__(
+        self,
+        metrics: TelemetryMetrics,
+        gauges: Callable[[], dict[str, float | None]],
+        authz_counters: Callable[[], dict[str, dict[str, int]] | None] = lambda: None,
+    ) -> None:
         self.metrics = metrics
         self.gauges = gauges
+        self.authz_counters = authz_counters
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
@@ -143,11 +150,12 @@ class TelemetryCollector(Collector):
         yield duration
         authz = CounterMetricFamily(
             "meshward_authz_decisions",
-            "Authorization decisions by deciding policy (allowed, denied, dry_run_denied)",
+            "Authorization decisions by deciding policy (allowed, denied, dry_run_allowed, dry_run_denied)",
             labels=["policy", "decision"],
         )
-        for (policy, decision), n in list(m.authz.items()):
-            authz.add_metric([policy, decision], n)
+        for decision, by_policy in list((self.authz_counters() or {}).items()):
+            for policy, n in list(by_policy.items()):
+                authz.add_metric([policy, decision], n)
         yield authz
         findings = CounterMetricFamily(
             "meshward_dlp_findings", "Sensitive data found by DLP, by detector", labels=["detector"]

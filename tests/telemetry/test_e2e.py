@@ -1,0 +1,203 @@
+"""Telemetry through a real sidecar pair: metrics, access log, traceparent, audit spool, OTLP spans.
+
+client (httpx) → client sidecar (outbound) ─mTLS─▶ server sidecar (inbound, filter chain) → app
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from meshward.audit.chain import parse_record_line
+from meshward.telemetry.tracing import parse_traceparent
+from tests.support.proc import PYTHON, ROOT, Proc, free_port, spawn, wait_for, wait_port
+from tests.support.sidecar import MeshPair, mesh_pair
+
+pytestmark = pytest.mark.e2e
+
+APP = ROOT / "tests" / "proxy" / "app.py"
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+class _OtlpReceiver(BaseHTTPRequestHandler):
+    """A minimal OTLP/HTTP traces endpoint: decodes the protobuf and keeps the spans."""
+
+    spans: list[Any] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                type(self).spans.extend(ss.spans)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@dataclass
+class Setup:
+    pair: MeshPair
+    state: Path  # the server sidecar's state directory
+    otlp: type[_OtlpReceiver]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    base = tmp_path_factory.mktemp("telemetry")
+    port = free_port()
+    app: Proc = spawn([PYTHON, str(APP), str(port)], base / "app.log")
+    otlp = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpReceiver)
+    threading.Thread(target=otlp.serve_forever, daemon=True).start()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{otlp.server_address[1]}/v1/traces")
+    mp.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    state = base / "server-state"
+    try:
+        wait_port(port)
+        with mesh_pair(base, port, default_policy="allow", server_options={"state_dir": str(state)}) as pair:
+            yield Setup(pair, state, _OtlpReceiver)
+    finally:
+        mp.undo()
+        otlp.shutdown()
+        app.stop()
+
+
+def _client(pair: MeshPair) -> httpx.Client:
+    return httpx.Client(proxy=pair.proxy_url, timeout=10, trust_env=False)
+
+
+def _access_log(state: Path, n: int) -> list[dict[str, Any]]:
+    path = state / "access.log"
+
+    def lines() -> list[str] | None:
+        text = path.read_text() if path.exists() else ""
+        found = text.splitlines()
+        return found if len(found) >= n else None
+
+    return [json.loads(line) for line in wait_for(lines, timeout=10, what=f"{n} access-log lines")]
+
+
+def test_metrics_access_log_trace_and_audit(setup: Setup) -> None:
+    pair, state = setup.pair, setup.state
+    traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+    with _client(pair) as client:
+        echo = client.get(
+            f"{pair.service_url}/echo/a?api_key=SECRET123", headers={"traceparent": traceparent}
+        )
+        assert echo.status_code == 200
+        for _ in range(2):
+            # OIP v2: the model is in the path (an OpenAI body is only read when a policy needs it)
+            infer = client.post(f"{pair.service_url}/v2/models/tiny-model/infer", json={"inputs": []})
+            assert infer.status_code == 200
+        fresh = client.get(f"{pair.service_url}/echo/b")  # no traceparent: one is created
+        missing = client.get(f"{pair.service_url}/echo/c?status=404")
+        assert missing.status_code == 404
+
+    # -- traceparent: same trace as the client's, the server hop as the new parent ------------
+    seen = parse_traceparent(echo.json()["headers"]["traceparent"])
+    assert seen is not None
+    assert seen[0] == CLIENT_TRACE and seen[1] != CLIENT_SPAN and seen[2] == "01"
+    created = parse_traceparent(fresh.json()["headers"]["traceparent"])
+    assert created is not None and created[0] != CLIENT_TRACE
+
+    # -- access log: one line per request, with the fields, without the query -----------------
+    lines = _access_log(state, 5)
+    assert len(lines) == 5
+    first = lines[0]
+    assert first["path"] == "/echo/a" and "SECRET123" not in json.dumps(lines)
+    assert first["trace_id"] == CLIENT_TRACE
+    assert first["source"] == pair.client_id.uri and first["destination"] == pair.server_id.uri
+    assert first["method"] == "GET" and first["status"] == 200 and first["decision"] == "allow"
+    for key in (
+        "time",
+        "request_id",
+        "model",
+        "operation",
+        "policy",
+        "bytes_received",
+        "bytes_sent",
+        "duration_ms",
+        "upstream_duration_ms",
+        "tokens",
+        "dlp_findings",
+        "response_flags",
+    ):
+        assert key in first
+    infers = [line for line in lines if line["path"] == "/v2/models/tiny-model/infer"]
+    assert [(c["model"], c["operation"], c["method"]) for c in infers] == [
+        ("tiny-model", "infer", "POST")
+    ] * 2
+    assert lines[3]["trace_id"] == created[0]
+    assert lines[4]["status"] == 404
+    assert len({line["request_id"] for line in lines}) == 5
+
+    # -- metrics on the admin port ------------------------------------------------------------
+    text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = [s for s in families["meshward_requests"].samples if s.name == "meshward_requests_total"]
+    infer_series = [s for s in requests if s.labels["model"] == "tiny-model"]
+    assert len(infer_series) == 1 and infer_series[0].value == 2
+    assert infer_series[0].labels == {
+        "reporter": "destination",
+        "source_workload": "webapp",
+        "source_namespace": "web",
+        "source_principal": "demo.local/ns/web/sa/webapp",
+        "destination_workload": "chat",
+        "destination_service": "chat.llm",
+        "response_code": "200",
+        "connection_security_policy": "mutual_tls",
+        "response_flags": "-",
+        "model": "tiny-model",
+        "ai_operation": "infer",
+    }
+    assert sum(s.value for s in requests) == 5
+    assert {s.labels["response_code"] for s in requests} == {"200", "404"}
+    assert "/echo" not in text  # paths are never labels
+    duration = families["meshward_request_duration_seconds"].samples
+    counts = [s for s in duration if s.name.endswith("_count") and s.labels["model"] == "tiny-model"]
+    assert counts[0].value == 2
+    assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in duration)
+    assert families["meshward_audit_records"].samples[0].value >= 5
+
+    # -- the audit spool: lifecycle, config generation, one OCSF record per request -----------
+    lines_raw: list[bytes] = []
+    for seg in sorted((state / "audit" / "spool-0").glob("seg-*.jsonl")):
+        lines_raw += seg.read_bytes().splitlines()
+    records = [parse_record_line(line) for line in lines_raw]
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    classes = [r.event["class_uid"] for r in records]
+    assert classes[:2] == [6002, 6003] and classes.count(4002) == 5
+    http = [r.event for r in records if r.event["class_uid"] == 4002]
+    assert http[0]["http_request"]["url"]["path"] == "/echo/a"
+    assert http[0]["actor"]["user"]["uid"] == pair.client_id.uri
+    assert http[0]["trace"]["uid"] == CLIENT_TRACE
+    assert "SECRET123" not in json.dumps(http)
+
+    # -- OTLP: the server hop's span, in the client's trace, parented to the client's span ----
+    def span_for_echo() -> Any:
+        for span in setup.otlp.spans:
+            if span.trace_id.hex() == CLIENT_TRACE:
+                return span
+        return None
+
+    span = wait_for(span_for_echo, timeout=15, what="the exported span")
+    assert span.parent_span_id.hex() == CLIENT_SPAN
+    assert span.span_id.hex() == seen[1]  # the id the app saw as its parent
