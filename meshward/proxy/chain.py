@@ -8,6 +8,7 @@ Requests go through the filters in this order; responses go back through them in
 from __future__ import annotations
 
 import meshward.filters.ratelimit
+import meshward.filters.telemetry
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Filter, SidecarRuntime
 
@@ -33,6 +34,6 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
 
     # telemetry last: it sees every outcome (denials of the filters above included, through
     # on_complete) and, on the response path, is the first to see the model's raw answer.
-    # SLOT(telemetry): chain.append(meshward.filters.telemetry.build(snapshot, runtime))
+    chain.append(meshward.filters.telemetry.build(snapshot, runtime))
 
     return [f for f in chain if f is not None]
