@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from meshward.config.build import build_snapshot, find_workload
+from meshward.config.build import build_snapshot, find_workload, mesh_spec
 from meshward.config.store import ConfigStore, SidecarRecord
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
 from meshward.control.tls import control_id, peer_serial, peer_spiffe_id, server_context
@@ -57,6 +57,7 @@ from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.resources import Resource
+from meshward.resources.mesh import parse_duration
 
 __all__ = ["DEFAULT_LISTEN", "AuditSink", "ControlPlane", "snapshot_digest"]
 
@@ -196,17 +197,24 @@ class ControlPlane:
             self._changed.notify_all()
 
     # -- identity --------------------------------------------------------------------------------
+    def svid_ttl(self) -> dt.timedelta:
+        """The Mesh resource's ``certificateTTL`` (default 1 h)."""
+        spec = mesh_spec(self._current().resources, self.trust_domain)
+        return dt.timedelta(seconds=parse_duration(spec.certificate_ttl))
+
     def sign(self, body: dict[str, Any]) -> dict[str, Any]:
         csr, token = _str(body, "csr").encode(), _str(body, "token")
         try:
-            issued = self.identity.issue(csr, token)
+            issued = self.identity.issue(csr, token, self.svid_ttl())
         except CsrRefused as exc:
             raise _HttpError(403, exc.reason) from None
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
 
     def renew(self, body: dict[str, Any], peer: SpiffeId, serial: str | None) -> dict[str, Any]:
         try:
-            issued = self.identity.renew(_str(body, "csr").encode(), peer, peer_serial=serial)
+            issued = self.identity.renew(
+                _str(body, "csr").encode(), peer, self.svid_ttl(), peer_serial=serial
+            )
         except CsrRefused as exc:
             raise _HttpError(403, exc.reason) from None
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)

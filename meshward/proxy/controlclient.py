@@ -238,10 +238,10 @@ class ControlAgent:
         try:
             with self._client(timeout=timeout + 5) as client:
                 body = self._watch_once(client, "", timeout)
-            if body is not None:
-                snapshot = MeshSnapshot.from_json(body["snapshot"])
-                self._apply(snapshot, str(body["digest"]), client=None)
-                return snapshot
+                if body is not None:
+                    snapshot = MeshSnapshot.from_json(body["snapshot"])
+                    if self._apply(snapshot, str(body["digest"]), client):
+                        return snapshot
         except (ControlUnavailable, ControlRefused) as exc:
             self.last_error = str(exc)
         cached = self.cached_snapshot()

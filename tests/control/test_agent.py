@@ -1,0 +1,96 @@
+"""The sidecar's control agent against a real control plane, feeding a real (in-process) Sidecar."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from meshward.control.client import ControlClient
+from meshward.control.server import ControlPlane
+from meshward.identity.issuance import IdentityService
+from meshward.identity.spiffe import SpiffeId
+from meshward.identity.state import MeshState
+from meshward.proxy.controlclient import AgentConfig, ControlAgent, IdentityError
+from meshward.proxy.options import SidecarOptions
+from meshward.proxy.sidecar import Sidecar
+from tests.support.proc import wait_for
+
+
+def _workload(labels: str) -> str:
+    return textwrap.dedent(
+        f"""\
+        apiVersion: meshward.dev/v1alpha1
+        kind: Workload
+        metadata: {{name: model, namespace: ml, labels: {labels}}}
+        spec: {{port: 9000}}
+        """
+    )
+
+
+def _agent(
+    plane_url: str, state: MeshState, directory: Path, token: str | None
+) -> tuple[ControlAgent, Sidecar]:
+    sidecar = Sidecar(SidecarOptions(state_dir=directory))
+    config = AgentConfig(
+        control_url=plane_url,
+        identity=SpiffeId("demo.local", "ml", "model"),
+        workload="ml/model",
+        sidecar_id="ml/model",
+        directory=directory,
+        bootstrap_bundle_pem=state.bundle_pem(),
+        token=token,
+    )
+    return ControlAgent(config, sidecar), sidecar
+
+
+def test_join_watch_ack_nack_then_serve_from_cache(
+    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path
+) -> None:
+    operator.request("POST", "/v1/config/apply", {"text": _workload("{app: model}")})
+    token = IdentityService(mesh_state).create_token("ml/model")
+    agent, sidecar = _agent(plane.url, mesh_state, tmp_path / "sc", token)
+    svid = agent.obtain_identity()
+    assert (tmp_path / "sc" / "svid.pem").stat().st_mode & 0o777 == 0o600
+    assert sidecar.identity.info.spiffe_id.uri == "spiffe://demo.local/ns/ml/sa/model"
+    agent.initial_snapshot()
+    assert sidecar.config.generation == 1
+    agent.start(inbound="127.0.0.1:9")
+    try:
+        status = wait_for(
+            lambda: operator.request("GET", "/v1/status")[1]["sidecars"], 10, what="registration"
+        )
+        assert status[0]["inbound"] == "127.0.0.1:9" and status[0]["ack"]["status"] == "ACK"
+
+        # a generation the sidecar cannot take (its own workload changed under it): NACK, old one stays
+        operator.request("POST", "/v1/config/apply", {"text": _workload("{app: model, version: v2}")})
+
+        def nacked() -> dict[str, object] | None:
+            ack = operator.request("GET", "/v1/status")[1]["sidecars"][0]["ack"]
+            return ack if ack["status"] == "NACK" else None
+
+        ack = wait_for(nacked, 10, what="NACK of generation 2")
+        assert ack["generation"] == 2 and "SnapshotRejected" in str(ack["reason"])
+        assert sidecar.config.generation == 1
+    finally:
+        agent.stop()
+    assert operator.request("GET", "/v1/status")[1]["sidecars"] == []  # unregistered
+
+    # the control plane goes away: a restarted sidecar needs neither it nor a token
+    plane.close()
+    again, sidecar2 = _agent(plane.url, mesh_state, tmp_path / "sc", token=None)
+    assert again.obtain_identity().chain_pem == svid.chain_pem
+    assert again.initial_snapshot(timeout=1).generation == 1
+    assert sidecar2.config.generation == 1
+
+
+def test_without_cache_or_token_the_agent_says_why(
+    plane: ControlPlane, mesh_state: MeshState, tmp_path: Path
+) -> None:
+    agent, _ = _agent(plane.url, mesh_state, tmp_path / "sc", token=None)
+    with pytest.raises(IdentityError, match="no valid cached SVID"):
+        agent.obtain_identity()
+    bad, _ = _agent(plane.url, mesh_state, tmp_path / "sc2", token="not-a-token")
+    with pytest.raises(IdentityError, match="refused the join token"):
+        bad.obtain_identity()
