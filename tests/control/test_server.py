@@ -184,9 +184,11 @@ def test_client_refuses_a_server_that_is_not_the_control_plane(mesh_state: MeshS
 
     server = threading.Thread(target=serve_one, daemon=True)
     server.start()
-    with ControlClient(f"https://127.0.0.1:{port}", "demo.local", mesh_state.bundle_pem()) as client:
-        with pytest.raises(ControlUnavailable, match="presented spiffe://demo.local/ns/ml/sa/impostor"):
-            client.request("GET", "/healthz")
+    with (
+        ControlClient(f"https://127.0.0.1:{port}", "demo.local", mesh_state.bundle_pem()) as client,
+        pytest.raises(ControlUnavailable, match=r"presented spiffe://demo\.local/ns/ml/sa/impostor"),
+    ):
+        client.request("GET", "/healthz")
     listener.close()
     server.join(5)
 
