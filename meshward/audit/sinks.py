@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import ssl
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from meshward.audit.formats import to_cef, to_ocsf, to_ocsf_json, to_syslog
 from meshward.audit.store import AuditStore, ChainInfo
 from meshward.resources.mesh import AuditSink
 
-__all__ = ["FileSink", "HttpSink", "Sink", "SinkForwarder", "SyslogSink", "make_sink"]
+__all__ = ["FileSink", "HttpSink", "Sink", "SinkForwarder", "SinkThread", "SyslogSink", "make_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -256,3 +257,52 @@ class SinkForwarder:
                 cursor[info.slug] = max(cursor.get(info.slug, 0), record.seq)
             self._save_cursor(sink, cursor)
             self.sent[sink.name] += len(batch)
+
+
+class SinkThread:
+    """Runs a :class:`SinkForwarder` on its own event loop in a daemon thread.
+
+    For the control plane (a threaded server without a loop of its own)::
+
+        forwarding = SinkThread(store)
+        forwarding.update(mesh.spec.audit.sinks)   # at start and whenever the Mesh changes
+        ...
+        forwarding.close()
+    """
+
+    def __init__(self, store: AuditStore, poll_interval: float = 0.5) -> None:
+        self.store = store
+        self.poll_interval = poll_interval
+        self.forwarder: SinkForwarder | None = None
+        self._configured: list[AuditSink] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def update(self, sinks: list[AuditSink]) -> None:
+        """(Re)start forwarding to ``sinks``; a no-op when they did not change."""
+        if list(sinks) == self._configured and (self._thread is not None or not sinks):
+            return
+        self.close()
+        self._configured = list(sinks)
+        if not sinks:
+            return
+        forwarder = SinkForwarder(self.store, sinks, poll_interval=self.poll_interval)
+        loop = asyncio.new_event_loop()
+        self.forwarder, self._loop = forwarder, loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(forwarder.run())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="meshward-audit-sinks", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None and self._loop is not None and self.forwarder is not None:
+            self._loop.call_soon_threadsafe(self.forwarder.stop)
+            self._thread.join(timeout=10)
+        self._thread = self._loop = self.forwarder = None
+        self._configured = []
