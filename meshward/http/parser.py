@@ -284,8 +284,8 @@ class RequestParser(_Base):
             )
         method: str = p.get_method().decode("ascii")
         target = self._target.decode("ascii")  # llhttp refuses non-ASCII targets
-        if "\\" in target:
-            raise RemoteProtocolError("backslash in request target")
+        if "\\" in target or "#" in target:
+            raise RemoteProtocolError("backslash or fragment in request target")
         if target == "*" and method != "OPTIONS":
             raise RemoteProtocolError("'*' target is only valid with OPTIONS")
         headers = self._headers

@@ -7,6 +7,7 @@ Endpoints (all echo what they saw, as JSON):
 - ``/sse?n=N``             N server-sent events; after each one it waits for ``/__release``
 - ``/v1/chat/completions`` a tiny OpenAI-compatible chat answer (``stream: true`` → SSE)
 - ``/v1/models``           a model list
+- ``/slow?s=S``           answers after S seconds
 - ``/ws``                  answers ``Upgrade: websocket`` with 101, then echoes raw bytes
 - anything else            JSON echo of method, path, headers, body length and sha256
 """
@@ -84,6 +85,10 @@ class Handler(BaseHTTPRequestHandler):
             n = int(parse_qs(url.query).get("n", ["3"])[0])
             self._sse([f"data: token-{i}\n\n".encode() for i in range(n)], wait=True)
             return
+        if url.path == "/slow":
+            time.sleep(float(parse_qs(url.query).get("s", ["3"])[0]))
+            self._json(200, {"slow": True})
+            return
         if url.path == "/v1/models":
             self._json(
                 200, {"object": "list", "data": [{"id": "tiny", "object": "model", "owned_by": "test"}]}
@@ -146,6 +151,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
             self.wfile.flush()
             if wait and i < len(events) - 1 and not RELEASE.acquire(timeout=20):
+                # never released: the test did not see this event in time (someone buffered)
+                late = b"data: not-released\n\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(late), late))
                 break
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()

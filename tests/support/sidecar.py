@@ -13,7 +13,7 @@ Typical use (the app is any HTTP server you started on ``app_port``)::
 Policies are resource objects or plain documents (dicts as in YAML). The server workload has
 the labels ``{"app": <service>}`` (+ ``server_labels``); the mesh defaults to Meshward's
 (default-deny) unless ``default_policy="allow"``. Every process is stopped (whole process
-group) when the block ends. One throwaway CA per test session (:func:`test_authority`).
+group) when the block ends. One throwaway CA per test session (:func:`session_authority`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = [
     "make_snapshot",
     "mesh_pair",
     "start_sidecar",
-    "test_authority",
+    "session_authority",
     "write_bootstrap",
 ]
 
@@ -52,7 +52,7 @@ TRUST_DOMAIN = "demo.local"
 
 
 @lru_cache(maxsize=4)
-def test_authority(trust_domain: str = TRUST_DOMAIN) -> Authority:
+def session_authority(trust_domain: str = TRUST_DOMAIN) -> Authority:
     """A throwaway CA (root + issuing intermediate), one per test session and trust domain."""
     root, root_key = make_root(trust_domain)
     inter, inter_key = make_intermediate(trust_domain, root, root_key)
@@ -78,7 +78,7 @@ def issue_svid(
 
     ``bundle`` overrides the trust bundle written (e.g. another CA's root for wrong-CA tests).
     """
-    ca = authority or test_authority()
+    ca = authority or session_authority()
     sid = parse_identity(identity, ca.trust_domain)
     key = generate_key()
     leaf = ca.issue(sid, key.public_key(), ttl)
@@ -266,7 +266,7 @@ def mesh_pair(
     ``service`` defaults to the server's service account. ``server_identities`` overrides the
     SPIFFE IDs the client expects from the server (wrong-identity tests).
     """
-    ca = authority or test_authority()
+    ca = authority or session_authority()
     td = ca.trust_domain
     directory = tmp_path / f"mesh-{os.getpid()}-{len(list(tmp_path.glob('mesh-*')))}"
     server_sid = parse_identity(server_id, td)
