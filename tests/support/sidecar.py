@@ -43,8 +43,8 @@ __all__ = [
     "issue_svid",
     "make_snapshot",
     "mesh_pair",
-    "start_sidecar",
     "session_authority",
+    "start_sidecar",
     "write_bootstrap",
 ]
 
