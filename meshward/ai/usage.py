@@ -129,6 +129,7 @@ class UsageMeter:
         "_overflow",
         "_reported",
         "_wire_bytes",
+        "started",
     )
 
     def __init__(self) -> None:
@@ -142,9 +143,11 @@ class UsageMeter:
         self._inflated = 0
         self._overflow = False
         self._failed = False
+        self.started = False
 
     def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         """See the response head: picks SSE or JSON parsing, and decompression."""
+        self.started = True
         ctype = ""
         encoding = ""
         for name, value in headers:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshward.ai.types import TokenUsage
 from meshward.ai.usage import UsageMeter
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
@@ -60,11 +61,12 @@ def shared_state(runtime: SidecarRuntime) -> RateLimitShared:
 class _Pending:
     """Per-request state kept in ``ctx.scratch`` between the hooks."""
 
-    __slots__ = ("admission", "meter")
+    __slots__ = ("admission", "meter", "usage")
 
     def __init__(self, admission: Admission, meter: UsageMeter | None) -> None:
         self.admission = admission
         self.meter = meter
+        self.usage: TokenUsage | None = None
 
 
 class RateLimitFilter(Filter):
@@ -73,6 +75,19 @@ class RateLimitFilter(Filter):
     def __init__(self, limiter: RateLimiter, telemetry: RateLimitTelemetry) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
+        self._budgets = limiter.has_token_budgets
+        self._uses_model = any(lim.key_kind == "model" or lim.models is not None for lim in limiter.limits)
+
+    def wants_request_body(self, ctx: RequestContext) -> bool:
+        """The JSON body of an OpenAI-style POST: the model, the prompt estimate, max_tokens.
+
+        Needed for token budgets (reserve before the call) and for limits keyed or matched
+        by model when the path does not name it.
+        """
+        ai = ctx.ai
+        if ai.protocol != "openai" or ctx.method != "POST":
+            return False
+        return self._budgets or (self._uses_model and ai.model is None)
 
     async def on_request(self, ctx: RequestContext) -> Denial | None:
         ai = ctx.ai
@@ -126,26 +141,32 @@ class RateLimitFilter(Filter):
             pending.meter.feed(chunk)
         return chunk
 
+    def on_response_end(self, ctx: RequestContext) -> bytes:
+        # ctx.tokens is set here, not in on_complete: filters complete in reverse order, and
+        # the later ones (telemetry, audit) read ctx.tokens in their on_complete.
+        pending = ctx.scratch.get(_SCRATCH)
+        if pending is not None and pending.meter is not None:
+            self._measure(ctx, pending, pending.meter)
+        return b""
+
+    def _measure(self, ctx: RequestContext, pending: _Pending, meter: UsageMeter) -> None:
+        if pending.usage is not None:
+            return
+        meter.finish()
+        if ctx.response_status or meter.reported is not None or meter.started:
+            usage = pending.usage = meter.result(ctx.ai.prompt_tokens_estimate)
+            ctx.tokens = usage
+            self.telemetry.tokens(
+                ctx.ai.model, ctx.ai.operation, ctx.peer.principal, usage.input, usage.output, usage.estimated
+            )
+
     def on_complete(self, ctx: RequestContext) -> None:
         pending: _Pending | None = ctx.scratch.pop(_SCRATCH, None)
         if pending is None:
             return
-        meter = pending.meter
-        usage = None
-        if meter is not None:
-            meter.finish()
-            if ctx.response_status or meter.reported is not None:
-                usage = meter.result(ctx.ai.prompt_tokens_estimate)
-                ctx.tokens = usage
-                self.telemetry.tokens(
-                    ctx.ai.model,
-                    ctx.ai.operation,
-                    ctx.peer.principal,
-                    usage.input,
-                    usage.output,
-                    usage.estimated,
-                )
-        self.limiter.settle(pending.admission, usage)
+        if pending.meter is not None:  # a stream cut short never reached on_response_end
+            self._measure(ctx, pending, pending.meter)
+        self.limiter.settle(pending.admission, pending.usage)
 
 
 def _limits(snapshot: MeshSnapshot) -> list[CompiledLimit]:

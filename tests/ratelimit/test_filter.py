@@ -215,3 +215,17 @@ def test_match_skips_other_traffic(limit_first: bool) -> None:
         assert call(f, context(operation="chat")) is None
     assert call(f, context(operation="embed")) is None
     assert call(f, context(operation="embed")) is not None
+
+
+def test_tokens_are_known_before_any_filter_completes() -> None:
+    """Filters complete in reverse order: ctx.tokens must be set when the body ends."""
+    f = chain(runtime(Clock()), {"name": "t", "tokens": {"limit": 1000}})
+    ctx = context()
+    assert asyncio.run(f.on_request(ctx)) is None
+    ctx.response_status = 200
+    f.on_response_headers(ctx, 200, [("content-type", "application/json")])
+    f.on_response_chunk(ctx, b'{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}')
+    f.on_response_end(ctx)
+    assert (ctx.tokens.input, ctx.tokens.output) == (3, 4)
+    f.on_complete(ctx)
+    assert (ctx.tokens.input, ctx.tokens.output) == (3, 4)
