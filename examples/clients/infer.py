@@ -12,16 +12,38 @@ the predictions or the refusal. Exit code: 0 on success, 1 when refused, 2 when 
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from examples.models.fraud import sample_rows
+__all__ = ["main", "transactions"]
 
-__all__ = ["main"]
+
+def transactions(count: int, fraud: bool | None = None) -> list[list[float]]:
+    """Real rows of the data set the model was trained on (scikit-learn's breast-cancer CSV,
+    read directly so that this client does not need to import scikit-learn); ``fraud`` picks
+    the label (the CSV's class 0, "malignant", is our positive class)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("scikit-learn is not installed (pip install -e '.[examples]')")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "breast_cancer.csv"
+    rows: list[list[float]] = []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader)  # "569,30,malignant,benign"
+        for record in reader:
+            is_fraud = int(float(record[-1])) == 0
+            if fraud is None or is_fraud == fraud:
+                rows.append([float(v) for v in record[:-1]])
+            if len(rows) == count:
+                break
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraud", action="store_true", help="send rows of the positive class")
     args = parser.parse_args(argv)
 
-    rows = sample_rows(args.rows, fraud=True if args.fraud else None)
+    rows = transactions(args.rows, fraud=True if args.fraud else None)
     tensor = {"name": "input-0", "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": rows}
     url = f"{args.url.rstrip('/')}/v2/models/{args.model}/infer"
     try:

@@ -1,7 +1,7 @@
 """Checks from outside the mesh: what a stranger on the network gets from a sidecar.
 
 - :func:`plaintext_probe`: a plain HTTP request over raw TCP to an inbound listener.
-- :func:`no_certificate_probe`: ``openssl s_client`` with no client certificate, sending an
+- :func:`openssl_probe`: ``openssl s_client`` with or without a client certificate, sending an
   HTTP request once the handshake is done.
 - :class:`ForgedServer`: a TLS server holding a *valid* mesh certificate for the wrong identity,
   counting the bytes of any request that reaches it (a sidecar must refuse it before sending).
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ForgedServer", "ProbeResult", "no_certificate_probe", "plaintext_probe"]
+__all__ = ["ForgedServer", "ProbeResult", "openssl_probe", "plaintext_probe"]
 
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
 
@@ -61,14 +61,22 @@ def plaintext_probe(address: tuple[str, int], host: str, timeout: float = 5.0) -
     return ProbeResult(False, f"connection closed after {len(received)} bytes, no HTTP answer")
 
 
-def no_certificate_probe(
-    address: tuple[str, int], host: str, bundle: Path, timeout: float = 10.0
+def openssl_probe(
+    address: tuple[str, int],
+    host: str,
+    bundle: Path,
+    client: tuple[Path, Path] | None = None,
+    timeout: float = 10.0,
 ) -> ProbeResult:
-    """``openssl s_client`` without a client certificate, then an HTTP request."""
+    """``openssl s_client`` with ``client`` = (chain, key), or with no client certificate, then
+    an HTTP request once the handshake is done."""
     openssl = shutil.which("openssl")
     if openssl is None:
         raise FileNotFoundError("openssl is not installed")
     args = [openssl, "s_client", "-connect", f"{address[0]}:{address[1]}", "-CAfile", str(bundle), "-quiet"]
+    if client is not None:
+        chain, key = client
+        args += ["-cert", str(chain), "-cert_chain", str(chain), "-key", str(key)]
     try:
         done = subprocess.run(args, input=_request(host), capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -79,7 +87,9 @@ def no_certificate_probe(
         return ProbeResult(True, f"answered HTTP {status.group(1).decode()}")
     alert = re.search(rb"alert ([a-z ]+)", output)
     if alert:
-        return ProbeResult(False, f"openssl: TLS alert '{alert.group(1).decode().strip()}', no HTTP answer")
+        return ProbeResult(False, f"TLS alert '{alert.group(1).decode().strip()}', no HTTP answer")
+    if b"unexpected eof" in output:
+        return ProbeResult(False, "closed by the server, no HTTP answer")
     return ProbeResult(False, f"openssl exited {done.returncode}, no HTTP answer")
 
 

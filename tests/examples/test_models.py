@@ -16,6 +16,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from examples.clients.infer import transactions
 from examples.models.chat import count_tokens, stream_pieces
 from examples.models.fraud import sample_rows
 from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_for
@@ -290,3 +291,9 @@ def test_fraud_unload_and_load_through_the_repository(fraud: str) -> None:
         assert httpx.post(fraud + "/v2/repository/models/fraud/load").status_code == 200
     assert httpx.get(fraud + "/v2/models/fraud/ready").json() == {"name": "fraud", "ready": True}
     assert _infer(fraud, rows).status_code == 200
+
+
+def test_infer_client_reads_the_same_rows_as_the_model() -> None:
+    assert transactions(5) == sample_rows(5)
+    assert transactions(4, fraud=True) == sample_rows(4, fraud=True)
+    assert transactions(4, fraud=False) == sample_rows(4, fraud=False)
