@@ -136,7 +136,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
     _p(
         "secrets",
         "slack_webhook",
-        rb"hooks\.slack\.com/services/T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24}",
+        rb"(https://)?hooks\.slack\.com/services/T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24}",
         None,
         _ALNUM,
     ),
