@@ -8,6 +8,7 @@ mesh runner (``meshward up``) it still runs what exists: the two models, called 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -92,6 +93,17 @@ def _direct(state: Path, once: bool) -> int:
         models.stop()
 
 
+def _tool(name: str) -> str:
+    """How the user types ``name`` from the repository: bare if on PATH, else the venv's path."""
+    here = Path(sys.executable).parent / name
+    if shutil.which(name) == str(here):
+        return name
+    try:
+        return os.path.relpath(here)
+    except ValueError:
+        return str(here)
+
+
 def _all_ready(cli: MeshCli, expected: int) -> dict[str, Any] | None:
     status = cli.status()
     workloads = status.get("workloads") or []
@@ -140,12 +152,14 @@ def run_demo(state: Path, once: bool) -> int:
             results.append(_run_step(step, n, len(steps) + 1, lambda text: print(text, flush=True)))
         _print_results(results)
         if not once:
+            mw, py = _tool("meshward"), _tool("python")
             _wait_for_interrupt(
-                "\nThe mesh is up. Explore it from another terminal:\n"
-                f"  meshward status --state {state}\n"
-                f"  meshward run --state {state} --as web/webapp -- python -m examples.clients.chat --stream 'Hello'\n"
-                f"  meshward run --state {state} --as ml/preprocessor -- python -m examples.clients.infer\n"
-                f"  meshward audit tail --state {state}\n"
+                "\nThe mesh is up. Explore it from another terminal (in this directory):\n"
+                f"  {mw} status --state {state}\n"
+                f"  {mw} run --state {state} --as web/webapp -- {py} -m examples.clients.chat --stream 'Hello'\n"
+                f"  {mw} run --state {state} --as ml/preprocessor -- {py} -m examples.clients.infer\n"
+                f"  {mw} run --state {state} --as lab/intruder -- {py} -m examples.clients.infer\n"
+                f"  {mw} audit --state {state} tail\n"
                 "Press Ctrl-C to stop it."
             )
         return _exit_code(results)

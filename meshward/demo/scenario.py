@@ -283,29 +283,48 @@ class Scenario:
         observed = f"{ok_count} answered ({spent} tokens), then {_status_text(last)}"
         return _held(title, expected, observed, last.get("status") == 429)
 
+    def in_force(self, service: str, generation: int, since: float, timeout: float = 10.0) -> float | None:
+        """Seconds from ``since`` until ``service``'s sidecar acknowledged ``generation``."""
+
+        def acked() -> bool:
+            for w in self.cli.status().get("workloads", []):
+                config = w.get("config") or {}
+                if w.get("service") == service and config.get("status") == "ACK":
+                    return int(config.get("generation") or 0) >= generation
+            return False
+
+        return time.monotonic() - since if wait_until(acked, timeout, interval=0.05) else None
+
     def live_policy_change(self) -> StepResult:
-        title = "apply a policy denying preprocessor, then roll it back"
-        expected = "403 while applied, 200 after rollback"
+        title = "apply a DENY policy for preprocessor while the mesh runs, then roll it back"
+        expected = "403 once in force, 200 after rollback"
         if not chain_has("authz"):
             return _skip(title, expected, "the authorization filter in the sidecar chain")
         before = self.generation()
+        if before is None:
+            return _held(title, expected, "no current generation in `meshward status`", False)
         policy = self.workdir / "deny-preprocessor.yaml"
         policy.write_text(DENY_PREPROCESSOR)
         t0 = time.monotonic()
         applied = self.cli.run("apply", "-f", str(policy))
         if applied.returncode != 0:
             return _held(title, expected, f"apply failed: {_clip(applied.stderr, 80)}", False)
+        took = self.in_force("fraud-model", before + 1, t0)
         denied, _ = self.call("ml/preprocessor", "examples.clients.infer")
-        took = time.monotonic() - t0
-        if before is None:
-            return _held(title, expected, f"{_status_text(denied)}; no generation to roll back to", False)
         rolled = self.cli.run("rollback", str(before))
         if rolled.returncode != 0:
             return _held(title, expected, f"rollback failed: {_clip(rolled.stderr, 80)}", False)
+        after = self.generation() or before + 2
+        self.in_force("fraud-model", after, time.monotonic())
         allowed, _ = self.call("ml/preprocessor", "examples.clients.infer")
+        in_force = (
+            f"in force {took:.1f} s after `meshward apply` started"
+            if took is not None
+            else "not acknowledged within 10 s"
+        )
         observed = (
-            f"generation {before}→{before + 1}: {_status_text(denied)} ({took:.1f} s after apply, incl. "
-            f"starting the caller); rollback: {_status_text(allowed)}"
+            f"generation {before + 1} {in_force}: {_status_text(denied)}; "
+            f"rollback (generation {after}): {_status_text(allowed)}"
         )
         return _held(title, expected, observed, denied.get("status") == 403 and allowed.get("status") == 200)
 
