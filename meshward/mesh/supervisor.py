@@ -41,7 +41,7 @@ from meshward.resources import Resource
 from meshward.resources.loader import load_file
 from meshward.resources.mesh import Mesh, Workload, parse_duration
 
-__all__ = ["MeshError", "MeshSupervisor", "format_table", "free_port", "sidecar_command"]
+__all__ = ["CONTROL_PORT", "MeshError", "MeshSupervisor", "format_table", "free_port", "sidecar_command"]
 
 CONTROL_PORT = 15012
 START_TIMEOUT = 20.0
@@ -170,6 +170,7 @@ class _WorkloadRunner:
             return None
 
         info = _wait(ready, START_TIMEOUT, f"the sidecar of {rec.ref}", mesh.stopping)
+        mesh.log(f"{rec.ref}: sidecar ready (generation {info.get('generation')})")
         for name in ("inbound", "outbound", "admin"):
             if info.get(name):
                 self.listeners[name] = str(info[name])  # a restart binds the same ports
@@ -216,6 +217,7 @@ class _WorkloadRunner:
         _wait(ready, timeout, f"the app of {rec.ref} to be ready", self.mesh.stopping)
         rec.ready, rec.state, rec.message = True, "ready", ""
         self.mesh.save()
+        self.mesh.log(f"{rec.ref}: ready")
 
     def _probe(self) -> bool:
         path = self.workload.spec.readiness.http_get
@@ -306,25 +308,33 @@ class _WorkloadRunner:
 class MeshSupervisor:
     """Runs one mesh file: see the module docstring."""
 
-    def __init__(self, state: MeshState, mesh_file: Path, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        state: MeshState,
+        mesh_file: Path,
+        control_port: int = CONTROL_PORT,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.state = state
         self.mesh_file = mesh_file.resolve()
         self.cwd = Path.cwd()  # apps run where `meshward up` runs (so `python -m pkg.mod` works)
         self.stopping = threading.Event()
         self.control: Child | None = None
         self.control_url = ""
+        self.wanted_control_port = control_port  # 0: any free port
         self.control_port = 0
         self.control_failures = 0
         self.next_control_start = 0.0
         self.runners: list[_WorkloadRunner] = []
         self.record = RunRecord(supervisor_pid=os.getpid(), mesh_file=str(self.mesh_file))
         self._save_lock = threading.Lock()
+        self._started = time.monotonic()
         self._log = log or (lambda line: print(f"meshward up: {line}", file=sys.stderr, flush=True))
         self.resources: list[Resource[Any]] = []
         self.identity: IdentityService
 
     def log(self, line: str) -> None:
-        self._log(line)
+        self._log(f"[{time.monotonic() - self._started:5.1f}s] {line}")
 
     def save(self) -> None:
         with self._save_lock:
@@ -357,7 +367,8 @@ class MeshSupervisor:
             self.log(f"using the control plane already serving this state: {existing.url}")
             return
         if not self.control_port:
-            self.control_port = CONTROL_PORT if _port_free(CONTROL_PORT) else free_port()
+            wanted = self.wanted_control_port
+            self.control_port = wanted if wanted and _port_free(wanted) else free_port()
         args = [sys.executable, "-m", "meshward.control", "--state", str(self.state.path)]
         args += ["--listen", f"127.0.0.1:{self.control_port}"]
         self.control = start_child("control", args, mesh_dir(self.state.path) / "control.log")
@@ -377,6 +388,7 @@ class MeshSupervisor:
             return info is not None and info.pid == control.pid
 
         _wait(up, START_TIMEOUT, "the control plane", self.stopping)
+        self.log(f"control plane serving on {self.control_url}")
 
     def start_control(self) -> None:
         self.launch_control()

@@ -16,7 +16,6 @@ from meshward.cli.errors import CliError
 from meshward.control.client import read_control_info
 from meshward.control.server import DEFAULT_LISTEN, ControlPlane
 from meshward.identity.state import MeshState
-from meshward.proxy.options import parse_address
 
 __all__ = ["register", "run_control"]
 
@@ -39,10 +38,10 @@ def register(
 
 
 def run_control(args: argparse.Namespace) -> int:
-    try:
-        listen = parse_address(args.listen)
-    except ValueError as exc:
-        raise CliError(f"--listen: {exc}") from None
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise CliError(f"--listen: expected HOST:PORT, not {args.listen!r}")
+    listen = (host.strip("[]"), int(port))
     state = MeshState(args.state)
     running = read_control_info(state.path)
     if running is not None:

@@ -1,16 +1,16 @@
 """``meshward up -f MESH.yaml [--detach]``: run the control plane and every Workload with its sidecar.
 
 In the foreground it prints the table of workloads once all are ready, then keeps them running
-(restarting what exits) until Ctrl-C, which stops everything. ``--detach`` runs the same runner
-in the background (its log in ``<state>/mesh/up.log``), returns once all are ready, and
+(restarting what exits) until Ctrl-C, which stops everything. ``--detach`` forks the same runner
+into the background (its log in ``<state>/mesh/up.log``), returns once all are ready, and
 ``meshward down`` stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from meshward.cli.errors import CliError
 from meshward.control.client import pid_alive
 from meshward.identity.state import MeshState
 from meshward.mesh.records import mesh_dir, read_run
-from meshward.mesh.supervisor import MeshError, MeshSupervisor, format_table
+from meshward.mesh.supervisor import CONTROL_PORT, MeshError, MeshSupervisor, format_table
 from meshward.resources.loader import LoadError, load_file
 
 __all__ = ["register", "run_foreground"]
@@ -40,6 +40,12 @@ def register(
     p.add_argument("-f", "--filename", required=True, type=Path, help="the mesh file (YAML)")
     p.add_argument(
         "--detach", "-d", action="store_true", help="run in the background; stop with `meshward down`"
+    )
+    p.add_argument(
+        "--control-port",
+        type=int,
+        default=CONTROL_PORT,
+        help="loopback port of the control plane (default: %(default)s, or a free one if taken; 0: a free one)",
     )
     p.set_defaults(func=up)
 
@@ -63,13 +69,15 @@ def up(args: argparse.Namespace) -> int:
     _refuse_if_running(state)
     if args.detach:
         return _detach(args, state)
-    return run_foreground(args.state, args.filename)
+    return run_foreground(args.state, args.filename, args.control_port)
 
 
-def run_foreground(state_dir: Path, mesh_file: Path, announce: bool = True) -> int:
+def run_foreground(
+    state_dir: Path, mesh_file: Path, control_port: int = CONTROL_PORT, announce: bool = True
+) -> int:
     """Start the mesh, print its table, supervise it until SIGINT/SIGTERM, then stop it all."""
     state = MeshState(state_dir)
-    supervisor = MeshSupervisor(state, mesh_file)
+    supervisor = MeshSupervisor(state, mesh_file, control_port)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         supervisor.request_stop()
@@ -95,32 +103,64 @@ def run_foreground(state_dir: Path, mesh_file: Path, announce: bool = True) -> i
 
 
 def _detach(args: argparse.Namespace, state: MeshState) -> int:
+    """Fork the runner into its own session (no second interpreter start-up), wait until ready."""
     log = mesh_dir(state.path) / "up.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "meshward.mesh", "-f", str(args.filename.resolve())]
-    command += ["--state", str(state.path.resolve())]
-    with open(log, "ab") as out:
-        child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the runner: its own session, output to the log, never returns
+        os._exit(_run_detached(state.path, args.filename, args.control_port, log))
     deadline = time.monotonic() + DETACH_TIMEOUT
     while time.monotonic() < deadline:
         run = read_run(state.path)
-        if run is not None and run.supervisor_pid == child.pid and run.state in ("running", "failed"):
+        if run is not None and run.supervisor_pid == pid and run.state in ("running", "failed"):
             if run.state == "failed":
-                child.wait(30)
+                _reap(pid, 30.0)
                 raise CliError(f"the mesh did not start: {run.error} (log: {log})")
             print(format_table(run, state.path))
             print(
-                f"mesh up in the background (runner pid {child.pid}); stop it with `meshward down`",
-                file=sys.stderr,
+                f"mesh up in the background (runner pid {pid}); stop it with `meshward down`", file=sys.stderr
             )
             return 0
-        if child.poll() is not None:
+        if _reap(pid, 0.0):
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-            raise CliError(
-                f"the mesh did not start: {tail[0] if tail else f'exit {child.returncode}'} (log: {log})"
-            )
-        time.sleep(0.05)
-    child.send_signal(signal.SIGTERM)
+            raise CliError(f"the mesh did not start: {tail[0] if tail else 'the runner exited'} (log: {log})")
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGTERM)
     raise CliError(f"the mesh was not ready within {DETACH_TIMEOUT:.0f}s; stopping it (log: {log})")
+
+
+def _run_detached(state_dir: Path, mesh_file: Path, control_port: int, log: Path) -> int:
+    code = 1
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        code = run_foreground(state_dir, mesh_file, control_port, announce=False)
+    except CliError as exc:
+        print(f"meshward up: {exc}", file=sys.stderr)
+    except BaseException as exc:  # nothing may escape into the parent's code path
+        print(f"meshward up: {type(exc).__name__}: {exc}", file=sys.stderr)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+def _reap(pid: int, timeout: float) -> bool:
+    """True once the forked runner has exited (and is collected)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if done:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)

@@ -1,0 +1,189 @@
+"""The quickstart as a user runs it: up --detach, status, run, live policy, rollback, control outage, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshward.control.operations import config_access
+from meshward.identity.state import MeshState
+from tests.mesh.meshctl import QUICKSTART, Mesh, alive, processes_mentioning
+from tests.support.proc import PYTHON, wait_for
+
+pytestmark = pytest.mark.e2e
+
+EXTRA_POLICY = textwrap.dedent(
+    """\
+    apiVersion: meshward.dev/v1alpha1
+    kind: AuthorizationPolicy
+    metadata: {name: audit-models, namespace: ml}
+    spec:
+      action: AUDIT
+      rules: [{to: [{operation: {paths: ["/v1/models"]}}]}]
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    m = Mesh(tmp_path_factory.mktemp("quickstart") / "state")
+    try:
+        up = m.cli("up", "-f", str(QUICKSTART), "--detach", "--control-port", "0")
+        assert "spiffe://demo.local/ns/ml/sa/tiny-model" in up.stdout  # the table
+        yield m
+    finally:
+        m.cli("down", check=False)
+        m.kill_everything()
+
+
+def test_status_json_follows_the_contract(mesh: Mesh) -> None:
+    doc = json.loads(mesh.cli("status", "--json").stdout)
+    assert doc["trust_domain"] == "demo.local"
+    assert doc["control"]["url"].startswith("https://127.0.0.1:") and doc["control"]["generation"] == 1
+    assert {w["name"] for w in doc["workloads"]} == {"tiny-model", "webapp"}
+    for w in doc["workloads"]:
+        assert set(w) >= {
+            "name",
+            "namespace",
+            "service",
+            "identity",
+            "app",
+            "inbound",
+            "outbound",
+            "admin",
+            "pid",
+            "sidecar_pid",
+            "cert_not_after",
+            "ready",
+        }
+        assert w["ready"] is True and w["cert_not_after"].endswith("Z")
+        assert w["config"] == {"generation": 1, "status": "ACK", "reason": ""}
+    model = next(w for w in doc["workloads"] if w["name"] == "tiny-model")
+    assert model["identity"] == "spiffe://demo.local/ns/ml/sa/tiny-model" and model["service"] == "tiny-model"
+
+
+def test_traffic_flows_over_mtls_with_verified_identity(mesh: Mesh) -> None:
+    status, answer = mesh.ask("hello")
+    assert status == 200 and answer["choices"][0]["message"]["content"] == "olleh"
+    assert "URI=spiffe://demo.local/ns/web/sa/webapp" in answer["caller"]
+
+
+def test_run_gives_the_command_a_sidecar_and_its_exit_code(mesh: Mesh, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """\
+        import json, sys, urllib.request
+        req = urllib.request.Request("http://tiny-model.ml/v1/chat/completions", method="POST",
+            data=json.dumps({"messages": [{"role": "user", "content": "abc"}]}).encode())
+        answer = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        print(answer["caller"])
+        sys.exit(3)
+        """
+    )
+    done = mesh.cli("run", "--as", "web/webapp", "--", PYTHON, "-c", script, check=False)
+    assert done.returncode == 3, done.stderr
+    assert "URI=spiffe://demo.local/ns/web/sa/webapp" in done.stdout
+    assert not list((mesh.state / "sidecars").glob("*run-*"))  # the temporary sidecar is gone
+    assert not [p for p in processes_mentioning(str(mesh.state)) if "run-" in p[1]]
+
+
+def test_policy_change_reaches_every_sidecar_without_dropping_a_request(mesh: Mesh) -> None:
+    results: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set() and len(results) < 2000:
+            results.append(mesh.ask("live")[0])
+
+    before = max(mesh.generations().values())
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        wait_for(lambda: len(results) >= 3, 20, what="traffic")
+        access = config_access(MeshState(mesh.state))
+        started = time.monotonic()
+        generation = access.apply(EXTRA_POLICY, "extra.yaml", dry_run=False)["generation"]
+        assert generation == before + 1
+        mesh.wait_generation(generation, timeout=5)  # "within 1 s" is the target; 5 s bounds the test
+        elapsed = time.monotonic() - started
+        count = len(results)
+        wait_for(lambda: len(results) >= count + 3, 20, what="traffic after the change")
+    finally:
+        stop.set()
+        worker.join(30)
+    print(
+        f"\napply → every sidecar on generation {generation}: {elapsed * 1000:.0f} ms; {len(results)} requests"
+    )
+    assert set(results) == {200}, f"a request failed during the change: {sorted(set(results))}"
+
+
+def test_broken_file_is_refused_with_its_location_and_nothing_changes(mesh: Mesh, tmp_path: Path) -> None:
+    before = mesh.status()["control"]["generation"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        EXTRA_POLICY.replace("audit-models", "fine")
+        + "---\n"
+        + textwrap.dedent(
+            """\
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {name: allow-app, namespace: ml}
+            spec:
+              rules:
+              - to:
+                - operation:
+                    methods: GET
+            """
+        )
+    )
+    done = mesh.cli("apply", "-f", str(broken), check=False)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"meshward: {broken}:15: AuthorizationPolicy ml/allow-app: spec.rules[0].to[0].operation.methods: "
+        "Input should be a valid list\n"
+    )
+    assert mesh.status()["control"]["generation"] == before
+    assert mesh.cli("get", "authorizationpolicy", "fine", check=False).returncode == 1
+
+
+def test_rollback_restores_a_previous_generation_everywhere(mesh: Mesh) -> None:
+    assert "audit-models" in mesh.cli("get", "authorizationpolicies").stdout
+    done = mesh.cli("rollback", "1")
+    assert "authorizationpolicy ml/audit-models deleted" in done.stdout
+    generation = mesh.status()["control"]["generation"]
+    mesh.wait_generation(generation, timeout=10)
+    names = [
+        d["metadata"]["name"]
+        for d in json.loads(mesh.cli("get", "authorizationpolicies", "-o", "json").stdout)
+    ]
+    assert names == ["webapp-may-chat"]
+    assert mesh.cli("history").stdout.count("\n") == 1 + generation
+
+
+def test_killed_control_plane_leaves_traffic_flowing_and_comes_back(mesh: Mesh) -> None:
+    old = mesh.status()["control"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old), 10, what="the control plane to die")
+    for _ in range(3):
+        assert mesh.ask("still here")[0] == 200
+    wait_for(lambda: mesh.status()["control"]["pid"] not in (None, old), 30, what="a restarted control plane")
+    access = config_access(MeshState(mesh.state))
+    generation = access.apply(EXTRA_POLICY, "extra.yaml", dry_run=False)["generation"]
+    mesh.wait_generation(generation, timeout=30)  # sidecars reconnect with backoff (at most 5 s apart)
+    assert mesh.ask("after")[0] == 200
+
+
+def test_down_leaves_no_process_behind(mesh: Mesh) -> None:
+    pids = mesh.pids()
+    assert len(pids) >= 6  # runner, control, 2 sidecars, 2 apps
+    mesh.cli("down")
+    wait_for(lambda: not any(alive(p) for p in pids), 10, what="every process to end")
+    assert processes_mentioning(str(mesh.state)) == []
+    assert mesh.status()["workloads"] == []
