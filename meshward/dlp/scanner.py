@@ -10,8 +10,11 @@ Both engines give the same findings, by construction:
   reported with its leftmost start, so every match of the guarded regex lies inside the union
   of the reported spans of its pattern. Running the same ``finditer`` on each merged region
   (``pos`` = region start, so look-behind still sees the byte before it; ``endpos`` = region
-  end + 2, the widest look-ahead guard) therefore yields exactly the reference matches, while
-  Python only ever looks at the few bytes Hyperscan flagged.
+  end + 2, the widest look-ahead guard; matches starting past the region end are dropped, as
+  only there can the truncated look-ahead differ) therefore yields exactly the reference
+  matches, while Python only ever looks at the few bytes Hyperscan flagged.
+- A pattern may give Hyperscan a cheaper ``prefilter`` (email: from the ``@``) with a
+  ``reach_back``: the region then starts that many bytes earlier.
 
 ``tests/dlp/test_scanner_equivalence.py`` checks the claim on generated text.
 """
@@ -149,7 +152,6 @@ class Scanner:
             hits = [(r, max(0, s - reach[r]), e) for r, s, e in hits]
         hits.sort()
         found: list[Finding] = []
-        size = len(data)
         regexes = self._regexes
         current = hits[0][0]
         region_start, region_end = hits[0][1], hits[0][2]
@@ -158,24 +160,20 @@ class Scanner:
                 if end > region_end:
                     region_end = end
                 continue
-            self._scan_region(
-                regexes[current],
-                current,
-                data,
-                region_start,
-                min(size, region_end + _LOOKAHEAD_MARGIN),
-                found,
-            )
+            self._scan_region(regexes[current], current, data, region_start, region_end, found)
             current, region_start, region_end = rank, start, end
-        self._scan_region(
-            regexes[current], current, data, region_start, min(size, region_end + _LOOKAHEAD_MARGIN), found
-        )
+        self._scan_region(regexes[current], current, data, region_start, region_end, found)
         return resolve_overlaps(found) if len(found) > 1 else found
 
     def _scan_region(
         self, regex: re.Pattern[bytes], rank: int, data: bytes, start: int, end: int, out: list[Finding]
     ) -> None:
-        for m in regex.finditer(data, start, end):
+        # Matches starting at or after ``end`` belong to a later region (or are artefacts of
+        # the truncated look-ahead there): every reference match starting in [start, end)
+        # ends by ``end``, and up to ``end`` the truncated search sees what the full one sees.
+        for m in regex.finditer(data, start, min(len(data), end + _LOOKAHEAD_MARGIN)):
+            if m.start() >= end:
+                break
             self._confirm(rank, data, m.start(), m.end(), out)
 
 
