@@ -1,0 +1,1 @@
+"""Authorization: policy model, engine, filter and `meshward check`."""
