@@ -2,7 +2,8 @@
 
 ``on_request`` admits the request against every RateLimitPolicy limit that applies (see
 :mod:`meshward.ratelimit.limiter`) or answers 429 with the IETF RateLimit fields (503 when
-a fail-closed limit's store is down). Shadow limits only count. The response hooks read
+a fail-closed limit's store is down); admitted responses carry the fields of the tightest
+enforced limit. Shadow limits only count. The response hooks read
 the token usage as the body streams by (:class:`meshward.ai.usage.UsageMeter`, nothing is
 held back) and ``on_complete`` — which runs once whatever happened — reconciles token
 reservations with that usage, releases concurrency slots and records ``ctx.tokens``.
@@ -21,7 +22,7 @@ from meshward.ai.types import TokenUsage
 from meshward.ai.usage import UsageMeter
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
-from meshward.ratelimit.answer import answer_for
+from meshward.ratelimit.answer import answer_for, status_headers
 from meshward.ratelimit.backend import Backend, LocalBackend
 from meshward.ratelimit.compile import CompiledLimit, RequestFacts, compile_policies
 from meshward.ratelimit.limiter import Admission, RateLimiter
@@ -131,8 +132,13 @@ class RateLimitFilter(Filter):
 
     def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
         pending = ctx.scratch.get(_SCRATCH)
-        if pending is not None and pending.meter is not None:
+        if pending is None:
+            return False
+        if pending.meter is not None:
             pending.meter.start(status, headers)
+        tightest = pending.admission.tightest
+        if tightest is not None:
+            headers.extend(status_headers(*tightest))
         return False
 
     def on_response_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:

@@ -6,6 +6,9 @@ fields): ``RateLimit-Policy: "<limit>";q=<quota>;w=<window>[;qu="<unit>"]`` and
 seconds (RFC 9110) naming the same moment as ``t`` when a window resets. Token budgets say
 ``qu="tokens"``, concurrency bounds ``qu="concurrent-requests"``.
 
+Admitted responses carry the same two fields for the enforced limit with the smallest share
+left (the draft asks for the tightest window), so well-behaved clients can pace themselves.
+
 A limit whose store is unreachable and fails closed answers 503 (the mesh's fault, not the
 caller's) with ``Retry-After: 1`` and no RateLimit fields (nothing is known about them).
 """
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshward.ratelimit.compile import CompiledLimit, Dimension
 from meshward.ratelimit.limiter import Refusal
-from meshward.ratelimit.state import ceil_seconds
+from meshward.ratelimit.state import Decision, ceil_seconds
 
-__all__ = ["RefusalAnswer", "answer_for"]
+__all__ = ["RefusalAnswer", "answer_for", "status_headers"]
 
 
 class RefusalAnswer:
@@ -59,3 +63,11 @@ def answer_for(refusal: Refusal) -> RefusalAnswer:
         "retry_after": retry_after,
     }
     return RefusalAnswer(429, "rate limited", headers, body)
+
+
+def status_headers(limit: CompiledLimit, dimension: Dimension, decision: Decision) -> list[tuple[str, str]]:
+    """``RateLimit-Policy`` and ``RateLimit`` for an admitted request."""
+    item = f'"{limit.name}";r={decision.remaining}'
+    if dimension != "concurrency":
+        item += f";t={ceil_seconds(decision.reset)}"
+    return [("RateLimit-Policy", limit.policy_item(dimension)), ("RateLimit", item)]

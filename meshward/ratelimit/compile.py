@@ -152,6 +152,14 @@ class CompiledLimit:
             value = facts.headers.get(self.header, "-")
         return bounded_key(value)
 
+    def quota(self, dimension: Dimension) -> int:
+        """The ``q`` of this limit's dimension (quota units per window, or slots)."""
+        if dimension == "requests":
+            return self.requests_quota
+        if dimension == "tokens":
+            return self.token_limit
+        return self.concurrency
+
     def policy_item(self, dimension: Dimension) -> str:
         """This limit as one item of the IETF ``RateLimit-Policy`` field."""
         if dimension == "requests":

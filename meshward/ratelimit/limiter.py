@@ -55,10 +55,23 @@ class Admission:
     Lists are created only when something is put in them (most requests hold nothing).
     """
 
-    __slots__ = ("failed_open", "holds", "lease", "refusal", "releases", "settled", "shadow_refusals")
+    __slots__ = (
+        "failed_open",
+        "holds",
+        "lease",
+        "refusal",
+        "releases",
+        "settled",
+        "shadow_refusals",
+        "tightest",
+        "tightest_share",
+    )
 
     def __init__(self, lease: str) -> None:
         self.lease = lease
+        # The enforced limit with the smallest share left, advertised on the response.
+        self.tightest: tuple[CompiledLimit, Dimension, Decision] | None = None
+        self.tightest_share = float("inf")
         self.refusal: Refusal | None = None
         self.shadow_refusals: list[Refusal] = _NONE
         self.failed_open: list[CompiledLimit] = _NONE
@@ -115,7 +128,12 @@ class RateLimiter:
             for dim in limit.dimensions:
                 try:
                     if backend.synchronous:
-                        decision = self._check_now(adm, limit, backend, dim, key, prompt_estimate, max_output)
+                        if dim == "requests":  # the common case, inlined
+                            decision = backend.take_now(limit, key)
+                        else:
+                            decision = self._check_now(
+                                adm, limit, backend, dim, key, prompt_estimate, max_output
+                            )
                     else:
                         decision = await self._check(
                             adm, limit, backend, dim, key, prompt_estimate, max_output
@@ -128,6 +146,11 @@ class RateLimiter:
                     refusal = Refusal(limit, dim, Decision(False, 0, 1.0, 1.0), unavailable=True)
                 else:
                     if decision.allowed:
+                        if not limit.shadow:
+                            share = decision.remaining / limit.quota(dim)
+                            if share < adm.tightest_share:
+                                adm.tightest_share = share
+                                adm.tightest = (limit, dim, decision)
                         continue
                     refusal = Refusal(limit, dim, decision)
                 if limit.shadow:

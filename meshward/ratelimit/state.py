@@ -63,20 +63,22 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = now
 
-    def _refill(self, now: float, rate: float, burst: float) -> None:
-        elapsed = now - self.stamp
-        if elapsed > 0:
-            self.tokens = min(burst, self.tokens + elapsed * rate)
-            self.stamp = now
-        elif self.tokens > burst:  # burst lowered by a config change
-            self.tokens = float(burst)
-
     def take(self, now: float, rate: float, burst: float, n: float = 1.0) -> Decision:
-        self._refill(now, rate, burst)
-        if self.tokens >= n:
-            self.tokens -= n
-            return Decision(True, int(self.tokens), (burst - self.tokens) / rate)
-        return Decision(False, int(self.tokens), (burst - self.tokens) / rate, (n - self.tokens) / rate)
+        tokens = self.tokens
+        elapsed = now - self.stamp
+        if elapsed > 0:  # refill (a clock stepping back counts as no time)
+            tokens += elapsed * rate
+            if tokens > burst:
+                tokens = burst
+            self.stamp = now
+        elif tokens > burst:  # burst lowered by a config change
+            tokens = burst
+        if tokens >= n:
+            tokens -= n
+            self.tokens = tokens
+            return Decision(True, int(tokens), (burst - tokens) / rate)
+        self.tokens = tokens
+        return Decision(False, int(tokens), (burst - tokens) / rate, (n - tokens) / rate)
 
     def idle(self, now: float, rate: float, burst: float) -> bool:
         """True if forgetting this bucket loses nothing (it has refilled completely)."""

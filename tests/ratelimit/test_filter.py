@@ -229,3 +229,22 @@ def test_tokens_are_known_before_any_filter_completes() -> None:
     assert (ctx.tokens.input, ctx.tokens.output) == (3, 4)
     f.on_complete(ctx)
     assert (ctx.tokens.input, ctx.tokens.output) == (3, 4)
+
+
+def test_admitted_responses_advertise_the_tightest_enforced_limit() -> None:
+    clock = Clock(1_000_040.0)
+    f = chain(
+        runtime(clock),
+        {"name": "rps", "requests": {"limit": 10, "per": "second"}},  # 9 of 10 left: 90 %
+        {"name": "t", "tokens": {"limit": 100}},  # 70 of 100 left after the estimate: 70 %
+        {"name": "dry", "requests": {"limit": 1}, "mode": "shadow"},  # shadow: never advertised
+    )
+    ctx = context(prompt=30)
+    assert asyncio.run(f.on_request(ctx)) is None
+    response_headers = [("content-type", "application/json")]
+    f.on_response_headers(ctx, 200, response_headers)
+    assert response_headers[1:] == [
+        ("RateLimit-Policy", '"t";q=100;w=60;qu="tokens"'),
+        ("RateLimit", '"t";r=70;t=40'),
+    ]
+    f.on_complete(ctx)
