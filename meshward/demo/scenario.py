@@ -166,7 +166,7 @@ class Scenario:
 
         line = wait_until(audited, timeout=10, interval=0.5)
         observed = (
-            f"HTTP 403; audit: {_clip(line.split(' ', 2)[-1], 90)}"
+            f"HTTP 403; audit: {_clip(line[line.find(who) :], 100)}"
             if line
             else "HTTP 403, but no audit record"
         )
@@ -305,11 +305,10 @@ class Scenario:
             return _held(title, expected, "no current generation in `meshward status`", False)
         policy = self.workdir / "deny-preprocessor.yaml"
         policy.write_text(DENY_PREPROCESSOR)
-        t0 = time.monotonic()
         applied = self.cli.run("apply", "-f", str(policy))
         if applied.returncode != 0:
             return _held(title, expected, f"apply failed: {_clip(applied.stderr, 80)}", False)
-        took = self.in_force("fraud-model", before + 1, t0)
+        took = self.in_force("fraud-model", before + 1, time.monotonic())
         denied, _ = self.call("ml/preprocessor", "examples.clients.infer")
         rolled = self.cli.run("rollback", str(before))
         if rolled.returncode != 0:
@@ -318,7 +317,7 @@ class Scenario:
         self.in_force("fraud-model", after, time.monotonic())
         allowed, _ = self.call("ml/preprocessor", "examples.clients.infer")
         in_force = (
-            f"in force {took:.1f} s after `meshward apply` started"
+            f"acknowledged by fraud-model's sidecar {took:.1f} s after `meshward apply` returned"
             if took is not None
             else "not acknowledged within 10 s"
         )
