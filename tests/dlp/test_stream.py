@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -41,7 +42,7 @@ def contents(stream: bytes) -> str:
 def split_tokens(text: str, cuts: list[int]) -> list[str]:
     cuts = sorted({c for c in cuts if 0 < c < len(text)})
     bounds = [0, *cuts, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def test_card_split_across_two_delta_contents_is_masked_as_a_whole() -> None:
