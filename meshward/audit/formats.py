@@ -16,6 +16,7 @@ from typing import Any
 
 from meshward import __version__
 from meshward.audit.chain import AuditRecord
+from meshward.audit.ocsf import enrich
 
 __all__ = ["FORMATS", "to_cef", "to_ocsf", "to_ocsf_json", "to_syslog"]
 
@@ -25,7 +26,7 @@ _HOSTNAME = (socket.gethostname() or "-")[:255]
 
 
 def to_ocsf(record: AuditRecord, source: str, chain: str) -> dict[str, Any]:
-    event = dict(record.event)
+    event = enrich(record.event)
     unmapped = dict(event.get("unmapped") or {})
     unmapped["meshward_audit"] = {
         "source": source,
@@ -64,7 +65,7 @@ def _get(event: dict[str, Any], *path: str) -> Any:
 
 def to_cef(record: AuditRecord, source: str, chain: str) -> str:
     """``CEF:0|Meshward|meshward|VERSION|TYPE_UID|NAME|SEVERITY|key=value ...``."""
-    e = record.event
+    e = enrich(record.event)
     name = e.get("class_name", "event")
     if e.get("activity_name"):
         name = f"{name}: {e['activity_name']}"
@@ -86,6 +87,7 @@ def to_cef(record: AuditRecord, source: str, chain: str) -> str:
     authz = e.get("authorizations") or [{}]
     policy = _get(authz[0], "policy", "name") if isinstance(authz[0], dict) else None
     mw = _get(e, "unmapped", "meshward") or {}
+    mw = {"model": mw.get("model"), "ai_operation": mw.get("op")}
     fields += [
         ("cs1Label", "policy" if policy else None),
         ("cs1", policy),
@@ -122,7 +124,7 @@ def _sd_value(value: object) -> str:
 
 def to_syslog(record: AuditRecord, source: str, chain: str, app_name: str = "meshward") -> str:
     """One RFC 5424 message (no framing): header, structured data, the OCSF JSON as MSG."""
-    e = record.event
+    e = enrich(record.event)
     severity = _SYSLOG_SEVERITY.get(int(e.get("severity_id") or 1), 6)
     pri = _FACILITY_LOG_AUDIT * 8 + severity
     millis = int(e.get("time") or 0)
@@ -132,5 +134,5 @@ def to_syslog(record: AuditRecord, source: str, chain: str, app_name: str = "mes
         f'[{_SD_ID} source="{_sd_value(source)}" chain="{_sd_value(chain)}" '
         f'seq="{record.seq}" hash="{record.hash}" type_uid="{e.get("type_uid", 0)}"]'
     )
-    msg = json.dumps(record.event, separators=(",", ":"), sort_keys=True)
+    msg = json.dumps(e, separators=(",", ":"), sort_keys=True)
     return f"<{pri}>1 {stamp} {_HOSTNAME} {app_name} - {msgid} {sd} {msg}"

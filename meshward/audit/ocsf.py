@@ -25,6 +25,7 @@ __all__ = [
     "PRODUCT",
     "api_activity",
     "application_lifecycle",
+    "enrich",
     "http_activity",
     "is_security_relevant",
 ]
@@ -54,6 +55,9 @@ _DECISION = {
 }
 
 
+_BLOCKING_FLAGS = frozenset({"RBAC", "RL", "DLP"})  # local answers of authz, rate limits, DLP
+
+
 def is_security_relevant(ctx: RequestContext) -> bool:
     """Anything but a plain allowed request: a deny, a dry-run deny, an AUDIT mark, a limit, DLP."""
     return bool(
@@ -74,75 +78,63 @@ def _metadata(uid: str | None, log_name: str, correlation_uid: str | None = None
     return meta
 
 
-def http_activity(ctx: RequestContext, reporter: str, time_ms: int, duration_ms: int) -> dict[str, Any]:
-    """One request as an OCSF HTTP Activity event; ``reporter`` is the sidecar's SPIFFE ID."""
+def http_activity(ctx: RequestContext, time_ms: int, duration_ms: int) -> dict[str, Any]:
+    """One request as a lean OCSF HTTP Activity event (captions are added by :func:`enrich`).
+
+    Written for every request when allowed requests are audited, so it carries ids, not their
+    captions, and nothing the chain already says (the reporting sidecar is the chain's source).
+    """
     activity_id = _HTTP_ACTIVITY.get(ctx.method, 99)
-    action_id, action, disposition_id, disposition, severity = _DECISION.get(
-        ctx.decision, (2, "Denied", 2, "Blocked", _SEVERITY_MEDIUM)
+    decision = ctx.decision
+    if ctx.response_flags in _BLOCKING_FLAGS:  # a rate limit or DLP answered, authz allowed
+        decision = "deny"
+    action_id, _, disposition_id, _, severity = _DECISION.get(
+        decision, (2, "Denied", 2, "Blocked", _SEVERITY_MEDIUM)
     )
     status = ctx.response_status
     if ctx.findings or ctx.audit_marks:
-        severity = max(severity, _SEVERITY_MEDIUM)
+        severity = _SEVERITY_MEDIUM
     peer = ctx.peer
     authorization: dict[str, Any] = {"decision": ctx.decision}
     if ctx.policy:
         authorization["policy"] = {"name": ctx.policy, "uid": ctx.rule or ""}
+    reason = ctx.scratch.get("authz.reason")
+    if isinstance(reason, str):
+        authorization["reason"] = reason
     ai = ctx.ai
-    meshward: dict[str, Any] = {
-        "reporter": reporter,
-        "direction": ctx.direction,
-        "response_flags": ctx.response_flags,
-        "model": ai.model,
-        "ai_operation": ai.operation,
-        "ai_protocol": ai.protocol,
-    }
+    meshward: dict[str, Any] = {"flags": ctx.response_flags, "op": ai.operation}
+    if ai.model:
+        meshward["model"] = ai.model
+    if ctx.upstream_duration is not None:
+        meshward["upstream_ms"] = int(ctx.upstream_duration * 1000)
     if ctx.tokens.total:
-        meshward["tokens"] = {
-            "input": ctx.tokens.input,
-            "output": ctx.tokens.output,
-            "estimated": ctx.tokens.estimated,
-        }
+        meshward["tokens"] = [ctx.tokens.input, ctx.tokens.output, ctx.tokens.estimated]
     if ctx.findings:
         meshward["dlp_findings"] = dict(ctx.findings)
     if ctx.audit_marks:
         meshward["audit_marks"] = list(ctx.audit_marks)
     dlp = ctx.scratch.get("dlp")
     if dlp:
-        meshward["dlp"] = {k: str(dlp[k]) for k in ("blocked", "export_limit", "fail_open") if dlp.get(k)}
+        notes = {k: str(dlp[k]) for k in ("blocked", "export_limit", "fail_open") if dlp.get(k)}
         if dlp.get("uninspectable"):
-            meshward["dlp"]["uninspectable"] = True
-    reason = ctx.scratch.get("authz.reason")
-    if isinstance(reason, str):
-        authorization["reason"] = reason
-    if ctx.upstream_duration is not None:
-        meshward["upstream_duration_ms"] = round(ctx.upstream_duration * 1000, 3)
+            notes["uninspectable"] = "true"
+        meshward["dlp"] = notes
     event: dict[str, Any] = {
         "class_uid": 4002,
-        "class_name": "HTTP Activity",
         "category_uid": 4,
-        "category_name": "Network Activity",
         "activity_id": activity_id,
-        "activity_name": _HTTP_ACTIVITY_NAME.get(activity_id, "Other"),
         "type_uid": 400200 + activity_id,
         "time": time_ms,
         "duration": duration_ms,
         "severity_id": severity,
         "status_id": 1 if 0 < status < 400 else 2,
         "action_id": action_id,
-        "action": action,
         "disposition_id": disposition_id,
-        "disposition": disposition,
-        "metadata": _metadata(ctx.request_id, "http", ctx.trace_id),
-        "actor": {"user": {"uid": peer.spiffe_id or "", "name": peer.principal or "", "type_id": 99}},
+        "metadata": {"version": OCSF_VERSION, "uid": ctx.request_id},
+        "actor": {"user": {"uid": peer.spiffe_id or ""}},
         "src_endpoint": {"ip": peer.ip, "port": peer.port},
-        "dst_endpoint": {"hostname": ctx.host, "port": ctx.destination_port},
-        "http_request": {
-            "http_method": ctx.method,
-            "uid": ctx.request_id,
-            "url": {"path": ctx.path, "hostname": ctx.host, "port": ctx.destination_port},
-        },
+        "http_request": {"http_method": ctx.method, "url": {"path": ctx.path, "hostname": ctx.host}},
         "http_response": {"code": status},
-        "http_status": status,
         "traffic": {"bytes_in": ctx.bytes_received, "bytes_out": ctx.bytes_sent},
         "authorizations": [authorization],
         "unmapped": {"meshward": meshward},
@@ -150,6 +142,38 @@ def http_activity(ctx: RequestContext, reporter: str, time_ms: int, duration_ms:
     if ctx.trace_id:
         event["trace"] = {"uid": ctx.trace_id}
     return event
+
+
+_CLASS_NAMES = {
+    4002: ("HTTP Activity", "Network Activity"),
+    6002: ("Application Lifecycle", "Application Activity"),
+    6003: ("API Activity", "Application Activity"),
+}
+_ACTION = {1: "Allowed", 2: "Denied"}
+_DISPOSITION = {1: "Allowed", 2: "Blocked", 15: "Detected", 17: "Logged"}
+
+
+def enrich(event: dict[str, Any]) -> dict[str, Any]:
+    """A copy with the captions OCSF consumers expect (class, category, activity, action,
+    disposition names, the product) added; what exports send."""
+    out = dict(event)
+    names = _CLASS_NAMES.get(int(out.get("class_uid") or 0))
+    if names:
+        out.setdefault("class_name", names[0])
+        out.setdefault("category_name", names[1])
+    if out.get("class_uid") == 4002:
+        out.setdefault("activity_name", _HTTP_ACTIVITY_NAME.get(int(out.get("activity_id") or 0), "Other"))
+        code = (out.get("http_response") or {}).get("code")
+        if code is not None:
+            out.setdefault("http_status", code)
+    if "action_id" in out:
+        out.setdefault("action", _ACTION.get(out["action_id"], "Other"))
+    if "disposition_id" in out:
+        out.setdefault("disposition", _DISPOSITION.get(out["disposition_id"], "Other"))
+    meta = dict(out.get("metadata") or {})
+    meta.setdefault("product", PRODUCT)
+    out["metadata"] = meta
+    return out
 
 
 def api_activity(

@@ -191,8 +191,7 @@ class AuditSpool:
             _write_atomic(self.directory / "base", f"{self._writer.seq} {self._writer.head}".encode())
             seq = self._writer.seq + 1
             self._open_segment(self.directory / _segment_name(seq), seq)
-        record = self._writer.next(event)
-        line = record.line()
+        record, line = self._writer.next_with_line(event)
         os.write(self._fd, line)
         self._segment_size += len(line)
         return record

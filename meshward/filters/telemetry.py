@@ -29,12 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meshward.audit.chain import compact_json
 from meshward.audit.ocsf import api_activity, application_lifecycle, http_activity, is_security_relevant
 from meshward.audit.shipper import AuditPost, AuditShipper
 from meshward.audit.spool import AuditSpool
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Filter, RequestContext, SidecarRuntime
-from meshward.telemetry.accesslog import AccessLog, access_record
+from meshward.telemetry.accesslog import AccessLog, access_line
 from meshward.telemetry.metrics import TelemetryCollector, TelemetryMetrics
 from meshward.telemetry.tracing import SpanExporter, TraceContext
 
@@ -230,6 +231,8 @@ class TelemetryFilter(Filter):
         self.destination_service = f"{w.service}.{w.namespace}"
         self.destination_workload = w.name
         self.record_allowed = snapshot.mesh.audit.record_allowed
+        self._destination_json = compact_json(self.destination)
+        self._service_json = compact_json(self.destination_service)
         # Peers' principals → their service (source_workload), from the config: a bounded set.
         self.workload_of: dict[str, str] = {}
         for entry in snapshot.services.values():
@@ -290,9 +293,9 @@ class TelemetryFilter(Filter):
         now = time.time()
         access_log = self.shared.access_log
         if access_log is not None:
-            access_log.write(access_record(ctx, self.destination, self.destination_service, now, duration))
+            access_log.write_line(access_line(ctx, self._destination_json, self._service_json, now, duration))
         if self.shared.spool is not None and (self.record_allowed or is_security_relevant(ctx)):
-            self.shared.audit(http_activity(ctx, self.destination, int(now * 1000), int(duration * 1000)))
+            self.shared.audit(http_activity(ctx, int(now * 1000), int(duration * 1000)))
         exporter = self.shared.exporter
         if exporter is not None:
             trace: TraceContext = ctx.scratch[_SCRATCH]
@@ -326,7 +329,14 @@ class TelemetryFilter(Filter):
 
 
 def build(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Filter | None:
-    """The telemetry filter for this generation (always present: every request is observed)."""
+    """The telemetry filter for this generation (always present: every request is observed).
+
+    ``MESHWARD_TELEMETRY=off`` in the sidecar's environment removes it — no metrics, access log,
+    traces or AUDIT TRAIL. It exists for the all-off baseline of ``bench.telemetry``.
+    """
+    if os.environ.get("MESHWARD_TELEMETRY") == "off":
+        log.error("MESHWARD_TELEMETRY=off: this sidecar keeps no metrics, access log or audit trail")
+        return None
     shared = telemetry_state(runtime)
     shared.configure(snapshot)
     shared.audit(

@@ -15,25 +15,33 @@ beyond ``max_buffered_bytes`` are dropped and counted rather than blocking the s
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
+from meshward.audit.chain import compact_json
 from meshward.filters.base import RequestContext
 
-__all__ = ["AccessLog", "access_record"]
+__all__ = ["AccessLog", "access_line", "access_record"]
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode = compact_json  # ASCII-escaped: any string a request carries encodes
+
+
+_last_second: list[Any] = [-1, ""]  # (second, formatted prefix): one strftime per second
 
 
 def _rfc3339(epoch: float) -> str:
     seconds = int(epoch)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((epoch - seconds) * 1000):03d}Z"
+    cache = _last_second
+    if cache[0] != seconds:
+        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+        cache[0] = seconds
+    return f"{cache[1]}{int((epoch - seconds) * 1000):03d}Z"
 
 
 def access_record(
@@ -73,6 +81,44 @@ def access_record(
     }
 
 
+_s = encode_basestring_ascii  # C: a JSON string literal, quotes included, ASCII-escaped
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _s(value)
+
+
+def access_line(
+    ctx: RequestContext, destination_json: str, service_json: str, now: float, duration: float
+) -> str:
+    """:func:`access_record` as its JSON line, formatted directly (the sidecar's hot path).
+
+    ``destination_json`` / ``service_json`` are the JSON string literals of this workload's
+    identity and service (encoded once per generation).
+    """
+    peer = ctx.peer
+    ai = ctx.ai
+    tokens = ctx.tokens
+    upstream = ctx.upstream_duration
+    tokens_json = (
+        f'{{"input":{tokens.input},"output":{tokens.output},"estimated":{"true" if tokens.estimated else "false"}}}'
+        if tokens.total
+        else "null"
+    )
+    return (
+        f'{{"time":"{_rfc3339(now)}","request_id":{_s(ctx.request_id)},"trace_id":{_opt(ctx.trace_id)},'
+        f'"direction":"{ctx.direction}","source":{_opt(peer.spiffe_id)},"source_ip":{_s(peer.ip)},'
+        f'"destination":{destination_json},"destination_service":{service_json},'
+        f'"method":{_s(ctx.method)},"path":{_s(ctx.path)},"model":{_opt(ai.model)},'
+        f'"operation":{_s(ai.operation)},"status":{int(ctx.response_status)},"decision":{_s(ctx.decision)},'
+        f'"policy":{_opt(ctx.policy)},"rule":{_opt(ctx.rule)},"response_flags":{_s(ctx.response_flags)},'
+        f'"bytes_received":{int(ctx.bytes_received)},"bytes_sent":{int(ctx.bytes_sent)},'
+        f'"duration_ms":{round(duration * 1000, 3)!r},'
+        f'"upstream_duration_ms":{"null" if upstream is None else repr(round(upstream * 1000, 3))},'
+        f'"tokens":{tokens_json},"dlp_findings":{compact_json(ctx.findings) if ctx.findings else "null"}}}'
+    )
+
+
 class AccessLog:
     """Buffered JSON-lines writer to a file (append, 0600) or to stdout (``path=None``)."""
 
@@ -102,7 +148,10 @@ class AccessLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Queue one record (called on the event loop: no I/O here)."""
-        line = _encode(record)
+        self.write_line(_encode(record))
+
+    def write_line(self, line: str) -> None:
+        """Queue one already-encoded JSON line (no newline)."""
         if self._buffered > self.max_buffered_bytes:
             self.dropped += 1
             if self.on_drop is not None:

@@ -15,12 +15,13 @@ exactly the one the ``traceparent`` headers name.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["SpanExporter", "TraceContext", "parse_traceparent"]
 
-_HEX = frozenset("0123456789abcdef")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.S).fullmatch
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _getrandbits = random.getrandbits
@@ -28,15 +29,13 @@ _getrandbits = random.getrandbits
 
 def parse_traceparent(value: str | None) -> tuple[str, str, str] | None:
     """``00-<trace id>-<parent id>-<flags>`` → (trace id, parent id, flags), or None if invalid."""
-    if not value or len(value) < 55:
+    if not value:
         return None
-    value = value.strip()
-    version, trace_id, parent_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
-    if value[2] != "-" or value[35] != "-" or value[52] != "-" or version == "ff":
+    m = _TRACEPARENT(value.strip())
+    if m is None:
         return None
-    if version == "00" and len(value) != 55:
-        return None
-    if not (set(version) | set(trace_id) | set(parent_id) | set(flags)) <= _HEX:
+    version, trace_id, parent_id, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest is not None):
         return None
     if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None

@@ -5,6 +5,7 @@ client (httpx) → client sidecar (outbound) ─mTLS─▶ server sidecar (inbou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -18,9 +19,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshward.audit.chain import parse_record_line
+from meshward.config.snapshot import ServiceEntry
 from meshward.telemetry.tracing import parse_traceparent
 from tests.support.proc import PYTHON, ROOT, Proc, free_port, spawn, wait_for, wait_port
-from tests.support.sidecar import MeshPair, mesh_pair
+from tests.support.sidecar import (
+    MeshPair,
+    issue_svid,
+    make_snapshot,
+    mesh_pair,
+    start_sidecar,
+    write_bootstrap,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -72,12 +81,39 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     state = base / "server-state"
     try:
         wait_port(port)
-        with mesh_pair(base, port, default_policy="allow", server_options={"state_dir": str(state)}) as pair:
+        mesh = {"defaultPolicy": "allow", "audit": {"recordAllowed": True}}
+        with _pair(base, port, mesh, {"state_dir": str(state)}) as pair:
             yield Setup(pair, state, _OtlpReceiver)
     finally:
         mp.undo()
         otlp.shutdown()
         app.stop()
+
+
+@contextlib.contextmanager
+def _pair(
+    base: Path, app_port: int, mesh: dict[str, Any], server_options: dict[str, Any]
+) -> Iterator[MeshPair]:
+    """web/webapp → llm/chat like ``mesh_pair``, with a Mesh spec of our own (audit settings)."""
+    server_svid = issue_svid(base / "server", "llm/chat")
+    client_svid = issue_svid(base / "client", "web/webapp")
+    server_snap = make_snapshot("llm/chat", "chat", mesh=mesh)
+    boot = write_bootstrap(
+        base / "server.json", server_svid, server_snap, app=f"127.0.0.1:{app_port}", options=server_options
+    )
+    server = start_sidecar(boot, "server")
+    try:
+        entry = ServiceEntry(
+            "chat", "llm", (f"127.0.0.1:{server.inbound_port}",), (server_svid.spiffe_id.uri,)
+        )
+        client_snap = make_snapshot("web/webapp", services=[entry], mesh=mesh)
+        client = start_sidecar(write_bootstrap(base / "client.json", client_svid, client_snap), "client")
+        try:
+            yield MeshPair(client, server, client_svid.spiffe_id, server_svid.spiffe_id, entry.host, base)
+        finally:
+            client.stop()
+    finally:
+        server.stop()
 
 
 def _client(pair: MeshPair) -> httpx.Client:
@@ -201,3 +237,47 @@ def test_metrics_access_log_trace_and_audit(setup: Setup) -> None:
     span = wait_for(span_for_echo, timeout=15, what="the exported span")
     assert span.parent_span_id.hex() == CLIENT_SPAN
     assert span.span_id.hex() == seen[1]  # the id the app saw as its parent
+
+
+def test_by_default_only_security_relevant_requests_are_audited(tmp_path: Path) -> None:
+    """recordAllowed off (the default): a rate-limited request is audited, an allowed one is not."""
+    limit = {
+        "apiVersion": "meshward.dev/v1alpha1",
+        "kind": "RateLimitPolicy",
+        "metadata": {"name": "one-per-minute", "namespace": "llm"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "chat"}},
+            "limits": [{"name": "rpm", "key": "source.principal", "requests": {"limit": 1, "per": "minute"}}],
+        },
+    }
+    port = free_port()
+    app = spawn([PYTHON, str(APP), str(port)], tmp_path / "app.log")
+    state = tmp_path / "server-state"
+    try:
+        wait_port(port)
+        with (
+            mesh_pair(
+                tmp_path, port, [limit], default_policy="allow", server_options={"state_dir": str(state)}
+            ) as pair,
+            _client(pair) as client,
+        ):
+            codes = [client.get(f"{pair.service_url}/echo/{i}").status_code for i in range(3)]
+            assert codes == [200, 429, 429]
+            _access_log(state, 3)
+            text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10).text
+    finally:
+        app.stop()
+    lines: list[bytes] = []
+    for seg in sorted((state / "audit" / "spool-0").glob("seg-*.jsonl")):
+        lines += seg.read_bytes().splitlines()
+    http = [e for e in (parse_record_line(line).event for line in lines) if e["class_uid"] == 4002]
+    assert [e["http_response"]["code"] for e in http] == [429, 429]
+    assert all(e["unmapped"]["meshward"]["flags"] == "RL" for e in http)
+    assert all((e["action_id"], e["disposition_id"], e["status_id"]) == (2, 2, 2) for e in http)
+    samples = {
+        s.labels["response_flags"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "meshward_requests_total"
+    }
+    assert samples == {"-": 1, "RL": 2}

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshward.filters.base import Peer, RequestContext
-from meshward.telemetry.accesslog import AccessLog, access_record
+from meshward.telemetry.accesslog import AccessLog, access_line, access_record
 from meshward.telemetry.metrics import DURATION_BUCKETS, BoundedLabel, TelemetryCollector, TelemetryMetrics
 from meshward.telemetry.tracing import TraceContext, parse_traceparent
 
@@ -149,3 +149,33 @@ def test_access_log_drops_instead_of_growing(tmp_path: Path) -> None:
     assert 0 < len(dropped) < 50 and log.dropped == len(dropped)
     log.close()
     assert len((tmp_path / "a.log").read_text().splitlines()) == 50 - len(dropped)
+
+
+@given(
+    model=st.one_of(st.none(), st.text(max_size=20)),
+    path=st.text(max_size=30),
+    request_id=st.text(max_size=20),
+    status=st.integers(0, 599),
+    findings=st.dictionaries(st.text(max_size=8), st.integers(1, 9), max_size=3),
+    tokens=st.tuples(st.integers(0, 10_000), st.integers(0, 10_000), st.booleans()),
+    upstream=st.one_of(st.none(), st.floats(0, 100)),
+)
+def test_fast_access_line_equals_the_record(
+    model: str | None,
+    path: str,
+    request_id: str,
+    status: int,
+    findings: dict[str, int],
+    tokens: tuple[int, int, bool],
+    upstream: float | None,
+) -> None:
+    """The hand-formatted line the sidecar writes is exactly the JSON of :func:`access_record`."""
+    ctx = _ctx()
+    ctx.ai.model, ctx.path, ctx.request_id, ctx.response_status = model, path, request_id, status
+    ctx.findings = findings
+    ctx.tokens.input, ctx.tokens.output, ctx.tokens.estimated = tokens
+    ctx.upstream_duration = upstream
+    dest, svc = "spiffe://td/ns/llm/sa/chat", "chat.llm"
+    line = access_line(ctx, json.dumps(dest), json.dumps(svc), 1_700_000_000.25, 0.125)
+    assert json.loads(line) == access_record(ctx, dest, svc, 1_700_000_000.25, 0.125)
+    assert line.isascii()
