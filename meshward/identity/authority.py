@@ -245,4 +245,8 @@ class Authority:
 
     def chain_pem(self, leaf: x509.Certificate) -> bytes:
         """The SVID chain a workload presents: leaf, intermediate, then any upstream CAs (never the root)."""
-        return pem(leaf) + pem(self.intermediate) + b"".join(pem(c) for c in self.upstream)
+        return pem(leaf) + self.chain_pem_tail()
+
+    def chain_pem_tail(self) -> bytes:
+        """What follows the leaf in every chain: the intermediate, then any upstream CAs."""
+        return pem(self.intermediate) + b"".join(pem(c) for c in self.upstream)

@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meshward.identity.authority import DEFAULT_SVID_TTL, Authority, CsrRefused
+from meshward.identity.authority import DEFAULT_SVID_TTL, Authority, CsrRefused, pem
 from meshward.identity.keys import generate_key, key_pem, write_private, write_public
 from meshward.identity.ledger import RefusalRecord, SvidLedger, SvidRecord, serial_hex
 from meshward.identity.rotation import next_overlap_end, refresh_bundle
@@ -75,6 +75,8 @@ class IdentityService:
         self._bundle = b""
         self._ca_stamp: tuple[int, ...] = ()
         self._overlap_end: dt.datetime | None = None
+        self._chain_tail = b""  # PEM of the intermediate and upstream CAs, sent after every leaf
+        self._watched = (str(state.intermediate_cert_path), str(state.bundle_path))
 
     def close(self) -> None:
         with self._lock:
@@ -88,8 +90,7 @@ class IdentityService:
 
     # -- the CA as it is on disk -----------------------------------------------------------------
     def _stamp(self) -> tuple[int, ...]:
-        s = self.state
-        return tuple(os.stat(p).st_mtime_ns for p in (s.intermediate_cert_path, s.bundle_path))
+        return tuple(os.stat(p).st_mtime_ns for p in self._watched)
 
     def authority(self) -> Authority:
         """The current issuing CA, reloaded after ``ca rotate`` or an ended root overlap."""
@@ -99,6 +100,7 @@ class IdentityService:
         stamp = self._stamp()
         if self._authority is None or stamp != self._ca_stamp:
             self._authority = self.state.load_authority()
+            self._chain_tail = self._authority.chain_pem_tail()
             self._bundle = self.state.bundle_pem()
             self._overlap_end = next_overlap_end(self.state)
             self._ca_stamp = stamp
@@ -147,7 +149,7 @@ class IdentityService:
             self._conn.rollback()
             raise
         return IssuedSvid(
-            authority.chain_pem(leaf),
+            pem(leaf) + self._chain_tail,
             self._bundle,
             leaf.not_valid_after_utc,
             serial_hex(leaf.serial_number),
