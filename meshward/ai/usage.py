@@ -4,8 +4,10 @@
   for ``text/event-stream`` it parses SSE events incrementally (only a partial line is
   kept) and takes the ``usage`` object of the final chunk when the server sends one, else
   counts the streamed text; for JSON it keeps the body up to a cap and reads ``usage`` at
-  the end. Chat Completions (``prompt_tokens``/``completion_tokens``) and Responses
-  (``input_tokens``/``output_tokens``, also inside ``response.completed``) are understood.
+  the end (past 1 MiB only a 64 KiB tail is kept and ``usage`` is looked for there:
+  OpenAI-style servers put it last, even after megabytes of embeddings). Chat Completions
+  (``prompt_tokens``/``completion_tokens``) and Responses (``input_tokens``/
+  ``output_tokens``, also inside ``response.completed``) are understood.
   ``gzip``/``deflate`` bodies are inflated on the side, with a bound on the inflated size.
 - When the model reports nothing, :meth:`UsageMeter.result` estimates output tokens from
   the text seen and input tokens from the prompt estimate, and marks the usage estimated.
@@ -32,7 +34,10 @@ __all__ = [
 ]
 
 _CHARS_PER_TOKEN = 4
-_MAX_JSON_BODY = 8 * 1024 * 1024
+_MAX_JSON_BODY = 1024 * 1024  # parsed whole below this size
+_JSON_TAIL = 64 * 1024  # above it, only the tail is kept (OpenAI puts ``usage`` last)
+_INFLATE_STEP = 256 * 1024
+_MAX_INFLATED = 256 * 1024 * 1024  # a compression bomb is not inflated further
 _MAX_LINE = 1024 * 1024
 
 
@@ -115,6 +120,24 @@ def _streamed_text_chars(obj: Any) -> int:
     return chars
 
 
+def _usage_in_tail(tail: bytes) -> TokenUsage | None:
+    """The last ``"usage": {...}`` object in the tail of a JSON document too big to keep."""
+    at = tail.rfind(b'"usage"')
+    while at >= 0:
+        colon = tail.find(b":", at + 7)
+        if colon >= 0:
+            text = tail[colon + 1 :].decode("utf-8", "replace").lstrip()
+            try:
+                value, _ = json.JSONDecoder().raw_decode(text)
+            except ValueError:
+                value = None
+            usage = usage_from_json({"usage": value})
+            if usage is not None:
+                return usage
+        at = tail.rfind(b'"usage"', 0, at)
+    return None
+
+
 class UsageMeter:
     """Incremental usage reader for one response body (create one per response)."""
 
@@ -128,11 +151,14 @@ class UsageMeter:
         "_mode",
         "_overflow",
         "_reported",
+        "_tail_only",
         "_wire_bytes",
+        "max_inflated",
         "started",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_inflated: int = _MAX_INFLATED) -> None:
+        self.max_inflated = max_inflated
         self._mode = "none"  # sse | json | none
         self._inflate: Any = None
         self._line = bytearray()
@@ -143,6 +169,7 @@ class UsageMeter:
         self._inflated = 0
         self._overflow = False
         self._failed = False
+        self._tail_only = False
         self.started = False
 
     def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
@@ -180,23 +207,31 @@ class UsageMeter:
         self._wire_bytes += len(chunk)
         if self._overflow:
             return
+        if self._inflate is None:
+            self._consume(chunk)
+            return
         data = chunk
-        if self._inflate is not None:
-            try:
-                data = self._inflate.decompress(chunk, _MAX_JSON_BODY - self._inflated)
-            except zlib.error:
-                self._overflow = True
-                return
-            self._inflated += len(data)
-            if self._inflated >= _MAX_JSON_BODY or self._inflate.unconsumed_tail:
-                self._overflow = True
+        try:  # inflate in bounded steps; stop reading (estimate) past _MAX_INFLATED
+            while data:
+                piece = self._inflate.decompress(data, _INFLATE_STEP)
+                self._inflated += len(piece)
+                if self._inflated > self.max_inflated:
+                    self._overflow = True
+                    return
+                self._consume(piece)
+                data = self._inflate.unconsumed_tail
+        except zlib.error:
+            self._overflow = True
+
+    def _consume(self, data: bytes) -> None:
         if self._mode == "sse":
             self._feed_sse(data)
-        elif len(self._buffer) + len(data) > _MAX_JSON_BODY:
-            self._overflow = True
-            self._buffer.clear()
-        else:
-            self._buffer += data
+            return
+        buffer = self._buffer
+        buffer += data
+        if len(buffer) > _MAX_JSON_BODY:  # too big to parse whole: keep the tail (usage is last)
+            self._tail_only = True
+            del buffer[:-_JSON_TAIL]
 
     def _feed_sse(self, data: bytes) -> None:
         line = self._line
@@ -238,16 +273,21 @@ class UsageMeter:
             self._event_line(bytes(self._line).rstrip(b"\r"))
             self._line.clear()
         elif self._mode == "json" and self._buffer and not self._overflow:
-            try:
-                obj = json.loads(self._buffer)
-            except ValueError:
-                obj = None
+            if self._tail_only:
+                usage = _usage_in_tail(bytes(self._buffer))
+                if usage is None:
+                    self._overflow = True  # estimate from the wire size
+            else:
+                try:
+                    obj = json.loads(self._buffer)
+                except ValueError:
+                    obj = None
+                usage = usage_from_json(obj)
+                if usage is None:
+                    self._chars += _streamed_text_chars(obj)
             self._buffer.clear()
-            usage = usage_from_json(obj)
             if usage is not None:
                 self._reported = usage
-            else:
-                self._chars += _streamed_text_chars(obj)
 
     def result(self, prompt_estimate: int | None) -> TokenUsage:
         """Reported usage, or an estimate (marked) from the text seen and the prompt estimate.

@@ -69,8 +69,17 @@ class LocalBackend:
         self.gates: dict[str, KeyedStates[ConcurrencyGate]] = {}
 
     def prepare(self, limits: list[CompiledLimit]) -> None:
+        """Bind this generation's limits; state of limits no longer configured is dropped."""
         for limit in limits:
             self._bind(limit)
+        for stores, dim in (
+            (self.buckets, "requests"),
+            (self.windows, "tokens"),
+            (self.gates, "concurrency"),
+        ):
+            keep = {lim.id for lim in limits if dim in lim.dimensions}
+            for gone in [limit_id for limit_id in stores if limit_id not in keep]:
+                del stores[gone]  # in-flight requests hold their own references (slots, holds)
 
     def _bind(self, limit: CompiledLimit) -> None:
         rate, burst, period = limit.rate, limit.burst, limit.token_period
@@ -130,5 +139,8 @@ class LocalBackend:
         return self.reserve_now(limit, key, amount)
 
     def reconcile(self, limit: CompiledLimit, key: str, window: int, reserved: int, actual: int) -> None:
+        store = self.windows.get(limit.id)
+        if store is None:  # the limit was removed while this request was in flight
+            return
         now = self.clock()
-        self.windows[limit.id].get(key, now).reconcile(now, limit.token_period, window, reserved, actual)
+        store.get(key, now).reconcile(now, limit.token_period, window, reserved, actual)

@@ -11,7 +11,8 @@ are exported:
 - ``gen_ai_client_token_usage`` — histogram of tokens per call, as in the OpenTelemetry
   GenAI semantic conventions (``gen_ai.token.type`` input|output → label ``gen_ai_token_type``;
   ``gen_ai_request_model``, ``gen_ai_operation_name``) plus the caller (``source_principal``)
-  and whether the count was estimated.
+  and whether the count was estimated. Model and caller label values are capped (256 each,
+  then ``other``): model names come from request bodies and must not grow memory.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 class RateLimitTelemetry:
     """Counts what the rate-limit filter did; one per sidecar process."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_label_values: int = 256) -> None:
         self.tally: Tally[tuple[str, ...]] = Tally()
+        # Model names come from request bodies: bound the label values a caller can create.
+        self.max_label_values = max_label_values
+        self._models: set[str] = set()
+        self._principals: set[str] = set()
         self._registry: Any = None
         self._limited: Counter | None = None
         self._failures: Counter | None = None
@@ -87,11 +92,21 @@ class RateLimitTelemetry:
         used_out: int,
         estimated: bool,
     ) -> None:
-        m = model or "unknown"
-        p = principal or "unauthenticated"
+        m = _bounded(self._models, model or "unknown", self.max_label_values)
+        p = _bounded(self._principals, principal or "unauthenticated", self.max_label_values)
         est = "true" if estimated else "false"
         self.tally["tokens", "input", m, p] += used_in
         self.tally["tokens", "output", m, p] += used_out
         if self._tokens is not None:
             self._tokens.labels("input", m, operation, p, est).observe(used_in)
             self._tokens.labels("output", m, operation, p, est).observe(used_out)
+
+
+def _bounded(seen: set[str], value: str, cap: int) -> str:
+    """``value`` while fewer than ``cap`` distinct values were seen, then ``"other"``."""
+    if value in seen:
+        return value
+    if len(seen) >= cap:
+        return "other"
+    seen.add(value)
+    return value

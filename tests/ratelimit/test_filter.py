@@ -248,3 +248,35 @@ def test_admitted_responses_advertise_the_tightest_enforced_limit() -> None:
         ("RateLimit", '"t";r=70;t=40'),
     ]
     f.on_complete(ctx)
+
+
+def test_removed_limit_forgets_its_state_and_in_flight_requests_settle_safely() -> None:
+    rt = runtime(Clock())
+    f1 = chain(rt, {"name": "t", "tokens": {"limit": 100}}, {"name": "c", "concurrency": 1})
+    ctx = context()
+    assert asyncio.run(f1.on_request(ctx)) is None
+    chain(rt, {"name": "other", "requests": {"limit": 5}})  # new generation without t and c
+    local = rt.shared["ratelimit"].local
+    assert (
+        set(local.windows) == set()
+        and set(local.gates) == set()
+        and set(local.buckets) == {"llm/budget/other"}
+    )
+    ctx.response_status = 200
+    f1.on_complete(ctx)  # the old generation's request completes: no error, nothing leaks
+
+
+def test_model_label_values_are_bounded() -> None:
+    registry = CollectorRegistry()
+    rt = runtime(Clock(), registry)
+    rt.shared["ratelimit"].telemetry.max_label_values = 3
+    f = chain(rt, {"name": "t", "tokens": {"limit": 10_000_000}})
+    for i in range(10):
+        call(f, context(model=f"attacker-{i}"), {"prompt_tokens": 1, "completion_tokens": 1})
+    models = {
+        s.labels["gen_ai_request_model"]
+        for m in registry.collect()
+        if m.name == "gen_ai_client_token_usage"
+        for s in m.samples
+    }
+    assert models == {"attacker-0", "attacker-1", "attacker-2", "other"}

@@ -33,9 +33,9 @@ def delta(text: str) -> dict[str, Any]:
 
 
 def run(
-    body: bytes, ctype: str, cuts: list[int] | None = None, encoding: str = "", status: int = 200
+    body: bytes, ctype: str, cuts: list[int] | None = None, encoding: str = "", status: int = 200, **kw: Any
 ) -> UsageMeter:
-    meter = UsageMeter()
+    meter = UsageMeter(**kw)
     hdrs = [("Content-Type", ctype)] + ([("Content-Encoding", encoding)] if encoding else [])
     meter.start(status, hdrs)
     points = sorted({0, len(body), *(c % (len(body) + 1) for c in (cuts or []))})
@@ -137,3 +137,24 @@ def test_meter_keeps_only_a_partial_line_for_streams() -> None:
 @pytest.mark.parametrize(("text", "tokens"), [("", 0), ("a", 1), ("abcd", 1), ("abcde", 2)])
 def test_estimate_text_tokens(text: str, tokens: int) -> None:
     assert estimate_text_tokens(text) == tokens
+
+
+def test_huge_json_keeps_only_its_tail_and_still_finds_usage() -> None:
+    vectors = [{"object": "embedding", "index": i, "embedding": [0.125] * 256} for i in range(2000)]
+    body = json.dumps({"object": "list", "data": vectors, "usage": {"prompt_tokens": 77, "total_tokens": 77}})
+    assert len(body) > 2 * 1024 * 1024
+    meter = run(body.encode(), "application/json", cuts=list(range(0, len(body), 65536)))
+    assert len(meter._buffer) == 0  # released at the end; never more than the tail while streaming
+    assert meter.result(5) == TokenUsage(77, 0)
+
+
+def test_huge_gzip_json_with_usage_in_the_tail() -> None:
+    body = json.dumps({"data": ["x" * 1000] * 3000, "usage": {"prompt_tokens": 9, "completion_tokens": 1}})
+    meter = run(gzip.compress(body.encode()), "application/json", cuts=[100, 5000], encoding="gzip")
+    assert meter.result(0) == TokenUsage(9, 1)
+
+
+def test_compression_bomb_is_not_inflated_past_the_bound() -> None:
+    bomb = gzip.compress(b"{" + b" " * (8 * 1024 * 1024) + b'"usage": {"prompt_tokens": 1}}')
+    meter = run(bomb, "application/json", encoding="gzip", max_inflated=4 * 1024 * 1024)
+    assert meter.result(0).estimated  # gave up reading: estimated from the wire size
