@@ -455,6 +455,8 @@ def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
 
 
 async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: argparse.Namespace) -> None:
+    from meshward.filters.telemetry import start_audit_shipper
+
     loop = asyncio.get_running_loop()
     target.loop = loop
     await sidecar.start()
@@ -464,7 +466,9 @@ async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: a
         agent.inbound = inbound
         await loop.run_in_executor(None, agent.register_now)
     agent.start(inbound)
+    # The audit spool (telemetry filter) ships its records to the control plane over our SVID.
     sidecar.runtime.shared[AUDIT_POST_KEY] = agent.post_audit_async
+    start_audit_shipper(sidecar.runtime, agent.post_audit_async)
     info = {
         "pid": os.getpid(),
         "identity": agent.config.identity.uri,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from meshward.control.client import ControlClient
 from meshward.control.server import ControlPlane
 from meshward.identity.issuance import IdentityService
+from meshward.identity.keys import write_private, write_public
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.proxy.controlclient import AgentConfig, ControlAgent, IdentityError
@@ -94,3 +96,31 @@ def test_without_cache_or_token_the_agent_says_why(
     bad, _ = _agent(plane.url, mesh_state, tmp_path / "sc2", token="not-a-token")
     with pytest.raises(IdentityError, match="refused the join token"):
         bad.obtain_identity()
+
+
+def test_renewal_at_half_life_swaps_the_identity_and_the_cache(
+    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path
+) -> None:
+    operator.request("POST", "/v1/config/apply", {"text": _workload("{app: model}")})
+    # a cached SVID already past its half-life (valid 30 s more, backdated by a minute)
+    minted = tmp_path / "minted"
+    IdentityService(mesh_state).mint("ml/model", minted, dt.timedelta(seconds=30))
+    directory = tmp_path / "sc"
+    directory.mkdir(mode=0o700)
+    write_private(
+        directory / "svid.pem", (minted / "key.pem").read_bytes() + (minted / "cert.pem").read_bytes()
+    )
+    write_public(directory / "bundle.pem", (minted / "bundle.pem").read_bytes())
+    agent, sidecar = _agent(plane.url, mesh_state, directory, token=None)
+    old = agent.obtain_identity()
+    agent.initial_snapshot()
+    old_serial = sidecar.identity.info.serial
+    agent.start(inbound=None)
+    try:
+        wait_for(lambda: sidecar.identity.info.serial != old_serial, 15, what="a renewed SVID")
+    finally:
+        agent.stop()
+    renewed = agent.svid
+    assert renewed is not None and renewed.not_after > old.not_after
+    assert (directory / "svid.pem").read_bytes() == renewed.key_pem + renewed.chain_pem
+    assert renewed.key_pem != old.key_pem  # a new key for each SVID

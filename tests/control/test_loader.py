@@ -150,7 +150,7 @@ _yaml_ish = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(["Mesh", "Workload", "AuthorizationPolicy", "RateLimitPolicy", "Nope"]),
     _yaml_ish,
