@@ -14,7 +14,7 @@ from meshward.audit.spool import AuditSpool
 from meshward.audit.store import AuditRejected, AuditStore
 from meshward.audit.verify import verify_audit_dir
 from meshward.cli.main import main
-from tests.support.proc import PYTHON, ROOT
+from tests.support.proc import PYTHON, ROOT, spawn, wait_for
 
 SOURCE = "spiffe://demo.local/ns/ml/sa/fraud-model"
 
@@ -205,3 +205,32 @@ def test_store_refuses_gaps_and_broken_links(tmp_path: Path) -> None:
     # The same chain id under another identity is a different trail: the body cannot claim a source.
     assert store.ingest("spiffe://demo.local/ns/web/sa/webapp", first.body()).acked_seq == 4
     assert len(store.chains()) == 2
+
+
+@pytest.mark.e2e
+def test_tail_follows_new_records(tmp_path: Path) -> None:
+    _fill(tmp_path, records=4)
+    proc = spawn(
+        [PYTHON, "-m", "meshward", "audit", "tail", "-f", "-n", "1", "--state", str(tmp_path)],
+        tmp_path / "tail.log",
+    )
+    try:
+        wait_for(lambda: "#4 " in proc.output(), timeout=30, what="the last existing record")
+        store = AuditStore(tmp_path)
+        store.record(
+            {
+                "class_uid": 6002,
+                "class_name": "Application Lifecycle",
+                "activity_name": "Start",
+                "time": 1_700_000_100_000,
+                "app": {"name": "meshward-control"},
+            }
+        )
+        wait_for(
+            lambda: "Application Lifecycle/Start meshward-control" in proc.output(),
+            timeout=15,
+            what="followed record",
+        )
+        assert "#3 " not in proc.output()  # -n 1: only the newest existing record first
+    finally:
+        proc.stop()

@@ -270,7 +270,16 @@ def test_by_default_only_security_relevant_requests_are_audited(tmp_path: Path) 
     lines: list[bytes] = []
     for seg in sorted((state / "audit" / "spool-0").glob("seg-*.jsonl")):
         lines += seg.read_bytes().splitlines()
-    http = [e for e in (parse_record_line(line).event for line in lines) if e["class_uid"] == 4002]
+    events = [parse_record_line(line).event for line in lines]
+    # started, config generation applied, the two refusals, stopped (SIGTERM: a clean exit)
+    assert [(e["class_uid"], e["activity_id"]) for e in events] == [
+        (6002, 3),
+        (6003, 3),
+        (4002, 3),
+        (4002, 3),
+        (6002, 4),
+    ]
+    http = [e for e in events if e["class_uid"] == 4002]
     assert [e["http_response"]["code"] for e in http] == [429, 429]
     assert all(e["unmapped"]["meshward"]["flags"] == "RL" for e in http)
     assert all((e["action_id"], e["disposition_id"], e["status_id"]) == (2, 2, 2) for e in http)

@@ -179,3 +179,25 @@ def test_fast_access_line_equals_the_record(
     line = access_line(ctx, json.dumps(dest), json.dumps(svc), 1_700_000_000.25, 0.125)
     assert json.loads(line) == access_record(ctx, dest, svc, 1_700_000_000.25, 0.125)
     assert line.isascii()
+
+
+def test_workers_sharing_a_state_dir_get_their_own_spool_and_a_restart_resumes(tmp_path: Path) -> None:
+    from meshward.filters.base import SidecarRuntime
+    from meshward.filters.telemetry import TelemetryShared
+    from tests.support.sidecar import make_snapshot
+
+    snapshot = make_snapshot("llm/chat")
+
+    def runtime() -> SidecarRuntime:
+        return SidecarRuntime(snapshot.workload, "demo.local", state_dir=tmp_path)
+
+    first, second = TelemetryShared(runtime()), TelemetryShared(runtime())
+    assert first.spool is not None and second.spool is not None
+    assert (first.spool.directory.name, second.spool.directory.name) == ("spool-0", "spool-1")
+    chain = first.spool.chain
+    first.close()  # writes the stop record, releases slot 0
+    third = TelemetryShared(runtime())
+    assert third.spool is not None and third.spool.directory.name == "spool-0"
+    assert third.spool.chain == chain and third.spool.last_seq == 3  # start, stop, start
+    second.close()
+    third.close()
