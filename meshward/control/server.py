@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import importlib
 import json
 import os
 import socket
@@ -44,9 +43,11 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from meshward.audit.control import ControlAudit
+from meshward.audit.store import AuditRejected
 from meshward.config.build import build_snapshot, find_workload, mesh_spec
 from meshward.config.store import ConfigStore, SidecarRecord
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
@@ -59,26 +60,12 @@ from meshward.identity.state import MeshState
 from meshward.resources import Resource
 from meshward.resources.mesh import parse_duration
 
-__all__ = ["DEFAULT_LISTEN", "AuditSink", "ControlPlane", "snapshot_digest"]
+__all__ = ["DEFAULT_LISTEN", "ControlPlane", "snapshot_digest"]
 
 DEFAULT_LISTEN = ("127.0.0.1", 15012)
 MAX_BODY = 4 << 20
 MAX_WATCH_SECONDS = 30.0
 CONTROL_CERT_TTL = dt.timedelta(hours=24)
-
-
-class AuditAck(Protocol):
-    def to_json(self) -> dict[str, Any]: ...
-
-
-class AuditSink(Protocol):
-    """Where audit batches from sidecars go (:class:`meshward.audit.store.AuditStore`).
-
-    ``ingest`` gets the caller's verified SPIFFE ID (never the body's word for it) and the NDJSON
-    batch; it raises a ``ValueError`` with ``status`` and ``to_json()`` to refuse the batch.
-    """
-
-    def ingest(self, source: str, batch: bytes) -> AuditAck: ...
 
 
 class _HttpError(Exception):
@@ -89,16 +76,6 @@ class _HttpError(Exception):
 
 def snapshot_digest(snapshot_json: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(snapshot_json, sort_keys=True).encode()).hexdigest()
-
-
-def _default_audit_sink(state: MeshState) -> AuditSink | None:
-    """The telemetry package's audit store, when this build has it."""
-    try:
-        module = importlib.import_module("meshward.audit.store")
-    except ImportError:
-        return None
-    sink: AuditSink = module.AuditStore(state.path)
-    return sink
 
 
 class _View:
@@ -115,13 +92,13 @@ class ControlPlane:
         self,
         state: MeshState,
         listen: tuple[str, int] = DEFAULT_LISTEN,
-        audit_sink: AuditSink | None = None,
     ) -> None:
         self.state = state
         self.trust_domain = state.trust_domain
         self.identity = IdentityService(state)
         self.store = ConfigStore(state.db_path, self.trust_domain)
-        self.audit_sink = audit_sink if audit_sink is not None else _default_audit_sink(state)
+        # The audit trail: sidecars' batches, our own security events, SIEM forwarding.
+        self.audit = ControlAudit(state.path)
         self.operator = state.operator_id
         self._changed = threading.Condition()
         self._version = 0
@@ -157,26 +134,35 @@ class ControlPlane:
         doc = {"url": self.url, "pid": os.getpid(), "started": time.time()}
         write_public(self.state.path / "control.json", (json.dumps(doc) + "\n").encode())
 
+    def _announce(self) -> None:
+        self.write_info()
+        self.audit.started(control_id(self.trust_domain).uri)
+        self.audit.update_sinks(self._current().resources)
+
     def start(self) -> None:
         """Serve in background threads (tests, ``meshward up`` in-process use)."""
-        self.write_info()
+        self._announce()
         for target in (self._server.serve_forever, self._renew_loop):
             t = threading.Thread(target=target, name=f"control-{target.__name__}", daemon=True)
             t.start()
             self._threads.append(t)
 
     def serve_forever(self) -> None:
-        self.write_info()
+        self._announce()
         renew = threading.Thread(target=self._renew_loop, name="control-renew", daemon=True)
         renew.start()
         self._server.serve_forever()
 
     def close(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         with self._changed:
             self._changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
+        self.audit.stopped(control_id(self.trust_domain).uri)
+        self.audit.close()
         info = self.state.path / "control.json"
         with contextlib.suppress(OSError, ValueError):
             if json.loads(info.read_text()).get("pid") == os.getpid():
@@ -202,21 +188,29 @@ class ControlPlane:
         spec = mesh_spec(self._current().resources, self.trust_domain)
         return dt.timedelta(seconds=parse_duration(spec.certificate_ttl))
 
-    def sign(self, body: dict[str, Any]) -> dict[str, Any]:
+    def sign(self, body: dict[str, Any], src_ip: str) -> dict[str, Any]:
         csr, token = _str(body, "csr").encode(), _str(body, "token")
         try:
             issued = self.identity.issue(csr, token, self.svid_ttl())
         except CsrRefused as exc:
+            self.audit.certificate_refused(exc.reason, src_ip=src_ip)
             raise _HttpError(403, exc.reason) from None
+        self.audit.certificate_issued(
+            issued.spiffe_id.uri, issued.serial, issued.not_after, "join-token", src_ip
+        )
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
 
-    def renew(self, body: dict[str, Any], peer: SpiffeId, serial: str | None) -> dict[str, Any]:
+    def renew(self, body: dict[str, Any], peer: SpiffeId, serial: str | None, src_ip: str) -> dict[str, Any]:
         try:
             issued = self.identity.renew(
                 _str(body, "csr").encode(), peer, self.svid_ttl(), peer_serial=serial
             )
         except CsrRefused as exc:
+            self.audit.certificate_refused(exc.reason, peer.uri, src_ip)
             raise _HttpError(403, exc.reason) from None
+        self.audit.certificate_issued(
+            issued.spiffe_id.uri, issued.serial, issued.not_after, "renewal", src_ip
+        )
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
 
     # -- sidecars --------------------------------------------------------------------------------
@@ -295,15 +289,12 @@ class ControlPlane:
         return None
 
     def ingest_audit(self, batch: bytes, peer: SpiffeId) -> dict[str, Any]:
-        if self.audit_sink is None:
-            raise _HttpError(503, "this control plane has no audit store")
         try:
-            return self.audit_sink.ingest(peer.uri, batch).to_json()
-        except ValueError as exc:
-            to_json = getattr(exc, "to_json", None)
-            extra = to_json() if callable(to_json) else {}
+            return self.audit.ingest(peer.uri, batch).to_json()
+        except AuditRejected as exc:
+            extra = exc.to_json()
             extra.pop("error", None)
-            raise _HttpError(int(getattr(exc, "status", 400)), str(exc), **extra) from None
+            raise _HttpError(exc.status, str(exc), **extra) from None
 
     # -- operator API ----------------------------------------------------------------------------
     def apply(self, body: dict[str, Any], who: str) -> dict[str, Any]:
@@ -311,12 +302,17 @@ class ControlPlane:
         result = self._config(apply_text, text, filename, bool(body.get("dry_run")), who)
         if result.get("changed"):
             self._notify()
+            changes = sum(1 for c in result["changes"] if c["action"] != "unchanged")
+            self.audit.config_applied(result["generation"], who, changes)
+            self.audit.update_sinks(self._current().resources)
         return result
 
     def rollback(self, body: dict[str, Any], who: str) -> dict[str, Any]:
         result = self._config(rollback_to, body.get("generation"), who)
         if result.get("changed"):
             self._notify()
+            self.audit.config_rolled_back(result["generation"], body["generation"], who)
+            self.audit.update_sinks(self._current().resources)
         return result
 
     def get(self, query: dict[str, str]) -> dict[str, Any]:
@@ -479,10 +475,10 @@ class _Handler(BaseHTTPRequestHandler):
             case ("GET", "/healthz"):
                 return {"ok": True}
             case ("POST", "/v1/identity/sign"):
-                return plane.sign(body)
+                return plane.sign(body, self.client_address[0])
             case ("POST", "/v1/identity/renew"):
                 assert isinstance(self.request, ssl.SSLSocket)
-                return plane.renew(body, self._peer(), peer_serial(self.request))
+                return plane.renew(body, self._peer(), peer_serial(self.request), self.client_address[0])
             case ("GET", "/v1/watch"):
                 return plane.watch(query, self._peer())
             case ("POST", "/v1/sidecars/register"):

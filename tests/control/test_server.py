@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from meshward.audit.store import CONTROL_SOURCE
 from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
 from meshward.control.server import ControlPlane
 from meshward.identity.issuance import IdentityService
@@ -57,6 +58,11 @@ def test_token_buys_one_svid_and_is_refused_after(plane: ControlPlane, mesh_stat
         with pytest.raises(ControlRefused) as refused:
             client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
     assert refused.value.status == 403
+    # both decisions are in the control plane's own audit chain
+    own = [c for c in plane.audit.store.chains() if c.source == CONTROL_SOURCE]
+    trail = (plane.audit.store.trail_dir / own[0].path_name).read_text()
+    assert "issued an SVID for spiffe://demo.local/ns/ml/sa/model-sa" in trail
+    assert "refused an SVID" in trail
 
 
 def test_each_endpoint_requires_the_right_identity(
