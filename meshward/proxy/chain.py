@@ -7,6 +7,7 @@ Requests go through the filters in this order; responses go back through them in
 
 from __future__ import annotations
 
+import meshward.filters.dlp
 import meshward.filters.ratelimit
 import meshward.filters.telemetry
 from meshward.config.snapshot import MeshSnapshot
@@ -30,7 +31,7 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
 
     # dlp: inspect and rewrite prompts on the way in and outputs on the way out; after the
     # limits so a flood of denied calls is not scanned.
-    # SLOT(dlp): chain.append(meshward.filters.dlp.build(snapshot, runtime))
+    chain.append(meshward.filters.dlp.build(snapshot, runtime))
 
     # telemetry last: it sees every outcome (denials of the filters above included, through
     # on_complete) and, on the response path, is the first to see the model's raw answer.
