@@ -290,3 +290,59 @@ def test_by_default_only_security_relevant_requests_are_audited(tmp_path: Path) 
         if s.name == "meshward_requests_total"
     }
     assert samples == {"-": 1, "RL": 2}
+
+
+def test_authz_decisions_are_counted_and_denials_audited(tmp_path: Path) -> None:
+    allow = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "allow-ok", "namespace": "llm"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "chat"}},
+            "action": "ALLOW",
+            "rules": [{"to": [{"operation": {"paths": ["/echo/ok"]}}]}],
+        },
+    }
+    port = free_port()
+    app = spawn([PYTHON, str(APP), str(port)], tmp_path / "app.log")
+    state = tmp_path / "server-state"
+    try:
+        wait_port(port)
+        with (
+            mesh_pair(tmp_path, port, [allow], server_options={"state_dir": str(state)}) as pair,
+            _client(pair) as c,
+        ):
+            codes = [c.get(f"{pair.service_url}/echo/{p}").status_code for p in ("ok", "no", "ok")]
+            assert codes == [200, 403, 200]
+            lines = _access_log(state, 3)
+            text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10).text
+    finally:
+        app.stop()
+    assert [(line["decision"], line["policy"]) for line in lines] == [
+        ("allow", "llm/allow-ok"),
+        ("deny", None),
+        ("allow", "llm/allow-ok"),
+    ]
+    decisions = {
+        (s.labels["policy"], s.labels["decision"]): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "meshward_authz_decisions_total"
+    }
+    assert decisions[("llm/allow-ok", "allowed")] == 2 and decisions[("-", "denied")] == 1
+    flags = {
+        s.labels["response_flags"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "meshward_requests_total"
+    }
+    assert flags == {"-": 2, "RBAC": 1}
+    records: list[bytes] = []
+    for seg in sorted((state / "audit" / "spool-0").glob("seg-*.jsonl")):
+        records += seg.read_bytes().splitlines()
+    http = [e for e in (parse_record_line(r).event for r in records) if e["class_uid"] == 4002]
+    assert len(http) == 1  # allowed requests are not audited by default; the denial is
+    denial = http[0]
+    assert (denial["action_id"], denial["disposition_id"], denial["http_response"]["code"]) == (2, 2, 403)
+    assert denial["http_request"]["url"]["path"] == "/echo/no"
+    assert denial["authorizations"][0]["decision"] == "deny" and denial["authorizations"][0]["reason"]
