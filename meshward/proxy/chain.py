@@ -7,6 +7,7 @@ Requests go through the filters in this order; responses go back through them in
 
 from __future__ import annotations
 
+import meshward.filters.authz
 import meshward.filters.dlp
 import meshward.filters.ratelimit
 import meshward.filters.telemetry
@@ -23,7 +24,7 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
 
     # authz first: who may call which model and operation. Nothing else should spend effort
     # (or budget) on a caller that is not allowed at all.
-    # SLOT(authz): chain.append(meshward.filters.authz.build(snapshot, runtime))
+    chain.append(meshward.filters.authz.build(snapshot, runtime))
 
     # ratelimit next: request rates, concurrency and token budgets of callers that ARE allowed,
     # before the (costlier) body inspection and before the model spends compute.

@@ -50,7 +50,7 @@ def decide(case: Case) -> AuthzDecision:
         body = json.dumps({"model": case.model, "messages": [{"role": "user", "content": "hi"}]}).encode()
     ai = classify(case.method, path, headers, body)
     host = headers.get("host") or f"{service}.{namespace}"
-    port = case.port or (int(host.rpartition(":")[2]) if ":" in host else w.spec.port)
+    port = case.port or w.spec.port
     caller = parse_identity(case.source, mesh.trust_domain)
     now = dt.datetime.fromisoformat(case.at.replace("Z", "+00:00")).timestamp()
     attrs = RequestAttributes(

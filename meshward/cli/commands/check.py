@@ -68,7 +68,7 @@ def register(
     p.add_argument("--header", action="append", default=[], metavar="K=V", help="request header (repeatable)")
     p.add_argument("--model", help="model name (when it would be in the request body)")
     p.add_argument(
-        "--port", type=int, help="destination port (default: the Host header's, else the Workload's, else 80)"
+        "--port", type=int, help="destination.port: the app's port (default: the Workload's port, else 80)"
     )
     p.add_argument("--source-ip", default="127.0.0.1", help="caller's address (default: %(default)s)")
     p.add_argument(
@@ -127,7 +127,7 @@ def check(args: argparse.Namespace) -> int:
             method=args.method,
             path=path,
             host=host,
-            port=_port(args.port, host, w),
+            port=_port(args.port, w),
             principal=caller.principal,
             namespace=caller.namespace,
             source_ip=args.source_ip,
@@ -211,12 +211,10 @@ def _instant(text: str | None) -> float:
     return moment.timestamp()
 
 
-def _port(explicit: int | None, host: str, workload: Workload) -> int:
+def _port(explicit: int | None, workload: Workload) -> int:
+    """The sidecar sees the app's port as ``destination.port`` (Istio: the target port)."""
     if explicit is not None:
         return explicit
-    _, sep, port = host.rpartition(":")
-    if sep and port.isdigit():
-        return int(port)
     return workload.spec.port or 80
 
 

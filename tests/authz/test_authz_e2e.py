@@ -1,0 +1,191 @@
+"""Authorization end to end: a real sidecar pair in front of the OpenAI-compatible example
+model, driven by the ``openai`` SDK and ``httpx``, and the same calls through ``meshward check``.
+
+client (web/webapp) → client sidecar ─mTLS─▶ server sidecar (llm/chat, authz filter) → model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from meshward.cli.main import main
+from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_port
+from tests.support.sidecar import MeshPair, mesh_pair
+
+pytestmark = [pytest.mark.e2e]
+
+POLICIES: list[dict[str, Any]] = [
+    {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "webapp-chat-small", "namespace": "llm"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "chat"}},
+            "rules": [
+                {
+                    "from": [{"source": {"principals": ["web/webapp"]}}],
+                    "to": [
+                        {
+                            "operation": {
+                                "methods": ["POST"],
+                                "models": ["chat-small"],
+                                "aiOperations": ["chat"],
+                            }
+                        }
+                    ],
+                },
+                {"to": [{"operation": {"methods": ["GET"], "paths": ["/v1/models", "/v1/models/{*}"]}}]},
+            ],
+        },
+    },
+    {
+        "apiVersion": "meshward.dev/v1alpha1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "no-repository", "namespace": "llm"},
+        "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/v2/repository/*"]}}]}]},
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def chat_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    port = free_port()
+    app: Proc = spawn(
+        [PYTHON, "-m", "examples.models.chat", "--port", str(port)],
+        tmp_path_factory.mktemp("chat") / "chat.log",
+    )
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        app.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(chat_app: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshPair]:
+    with mesh_pair(tmp_path_factory.mktemp("authz-pair"), chat_app, POLICIES) as p:  # default deny
+        yield p
+
+
+def _decisions(pair: MeshPair) -> dict[tuple[str, str], float]:
+    """The server sidecar's ``meshward_authz_decisions_total`` by (policy, decision)."""
+    text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10, trust_env=False).text
+    return {
+        (s.labels["policy"], s.labels["decision"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "meshward_authz_decisions"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+def _counted(pair: MeshPair, before: dict[tuple[str, str], float]) -> set[tuple[str, str]]:
+    after = _decisions(pair)
+    return {key for key, n in after.items() if n > before.get(key, 0)}
+
+
+def _openai(pair: MeshPair) -> openai.OpenAI:
+    http = httpx.Client(proxy=pair.proxy_url, timeout=30, trust_env=False)
+    return openai.OpenAI(base_url=f"{pair.service_url}/v1", api_key="unused", http_client=http, max_retries=0)
+
+
+def _check(
+    tmp_path: Path, method: str, path: str, model: str | None, capsys: pytest.CaptureFixture[str]
+) -> dict[str, Any]:
+    """The same call through ``meshward check`` on an equivalent config."""
+    workload = {
+        "apiVersion": "meshward.dev/v1alpha1",
+        "kind": "Workload",
+        "metadata": {"name": "chat", "namespace": "llm", "labels": {"app": "chat"}},
+        "spec": {"service": "chat"},
+    }
+    file = tmp_path / "mesh.yaml"
+    file.write_text(yaml.safe_dump_all([workload, *POLICIES]))
+    argv = [
+        "check",
+        "--state",
+        str(tmp_path / "none"),
+        "-f",
+        str(file),
+        "--from",
+        "web/webapp",
+        "--to",
+        "chat.llm",
+    ]
+    argv += ["--method", method, "--path", path, "--json"]
+    if model:
+        argv += ["--model", model]
+    main(argv)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def test_allowed_model_through_the_openai_sdk(
+    pair: MeshPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _decisions(pair)
+    done = _openai(pair).chat.completions.create(
+        model="chat-small", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert done.choices[0].message.content
+    assert _counted(pair, before) == {("llm/webapp-chat-small", "allowed")}
+    assert _check(tmp_path, "POST", "/v1/chat/completions", "chat-small", capsys)["allowed"] is True
+
+
+def test_other_model_is_denied_with_403(
+    pair: MeshPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        _openai(pair).chat.completions.create(
+            model="chat-large", messages=[{"role": "user", "content": "hi"}]
+        )
+    body = info.value.response.json()
+    assert body["error"] == "access denied" and body["request_id"]
+    assert "policy" not in json.dumps(body)  # the caller is not told which policy said no
+    report = _check(tmp_path, "POST", "/v1/chat/completions", "chat-large", capsys)
+    assert report["allowed"] is False and report["workloads"][0]["reason"] == "no ALLOW policy matched"
+
+
+def test_metadata_allowed_by_the_second_rule(
+    pair: MeshPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = httpx.get(f"{pair.service_url}/v1/models", proxy=pair.proxy_url, timeout=10, trust_env=False)
+    assert r.status_code == 200, r.text
+    assert _check(tmp_path, "GET", "/v1/models", None, capsys)["workloads"][0]["rule"] == 1
+
+
+DENIED_BY_DENY = "denied by llm/no-repository rules[0]"
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/v1/models/%2e%2e/%2e%2e/v2/repository/index", DENIED_BY_DENY),
+        ("//v2//repository/index", DENIED_BY_DENY),
+        ("/v1/models/x/../../../v2/./repository/index", DENIED_BY_DENY),
+        # an encoded slash stays encoded: "..%2F" is not a dot segment, nothing climbs
+        ("/v1/models/x/%2E%2E/..%2F/v2/repository/index", "no ALLOW policy matched"),
+    ],
+)
+def test_normalization_tricks_do_not_bypass_the_deny(
+    pair: MeshPair, path: str, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = httpx.URL(f"{pair.service_url}/").copy_with(raw_path=path.encode())
+    before = _decisions(pair)
+    r = httpx.get(url, proxy=pair.proxy_url, timeout=10, trust_env=False)
+    assert r.status_code == 403, r.text
+    assert r.json()["error"] == "access denied"
+    deciding = "llm/no-repository" if reason == DENIED_BY_DENY else "-"
+    assert _counted(pair, before) == {(deciding, "denied")}
+    report = _check(tmp_path, "GET", path, None, capsys)
+    assert report["allowed"] is False
+    assert report["workloads"][0]["reason"] == reason
