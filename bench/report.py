@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AreaRun", "Machine", "flatten", "met_flags", "render"]
+__all__ = ["AreaRun", "Machine", "flatten", "met_flags", "render", "targets"]
 
 _MET_KEY = re.compile(r"(^|[._])(met|meets(_[a-z0-9_]+)?|[a-z0-9_]*_met|[a-z0-9_]*_ok|ok)$")
 
@@ -57,6 +57,8 @@ def met_flags(result: Mapping[str, Any]) -> list[tuple[str, bool]]:
 
 
 def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
     if isinstance(value, bool):
         return "**met**" if value else "**not met**"
     if isinstance(value, float):
@@ -106,13 +108,43 @@ def _area_section(run: AreaRun) -> list[str]:
         ]
         lines += [*_table(["measure", "value", "unit", "target", "met"], table), ""]
     if rest:
-        lines += [*_table(["result", "value"], [[f"`{k}`", _fmt(v)] for k, v in flatten(rest)]), ""]
+        detail = _table(["result", "value"], [[f"`{k}`", _fmt(v)] for k, v in flatten(rest)])
+        if isinstance(rows, list) and rows:  # the rows above are the headline; the rest folds away
+            lines += [
+                "<details><summary>every number of this run</summary>",
+                "",
+                *detail,
+                "",
+                "</details>",
+                "",
+            ]
+        else:
+            lines += [*detail, ""]
     ratios = [(k, v) for k, v in flatten(rest) if "ratio" in k.lower()]
     if ratios:
         lines += ["Ratios: " + "; ".join(f"`{k}` = {_fmt(v)}" for k, v in ratios), ""]
     if run.result.get("notes"):
         lines += [str(run.result["notes"]), ""]
     return lines
+
+
+def targets(runs: Sequence[AreaRun]) -> list[list[str]]:
+    """One row per target any area reported: area, measure, value, target, met."""
+    out: list[list[str]] = []
+    for run in runs:
+        rows = run.result.get("results")
+        listed = False
+        if isinstance(rows, list):
+            for r in rows:
+                if isinstance(r, Mapping) and isinstance(r.get("met"), bool):
+                    unit = f" {r['unit']}" if r.get("unit") and r.get("unit") != "x" else ""
+                    value = f"{_fmt(r.get('value'))}{unit}"
+                    out.append([run.name, _fmt(r.get("name")), value, _fmt(r.get("target")), _fmt(r["met"])])
+                    listed = True
+        if not listed:
+            for key, ok in met_flags(run.result):
+                out.append([run.name, f"`{key}`", "—", "see the section", _fmt(ok)])
+    return out
 
 
 def render(machine: Machine, runs: Sequence[AreaRun], generated: str, runner_command: str) -> str:
@@ -156,6 +188,9 @@ def render(machine: Machine, runs: Sequence[AreaRun], generated: str, runner_com
         ),
         "",
     ]
+    rows = targets(runs)
+    if rows:
+        lines += ["## Targets", "", *_table(["area", "measure", "value", "target", "met"], rows), ""]
     for run in runs:
         lines += _area_section(run)
     return "\n".join(lines).rstrip() + "\n"

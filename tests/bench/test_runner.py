@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import AREAS
-from bench.report import AreaRun, Machine, flatten, met_flags, render
+from bench.report import AreaRun, Machine, flatten, met_flags, render, targets
 from tests.support.proc import PYTHON, ROOT
 
 MACHINE = Machine(2, "Test CPU", "1.0 GiB", "6.0", "3.11.7", {"wrk": "wrk 4.1"})
@@ -124,3 +124,20 @@ def test_runner_refuses_an_unknown_area(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "unknown area" in done.stderr
     assert not (tmp_path / "B.md").exists()
+
+
+def test_targets_table_lists_result_rows_and_flat_flags() -> None:
+    runs = [
+        AreaRun(
+            "a",
+            "ok",
+            "c",
+            result={"results": [{"name": "p50", "value": 0.5, "unit": "ms", "target": "< 1", "met": True}]},
+        ),
+        AreaRun("b", "ok", "c", result={"median_us": 12.0, "meets_target": False}),
+        AreaRun("c", "missing", "c"),
+    ]
+    assert targets(runs) == [
+        ["a", "p50", "0.5 ms", "< 1", "**met**"],
+        ["b", "`meets_target`", "—", "see the section", "**not met**"],
+    ]
