@@ -72,6 +72,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.head_started = False
         self.last_activity = 0
         self.quiet_since = self.idle_since
+        self._cork: list[bytes] | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -195,11 +196,26 @@ class DownstreamConnection(asyncio.Protocol):
 
     # ---- writing and ending -------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closing:
+        cork = self._cork
+        if cork is not None:
+            cork.append(data)
+        elif self.transport is not None and not self.closing:
             self.transport.write(data)
+
+    def cork(self) -> None:
+        """Collect writes until :meth:`uncork`: one TLS record and one syscall per upstream read."""
+        if self._cork is None:
+            self._cork = []
+
+    def uncork(self) -> None:
+        cork = self._cork
+        self._cork = None
+        if cork and self.transport is not None and not self.closing:
+            self.transport.write(cork[0] if len(cork) == 1 else b"".join(cork))
 
     def close(self) -> None:
         if self.transport is not None and not self.closing:
+            self.uncork()
             self.closing = True
             self.transport.close()
 

@@ -4,16 +4,21 @@ With N > 1 the parent resolves free ports (placeholder SO_REUSEPORT sockets), fo
 that each bind the same ports, waits until every worker is listening, closes its placeholders
 (so the kernel only spreads connections over workers), then announces the addresses. Worker 0
 also serves the admin listener. SIGTERM/SIGINT stop everything.
+
+``MESHWARD_PROFILE=PATH`` writes a cProfile of the serving phase to ``PATH.<pid>`` at exit (used by
+``bench.proxy`` to say what costs the most).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,8 +56,15 @@ async def _serve(boot: Bootstrap, admin: bool, on_ready: Callable[[dict[str, Any
         "generation": sidecar.config.generation,
         **sidecar.addresses(),
     }
+    profile_path = os.environ.get("MESHWARD_PROFILE")  # a cProfile of the serving phase only
+    profiler = cProfile.Profile(time.process_time) if profile_path else None
+    if profiler is not None:
+        profiler.enable()
     on_ready(info)
     await stop.wait()
+    if profiler is not None and profile_path:
+        profiler.disable()
+        profiler.dump_stats(f"{profile_path}.{os.getpid()}")
     await sidecar.stop()
 
 

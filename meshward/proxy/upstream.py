@@ -83,25 +83,30 @@ class UpstreamConnection(asyncio.Protocol):
         if self.upgraded:
             ex.on_upstream_raw(data)
             return
+        downstream = ex.conn
+        downstream.cork()
         try:
-            events = self.parser.feed(data)
-        except RemoteProtocolError as exc:
-            ex.on_upstream_error("upstream_protocol", exc.message)
-            return
-        for ev in events:
-            ex = self.exchange
-            if ex is None:
+            try:
+                events = self.parser.feed(data)
+            except RemoteProtocolError as exc:
+                ex.on_upstream_error("upstream_protocol", exc.message)
                 return
-            kind = type(ev)
-            if kind is Data:
-                ex.on_response_data(ev.data)  # type: ignore[union-attr]
-            elif kind is ResponseHead:
-                ex.on_response_head(ev)  # type: ignore[arg-type]
-            elif kind is EndOfMessage:
-                ex.on_response_end()
-            elif kind is Upgrade:
-                self.upgraded = True
-                ex.on_upstream_raw(ev.rest)  # type: ignore[union-attr]
+            for ev in events:
+                ex = self.exchange
+                if ex is None:
+                    return
+                kind = type(ev)
+                if kind is Data:
+                    ex.on_response_data(ev.data)  # type: ignore[union-attr]
+                elif kind is ResponseHead:
+                    ex.on_response_head(ev)  # type: ignore[arg-type]
+                elif kind is EndOfMessage:
+                    ex.on_response_end()
+                elif kind is Upgrade:
+                    self.upgraded = True
+                    ex.on_upstream_raw(ev.rest)  # type: ignore[union-attr]
+        finally:
+            downstream.uncork()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
