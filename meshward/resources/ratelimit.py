@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
 from meshward.resources.base import Resource, Selector, Strict, register
 
 __all__ = [
@@ -69,6 +70,18 @@ class LimitMatch(Strict):
         for op in v:
             if op not in _AI_OPERATIONS:
                 raise ValueError(f"unknown aiOperation {op!r} (one of {', '.join(_AI_OPERATIONS)})")
+        return v
+
+    @field_validator("principals")
+    @classmethod
+    def _identities(cls, v: list[str]) -> list[str]:
+        for text in v:
+            if "*" in text:
+                continue  # a glob over principals (Istio semantics)
+            try:
+                parse_identity(text, "trust-domain.invalid")  # the short form takes the mesh's later
+            except InvalidSpiffeId as exc:
+                raise ValueError(str(exc)) from exc
         return v
 
     @field_validator("paths")

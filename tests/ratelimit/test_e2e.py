@@ -32,7 +32,7 @@ TOKENS_LIMIT = "tokens-per-caller"
 def chat_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     log = tmp_path_factory.mktemp("chat") / "chat.log"
-    app: Proc = spawn([PYTHON, "-m", "examples.models.chat", "--port", str(port)], log)
+    app: Proc = spawn([PYTHON, "-m", "examples.models.chat", "--port", str(port), "--test-hooks"], log)
     try:
         wait_port(port)
         yield port
@@ -136,6 +136,7 @@ def local_pair(
             "requests": {"limit": 1, "per": "minute"},
             "mode": "shadow",
         },
+        {"name": "one-at-a-time", "match": {"models": ["slow"]}, "key": "source.principal", "concurrency": 1},
     )
     with mesh_pair(tmp_path_factory.mktemp("local-pair"), chat_app, [doc], default_policy="allow") as pair:
         yield pair, costs
@@ -275,3 +276,26 @@ def test_shadow_mode_never_blocks_but_counts(local_pair: tuple[MeshPair, dict[st
         chat(c, False, model="shadow")
     assert metric(pair, "meshward_ratelimit_limited_total", limit="dry-run", mode="shadow") == 4
     assert metric(pair, "meshward_ratelimit_limited_total", limit="dry-run", mode="enforce") == 0
+
+
+def test_concurrency_slot_comes_back_when_the_caller_aborts_a_stream(
+    local_pair: tuple[MeshPair, dict[str, int]],
+) -> None:
+    pair, _ = local_pair
+    c = client(pair.service_url, pair.proxy_url)
+    stream = c.chat.completions.create(
+        model="slow", messages=MESSAGES, stream=True, extra_headers={"X-Test-Delay-Ms": "300"}
+    )
+    next(iter(stream))  # the stream is flowing: its slot is held
+    with pytest.raises(openai.RateLimitError) as info:
+        chat(c, False, model="slow")
+    assert info.value.response.headers["ratelimit-policy"] == '"one-at-a-time";q=1;qu="concurrent-requests"'
+    stream.close()  # the caller goes away mid-stream
+    deadline = time.monotonic() + 15
+    while True:  # the sidecar notices the abort and gives the slot back
+        try:
+            assert chat(c, False, model="slow") > 0
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline, "the concurrency slot of an aborted stream never came back"
+            time.sleep(0.1)

@@ -75,6 +75,11 @@ def test_failure_mode_defaults(limit: dict[str, Any], mode: str) -> None:
         ({"limits": [{"name": "a", "concurrency": 1}, {"name": "a", "concurrency": 2}]}, "unique"),
         ({"backend": "memcached://x", "limits": [{"name": "a", "concurrency": 1}]}, "backend"),
         ({"limits": [{"name": "a", "tokens": {"limit": 5, "count": "both"}}]}, "count"),
+        ({"limits": [{"name": "a", "concurrency": 1, "match": {"principals": ["web"]}}]}, "expected"),
+        (
+            {"limits": [{"name": "a", "concurrency": 1, "match": {"principals": ["spiffe://x/y"]}}]},
+            "expected",
+        ),
     ],
 )
 def test_invalid_specs_are_refused(spec: dict[str, Any], complaint: str) -> None:
