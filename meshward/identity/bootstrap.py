@@ -203,8 +203,9 @@ def init_mesh(
         inter, inter_key = make_intermediate(trust_domain, root, root_key)
         ca = CaMaterial(root, root_key, inter, inter_key)
 
-    state.path.mkdir(parents=True, exist_ok=True)
-    state.path.chmod(0o700)
+    if not state.path.exists():
+        state.path.mkdir(mode=0o700, parents=True)
+        state.path.chmod(0o700)  # whatever the umask
     state.mesh_file.unlink(missing_ok=True)  # from here until the end the mesh does not "exist"
     with state.ca_lock(exclusive=True):
         state.rotation_path.unlink(missing_ok=True)

@@ -147,8 +147,10 @@ def rotate(
                     "trusted_until": iso(until),
                 }
             )
-        write_ca_material(state, ca)
+        # Trust first, then issue: the bundle already holds the new root (and the retired one)
+        # before anything is signed under it; a crash in between leaves a bundle that trusts both.
         roots = _publish(state, ca.root, retired, now)
+        write_ca_material(state, ca)
     return RotationResult(
         intermediate_subject=ca.intermediate.subject.rfc4514_string(),
         intermediate_not_after=ca.intermediate.not_valid_after_utc,

@@ -187,7 +187,7 @@ def test_concurrent_requests_spend_a_single_use_token_once(mesh: MeshState) -> N
 
     def attempt(csr: bytes) -> None:
         with IdentityService(mesh) as own:  # separate connections, like separate processes
-            barrier.wait(timeout=10)
+            barrier.wait(timeout=60)
             try:
                 own.issue(csr, token)
                 outcomes.append("issued")
