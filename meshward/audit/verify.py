@@ -17,10 +17,13 @@ to it:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
 
 from meshward.audit.chain import GENESIS, AuditRecord, RecordError, parse_record_line
 from meshward.audit.checkpoint import CheckpointError, checkpoint_digest, load_public_key, verify_checkpoint
@@ -51,6 +54,7 @@ class VerifyReport:
     chains: int = 0
     records: int = 0
     checkpoints: int = 0
+    key_fingerprint: str | None = None
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -63,20 +67,22 @@ class VerifyReport:
             "chains": self.chains,
             "records": self.records,
             "checkpoints": self.checkpoints,
+            "key_fingerprint": self.key_fingerprint,
             "problems": [asdict(p) for p in self.problems],
         }
 
 
-def _verify_checkpoints(audit_dir: Path, report: VerifyReport) -> list[dict[str, Any]]:
+def _verify_checkpoints(audit_dir: Path, report: VerifyReport, pub: Path) -> list[dict[str, Any]]:
     """Signed checkpoints in order; problems for any bad one (which is then ignored)."""
     path = audit_dir / "checkpoints.jsonl"
-    pub = audit_dir / "checkpoint.pub"
     if not path.exists():
         return []
     if not pub.exists():
-        report.problems.append(Problem("checkpoint", "-", "checkpoint.pub is missing"))
+        report.problems.append(Problem("checkpoint", "-", f"{pub} is missing"))
         return []
     key = load_public_key(pub)
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    report.key_fingerprint = "SHA256:" + hashlib.sha256(raw).hexdigest()
     good: list[dict[str, Any]] = []
     prev: str | None = GENESIS  # None: unknown (the checkpoint before was itself bad)
     for n, line in enumerate(path.read_bytes().splitlines(), start=1):
@@ -229,10 +235,15 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def verify_audit_dir(audit_dir: Path) -> VerifyReport:
-    """Verify every chain in ``audit_dir`` (``<state>/audit``)."""
+def verify_audit_dir(audit_dir: Path, public_key: Path | None = None) -> VerifyReport:
+    """Verify every chain in ``audit_dir`` (``<state>/audit``).
+
+    ``public_key``: the checkpoint key the auditor trusts (kept apart from the trail); by
+    default the trail's own ``checkpoint.pub``, which whoever can rewrite the trail could also
+    replace — compare ``key_fingerprint`` with a copy kept elsewhere.
+    """
     report = VerifyReport()
-    checkpoints = _verify_checkpoints(audit_dir, report)
+    checkpoints = _verify_checkpoints(audit_dir, report, public_key or audit_dir / "checkpoint.pub")
     trail = audit_dir / "trail"
     try:
         index = json.loads((trail / "chains.json").read_text())

@@ -234,3 +234,23 @@ def test_tail_follows_new_records(tmp_path: Path) -> None:
         assert "#3 " not in proc.output()  # -n 1: only the newest existing record first
     finally:
         proc.stop()
+
+
+def test_a_trail_re_signed_with_another_key_fails_against_the_pinned_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trail = _fill(tmp_path)
+    audit = tmp_path / "audit"
+    pinned = tmp_path / "auditor-copy.pub"
+    pinned.write_bytes((audit / "checkpoint.pub").read_bytes())
+    # Someone with write access rewrites the chain, throws the checkpoints and key away and
+    # lets a fresh store sign the forgery with a key of its own.
+    _rewrite_all(trail)
+    for name in ("checkpoints.jsonl", "checkpoint.key", "checkpoint.pub"):
+        (audit / name).unlink()
+    AuditStore(tmp_path)
+    assert verify_audit_dir(audit).ok  # self-consistent with its own (new) key...
+    report = verify_audit_dir(audit, pinned)  # ...but not with the key the auditor kept
+    assert not report.ok and {p.kind for p in report.problems} == {"checkpoint"}
+    assert main(["audit", "verify", "--state", str(tmp_path), "--key", str(pinned)]) == 1
+    assert "signature does not verify" in capsys.readouterr().out

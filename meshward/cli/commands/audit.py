@@ -90,6 +90,11 @@ def register(
     v = asub.add_parser("verify", help="check every chain and signed checkpoint; name any tampering")
     v.add_argument("--state", **hidden_state)  # type: ignore[arg-type]
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument(
+        "--key",
+        type=Path,
+        help="the checkpoint public key you trust (PEM), instead of the trail's own checkpoint.pub",
+    )
     v.set_defaults(func=verify)
 
     t = asub.add_parser("tail", help="print the latest records; -f follows new ones")
@@ -109,7 +114,9 @@ def register(
 
 
 def verify(args: argparse.Namespace) -> int:
-    report = verify_audit_dir(_audit_dir(args))
+    if args.key is not None and not args.key.is_file():
+        raise CliError(f"--key: no such file {args.key}")
+    report = verify_audit_dir(_audit_dir(args), args.key)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -118,7 +125,7 @@ def verify(args: argparse.Namespace) -> int:
         status = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
         print(
             f"audit trail {status}: {report.records} records in {report.chains} chains, "
-            f"{report.checkpoints} signed checkpoints"
+            f"{report.checkpoints} signed checkpoints (key {report.key_fingerprint or 'none'})"
         )
     return 0 if report.ok else 1
 
