@@ -227,3 +227,27 @@ def test_only_a_hash_of_the_token_is_stored(service: IdentityService, mesh: Mesh
 def test_token_limits(service: IdentityService, ttl: dt.timedelta, uses: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         service.create_token(FRAUD, ttl, uses)
+
+
+_SAN = st.one_of(
+    st.builds(
+        uri, st.sampled_from([FRAUD.uri, WEB.uri, "spiffe://evil.example/ns/a/sa/b", "https://x.test/"])
+    ),
+    st.builds(x509.DNSName, st.sampled_from(["fraud.ml", "localhost"])),
+    st.builds(x509.RFC822Name, st.just("ops@example.com")),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sans=st.lists(_SAN, max_size=3))
+def test_only_exactly_one_spiffe_id_of_this_domain_is_signed(
+    service: IdentityService, sans: list[x509.GeneralName]
+) -> None:
+    authority = service.authority()
+    csr = csr_with(sans)
+    valid = len(sans) == 1 and sans[0] in (uri(FRAUD.uri), uri(WEB.uri))
+    if valid:
+        assert authority.check_csr(csr)[1].uri == sans[0].value
+    else:
+        with pytest.raises(CsrRefused):
+            authority.check_csr(csr)
