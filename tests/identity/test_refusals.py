@@ -160,11 +160,13 @@ def test_renew_only_for_own_identity(service: IdentityService) -> None:
     assert [r.via for r in service.refusals()] == ["renew", "renew"]
 
 
-def test_renew_refused_for_revoked_certificate(service: IdentityService) -> None:
+@pytest.mark.parametrize("spelling", ["as issued", "as Python ssl getpeercert shows it"])
+def test_renew_refused_for_revoked_certificate(service: IdentityService, spelling: str) -> None:
     first = service.issue(_csr(), _token(service))
     assert service.revoke(first.serial)
+    peer_serial = first.serial if spelling == "as issued" else "00" + first.serial.upper()
     with pytest.raises(CsrRefused, match="revoked"):
-        service.renew(_csr(), FRAUD, peer_serial=first.serial)
+        service.renew(_csr(), FRAUD, peer_serial=peer_serial)
     assert service.certificates(FRAUD)[0].revoked
 
 
