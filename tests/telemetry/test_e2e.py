@@ -318,6 +318,7 @@ def test_authz_decisions_are_counted_and_denials_audited(tmp_path: Path) -> None
             text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10).text
     finally:
         app.stop()
+    assert parse_traceparent(f"00-{lines[1]['trace_id']}-{CLIENT_SPAN}-01")  # denied: still traced
     assert [(line["decision"], line["policy"]) for line in lines] == [
         ("allow", "llm/allow-ok"),
         ("deny", None),
