@@ -7,6 +7,7 @@ Endpoints (all echo what they saw, as JSON):
 - ``/sse?n=N``             N server-sent events; after each one it waits for ``/__release``
 - ``/v1/chat/completions`` a tiny OpenAI-compatible chat answer (``stream: true`` → SSE)
 - ``/v1/models``           a model list
+- ``/big?mb=N``          N MiB of body (``big_sent`` in /__stats counts what was written)
 - ``/slow?s=S``           answers after S seconds
 - ``/ws``                  answers ``Upgrade: websocket`` with 101, then echoes raw bytes
 - anything else            JSON echo of method, path, headers, body length and sha256
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 SEEN: list[str] = []
 LOCK = threading.Lock()
 RELEASE = threading.Semaphore(0)
+BIG_SENT = [0]  # bytes of /big written so far (blocks when nobody reads: backpressure)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -59,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if url.path == "/__stats":
             with LOCK:
-                self._json(200, {"count": len(SEEN), "paths": list(SEEN)})
+                self._json(200, {"count": len(SEEN), "paths": list(SEEN), "big_sent": BIG_SENT[0]})
             return
         if url.path == "/__release":
             RELEASE.release()
@@ -84,6 +86,21 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/sse":
             n = int(parse_qs(url.query).get("n", ["3"])[0])
             self._sse([f"data: token-{i}\n\n".encode() for i in range(n)], wait=True)
+            return
+        if url.path == "/big":
+            total = int(parse_qs(url.query).get("mb", ["100"])[0]) * 1024 * 1024
+            block = b"b" * 65536
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(total))
+            self.end_headers()
+            try:
+                for _ in range(total // len(block)):
+                    self.wfile.write(block)
+                    with LOCK:
+                        BIG_SENT[0] += len(block)
+            except OSError:
+                self.close_connection = True
             return
         if url.path == "/slow":
             time.sleep(float(parse_qs(url.query).get("s", ["3"])[0]))

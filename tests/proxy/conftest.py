@@ -32,12 +32,18 @@ class RecordingApp:
         assert isinstance(n, int)
         return n
 
+    def big_sent(self) -> int:
+        """Bytes of ``/big`` the app managed to write so far."""
+        n = self._get("/__stats")["big_sent"]
+        assert isinstance(n, int)
+        return n
+
     def release(self) -> None:
         """Let the SSE endpoint send its next event."""
         self._get("/__release")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingApp]:
     port = free_port()
     proc = spawn([PYTHON, str(APP), str(port)], tmp_path_factory.mktemp("app") / "app.log")
@@ -48,7 +54,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingApp]:
         proc.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pair(app: RecordingApp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshPair]:
     """client (web/webapp) → server (llm/chat) in front of the test app; STRICT, allow-all."""
     with mesh_pair(

@@ -20,10 +20,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from meshward.config.snapshot import ServiceEntry
 from meshward.identity.authority import Authority, make_intermediate, make_root, pem
 from meshward.identity.keys import generate_key, key_pem, write_private, write_public
 from tests.proxy.conftest import RecordingApp
-from tests.support.sidecar import MeshPair, SvidFiles, issue_svid, mesh_pair, session_authority
+from tests.support.sidecar import (
+    MeshPair,
+    SvidFiles,
+    issue_svid,
+    make_snapshot,
+    mesh_pair,
+    session_authority,
+    start_sidecar,
+    write_bootstrap,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -164,24 +174,33 @@ def test_openssl_s_client(
 
 
 def test_outbound_refuses_a_server_with_the_wrong_spiffe_id(
-    app: RecordingApp, tmp_path_factory: pytest.TempPathFactory
+    pair: MeshPair, app: RecordingApp, tmp_path: Path
 ) -> None:
-    """The server holds a valid SVID, but for llm/chat, while the service must be served by
-    ml/fraud-model: the client sidecar refuses it, nothing reaches the app."""
+    """The server holds a valid SVID, but for llm/chat, while this client's service table says
+    the service must be served by ml/fraud-model: the client sidecar refuses the server."""
     before = app.count()
-    with mesh_pair(
-        tmp_path_factory.mktemp("impostor"),
-        app.port,
-        default_policy="allow",
-        server_identities=["spiffe://demo.local/ns/ml/sa/fraud-model"],
-    ) as p:
-        r = httpx.get(f"{p.service_url}/x", proxy=p.proxy_url, timeout=10, trust_env=False)
+    entry = ServiceEntry(
+        "fraud-model",
+        "ml",
+        (f"127.0.0.1:{pair.server.inbound_port}",),
+        ("spiffe://demo.local/ns/ml/sa/fraud-model",),
+    )
+    boot = write_bootstrap(
+        tmp_path / "client.json",
+        issue_svid(tmp_path / "svid", "web/webapp"),
+        make_snapshot("web/webapp", services=[entry], mesh={"defaultPolicy": "allow"}),
+    )
+    client = start_sidecar(boot, "impostor-client")
+    try:
+        r = httpx.get("http://fraud-model.ml/x", proxy=client.proxy_url, timeout=10, trust_env=False)
         assert r.status_code == 502
         doc = r.json()
         assert "identity mismatch" in doc["error"]
         assert "spiffe://demo.local/ns/llm/sa/chat" in doc["error"] and doc["request_id"]
-        stats = httpx.get(f"{p.client.admin_url}/stats/prometheus", timeout=5).text
+        stats = httpx.get(f"{client.admin_url}/stats/prometheus", timeout=5).text
         assert 'flags="UIM"' in stats
+    finally:
+        client.stop()
     assert app.count() == before
 
 
@@ -276,11 +295,21 @@ def test_slow_app_is_504(permissive: MeshPair) -> None:
     assert r.json()["error"].startswith("upstream request timeout")
 
 
-def test_dead_app_is_503(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_dead_app_is_503(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]  # bound, never listening: connections are refused
-        with mesh_pair(tmp_path_factory.mktemp("dead"), dead_port, default_policy="allow") as p:
-            r = httpx.get(f"{p.service_url}/x", proxy=p.proxy_url, timeout=10, trust_env=False)
+        boot = write_bootstrap(
+            tmp_path / "server.json",
+            issue_svid(tmp_path / "svid", "llm/chat"),
+            make_snapshot("llm/chat", mesh={"defaultPolicy": "allow"}),
+            app=f"127.0.0.1:{dead_port}",
+            mtls="PERMISSIVE",
+        )
+        server = start_sidecar(boot, "dead-app")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{server.inbound_port}/x", timeout=10, trust_env=False)
+        finally:
+            server.stop()
     assert r.status_code == 503
     assert r.json()["error"].startswith("upstream connect error")
