@@ -140,3 +140,4 @@ class ControlAudit:
     def close(self) -> None:
         self.sinks.close()
         self.store.checkpoint()
+        self.store.close()

@@ -21,12 +21,14 @@ through :meth:`AuditStore.record` into a chain of its own. Thread-safe (one lock
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import re
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +123,16 @@ class AuditStore:
         self.trail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.checkpoint_interval = checkpoint_interval
         self._lock = threading.RLock()
-        self._signer = CheckpointSigner(self.directory)
+        # One writer per store: the control plane. Anyone else (a CLI, a test, a second control
+        # plane by mistake) gets a read-only view and never writes a checkpoint or truncates.
+        self._lock_fd = os.open(self.directory / "store.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.read_only = False
+        except BlockingIOError:
+            self.read_only = True
+        self._release = weakref.finalize(self, os.close, self._lock_fd)  # closing frees the lock
+        self._signer = None if self.read_only else CheckpointSigner(self.directory)
         self._chains: dict[str, ChainInfo] = {}
         self._by_source_chain: dict[tuple[str, str], ChainInfo] = {}
         self._last_checkpoint_at = 0.0
@@ -152,8 +163,8 @@ class AuditStore:
             path = self.trail_dir / info.path_name
             if path.exists():
                 line, good_size = _last_line(path)
-                if good_size != path.stat().st_size:  # torn by a crash mid-append: never acked
-                    os.truncate(path, good_size)
+                if good_size != path.stat().st_size and not self.read_only:
+                    os.truncate(path, good_size)  # torn by a crash mid-append: never acked
                 if line is not None:
                     record = parse_record_line(line, check_hash=False)
                     info.seq, info.head = record.seq, record.hash
@@ -164,7 +175,7 @@ class AuditStore:
             self._checkpoint_n = int(data["n"])
             self._checkpoint_prev = checkpoint_digest(line)
             self._checkpointed = {slug: int(c["seq"]) for slug, c in data["chains"].items()}
-        if any(self._checkpointed.get(s, 0) != c.seq for s, c in self._chains.items()):
+        if not self.read_only and any(self._checkpointed.get(s, 0) != c.seq for s, c in self._chains.items()):
             self.checkpoint(force=True)  # records stored just before a crash, not yet covered
 
     def _add_chain(self, info: ChainInfo) -> None:
@@ -221,9 +232,21 @@ class AuditStore:
             lines = batch[header_end + 1 :].splitlines(keepends=True)
         return self.ingest_records(source, chain, lines)
 
+    def _writable(self) -> CheckpointSigner:
+        if self._signer is None:
+            raise AuditRejected(
+                503, f"audit store {self.directory} is held by another process (read-only here)"
+            )
+        return self._signer
+
+    def close(self) -> None:
+        """Release the writer lock (the store stays readable)."""
+        self._release()
+
     def ingest_records(self, source: str, chain: str, lines: list[bytes]) -> IngestAck:
         if len(lines) > _MAX_BATCH_RECORDS:
             raise AuditRejected(413, f"audit batch: more than {_MAX_BATCH_RECORDS} records")
+        self._writable()
         records: list[AuditRecord] = []
         for i, line in enumerate(lines):
             try:
@@ -258,6 +281,7 @@ class AuditStore:
 
     def record(self, event: dict[str, Any]) -> AuditRecord:
         """Append one of the control plane's own events to its chain."""
+        self._writable()
         with self._lock:
             if self._control is None:
                 existing = [c for c in self._chains.values() if c.source == CONTROL_SOURCE]
@@ -272,6 +296,8 @@ class AuditStore:
 
     def checkpoint(self, force: bool = False) -> bool:
         """Sign the current heads if anything changed since the last checkpoint."""
+        if self.read_only:
+            return False
         with self._lock:
             current = {slug: c.seq for slug, c in self._chains.items()}
             if not force and current == self._checkpointed:
@@ -281,7 +307,7 @@ class AuditStore:
                 for slug, c in sorted(self._chains.items())
             }
             self._checkpoint_n += 1
-            line = self._signer.sign(
+            line = self._writable().sign(
                 self._checkpoint_n, _now_iso(), self._checkpoint_prev, sum(current.values()), chains
             )
             fd = os.open(self.checkpoints_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -254,3 +254,21 @@ def test_a_trail_re_signed_with_another_key_fails_against_the_pinned_key(
     assert not report.ok and {p.kind for p in report.problems} == {"checkpoint"}
     assert main(["audit", "verify", "--state", str(tmp_path), "--key", str(pinned)]) == 1
     assert "signature does not verify" in capsys.readouterr().out
+
+
+def test_one_writer_per_store_others_read_only(tmp_path: Path) -> None:
+    spool = AuditSpool(tmp_path / "spool")
+    spool.append(_event(1))
+    batch = spool.read(0)
+    assert batch is not None
+    writer = AuditStore(tmp_path)
+    writer.ingest(SOURCE, batch.body())
+    reader = AuditStore(tmp_path)  # e.g. a CLI or test while the control plane runs
+    assert reader.read_only and [c.seq for c in reader.chains()] == [1]
+    with pytest.raises(AuditRejected) as refused:
+        reader.ingest(SOURCE, batch.body())
+    assert refused.value.status == 503
+    assert not reader.checkpoint(force=True)
+    writer.close()
+    assert not AuditStore(tmp_path).read_only
+    assert verify_audit_dir(tmp_path / "audit").ok
