@@ -16,10 +16,14 @@ included, so the numbers are conservative). Side by side in the same run:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from meshward.authz.attributes import RequestAttributes
@@ -47,14 +51,23 @@ def _policy(
     )
 
 
-def build_mesh() -> list[AuthorizationPolicy]:
-    """1,000 policies; 100 of them select ``WORKLOAD``."""
+def build_mesh(ns: str = "llm", app: str = "llm", open_to: str | None = None) -> list[AuthorizationPolicy]:
+    """1,000 policies; 100 of them select the workload ``app`` in namespace ``ns``.
+
+    ``open_to``: the first ALLOW policy lets this principal GET anything (the load generator
+    of the sidecar run)."""
     policies: list[AuthorizationPolicy] = []
-    sel = {"matchLabels": {"app": "llm"}}
-    for i in range(70):
+    sel = {"matchLabels": {"app": app}}
+    if open_to is not None:
+        rule = {
+            "from": [{"source": {"principals": [open_to]}}],
+            "to": [{"operation": {"methods": ["GET"], "paths": ["/*"]}}],
+        }
+        policies.append(_policy(ns, "allow-load-generator", {"selector": sel, "rules": [rule]}))
+    for i in range(70 if open_to is None else 69):
         policies.append(
             _policy(
-                "llm",
+                ns,
                 f"allow-caller-{i:03d}",
                 {
                     "selector": sel,
@@ -78,7 +91,7 @@ def build_mesh() -> list[AuthorizationPolicy]:
     for i in range(10):
         policies.append(
             _policy(
-                "llm",
+                ns,
                 f"allow-ns-{i:02d}",
                 {
                     "rules": [
@@ -96,7 +109,7 @@ def build_mesh() -> list[AuthorizationPolicy]:
     for i in range(10):
         policies.append(
             _policy(
-                "llm",
+                ns,
                 f"deny-{i:02d}",
                 {
                     "action": "DENY",
@@ -110,7 +123,7 @@ def build_mesh() -> list[AuthorizationPolicy]:
     for i in range(5):
         policies.append(
             _policy(
-                "llm",
+                ns,
                 f"audit-{i}",
                 {"action": "AUDIT", "rules": [{"to": [{"operation": {"aiOperations": ["admin"]}}]}]},
             )
@@ -118,7 +131,7 @@ def build_mesh() -> list[AuthorizationPolicy]:
     for i in range(5):
         policies.append(
             _policy(
-                "llm",
+                ns,
                 f"dry-deny-{i}",
                 {
                     "action": "DENY",
@@ -138,9 +151,7 @@ def build_mesh() -> list[AuthorizationPolicy]:
         )
     for i in range(100):
         policies.append(
-            _policy(
-                "llm", f"other-{i:03d}", {"selector": {"matchLabels": {"app": f"other{i}"}}, "rules": [{}]}
-            )
+            _policy(ns, f"other-{i:03d}", {"selector": {"matchLabels": {"app": f"other{i}"}}, "rules": [{}]})
         )
     return policies
 
@@ -205,6 +216,77 @@ def _rebuild(r: RequestAttributes) -> RequestAttributes:
     )
 
 
+def _expect_ok(port: int) -> None:
+    """One request through the pair must succeed before measuring (a 403 would be a bad setup)."""
+    import httpx
+
+    r = httpx.get("http://nginx.bench/", proxy=f"http://127.0.0.1:{port}", timeout=30, trust_env=False)
+    if r.status_code != 200:
+        raise RuntimeError(f"bench setup: GET through the pair answered {r.status_code}: {r.text[:200]}")
+
+
+def sidecar_throughput(rounds: int = 2) -> dict[str, Any]:
+    """wrk -c32 through a real sidecar pair (client → mTLS → server with the filter chain →
+    nginx): the server with no policy (``defaultPolicy: allow``, no authz filter) against the
+    server with the 100 selecting policies (+900 others) of :func:`build_mesh`. Alternated
+    ``rounds`` times; the best of each is kept (the machine is shared)."""
+    from bench.proxy import CONCURRENCY, DURATION, ensure_tools, start_nginx, wrk
+    from meshward.config.snapshot import ServiceEntry
+    from tests.support.proc import Proc
+    from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
+
+    ensure_tools()
+    best: dict[str, float] = {"no_policies": 0.0, "policies_100": 0.0}
+    work = Path(tempfile.mkdtemp(prefix="bench-authz-"))
+    procs: list[Proc] = []
+    try:
+        nginx = start_nginx(work, procs)
+        server_svid = issue_svid(work / "server", "bench/nginx")
+        client_svid = issue_svid(work / "client", "bench/client")
+        mesh = build_mesh("bench", "nginx", open_to="bench/client")
+        setups = {
+            "no_policies": ({"defaultPolicy": "allow"}, []),
+            "policies_100": ({}, mesh),
+        }
+        for round_ in range(rounds):
+            for name, (mesh_spec, policies) in setups.items():
+                pair: list[Proc] = []
+                try:
+                    snap = make_snapshot("bench/nginx", policies=policies, mesh=mesh_spec)
+                    boot = write_bootstrap(
+                        work / f"s-{name}-{round_}.json", server_svid, snap, app=f"127.0.0.1:{nginx}"
+                    )
+                    server = start_sidecar(boot, f"server-{name}-{round_}")
+                    pair.append(server.proc)
+                    entry = ServiceEntry(
+                        "nginx", "bench", (f"127.0.0.1:{server.inbound_port}",), (server_svid.spiffe_id.uri,)
+                    )
+                    client_snap = make_snapshot("bench/client", services=[entry], mesh=mesh_spec)
+                    client_boot = write_bootstrap(work / f"c-{name}-{round_}.json", client_svid, client_snap)
+                    client = start_sidecar(client_boot, f"client-{name}-{round_}")
+                    pair.append(client.proc)
+                    port = client.outbound[1]
+                    _expect_ok(port)
+                    with contextlib.suppress(ValueError):  # warm-up; may finish no request at all
+                        wrk(port, CONCURRENCY, 2)
+                    best[name] = max(best[name], wrk(port, CONCURRENCY, DURATION)["rps"])
+                finally:
+                    for p in reversed(pair):
+                        p.stop()
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = best["policies_100"] / best["no_policies"] if best["no_policies"] else 0.0
+    return {
+        "rps_no_policies": round(best["no_policies"], 1),
+        "rps_policies_100": round(best["policies_100"], 1),
+        "throughput_ratio_100_policies_vs_none": round(ratio, 3),
+        "throughput_target": ">= 0.9",
+        "meets_throughput_target": ratio >= 0.9,
+    }
+
+
 def run(iterations: int | None = None) -> dict[str, Any]:
     if iterations is None:
         iterations = 5_000 if os.environ.get("MESHWARD_BENCH_QUICK") else 50_000
@@ -243,9 +325,13 @@ def run(iterations: int | None = None) -> dict[str, Any]:
     results["ratio_median_vs_no_policies"] = round(results["decision_1000_100"]["median_us"] / base, 2)
     results["target_median_us"] = 10.0
     results["meets_target"] = results["decision_1000_100"]["median_us"] < 10.0
+    if not os.environ.get("MESHWARD_BENCH_AUTHZ_NO_SIDECAR"):
+        results["sidecar"] = sidecar_throughput(1 if os.environ.get("MESHWARD_BENCH_QUICK") else 2)
     results["notes"] = (
         "per-decision latency timed one call at a time (timer overhead included); "
-        f"{iterations} decisions per scenario on a rotating mix of 64 requests"
+        f"{iterations} decisions per scenario on a rotating mix of 64 requests. "
+        "sidecar: wrk -c32 GET / through client sidecar -> mTLS -> server sidecar -> nginx, "
+        "best of alternated runs"
     )
     return results
 
@@ -254,6 +340,10 @@ def main() -> None:
     results = run()
     width = max(len(k) for k in results)
     for key, value in results.items():
+        if key == "sidecar" and isinstance(value, dict):
+            for k, v in value.items():
+                print(f"{'sidecar.' + k:<{width}}  {v}")
+            continue
         if isinstance(value, dict):
             value = "  ".join(f"{k}={v:.2f}" for k, v in value.items())
         if key == "notes":

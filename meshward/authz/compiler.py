@@ -15,11 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
 
 from meshward.authz.attributes import RequestAttributes
-from meshward.authz.matchers import (
-    compile_ip_blocks,
-    compile_paths,
-    normalize_principal_pattern,
-)
+from meshward.authz.matchers import ip_ranges, normalize_principal_pattern, template_regex
 from meshward.authz.timewindow import parse_time_window
 from meshward.resources.authorization import Condition, Operation, Rule, Source
 
@@ -158,9 +154,9 @@ def _operation_terms(o: Operation, code: CodeBuilder) -> list[str]:
     terms: list[str] = []
     _strings(terms, "r.method", o.methods, o.not_methods, code)
     if o.paths:
-        terms.append(f"{code.const(compile_paths(o.paths))}(r.path)")
+        terms.append(_path_match(o.paths, code))
     if o.not_paths:
-        terms.append(f"not {code.const(compile_paths(o.not_paths))}(r.path)")
+        terms.append(f"not {_path_match(o.not_paths, code)}")
     _ports(terms, "r.port", o.ports, o.not_ports, code)
     if o.ai_operations:
         terms.append(f"r.operation in {code.const(frozenset(o.ai_operations))}")
@@ -246,9 +242,27 @@ def _ips(
     terms: list[str], attr: str, values: Sequence[str], not_values: Sequence[str], code: CodeBuilder
 ) -> None:
     if values:
-        terms.append(f"{code.const(compile_ip_blocks(values))}({attr})")
+        terms.append(_ip_match(attr, values))
     if not_values:
-        terms.append(f"not {code.const(compile_ip_blocks(not_values))}({attr})")
+        terms.append(f"not {_ip_match(attr, not_values)}")
+
+
+def _ip_match(attr: str, blocks: Sequence[str]) -> str:
+    """Integer range comparisons, inline (the bounds are ints computed here, safe as literals)."""
+    ranges = " or ".join(f"{int(low)} <= _i <= {int(high)}" for low, high in ip_ranges(blocks))
+    return f"((_i := {attr}) is not None and ({ranges}))"
+
+
+def _path_match(patterns: Sequence[str], code: CodeBuilder) -> str:
+    """Plain patterns inline like any string; URI templates as one precompiled regex."""
+    plain = [p for p in patterns if "{" not in p]
+    templates = [p for p in patterns if "{" in p]
+    alternatives: list[str] = []
+    if plain:
+        alternatives.append(_string_match("r.path", plain, code))
+    if templates:
+        alternatives.append(f"({code.const(template_regex(templates).fullmatch)}(r.path) is not None)")
+    return alternatives[0] if len(alternatives) == 1 else f"({' or '.join(alternatives)})"
 
 
 def _ports(

@@ -29,8 +29,10 @@ __all__ = [
     "compile_ip_blocks",
     "compile_paths",
     "compile_strings",
+    "ip_ranges",
     "ip_to_int",
     "normalize_principal_pattern",
+    "template_regex",
 ]
 
 StringMatcher = Callable[[str | None], bool]
@@ -131,18 +133,26 @@ def compile_paths(values: Iterable[str]) -> StringMatcher:
         (templates if "{" in value else plain).append(value)
     if not templates:
         return compile_strings(plain)
-    regex = re.compile("|".join(f"(?:{_template_regex(t)})" for t in templates))
-    fullmatch = regex.fullmatch
+    fullmatch = template_regex(templates).fullmatch
     if not plain:
         return lambda v: v is not None and fullmatch(v) is not None
     strings = compile_strings(plain)
     return lambda v: strings(v) or (v is not None and fullmatch(v) is not None)
 
 
+def template_regex(templates: Iterable[str]) -> re.Pattern[str]:
+    """One anchored-by-``fullmatch`` regex for URI templates (``{*}`` / ``{**}``)."""
+    return re.compile("|".join(f"(?:{_template_regex(t)})" for t in templates))
+
+
+def ip_ranges(values: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    """IP blocks as sorted, de-duplicated ``(low, high)`` ranges in the matchers' int space."""
+    return tuple(sorted({_ip_range(v) for v in values}))
+
+
 def compile_ip_blocks(values: Iterable[str]) -> IpMatcher:
     """Blocks to sorted integer ranges; a lookup is a short scan of ``(low, high)`` pairs."""
-    ranges = sorted({_ip_range(v) for v in values})
-    pairs = tuple(ranges)
+    pairs = ip_ranges(values)
 
     def match(ip: int | None) -> bool:
         if ip is None:
