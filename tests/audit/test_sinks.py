@@ -263,3 +263,38 @@ def test_unreachable_sink_does_not_block_ingest(tmp_path: Path) -> None:
             spool.close()
         finally:
             thread.close()
+
+
+def test_control_plane_forwards_to_the_syslog_sink_of_the_mesh_resource(tmp_path: Path) -> None:
+    """The real control plane: a Mesh resource names a syslog sink; its own events arrive there."""
+    from meshward.cli.main import main
+    from tests.support.proc import PYTHON, spawn
+
+    state = tmp_path / "state"
+    assert main(["init", "--state", str(state), "--trust-domain", "demo.local"]) == 0
+    port = free_port()
+    server, messages = _syslog_server(port, None)
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(
+        "apiVersion: meshward.dev/v1alpha1\nkind: Mesh\nmetadata: {name: mesh}\nspec:\n"
+        f"  trustDomain: demo.local\n  audit:\n    sinks:\n    - {{name: siem, type: syslog, address: '127.0.0.1:{port}'}}\n"
+    )
+    control = spawn(
+        [PYTHON, "-m", "meshward", "control", "--state", str(state), "--listen", "127.0.0.1:0"],
+        tmp_path / "control.log",
+    )
+    try:
+        wait_for(lambda: (state / "control.json").exists(), timeout=30, what="the control plane")
+        wait_for(
+            lambda: main(["apply", "-f", str(mesh), "--state", str(state)]) == 0, timeout=30, what="apply"
+        )
+        wait_for(
+            lambda: any("ApplyConfig" in m for m in messages), timeout=20, what="the apply event at the SIEM"
+        )
+    finally:
+        control.stop()
+        server.shutdown()
+        server.server_close()
+    for message in messages:
+        assert RFC5424.match(message), message
+    assert any('"class_uid":6002' in m for m in messages)  # the control plane's start, sent from its cursor
