@@ -88,8 +88,13 @@ def build_snapshot(
     trust_domain: str,
     namespace: str,
     name: str,
+    services: dict[str, ServiceEntry] | None = None,
 ) -> MeshSnapshot:
-    """The snapshot for workload ``namespace/name`` at ``generation``."""
+    """The snapshot for workload ``namespace/name`` at ``generation``.
+
+    ``services``: the :func:`services_table` of these resources and sidecars, when the caller
+    already has it (it is the same for every workload of a generation).
+    """
     spec = mesh_spec(resources, trust_domain)
     scope = {namespace, spec.root_namespace}
     policies = tuple(r for r in resources if r.kind not in _NOT_POLICY and r.metadata.namespace in scope)
@@ -98,6 +103,6 @@ def build_snapshot(
         trust_domain=trust_domain,
         mesh=spec,
         workload=workload_info(resources, namespace, name),
-        services=services_table(resources, sidecars, trust_domain),
+        services=services if services is not None else services_table(resources, sidecars, trust_domain),
         resources=policies,
     )

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import json
 import os
+import socket
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ class ControlClient:
                 conn.close()
                 raise ControlUnavailable(f"control plane at {self.url} is unreachable: {exc}") from exc
             assert isinstance(conn.sock, ssl.SSLSocket)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls
             peer = peer_spiffe_id(conn.sock)
             if peer != self._expected:
                 conn.close()

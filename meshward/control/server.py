@@ -37,6 +37,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import queue
 import socket
 import ssl
 import threading
@@ -48,7 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from meshward.audit.control import ControlAudit
 from meshward.audit.store import AuditRejected
-from meshward.config.build import build_snapshot, find_workload, mesh_spec
+from meshward.config.build import build_snapshot, find_workload, mesh_spec, services_table
 from meshward.config.store import ConfigStore, SidecarRecord
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
 from meshward.control.tls import control_id, peer_serial, peer_spiffe_id, server_context
@@ -60,12 +61,16 @@ from meshward.identity.state import MeshState
 from meshward.resources import Resource
 from meshward.resources.mesh import parse_duration
 
-__all__ = ["DEFAULT_LISTEN", "ControlPlane", "snapshot_digest"]
+__all__ = ["DEFAULT_LISTEN", "ControlPlane"]
 
 DEFAULT_LISTEN = ("127.0.0.1", 15012)
 MAX_BODY = 4 << 20
 MAX_WATCH_SECONDS = 30.0
 CONTROL_CERT_TTL = dt.timedelta(hours=24)
+
+
+class _RawJson(bytes):
+    """A response body already encoded as JSON."""
 
 
 class _HttpError(Exception):
@@ -74,15 +79,19 @@ class _HttpError(Exception):
         self.status, self.extra = status, extra
 
 
-def snapshot_digest(snapshot_json: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(snapshot_json, sort_keys=True).encode()).hexdigest()
-
-
 class _View:
     """The current generation's resources and the registered sidecars, cached between changes."""
 
-    def __init__(self, generation: int, resources: list[Resource[Any]], sidecars: list[SidecarRecord]):
+    def __init__(
+        self,
+        generation: int,
+        resources: list[Resource[Any]],
+        sidecars: list[SidecarRecord],
+        trust_domain: str,
+    ) -> None:
         self.generation, self.resources, self.sidecars = generation, resources, sidecars
+        # the same for every workload of this view: computed once, not once per watching sidecar
+        self.services = services_table(resources, sidecars, trust_domain)
 
 
 class ControlPlane:
@@ -99,6 +108,11 @@ class ControlPlane:
         self.store = ConfigStore(state.db_path, self.trust_domain)
         # The audit trail: sidecars' batches, our own security events, SIEM forwarding.
         self.audit = ControlAudit(state.path)
+        # Our own audit events are written by one worker, off the response path: an apply
+        # answers (and its sidecars compile) without waiting for the audit file's fsync.
+        self._audit_events: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._audit_worker = threading.Thread(target=self._record_audit, name="control-audit", daemon=True)
+        self._audit_worker.start()
         self.operator = state.operator_id
         self._changed = threading.Condition()
         self._version = 0
@@ -134,10 +148,17 @@ class ControlPlane:
         doc = {"url": self.url, "pid": os.getpid(), "started": time.time()}
         write_public(self.state.path / "control.json", (json.dumps(doc) + "\n").encode())
 
+    def _record_audit(self) -> None:
+        while (event := self._audit_events.get()) is not None:
+            event()
+
+    def _audit(self, event: Callable[[], None]) -> None:
+        self._audit_events.put(event)
+
     def _announce(self) -> None:
         self.write_info()
-        self.audit.started(control_id(self.trust_domain).uri)
-        self.audit.update_sinks(self._current().resources)
+        self._audit(lambda: self.audit.started(control_id(self.trust_domain).uri))
+        self._audit(lambda: self.audit.update_sinks(self._current().resources))
 
     def start(self) -> None:
         """Serve in background threads (tests, ``meshward up`` in-process use)."""
@@ -161,7 +182,9 @@ class ControlPlane:
             self._changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
-        self.audit.stopped(control_id(self.trust_domain).uri)
+        self._audit(lambda: self.audit.stopped(control_id(self.trust_domain).uri))
+        self._audit_events.put(None)
+        self._audit_worker.join(10)
         self.audit.close()
         info = self.state.path / "control.json"
         with contextlib.suppress(OSError, ValueError):
@@ -173,7 +196,9 @@ class ControlPlane:
     def _current(self) -> _View:
         with self._changed:
             if self._view is None:
-                self._view = _View(self.store.generation(), self.store.resources(), self.store.sidecars())
+                self._view = _View(
+                    self.store.generation(), self.store.resources(), self.store.sidecars(), self.trust_domain
+                )
             return self._view
 
     def _notify(self) -> None:
@@ -193,10 +218,13 @@ class ControlPlane:
         try:
             issued = self.identity.issue(csr, token, self.svid_ttl())
         except CsrRefused as exc:
-            self.audit.certificate_refused(exc.reason, src_ip=src_ip)
+            reason = exc.reason
+            self._audit(lambda: self.audit.certificate_refused(reason, src_ip=src_ip))
             raise _HttpError(403, exc.reason) from None
-        self.audit.certificate_issued(
-            issued.spiffe_id.uri, issued.serial, issued.not_after, "join-token", src_ip
+        self._audit(
+            lambda: self.audit.certificate_issued(
+                issued.spiffe_id.uri, issued.serial, issued.not_after, "join-token", src_ip
+            )
         )
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
 
@@ -206,10 +234,13 @@ class ControlPlane:
                 _str(body, "csr").encode(), peer, self.svid_ttl(), peer_serial=serial
             )
         except CsrRefused as exc:
-            self.audit.certificate_refused(exc.reason, peer.uri, src_ip)
+            reason = exc.reason
+            self._audit(lambda: self.audit.certificate_refused(reason, peer.uri, src_ip))
             raise _HttpError(403, exc.reason) from None
-        self.audit.certificate_issued(
-            issued.spiffe_id.uri, issued.serial, issued.not_after, "renewal", src_ip
+        self._audit(
+            lambda: self.audit.certificate_issued(
+                issued.spiffe_id.uri, issued.serial, issued.not_after, "renewal", src_ip
+            )
         )
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
 
@@ -259,7 +290,7 @@ class ControlPlane:
         self.store.record_ack(self._sidecar_id(body, workload), generation, ok, str(body.get("reason", "")))
         return {}
 
-    def watch(self, query: dict[str, str], peer: SpiffeId) -> dict[str, Any] | None:
+    def watch(self, query: dict[str, str], peer: SpiffeId) -> _RawJson | None:
         """The workload's snapshot once it differs from ``have``; None after ``timeout`` seconds."""
         workload = query.get("workload", "")
         ns, name = self._authorize_workload(peer, workload)
@@ -274,12 +305,12 @@ class ControlPlane:
                 version = self._version
             view = self._current()
             snapshot = build_snapshot(
-                view.generation, view.resources, view.sidecars, self.trust_domain, ns, name
+                view.generation, view.resources, view.sidecars, self.trust_domain, ns, name, view.services
             )
-            doc = snapshot.to_json()
-            digest = snapshot_digest(doc)
-            if digest != have:
-                return {"digest": digest, "snapshot": doc}
+            text = json.dumps(snapshot.to_json(), sort_keys=True)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            if digest != have:  # the body is assembled, not dumped again: this runs per sidecar
+                return _RawJson(f'{{"digest": "{digest}", "snapshot": {text}}}'.encode())
             with self._changed:
                 while self._version == version and not self._closing:
                     left = deadline - time.monotonic()
@@ -303,16 +334,16 @@ class ControlPlane:
         if result.get("changed"):
             self._notify()
             changes = sum(1 for c in result["changes"] if c["action"] != "unchanged")
-            self.audit.config_applied(result["generation"], who, changes)
-            self.audit.update_sinks(self._current().resources)
+            self._audit(lambda: self.audit.config_applied(result["generation"], who, changes))
+            self._audit(lambda: self.audit.update_sinks(self._current().resources))
         return result
 
     def rollback(self, body: dict[str, Any], who: str) -> dict[str, Any]:
         result = self._config(rollback_to, body.get("generation"), who)
         if result.get("changed"):
             self._notify()
-            self.audit.config_rolled_back(result["generation"], body["generation"], who)
-            self.audit.update_sinks(self._current().resources)
+            self._audit(lambda: self.audit.config_rolled_back(result["generation"], body["generation"], who))
+            self._audit(lambda: self.audit.update_sinks(self._current().resources))
         return result
 
     def get(self, query: dict[str, str]) -> dict[str, Any]:
@@ -391,6 +422,9 @@ class _Handler(BaseHTTPRequestHandler):
     _raw = b""
 
     def setup(self) -> None:
+        # Headers and body go out as separate writes: without TCP_NODELAY, Nagle + delayed ACK
+        # hold the second one for ~40 ms, on every watch push.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.request.settimeout(10)
         try:
             self.request.do_handshake()
@@ -424,8 +458,11 @@ class _Handler(BaseHTTPRequestHandler):
         user = self.headers.get("X-Meshward-User", "")[:64]
         return f"{user} ({peer.short})" if user else peer.uri
 
-    def _send(self, status: int, payload: dict[str, Any] | None) -> None:
-        data = b"" if payload is None else json.dumps(payload).encode()
+    def _send(self, status: int, payload: dict[str, Any] | _RawJson | None) -> None:
+        if isinstance(payload, _RawJson):
+            data = bytes(payload)
+        else:
+            data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         if payload is not None:
             self.send_header("Content-Type", "application/json")
@@ -469,7 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(
         self, method: str, path: str, body: dict[str, Any], query: dict[str, str]
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any] | _RawJson | None:
         plane = self.plane
         match (method, path):
             case ("GET", "/healthz"):

@@ -240,7 +240,7 @@ class ControlAgent:
                 body = self._watch_once(client, "", timeout)
                 if body is not None:
                     snapshot = MeshSnapshot.from_json(body["snapshot"])
-                    if self._apply(snapshot, str(body["digest"]), client):
+                    if self._apply(snapshot, str(body["digest"]), client, body["snapshot"]):
                         return snapshot
         except (ControlUnavailable, ControlRefused) as exc:
             self.last_error = str(exc)
@@ -258,7 +258,13 @@ class ControlAgent:
         status, body = client.request("GET", f"/v1/watch?{query}", timeout=timeout + 10)
         return body if status == 200 and body else None
 
-    def _apply(self, snapshot: MeshSnapshot, digest: str, client: ControlClient | None) -> bool:
+    def _apply(
+        self,
+        snapshot: MeshSnapshot,
+        digest: str,
+        client: ControlClient | None,
+        doc: dict[str, Any] | None = None,
+    ) -> bool:
         """Hand a snapshot to the sidecar; ACK (and cache) or NACK (keep the old one)."""
         self.digest = digest
         try:
@@ -270,8 +276,8 @@ class ControlAgent:
                 self._ack(client, snapshot.generation, False, reason)
             return False
         self.generation = snapshot.generation
-        doc = {"digest": digest, "snapshot": snapshot.to_json()}
-        write_public(self.snapshot_path, json.dumps(doc).encode())
+        cached = {"digest": digest, "snapshot": doc if doc is not None else snapshot.to_json()}
+        write_public(self.snapshot_path, json.dumps(cached).encode())
         if client is not None:
             self._ack(client, snapshot.generation, True, "")
         return True
@@ -331,7 +337,8 @@ class ControlAgent:
                     body = self._watch_once(client, self.digest, WATCH_SECONDS)
                     delay = backoff_delays()  # the control plane answered: reset the backoff
                     if body is not None:
-                        self._apply(MeshSnapshot.from_json(body["snapshot"]), str(body["digest"]), client)
+                        snapshot = MeshSnapshot.from_json(body["snapshot"])
+                        self._apply(snapshot, str(body["digest"]), client, body["snapshot"])
                     if self._renewed.is_set():  # reconnect with the new certificate
                         self._renewed.clear()
                         break

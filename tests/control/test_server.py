@@ -20,6 +20,7 @@ from meshward.identity.issuance import IdentityService
 from meshward.identity.keys import generate_key, key_pem, make_csr, write_private
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
+from tests.support.proc import wait_for
 
 WORKLOADS = textwrap.dedent(
     """\
@@ -58,11 +59,14 @@ def test_token_buys_one_svid_and_is_refused_after(plane: ControlPlane, mesh_stat
         with pytest.raises(ControlRefused) as refused:
             client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
     assert refused.value.status == 403
+
     # both decisions are in the control plane's own audit chain
-    own = [c for c in plane.audit.store.chains() if c.source == CONTROL_SOURCE]
-    trail = (plane.audit.store.trail_dir / own[0].path_name).read_text()
-    assert "issued an SVID for spiffe://demo.local/ns/ml/sa/model-sa" in trail
-    assert "refused an SVID" in trail
+    def trail() -> str:
+        own = [c for c in plane.audit.store.chains() if c.source == CONTROL_SOURCE]
+        return (plane.audit.store.trail_dir / own[0].path_name).read_text() if own else ""
+
+    wait_for(lambda: "refused an SVID" in trail(), 10, what="the refusal in the audit trail")
+    assert "issued an SVID for spiffe://demo.local/ns/ml/sa/model-sa" in trail()
 
 
 def test_each_endpoint_requires_the_right_identity(
