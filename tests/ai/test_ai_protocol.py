@@ -209,7 +209,7 @@ def test_estimate_without_prompt() -> None:
     assert estimate_prompt_tokens({"model": "m"}) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "get", ""]),
     path=st.one_of(
@@ -238,7 +238,7 @@ def test_never_raises(method: str, path: str, headers: dict[str, str], body: byt
     assert isinstance(needs_body(ai, method, headers), bool)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(model=st.text(min_size=1, max_size=40), stream=st.booleans())
 def test_model_round_trips_through_the_body(model: str, stream: bool) -> None:
     ai = classify(

@@ -262,7 +262,7 @@ def _engine(docs: list[dict[str, Any]], default_allow: bool) -> AuthzEngine:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(docs=policy_docs(), reqs=st.lists(requests, min_size=4, max_size=10), default_allow=st.booleans())
 def test_engine_agrees_with_the_reference(
     docs: list[dict[str, Any]], reqs: list[Req], default_allow: bool
@@ -283,7 +283,7 @@ def test_engine_agrees_with_the_reference(
         assert set(decision.audit) == audited
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     docs=policy_docs(), extra=st.lists(rules, min_size=1, max_size=2), r=requests, default_allow=st.booleans()
 )
@@ -301,7 +301,7 @@ def test_adding_a_deny_policy_never_allows_more(
     assert not (after.allowed and not before.allowed)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(docs=policy_docs(), r=requests, default_allow=st.booleans())
 def test_dry_run_policies_never_change_the_decision(
     docs: list[dict[str, Any]], r: Req, default_allow: bool
