@@ -12,16 +12,18 @@ limit's ``failureMode``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-from meshward.ratelimit.compile import CompiledLimit
+from meshward.ratelimit.compile import CompiledLimit, Dimension
 from meshward.ratelimit.keyed import KeyedStates
 from meshward.ratelimit.state import ConcurrencyGate, Decision, TokenBucket, TokenWindow
 
-__all__ = ["Backend", "BackendUnavailable", "Clock", "LocalBackend", "Release"]
+__all__ = ["Backend", "BackendUnavailable", "Clock", "LocalBackend", "Release", "RemoteCheck"]
 
 Clock = Callable[[], float]
+# (limit, dimension, key, amount: request cost or tokens to reserve, lease name)
+RemoteCheck = tuple[CompiledLimit, Dimension, str, int, str]
 S = TypeVar("S")
 Release = Callable[[], None]
 
@@ -47,6 +49,10 @@ class Backend(Protocol):
     async def reserve(self, limit: CompiledLimit, key: str, amount: int) -> Decision: ...
 
     def reconcile(self, limit: CompiledLimit, key: str, window: int, reserved: int, actual: int) -> None: ...
+
+    async def check_batch(self, ops: Sequence[RemoteCheck]) -> list[tuple[Decision, Release | None]]:
+        """Several checks at once (one round trip for a shared store), answers in order."""
+        ...
 
     def take_now(self, limit: CompiledLimit, key: str) -> Decision: ...
 
@@ -137,6 +143,17 @@ class LocalBackend:
 
     async def reserve(self, limit: CompiledLimit, key: str, amount: int) -> Decision:
         return self.reserve_now(limit, key, amount)
+
+    async def check_batch(self, ops: Sequence[RemoteCheck]) -> list[tuple[Decision, Release | None]]:
+        out: list[tuple[Decision, Release | None]] = []
+        for limit, dim, key, amount, _lease in ops:
+            if dim == "requests":
+                out.append((self.take_now(limit, key), None))
+            elif dim == "tokens":
+                out.append((self.reserve_now(limit, key, amount), None))
+            else:
+                out.append(self.acquire_now(limit, key))
+        return out
 
     def reconcile(self, limit: CompiledLimit, key: str, window: int, reserved: int, actual: int) -> None:
         store = self.windows.get(limit.id)

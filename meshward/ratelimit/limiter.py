@@ -2,10 +2,11 @@
 
 For each applicable limit, in policy order, the dimensions are checked concurrency first
 (cheapest to give back), then the request rate, then the token budget (a reservation of
-the prompt estimate plus the output cap). The first refusal by an enforcing limit stops
-the walk and gives back what this request already holds (slots, reservations), so a
-refused request leaks nothing. A shadow limit is checked the same way, but its refusals
-are only recorded.
+the prompt estimate plus the output cap). Local limits are checked one by one and the
+first refusal by an enforcing limit stops the walk; limits on a shared store are checked
+afterwards, all in one round trip. Either way a refused request gives back what it holds
+(slots, reservations), so it leaks nothing. A shadow limit is checked the same way, but
+its refusals are only recorded.
 
 :meth:`RateLimiter.settle` runs exactly once per admitted request, whatever happened
 (response, error, abort, local reply): it releases every slot and replaces each token
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshward.ai.types import TokenUsage
-from meshward.ratelimit.backend import Backend, BackendUnavailable, Release
+from meshward.ratelimit.backend import Backend, BackendUnavailable, Release, RemoteCheck
 from meshward.ratelimit.compile import CompiledLimit, Dimension, RequestFacts
 from meshward.ratelimit.state import Decision
 
@@ -49,38 +50,28 @@ class TokenHold:
     reserved: int
 
 
+_NONE: list[Any] = []  # the shared empty list: replaced, never appended to
+
+
 class Admission:
     """What one request was granted: holds to settle, and any refusals.
 
-    Lists are created only when something is put in them (most requests hold nothing).
+    Fields default to class attributes (shared, never mutated: lists are replaced, not
+    appended to), so admitting a request that holds nothing costs one tiny object.
     """
 
-    __slots__ = (
-        "failed_open",
-        "holds",
-        "lease",
-        "refusal",
-        "releases",
-        "settled",
-        "shadow_refusals",
-        "tightest",
-        "tightest_share",
-    )
+    refusal: Refusal | None = None
+    shadow_refusals: list[Refusal] = _NONE
+    failed_open: list[CompiledLimit] = _NONE
+    releases: list[Release] = _NONE
+    holds: list[TokenHold] = _NONE
+    # The enforced limit with the smallest share left, advertised on the response.
+    tightest: tuple[CompiledLimit, Dimension, Decision] | None = None
+    tightest_share = float("inf")
+    settled = False
 
     def __init__(self, lease: str) -> None:
         self.lease = lease
-        # The enforced limit with the smallest share left, advertised on the response.
-        self.tightest: tuple[CompiledLimit, Dimension, Decision] | None = None
-        self.tightest_share = float("inf")
-        self.refusal: Refusal | None = None
-        self.shadow_refusals: list[Refusal] = _NONE
-        self.failed_open: list[CompiledLimit] = _NONE
-        self.releases: list[Release] = _NONE
-        self.holds: list[TokenHold] = _NONE
-        self.settled = False
-
-
-_NONE: list[Any] = []  # shared empty list: replaced, never appended to
 
 
 def reservation_for(limit: CompiledLimit, prompt_estimate: int, max_output: int | None) -> int:
@@ -121,45 +112,85 @@ class RateLimiter:
         self, facts: RequestFacts, lease: str, prompt_estimate: int = 0, max_output: int | None = None
     ) -> Admission:
         adm = Admission(lease)
+        remote: list[tuple[CompiledLimit, Backend, Dimension, str]] | None = None
         for limit, backend in self._bound:
             if not limit.applies(facts):
                 continue
             key = limit.key_of(facts)
             for dim in limit.dimensions:
-                try:
-                    if backend.synchronous:
-                        if dim == "requests":  # the common case, inlined
-                            decision = backend.take_now(limit, key)
-                        else:
-                            decision = self._check_now(
-                                adm, limit, backend, dim, key, prompt_estimate, max_output
-                            )
-                    else:
-                        decision = await self._check(
-                            adm, limit, backend, dim, key, prompt_estimate, max_output
-                        )
-                except BackendUnavailable:
+                if not backend.synchronous:  # shared store: batched below, one round trip
+                    if remote is None:
+                        remote = []
+                    remote.append((limit, backend, dim, key))
+                    continue
+                if dim == "requests":  # the common case, inlined
+                    decision = backend.take_now(limit, key)
+                    if decision.allowed and not limit.shadow:
+                        share = decision.remaining / limit.requests_quota
+                        if share < adm.tightest_share:
+                            adm.tightest_share = share
+                            adm.tightest = (limit, dim, decision)
+                        continue
+                else:
+                    decision = self._check_now(adm, limit, backend, dim, key, prompt_estimate, max_output)
+                if not self._judge(adm, limit, dim, decision, False):
+                    self.settle(adm, None)  # give back what this request holds
+                    return adm
+        if remote is not None and not await self._admit_remote(adm, remote, prompt_estimate, max_output):
+            self.settle(adm, None)
+        return adm
+
+    def _judge(
+        self, adm: Admission, limit: CompiledLimit, dim: Dimension, decision: Decision, unavailable: bool
+    ) -> bool:
+        """Record one answer; False when it refuses the request (an enforcing limit said no)."""
+        if decision.allowed:
+            if not limit.shadow:
+                share = decision.remaining / limit.quota(dim)
+                if share < adm.tightest_share:
+                    adm.tightest_share = share
+                    adm.tightest = (limit, dim, decision)
+            return True
+        refusal = Refusal(limit, dim, decision, unavailable)
+        if limit.shadow:
+            adm.shadow_refusals = [*adm.shadow_refusals, refusal]
+            return True
+        if adm.refusal is None:
+            adm.refusal = refusal
+        return False
+
+    async def _admit_remote(
+        self,
+        adm: Admission,
+        remote: list[tuple[CompiledLimit, Backend, Dimension, str]],
+        prompt_estimate: int,
+        max_output: int | None,
+    ) -> bool:
+        ok = True
+        for backend in {id(b): b for _, b, _, _ in remote}.values():
+            ops: list[RemoteCheck] = []
+            for limit, b, dim, key in remote:
+                if b is backend:
+                    amount = reservation_for(limit, prompt_estimate, max_output) if dim == "tokens" else 1
+                    ops.append((limit, dim, key, amount, lease_id(adm, limit)))
+            try:
+                answers = await backend.check_batch(ops)
+            except BackendUnavailable:
+                for limit, dim, _key, _amount, _lease in ops:
                     if limit.failure_mode == "open":
                         if limit not in adm.failed_open:
                             adm.failed_open = [*adm.failed_open, limit]
-                        continue
-                    refusal = Refusal(limit, dim, Decision(False, 0, 1.0, 1.0), unavailable=True)
-                else:
-                    if decision.allowed:
-                        if not limit.shadow:
-                            share = decision.remaining / limit.quota(dim)
-                            if share < adm.tightest_share:
-                                adm.tightest_share = share
-                                adm.tightest = (limit, dim, decision)
-                        continue
-                    refusal = Refusal(limit, dim, decision)
-                if limit.shadow:
-                    adm.shadow_refusals = [*adm.shadow_refusals, refusal]
-                    continue
-                adm.refusal = refusal
-                self.settle(adm, None)  # give back what this request holds
-                return adm
-        return adm
+                    elif not self._judge(adm, limit, dim, Decision(False, 0, 1.0, 1.0), True):
+                        ok = False
+                continue
+            for (limit, dim, key, amount, _lease), (decision, release) in zip(ops, answers, strict=True):
+                if release is not None:
+                    _add_release(adm, release)
+                if dim == "tokens" and decision.allowed:
+                    _add_hold(adm, TokenHold(limit, backend, key, decision.window, amount))
+                if not self._judge(adm, limit, dim, decision, False):
+                    ok = False
+        return ok
 
     def _check_now(
         self,
@@ -185,34 +216,13 @@ class RateLimiter:
             _add_hold(adm, TokenHold(limit, backend, key, decision.window, amount))
         return decision
 
-    async def _check(
-        self,
-        adm: Admission,
-        limit: CompiledLimit,
-        backend: Backend,
-        dim: Dimension,
-        key: str,
-        prompt_estimate: int,
-        max_output: int | None,
-    ) -> Decision:
-        if dim == "requests":
-            return await backend.take(limit, key)
-        if dim == "concurrency":
-            decision, release = await backend.acquire(limit, key, lease_id(adm, limit))
-            if release is not None:
-                _add_release(adm, release)
-            return decision
-        amount = reservation_for(limit, prompt_estimate, max_output)
-        decision = await backend.reserve(limit, key, amount)
-        if decision.allowed:
-            _add_hold(adm, TokenHold(limit, backend, key, decision.window, amount))
-        return decision
-
     def settle(self, adm: Admission, usage: TokenUsage | None) -> None:
         """Release every slot and reconcile every reservation (``usage`` None: nothing used)."""
         if adm.settled:
             return
         adm.settled = True
+        if adm.releases is _NONE and adm.holds is _NONE:
+            return
         releases, adm.releases = adm.releases, _NONE
         for release in releases:
             release()

@@ -1,8 +1,9 @@
 """Limit state shared by every replica through Redis, one atomic Lua script per check.
 
-Each check is a single round trip: the script reads the state, decides and writes it back
-atomically, using Redis' own clock (``TIME``) so replicas with skewed clocks agree. Scripts
-are sent by SHA (``EVALSHA``) and loaded on a ``NOSCRIPT`` miss (redis-py's ``Script``).
+Each check is one script that reads the state, decides and writes it back atomically, using
+Redis' own clock (``TIME``) so replicas with skewed clocks agree; all the checks of one
+request are pipelined, so a request costs ONE round trip whatever the number of limits.
+Scripts are sent by SHA (``EVALSHA``) and loaded when the server answers ``NOSCRIPT``.
 
 - bucket: a hash {tokens, stamp}, expiring once it would have refilled;
 - token window: a hash {win, used}, expiring after two windows;
@@ -18,15 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
-from meshward.ratelimit.backend import BackendUnavailable, Release
+from meshward.ratelimit.backend import BackendUnavailable, Release, RemoteCheck
 from meshward.ratelimit.compile import CompiledLimit
 from meshward.ratelimit.state import Decision
 
@@ -181,27 +183,86 @@ class RedisBackend:
         return f"redis {kw.get('host', '?')}:{kw.get('port', '?')}"
 
     async def take(self, limit: CompiledLimit, key: str) -> Decision:
-        allowed, remaining, reset_ms, retry_ms = await self._call(
-            self._bucket(keys=[self._key(limit, "req", key)], args=[limit.rate, limit.burst, 1])
-        )
-        return Decision(bool(allowed), int(remaining), reset_ms / 1000, retry_ms / 1000)
+        return (await self.check_batch([(limit, "requests", key, 1, "")]))[0][0]
 
     async def reserve(self, limit: CompiledLimit, key: str, amount: int) -> Decision:
-        allowed, remaining, reset_ms, win = await self._call(
-            self._reserve(
-                keys=[self._key(limit, "tok", key)], args=[limit.token_limit, limit.token_period, amount]
-            )
-        )
-        reset = reset_ms / 1000
-        return Decision(bool(allowed), int(remaining), reset, 0.0 if allowed else reset, int(win))
+        return (await self.check_batch([(limit, "tokens", key, amount, "")]))[0][0]
 
     async def acquire(self, limit: CompiledLimit, key: str, lease: str) -> tuple[Decision, Release | None]:
-        rkey = self._key(limit, "conc", key)
-        allowed, remaining = await self._call(
-            self._acquire(keys=[rkey], args=[limit.concurrency, lease, self.lease_ms])
-        )
-        if not allowed:
-            return Decision(False, 0, 1.0, 1.0), None
+        return (await self.check_batch([(limit, "concurrency", key, 1, lease)]))[0]
+
+    async def check_batch(self, ops: Sequence[RemoteCheck]) -> list[tuple[Decision, Release | None]]:
+        """Run several checks in ONE round trip (a pipeline of script calls), answers in order.
+
+        Every check runs, whatever the others answer (as Envoy's global rate limit counts every
+        descriptor); the limiter gives back slots and reservations of a refused request.
+        """
+        calls: list[tuple[AsyncScript, list[str], list[Any]]] = []
+        for limit, dim, key, amount, lease in ops:
+            if dim == "requests":
+                calls.append(
+                    (self._bucket, [self._key(limit, "req", key)], [limit.rate, limit.burst, amount])
+                )
+            elif dim == "tokens":
+                rkey = self._key(limit, "tok", key)
+                calls.append((self._reserve, [rkey], [limit.token_limit, limit.token_period, amount]))
+            else:
+                rkey = self._key(limit, "conc", key)
+                calls.append((self._acquire, [rkey], [limit.concurrency, lease, self.lease_ms]))
+        replies = await self._call(self._pipeline(calls))
+        out: list[tuple[Decision, Release | None]] = []
+        for (limit, dim, key, _amount, lease), reply in zip(ops, replies, strict=True):
+            if dim == "requests":
+                allowed, remaining, reset_ms, retry_ms = reply
+                out.append((Decision(bool(allowed), int(remaining), reset_ms / 1000, retry_ms / 1000), None))
+            elif dim == "tokens":
+                allowed, remaining, reset_ms, win = reply
+                reset = reset_ms / 1000
+                out.append(
+                    (
+                        Decision(bool(allowed), int(remaining), reset, 0.0 if allowed else reset, int(win)),
+                        None,
+                    )
+                )
+            else:
+                allowed, remaining = reply
+                if allowed:
+                    out.append(
+                        (
+                            Decision(True, int(remaining), 0.0),
+                            self._releaser(self._key(limit, "conc", key), lease),
+                        )
+                    )
+                else:
+                    out.append((Decision(False, 0, 1.0, 1.0), None))
+        return out
+
+    async def _pipeline(self, calls: list[tuple[AsyncScript, list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA each call in one pipeline; scripts the server lacks are loaded and re-run alone."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                script, keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    missing.append(i)  # not run: safe to run again
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                return results
+            for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+                script.sha = await self.client.script_load(script.script)
+            todo = missing
+        raise RedisError("rate-limit scripts could not be loaded")
+
+    def _releaser(self, rkey: str, lease: str) -> Release:
         released = False
 
         def release() -> None:
@@ -210,7 +271,7 @@ class RedisBackend:
                 released = True
                 self._spawn(self.client.zrem(rkey, lease))
 
-        return Decision(True, int(remaining), 0.0), release
+        return release
 
     def reconcile(self, limit: CompiledLimit, key: str, window: int, reserved: int, actual: int) -> None:
         if actual == reserved:

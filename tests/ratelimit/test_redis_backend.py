@@ -192,3 +192,31 @@ def test_open_budget_and_closed_rate_when_overridden(own_redis: RedisServer) -> 
             await backend.aclose()
 
     run(scenario)
+
+
+def test_one_batch_per_request_and_a_refused_request_gives_back_what_it_got(redis_url: str) -> None:
+    lims = limits(
+        redis_url,
+        {"name": "budget", "tokens": {"limit": 100}},
+        {"name": "one", "concurrency": 1},
+    )
+
+    async def scenario() -> None:
+        backend = RedisBackend(redis_url)
+        limiter = RateLimiter(lims, {redis_url: backend})
+        try:
+            first = await limiter.admit(FACTS, "a", 30)
+            assert first.refusal is None and len(first.holds) == 1 and len(first.releases) == 1
+            second = await limiter.admit(FACTS, "b", 30)  # the slot is taken: refused
+            assert second.refusal is not None and second.refusal.limit.name == "one"
+            assert second.settled and not second.holds and not second.releases
+            await backend.drain()
+            budget = await backend.reserve(lims[0], "", 0)
+            assert budget.remaining == 70  # only the first request's 30 are reserved
+            limiter.settle(first, None)
+            await backend.drain()
+            assert (await limiter.admit(FACTS, "c", 30)).refusal is None
+        finally:
+            await backend.aclose()
+
+    run(scenario)
