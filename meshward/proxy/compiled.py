@@ -8,7 +8,7 @@ code reads one attribute and never sees a half-applied generation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +17,7 @@ from meshward.filters.base import Filter, SidecarRuntime
 from meshward.proxy.chain import build_chain
 from meshward.proxy.routes import RouteTable
 
-__all__ = ["CompiledChain", "CompiledConfig", "SnapshotRejected", "compile_snapshot"]
+__all__ = ["ChainFactory", "CompiledChain", "CompiledConfig", "SnapshotRejected", "compile_snapshot"]
 
 log = logging.getLogger("meshward.proxy")
 
@@ -68,14 +68,18 @@ class CompiledConfig:
         return self.snapshot.generation
 
 
+ChainFactory = Callable[[MeshSnapshot, SidecarRuntime], Sequence[Filter]]
+
+
 def compile_snapshot(
     snapshot: MeshSnapshot,
     runtime: SidecarRuntime,
     mtls_override: Literal["STRICT", "PERMISSIVE"] | None = None,
+    chain_factory: ChainFactory = build_chain,
 ) -> CompiledConfig:
     """Build every per-generation structure; any failure becomes :class:`SnapshotRejected`."""
     try:
-        chain = CompiledChain(build_chain(snapshot, runtime))
+        chain = CompiledChain(chain_factory(snapshot, runtime))
         routes = RouteTable(snapshot)
     except Exception as exc:
         log.warning("config generation %s rejected: %s", snapshot.generation, exc)

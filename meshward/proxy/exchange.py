@@ -65,6 +65,8 @@ class Exchange:
         self.up_chunked = False
         self.streaming = False  # request body now flows straight to the upstream
         self.forwarded_at = 0.0
+        self.replay: bytes | None = None
+        self.retried = False
         self.informational = False
         self.tunnel = False
         # response side
@@ -180,13 +182,8 @@ class Exchange:
         if self.finished:
             pool.release(up, self.loop.time())
             return
-        self.upstream = up
-        up.exchange = self
-        up.requests += 1
-        up.parser.expect(self.head.method == "HEAD")
-        self.forwarded_at = self.loop.time()
         if body is not None:
-            up.write(head + body)
+            data = head + body
         else:
             parts = [head]
             if self.up_chunked:
@@ -195,13 +192,37 @@ class Exchange:
                     parts.append(CHUNK_END)
             else:
                 parts.extend(self.req_buf)
-            up.write(b"".join(parts))
+            data = b"".join(parts)
+        # A request sent whole on a reused keep-alive connection may be replayed once if that
+        # connection turns out to have been closed by the upstream (the keep-alive race).
+        complete = (body is not None or self.req_done) and not self.head.upgrade
+        self.replay = data if complete and up.requests > 0 and not self.retried else None
+        self._send(up, data)
         self.req_buf = []
         self.req_buf_size = 0
         self.streaming = True
         self.conn.resume_buffer_full()
         if self.conn.upstream_paused_writing:
             up.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _send(self, up: UpstreamConnection, data: bytes) -> None:
+        self.upstream = up
+        up.exchange = self
+        up.requests += 1
+        up.parser.expect(self.head.method == "HEAD")
+        self.forwarded_at = self.loop.time()
+        up.write(data)
+
+    async def _replay(self, target: UpstreamTarget, data: bytes) -> None:
+        try:
+            up = await self.conn.sidecar.pool.connect(target)
+        except UpstreamError as exc:
+            self.fail(exc.name, exc.detail)
+            return
+        if self.finished:
+            up.close()
+            return
+        self._send(up, data)
 
     # ---- response side: events from the upstream ---------------------------------------------
     def on_response_head(self, rh: ResponseHead) -> None:
@@ -323,8 +344,15 @@ class Exchange:
 
     def on_upstream_error(self, name: str, detail: str | None) -> None:
         """The upstream failed (reset, TLS alert, bad response, timeout)."""
+        up = self.upstream
         self._release_upstream(False)
         if self.finished:
+            return
+        replay = self.replay
+        if name == "upstream_reset" and replay is not None and up is not None and not self.resp_started:
+            self.replay = None
+            self.retried = True
+            self.task = self.loop.create_task(self._replay(up.target, replay))
             return
         if self.tunnel:
             self.finish()

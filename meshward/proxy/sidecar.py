@@ -28,7 +28,8 @@ from prometheus_client import CollectorRegistry
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import SidecarRuntime
 from meshward.proxy.admin import AdminConnection
-from meshward.proxy.compiled import CompiledConfig, SnapshotRejected, compile_snapshot
+from meshward.proxy.chain import build_chain
+from meshward.proxy.compiled import ChainFactory, CompiledConfig, SnapshotRejected, compile_snapshot
 from meshward.proxy.downstream import DownstreamConnection, Side
 from meshward.proxy.inbound import handle_inbound
 from meshward.proxy.listener import Listener, bind_socket
@@ -47,8 +48,13 @@ log = logging.getLogger("meshward.proxy")
 class Sidecar:
     """One workload's data plane (one worker process)."""
 
-    def __init__(self, options: SidecarOptions | None = None) -> None:
+    def __init__(
+        self, options: SidecarOptions | None = None, chain_factory: ChainFactory = build_chain
+    ) -> None:
+        """``chain_factory`` is :func:`~meshward.proxy.chain.build_chain` unless a caller (a test
+        of the chain machinery) supplies its own ``(snapshot, runtime) -> filters``."""
         self.options = options or SidecarOptions()
+        self.chain_factory = chain_factory
         self.identity = ReloadableIdentity()
         self.stats = ProxyStats()
         self.runtime_registry = CollectorRegistry()
@@ -97,7 +103,7 @@ class Sidecar:
                 f"{runtime.workload.name} in {runtime.trust_domain}",
             )
         try:
-            compiled = compile_snapshot(snapshot, runtime, self.options.mtls_mode)
+            compiled = compile_snapshot(snapshot, runtime, self.options.mtls_mode, self.chain_factory)
         except SnapshotRejected:
             self.stats.config_rejected += 1
             raise
