@@ -117,9 +117,19 @@ class AuditShipper:
         expected = answer.get("expected_seq") if isinstance(answer, dict) else None
         if status == 409 and isinstance(expected, int) and expected >= 1:
             log.warning("audit: control plane expects seq %d (we sent from %d)", expected, batch.first_seq)
+            if expected < self.spool.first_available:
+                # The control plane lost records it had acknowledged (its store was restored
+                # from an older copy): they are gone here too. Say so; keep retrying slowly.
+                raise RuntimeError(
+                    f"control plane expects seq {expected} of chain {self.spool.chain}, acknowledged "
+                    f"and deleted here (oldest kept: {self.spool.first_available}); operator action needed"
+                )
             if expected - 1 > self._cursor:
                 self.spool.ack(expected - 1)
-            self._cursor = min(expected - 1, self.spool.last_seq)
+            cursor = min(expected - 1, self.spool.last_seq)
+            if cursor == self._cursor and expected == batch.first_seq:
+                raise RuntimeError(f"control plane refused seq {expected}: {answer.get('error')}")
+            self._cursor = cursor
             return True
         detail = answer.get("error") if isinstance(answer, dict) else None
         raise RuntimeError(f"control plane answered {status}: {detail or body[:200]!r}")

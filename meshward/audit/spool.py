@@ -216,6 +216,7 @@ class AuditSpool:
             return None
         lines: list[bytes] = []
         size = 0
+        first_read = 0
         want = after_seq + 1
         pos = self._read_pos if self._read_pos and self._read_pos[2] == want else None
         segments = self.segments()
@@ -233,6 +234,8 @@ class AuditSpool:
                         break
                     offset += len(raw)
                     if seq >= want:
+                        if not lines:
+                            first_read = seq
                         lines.append(raw)
                         size += len(raw)
                     seq += 1
@@ -243,7 +246,14 @@ class AuditSpool:
                 break
         if not lines:
             return None
-        return SpoolBatch(self.chain, want, want + len(lines) - 1, lines)
+        # ``first_read`` > ``want`` only when the records asked for were acknowledged and deleted.
+        return SpoolBatch(self.chain, first_read, first_read + len(lines) - 1, lines)
+
+    @property
+    def first_available(self) -> int:
+        """The oldest sequence number still on disk (``last_seq + 1`` when none is)."""
+        segments = self.segments()
+        return _segment_first_seq(segments[0]) if segments else self._writer.seq + 1
 
     def ack(self, seq: int) -> None:
         """The control plane stored everything up to ``seq``: persist that, drop spent segments."""
