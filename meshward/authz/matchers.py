@@ -1,4 +1,4 @@
-"""Value matchers of authorization policies, compiled once at load time.
+"""Value patterns of authorization policies: validation, normalization and their parts.
 
 Istio's string forms: exact ``abc``, prefix ``abc*``, suffix ``*abc``, presence ``*`` (any
 non-empty value). Paths add URI templates: ``{*}`` one path segment, ``{**}`` anything that
@@ -6,10 +6,10 @@ follows (must be the last operator). IP blocks are single addresses or CIDRs. Pr
 compared in Istio's form ``<trust-domain>/ns/<ns>/sa/<sa>``; a policy may spell them in any of
 the three forms of :mod:`meshward.identity.spiffe`.
 
-Every ``compile_*`` function returns a plain predicate ``(value) -> bool`` that treats a
-missing value (None) as "does not match"; the compiler negates it for ``not*`` fields, so a
-missing value satisfies a ``not*`` field, as in Istio. The ``check_*`` functions are the
-load-time validation used by the resource model; they raise ``ValueError`` naming the value.
+The ``check_*`` functions are the load-time validation used by the resource model; they raise
+``ValueError`` naming the value. The rest prepares what :mod:`meshward.authz.compiler` turns
+into code: principal patterns in Istio's form, URI templates as one regex, IP blocks as integer
+ranges (IPv4 and IPv6 in one int space, IPv4-mapped IPv6 addresses as IPv4).
 """
 
 from __future__ import annotations
@@ -17,26 +17,18 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Final
 
 __all__ = [
-    "IpMatcher",
-    "StringMatcher",
     "check_ip_block",
     "check_path_pattern",
     "check_string_pattern",
-    "compile_ip_blocks",
-    "compile_paths",
-    "compile_strings",
     "ip_ranges",
     "ip_to_int",
     "normalize_principal_pattern",
     "template_regex",
 ]
-
-StringMatcher = Callable[[str | None], bool]
-IpMatcher = Callable[[int | None], bool]  # the address as an int; IPv6 is offset above IPv4
 
 _TEMPLATE_OPERATOR: Final = re.compile(r"\{\*\*\}|\{\*\}")
 _V6_BASE: Final = 1 << 32  # IPv6 addresses live above the IPv4 range in one int space
@@ -90,56 +82,6 @@ def normalize_principal_pattern(value: str, trust_domain: str) -> str:
     return value
 
 
-def compile_strings(values: Iterable[str], *, lower: bool = False) -> StringMatcher:
-    """One predicate for a list of string patterns (any of them). ``lower``: case-insensitive
-    (hosts); the caller then passes lower-cased values."""
-    exact: set[str] = set()
-    prefixes: list[str] = []
-    suffixes: list[str] = []
-    presence = False
-    for raw in values:
-        value = raw.lower() if lower else raw
-        if value == "*":
-            presence = True
-        elif value.endswith("*"):
-            prefixes.append(value[:-1])
-        elif value.startswith("*"):
-            suffixes.append(value[1:])
-        else:
-            exact.add(value)
-    if presence:
-        return _present
-    exact_set = frozenset(exact)
-    pre = tuple(prefixes)
-    suf = tuple(suffixes)
-    if not pre and not suf:
-        return exact_set.__contains__  # None is never a member
-    if not exact_set and not suf:
-        return lambda v: v is not None and v.startswith(pre)
-
-    def match(v: str | None) -> bool:
-        if v is None:
-            return False
-        return v in exact_set or (bool(pre) and v.startswith(pre)) or (bool(suf) and v.endswith(suf))
-
-    return match
-
-
-def compile_paths(values: Iterable[str]) -> StringMatcher:
-    """Like :func:`compile_strings`, with URI templates compiled to one anchored regex."""
-    plain: list[str] = []
-    templates: list[str] = []
-    for value in values:
-        (templates if "{" in value else plain).append(value)
-    if not templates:
-        return compile_strings(plain)
-    fullmatch = template_regex(templates).fullmatch
-    if not plain:
-        return lambda v: v is not None and fullmatch(v) is not None
-    strings = compile_strings(plain)
-    return lambda v: strings(v) or (v is not None and fullmatch(v) is not None)
-
-
 def template_regex(templates: Iterable[str]) -> re.Pattern[str]:
     """One anchored-by-``fullmatch`` regex for URI templates (``{*}`` / ``{**}``)."""
     return re.compile("|".join(f"(?:{_template_regex(t)})" for t in templates))
@@ -148,21 +90,6 @@ def template_regex(templates: Iterable[str]) -> re.Pattern[str]:
 def ip_ranges(values: Iterable[str]) -> tuple[tuple[int, int], ...]:
     """IP blocks as sorted, de-duplicated ``(low, high)`` ranges in the matchers' int space."""
     return tuple(sorted({_ip_range(v) for v in values}))
-
-
-def compile_ip_blocks(values: Iterable[str]) -> IpMatcher:
-    """Blocks to sorted integer ranges; a lookup is a short scan of ``(low, high)`` pairs."""
-    pairs = ip_ranges(values)
-
-    def match(ip: int | None) -> bool:
-        if ip is None:
-            return False
-        for low, high in pairs:  # noqa: SIM110 (hot path: a loop beats any() over a generator)
-            if low <= ip <= high:
-                return True
-        return False
-
-    return match
 
 
 def ip_to_int(text: str) -> int | None:
@@ -198,7 +125,3 @@ def _template_regex(template: str) -> str:
         pos = m.end()
     parts.append(re.escape(template[pos:]))
     return "".join(parts)
-
-
-def _present(v: str | None) -> bool:
-    return bool(v)

@@ -1,21 +1,38 @@
-"""Value matchers and time windows, table by table."""
+"""Value matching (through the compiled engine) and time windows, table by table."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshward.authz.matchers import (
-    compile_ip_blocks,
-    compile_paths,
-    compile_strings,
-    ip_to_int,
-    normalize_principal_pattern,
-)
+from meshward.authz.attributes import RequestAttributes
+from meshward.authz.engine import AuthzEngine
+from meshward.authz.matchers import ip_to_int, normalize_principal_pattern
 from meshward.authz.timewindow import InvalidTimeWindow, parse_time_window
+from meshward.resources.authorization import AuthorizationPolicy
+
+
+def _matches(operation: dict[str, list[str]], source: dict[str, list[str]], **request: Any) -> bool:
+    """Does a one-rule ALLOW policy match? (The compiled code path, as the sidecar runs it.)"""
+    rule: dict[str, Any] = {}
+    if operation:
+        rule["to"] = [{"operation": operation}]
+    if source:
+        rule["from"] = [{"source": source}]
+    policy = AuthorizationPolicy.model_validate(
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"rules": [rule]},
+        }
+    )
+    attrs = RequestAttributes(**{"method": "GET", "path": "/", **request})
+    return AuthzEngine([policy], trust_domain="td.local").evaluate(attrs).allowed
 
 
 @pytest.mark.parametrize(
@@ -38,12 +55,14 @@ from meshward.authz.timewindow import InvalidTimeWindow, parse_time_window
     ],
 )
 def test_strings(patterns: list[str], value: str | None, expected: bool) -> None:
-    assert compile_strings(patterns)(value) is expected
+    assert _matches({"models": patterns}, {}, model=value) is expected
+    assert _matches({"notModels": patterns}, {}, model=value) is not expected  # absent satisfies not*
 
 
-def test_strings_lower() -> None:
-    assert compile_strings(["Fraud.ML", "*.EXAMPLE"], lower=True)("fraud.ml")
-    assert compile_strings(["*.EXAMPLE"], lower=True)("a.example")
+def test_hosts_are_case_insensitive() -> None:
+    assert _matches({"hosts": ["Fraud.ML", "*.EXAMPLE"]}, {}, host="fraud.ml")
+    assert _matches({"hosts": ["*.EXAMPLE"]}, {}, host="A.Example")
+    assert not _matches({"notHosts": ["*.EXAMPLE"]}, {}, host="a.example")
 
 
 @pytest.mark.parametrize(
@@ -60,10 +79,13 @@ def test_strings_lower() -> None:
         (["/a.b/{*}"], "/aXb/c", False),  # literals are literal, not regex
         (["/exact", "/v2/{**}"], "/exact", True),
         (["/pre*", "/v2/models/{*}"], "/prefix", True),
+        (["/pre*", "/v2/models/{*}"], "/v2/models/x", True),
+        (["/pre*", "/v2/models/{*}"], "/v2/models/x/y", False),
     ],
 )
 def test_paths(patterns: list[str], path: str, expected: bool) -> None:
-    assert compile_paths(patterns)(path) is expected
+    assert _matches({"paths": patterns}, {}, path=path) is expected
+    assert _matches({"notPaths": patterns}, {}, path=path) is not expected
 
 
 @pytest.mark.parametrize(
@@ -78,12 +100,21 @@ def test_paths(patterns: list[str], path: str, expected: bool) -> None:
         (["fd00::/8"], "10.0.0.1", False),
         (["0.0.0.0/0"], "fd12::1", False),
         (["::/0"], "10.0.0.1", False),
+        (["10.0.0.0/8", "192.0.2.0/24"], "192.0.2.200", True),
         (["10.0.0.0/8"], "not-an-ip", False),
         (["10.0.0.0/8"], "010.0.0.1", False),
     ],
 )
 def test_ip_blocks(blocks: list[str], ip: str, expected: bool) -> None:
-    assert compile_ip_blocks(blocks)(ip_to_int(ip)) is expected
+    assert _matches({}, {"ipBlocks": blocks}, source_ip=ip) is expected
+    assert _matches({}, {"remoteIpBlocks": blocks}, source_ip="127.0.0.1", remote_ip=ip) is expected
+
+
+def test_ip_to_int() -> None:
+    assert ip_to_int("10.0.0.1") == ip_to_int("::ffff:10.0.0.1") == 0x0A000001
+    assert ip_to_int("::1") == (1 << 32) + 1
+    for bad in ("010.0.0.1", "1.2.3", "", "x", "1.2.3.4\x00"):
+        assert ip_to_int(bad) is None
 
 
 @pytest.mark.parametrize(
