@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshward.audit.chain import AuditRecord, ChainWriter, parse_record_line
 from meshward.audit.spool import AuditSpool
@@ -272,3 +276,41 @@ def test_one_writer_per_store_others_read_only(tmp_path: Path) -> None:
     writer.close()
     assert not AuditStore(tmp_path).read_only
     assert verify_audit_dir(tmp_path / "audit").ok
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    state = tmp_path_factory.mktemp("pristine")
+    _fill(state, records=12, batch=3)
+    return state
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    op=st.sampled_from(["flip", "delete", "swap", "duplicate", "truncate"]),
+    index=st.integers(0, 11),
+    other=st.integers(0, 11),
+)
+def test_any_single_tampering_is_detected(pristine: Path, op: str, index: int, other: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "s"
+        shutil.copytree(pristine, state)
+        (trail,) = (state / "audit" / "trail").glob("*.jsonl")
+        lines = _lines(trail)
+        if op == "flip":  # change one character inside the event
+            line = lines[index]
+            at = line.index('"event":') + 9 + other % 5
+            lines[index] = line[:at] + ("0" if line[at] != "0" else "1") + line[at + 1 :]
+        elif op == "delete":
+            del lines[index]
+        elif op == "swap":
+            if index == other:
+                other = (other + 1) % len(lines)
+            lines[index], lines[other] = lines[other], lines[index]
+        elif op == "duplicate":
+            lines.insert(other, lines[index])
+        else:
+            lines = lines[:index]
+        trail.write_text("".join(lines))
+        report = verify_audit_dir(state / "audit")
+        assert not report.ok, (op, index, other)
