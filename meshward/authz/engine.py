@@ -15,9 +15,9 @@ How a request is decided (:meth:`AuthzEngine.evaluate`), Istio's order with zero
 Dry-run policies do not change the decision; the decision they *would* give (everything
 enforced together) is returned in ``dry_run``. Matching AUDIT policies are listed in ``audit``.
 
-Evaluation is a dictionary lookup of candidate rules by the caller's principal (rules that pin
-exact principals are only tried for those callers) followed by calls of precompiled
-predicates; decisions without dry-run or audit results are prebuilt objects.
+Evaluation is a dictionary lookup of the rules pinned to the caller's exact principal (tried
+only for that caller), then one generated function holding every other rule of the action
+(:mod:`meshward.authz.compiler`); decisions are prebuilt objects.
 """
 
 from __future__ import annotations

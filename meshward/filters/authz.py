@@ -6,6 +6,10 @@ Compiles the snapshot's AuthorizationPolicies for the served workload once per g
 headers, model and AI operation). A denial is a :class:`Denial` of kind ``authz`` (403,
 ``{"error": "access denied", ...}``; the caller is not told which policy said no).
 
+``remote.ip`` / ``remoteIpBlocks`` equal the peer address: no X-Forwarded-For is trusted (Istio
+with ``numTrustedProxies: 0``). Health probes and the sidecar's admin port never reach this
+filter (probes go to the app directly; the admin port is its own listener).
+
 What it records for telemetry and audit:
 
 - ``ctx.decision``: ``allow``, ``deny`` or ``dry_run_deny`` (allowed, but the dry-run policies
