@@ -47,13 +47,11 @@ def answer_for(refusal: Refusal) -> RefusalAnswer:
             {"limit": limit.name, "policy": limit.policy, "reason": "backend_unavailable"},
         )
     retry_after = max(1, ceil_seconds(decision.retry_after))
-    reset = ceil_seconds(decision.reset) if refusal.dimension != "concurrency" else retry_after
-    if refusal.dimension == "tokens":
-        reset = retry_after  # the window's end: both fields name the same moment
     headers = [
         ("Retry-After", str(retry_after)),
         ("RateLimit-Policy", limit.policy_item(refusal.dimension)),
-        ("RateLimit", f'"{limit.name}";r={decision.remaining};t={reset}'),
+        # t names the same moment as Retry-After, as the draft asks of a refusal carrying both.
+        ("RateLimit", f'"{limit.name}";r={decision.remaining};t={retry_after}'),
     ]
     body: dict[str, Any] = {
         "limit": limit.name,

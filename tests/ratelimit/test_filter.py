@@ -280,3 +280,23 @@ def test_model_label_values_are_bounded() -> None:
         for s in m.samples
     }
     assert models == {"attacker-0", "attacker-1", "attacker-2", "other"}
+
+
+def test_refusal_fields_name_the_same_moment_as_retry_after() -> None:
+    f = chain(runtime(Clock()), {"name": "rps", "requests": {"limit": 1, "per": "second", "burst": 5}})
+    results = [call(f, context()) for _ in range(6)]
+    d = results[-1]
+    assert d is not None and headers(d)["RateLimit"] == '"rps";r=0;t=1' and headers(d)["Retry-After"] == "1"
+
+
+def test_stream_cut_short_is_still_counted() -> None:
+    f = chain(runtime(Clock()), {"name": "t", "tokens": {"limit": 10}}, {"name": "c", "concurrency": 1})
+    ctx = context(prompt=2)
+    assert asyncio.run(f.on_request(ctx)) is None
+    ctx.response_status = 200
+    f.on_response_headers(ctx, 200, [("content-type", "text/event-stream")])
+    f.on_response_chunk(ctx, b'data: {"choices":[{"delta":{"content":"' + b"x" * 32 + b'"}}]}\n\n')
+    f.on_complete(ctx)  # the caller went away: no on_response_end
+    assert (ctx.tokens.input, ctx.tokens.output, ctx.tokens.estimated) == (2, 8, True)
+    d = call(f, context(prompt=1))  # 2 + 8 = 10 of 10 used: refused
+    assert d is not None and d.rule == "t"
