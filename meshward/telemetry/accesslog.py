@@ -9,12 +9,14 @@ a query may carry keys or personal data), ``model``, ``operation``, ``status``, 
 detector type). Never bodies, headers or credentials.
 
 :class:`AccessLog` takes lines on the event loop (a list append) and a daemon thread writes them
-in batches every ``flush_interval``; if the destination stalls (a full pipe on stdout), lines
+in batches every ``flush_interval`` (reopening the file when a log rotator moved it); if the
+destination stalls (a full pipe on stdout), lines
 beyond ``max_buffered_bytes`` are dropped and counted rather than blocking the sidecar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -142,6 +144,7 @@ class AccessLog:
         self._lines: deque[str] = deque()  # append (loop) and popleft (writer) are thread-safe
         self._buffered = 0  # approximate (racy by design): only bounds memory
         self._wake = threading.Event()
+        self._write_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="meshward-access-log", daemon=True)
         self._thread.start()
@@ -174,15 +177,33 @@ class AccessLog:
             self._wake.clear()
             self._flush_once()
 
+    def _reopen_if_rotated(self) -> None:
+        """A log rotator renamed or removed the file: continue in a fresh one at ``path``."""
+        if self.path is None:
+            return
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current != os.fstat(self._fd).st_ino:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            old, self._fd = self._fd, fd
+            os.close(old)
+
     def _flush_once(self) -> None:
-        data = self._take()
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError:
-                return  # the destination is gone (closed stdout): nothing sensible to do
-            view = view[written:]
+        with self._write_lock:  # the writer thread, and flush()/close() on the caller's
+            data = self._take()
+            if not data:
+                return
+            with contextlib.suppress(OSError):
+                self._reopen_if_rotated()
+            view = memoryview(data)
+            while view:
+                try:
+                    written = os.write(self._fd, view)
+                except OSError:
+                    return  # the destination is gone (closed stdout): nothing sensible to do
+                view = view[written:]
 
     def flush(self) -> None:
         """Write everything queued so far (synchronously; tests and shutdown)."""

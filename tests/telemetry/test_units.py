@@ -201,3 +201,16 @@ def test_workers_sharing_a_state_dir_get_their_own_spool_and_a_restart_resumes(t
     assert third.spool.chain == chain and third.spool.last_seq == 3  # start, stop, start
     second.close()
     third.close()
+
+
+def test_access_log_follows_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, flush_interval=60)
+    log.write({"n": 1})
+    log.flush()
+    path.rename(tmp_path / "access.log.1")  # what logrotate does
+    log.write({"n": 2})
+    log.flush()
+    log.close()
+    assert (tmp_path / "access.log.1").read_text() == '{"n":1}\n'
+    assert path.read_text() == '{"n":2}\n'
