@@ -10,7 +10,9 @@ endpoint is configured.
 
 State that outlives a config generation (:class:`TelemetryShared`: counters, the access log,
 the audit spool and its shipper, the span exporter) lives in ``runtime.shared["telemetry"]``.
-The sidecar process starts the shipper with :func:`start_audit_shipper`.
+The sidecar process starts the shipper with :func:`start_audit_shipper`, and publishes its SVID's
+notAfter as ``runtime.shared["identity.not_after"]`` (a datetime or Unix time) for the
+``meshward_certificate_expiration_timestamp_seconds`` gauge.
 
 The audit spool is ``<state_dir>/audit/spool-<n>``: the first slot this process can lock, so
 several worker processes sharing a state directory each keep their own chain, and a restarted
@@ -105,14 +107,15 @@ class TelemetryShared:
     def configure(self, snapshot: MeshSnapshot) -> None:
         settings = snapshot.mesh.telemetry
         mode = settings.access_log
-        if mode == "state" and self.runtime.state_dir is None:
+        state_dir = self.runtime.state_dir
+        if mode == "state" and state_dir is None:
             mode = "stdout"
         if mode != self.access_log_mode:
             old, self.access_log = self.access_log, None
             if old is not None:
                 old.close()
             if mode != "off":
-                path = Path(self.runtime.state_dir) / "access.log" if mode == "state" else None  # type: ignore[arg-type]
+                path = Path(state_dir) / "access.log" if mode == "state" and state_dir is not None else None
                 self.access_log = AccessLog(path, on_drop=self._dropped)
             self.access_log_mode = mode
         endpoint = settings.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
