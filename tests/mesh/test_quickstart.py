@@ -196,6 +196,33 @@ def test_killed_control_plane_leaves_traffic_flowing_and_comes_back(mesh: Mesh) 
     assert mesh.ask("after")[0] == 200
 
 
+def test_exited_app_and_crashed_sidecar_are_restarted_and_reported(mesh: Mesh) -> None:
+    before = mesh.workload("webapp")
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, object] | None:
+        w = mesh.workload("webapp")
+        return w if w["ready"] and w["pid"] not in (None, before["pid"]) else None
+
+    after = wait_for(restarted, 30, interval=0.1, what="the webapp to be restarted")
+    assert after["restarts"] == before["restarts"] + 1 and after["last_exit"] == -signal.SIGKILL
+    assert mesh.ask("again")[0] == 200
+
+    model = mesh.workload("tiny-model")
+    os.kill(model["sidecar_pid"], signal.SIGKILL)  # its cached SVID and config bring it back
+    wait_for(
+        lambda: (
+            mesh.workload("tiny-model")["sidecar_pid"] not in (None, model["sidecar_pid"])
+            and mesh.workload("tiny-model")["ready"]
+        ),
+        30,
+        interval=0.1,
+        what="the model's sidecar to be restarted",
+    )
+    assert mesh.workload("tiny-model")["inbound"] == model["inbound"]  # same ports
+    wait_for(lambda: mesh.ask("back")[0] == 200, 10, what="traffic through the restarted sidecar")
+
+
 def test_down_leaves_no_process_behind(mesh: Mesh) -> None:
     pids = mesh.pids()
     assert len(pids) >= 6  # runner, control, 2 sidecars, 2 apps
