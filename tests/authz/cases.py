@@ -79,6 +79,9 @@ class Case:
     default_policy: str = "deny"
     dry_run: tuple[bool, str] | None = None  # (would allow, reason) when dry-run policies exist
     audit: tuple[str, ...] = ()
+    # The sidecar's parser refuses the request (400) before authorization; ``meshward check``
+    # says REJECT with this text, the pure engine still gives ``reason``.
+    rejected: str | None = None
 
 
 ALLOW_ALL = policy("allow-all", {"rules": [{}]})
@@ -336,7 +339,15 @@ CASES: list[Case] = [
     Case("ports-explicit", [_allow("a", _op(ports=["9090"]))], True, _allowed("a"), port=9090),
     Case("not-ports", [_allow("a", _op(notPorts=["8080"]))], False, NO_MATCH),
     Case("methods", [_allow("a", _op(methods=["POST"]))], True, _allowed("a")),
-    Case("methods-case-sensitive", [_allow("a", _op(methods=["POST"]))], False, NO_MATCH, method="post"),
+    Case(
+        "methods-case-sensitive",
+        [_allow("a", _op(methods=["POST"]))],
+        False,
+        NO_MATCH,
+        method="post",
+        rejected="Invalid method",
+    ),
+    Case("methods-policy-lower-case", [_allow("a", _op(methods=["post"]))], False, NO_MATCH),
     Case("not-methods", [_allow("a", _op(notMethods=["DELETE"]))], True, _allowed("a")),
     Case("not-methods-match", [_allow("a", _op(notMethods=["POST"]))], False, NO_MATCH),
     Case("paths-exact", [_allow("a", _op(paths=["/v2/models/fraud/infer"]))], True, _allowed("a")),

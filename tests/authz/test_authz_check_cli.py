@@ -60,6 +60,9 @@ def test_table_through_check(case: Case, tmp_path: Path, capsys: pytest.CaptureF
     report = json.loads(capsys.readouterr().out)
     assert code == (0 if case.allowed else 1)
     assert report["allowed"] is case.allowed
+    if case.rejected is not None:
+        assert report["decision"] == "reject" and case.rejected in report["reason"]
+        return
     [decision] = report["workloads"]
     assert decision["reason"] == case.reason
     if case.dry_run is None:

@@ -6,8 +6,9 @@
                    [--model NAME] [--port N] [--source-ip IP] [--time ISO8601] [--json]
                    [-f FILE ...]
 
-The request is prepared exactly as the serving sidecar prepares it — the same target split
-and path normalization (:mod:`meshward.http.normalize`), the same AI classification
+The request is prepared exactly as the serving sidecar prepares it — the same strict head
+parser (:mod:`meshward.http.parser`: e.g. a lower-case method is a 400 before any policy),
+target split and path normalization (:mod:`meshward.http.normalize`), the same AI classification
 (:mod:`meshward.ai.protocol`) — and decided by the same engine (:mod:`meshward.authz.engine`)
 compiled for each Workload that serves the service. Policies come from the mesh's current
 generation (through the control plane if it runs, else the state directory's store);
@@ -15,7 +16,7 @@ generation (through the control plane if it runs, else the state directory's sto
 alone when there is no mesh in ``--state``.
 
 Exit status: 0 allowed, 1 denied (or refused by the sidecar before authorization, e.g. a
-malformed path), 2 usage or config error.
+malformed path or method: printed as REJECT), 2 usage or config error.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from meshward.cli.errors import CliError
 from meshward.config.snapshot import WorkloadInfo
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.normalize import normalize_path, split_target
+from meshward.http.parser import RequestParser
 from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
 from meshward.resources import KINDS, Resource
 from meshward.resources.loader import LoadError, load_file
@@ -99,6 +101,7 @@ def check(args: argparse.Namespace) -> int:
         "path": args.path,
     }
     try:
+        _parse_head(args.method, args.path, headers.get("host") or _default_host(workloads[0]), headers)
         _, path, _query = split_target(args.path)
         path = normalize_path(path)
     except RemoteProtocolError as exc:
@@ -115,7 +118,7 @@ def check(args: argparse.Namespace) -> int:
         info = WorkloadInfo(
             w.metadata.name, w.metadata.namespace, w.service, w.service_account, dict(w.metadata.labels)
         )
-        host = headers.get("host") or f"{w.service}.{w.metadata.namespace}"
+        host = headers.get("host") or _default_host(w)
         engine = compile_engine(
             resources,
             info,
@@ -184,6 +187,23 @@ def _serving(resources: list[Resource[Any]], target: str) -> list[Workload]:
         spaces = ", ".join(sorted({f"{service}.{w.metadata.namespace}" for w in found}))
         raise CliError(f"{service!r} is ambiguous: say which namespace ({spaces})", _USAGE_ERROR)
     return sorted(found, key=lambda w: w.metadata.name)
+
+
+def _default_host(workload: Workload) -> str:
+    """What a client in the mesh sends: ``http://<service>.<namespace>/...``."""
+    return f"{workload.service}.{workload.metadata.namespace}"
+
+
+def _parse_head(method: str, target: str, host: str, headers: dict[str, str]) -> None:
+    """Parse the request head with the sidecar's own strict parser (invalid methods, targets,
+    header values are refused there with a 400 before any policy runs)."""
+    lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items() if name != "host"]
+    try:
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise RemoteProtocolError("request head is not latin-1 text") from None
+    RequestParser().feed(head)
 
 
 def _headers(pairs: list[str]) -> dict[str, str]:
