@@ -56,6 +56,16 @@ class CandidatePattern:
     # body must end where a prefilter match ends and start at most ``reach_back`` bytes before it.
     prefilter: bytes | None = None
     reach_back: int = 0
+    # ``ends_before``: a class body X such that the ``after`` guard always fails on a byte in X
+    # (its single-byte alternative). Hyperscan then only reports ends followed by ``[^X]`` or
+    # the end of the data: one report per value instead of one per possible end (see scanner).
+    ends_before: bytes | None = None
+
+    def hyperscan_expression(self) -> bytes:
+        expr = self.prefilter or self.body
+        if self.ends_before is None:
+            return expr
+        return b"(?:" + expr + b")(?:[^" + self.ends_before + b"]|$)"
 
     def python_regex(self) -> bytes:
         """The full expression for ``re``: guards around the body."""
@@ -150,6 +160,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"[0-9]([ -]?[0-9]){12,18}",
         rb"[0-9A-Za-z_.-]",
         rb"[0-9A-Za-z_]|[.,-][0-9]",
+        ends_before=rb"0-9A-Za-z_",
         validator=v.valid_card,
     ),
     _p(
@@ -158,6 +169,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"[A-Z]{2}[0-9]{2}( ?[A-Z0-9]{4}){2,7}( ?[A-Z0-9]{1,4})?",
         _ALNUM,
         _ALNUM,
+        ends_before=rb"0-9A-Za-z",
         validator=v.valid_iban,
     ),
     # ---- national identifiers
@@ -167,6 +179,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4}",
         rb"[0-9A-Za-z-]",
         rb"[0-9A-Za-z]|-[0-9]",
+        ends_before=rb"0-9A-Za-z",
         validator=v.valid_us_ssn,
     ),
     _p("national_id", "es_dni", rb"[0-9]{8}-?[A-Z]", _ALNUM, _ALNUM, validator=v.valid_es_dni),
@@ -193,6 +206,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}",
         rb"[A-Za-z0-9._%+-]",
         rb"[A-Za-z0-9-]|\.[A-Za-z0-9]",
+        ends_before=rb"A-Za-z0-9-",
         validator=v.valid_email,
         # An unbounded class before a literal is costly for Hyperscan on prose; the local part
         # is at most 64 bytes, so scanning from the ``@`` and reaching back 64 is equivalent.
@@ -205,6 +219,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
         rb"[0-9A-Za-z.:_-]",
         rb"[0-9A-Za-z_]|\.[0-9]",
+        ends_before=rb"0-9A-Za-z_",
         validator=v.valid_ipv4,
     ),
     _p(
@@ -222,6 +237,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"\+[0-9]{1,3}[ .-]?(\([0-9]{1,4}\)[ .-]?)?[0-9]{1,4}([ .-]?[0-9]{2,4}){1,5}",
         rb"[0-9A-Za-z_.+/-]",
         rb"[0-9A-Za-z_]|[.-][0-9]",
+        ends_before=rb"0-9A-Za-z_",
         validator=v.valid_phone,
     ),
     _p(
@@ -230,6 +246,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"(1[ .-])?(\([0-9]{3}\)[ .-]?|[0-9]{3}[ .-])[0-9]{3}[ .-]?[0-9]{4}",
         rb"[0-9A-Za-z_.+/-]",
         rb"[0-9A-Za-z_]|[.-][0-9]",
+        ends_before=rb"0-9A-Za-z_",
         validator=v.valid_phone,
     ),
 )

@@ -10,11 +10,17 @@ Both engines give the same findings, by construction:
   reported with its leftmost start, so every match of the guarded regex lies inside the union
   of the reported spans of its pattern. Running the same ``finditer`` on each merged region
   (``pos`` = region start, so look-behind still sees the byte before it; ``endpos`` = region
-  end + 2, the widest look-ahead guard; matches starting past the region end are dropped, as
-  only there can the truncated look-ahead differ) therefore yields exactly the reference
-  matches, while Python only ever looks at the few bytes Hyperscan flagged.
+  end + 2, the widest look-ahead guard; matches starting past the region end are dropped, and
+  a match reaching past it — the only kind a truncated negative look-ahead can invent — is
+  decided again on the whole data) therefore yields exactly the reference matches, while
+  Python only ever looks at the few bytes Hyperscan flagged.
 - A pattern may give Hyperscan a cheaper ``prefilter`` (email: from the ``@``) with a
   ``reach_back``: the region then starts that many bytes earlier.
+- A pattern whose ``after`` guard rejects every byte of a class X (``ends_before``) is given
+  to Hyperscan as ``body([^X]|$)``: a reference match is always followed by such a byte or
+  the end, so it still lies in a region; and a truncated look-ahead can only differ where the
+  byte after a body match is outside X, which Hyperscan then reports, so it is in the region.
+  This cuts the reports per value from one per possible end to about one.
 
 ``tests/dlp/test_scanner_equivalence.py`` checks the claim on generated text.
 """
@@ -113,7 +119,7 @@ class Scanner:
             assert _hs is not None
             self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
             self._db.compile(
-                expressions=[p.prefilter or p.body for p in self.patterns],
+                expressions=[p.hyperscan_expression() for p in self.patterns],
                 ids=list(range(len(self.patterns))),
                 flags=[_hs_flags(p) for p in self.patterns],
             )
@@ -168,13 +174,24 @@ class Scanner:
     def _scan_region(
         self, regex: re.Pattern[bytes], rank: int, data: bytes, start: int, end: int, out: list[Finding]
     ) -> None:
-        # Matches starting at or after ``end`` belong to a later region (or are artefacts of
-        # the truncated look-ahead there): every reference match starting in [start, end)
-        # ends by ``end``, and up to ``end`` the truncated search sees what the full one sees.
-        for m in regex.finditer(data, start, min(len(data), end + _LOOKAHEAD_MARGIN)):
-            if m.start() >= end:
-                break
+        # ``finditer`` over [start, end + 2): the truncation can only make a negative look-ahead
+        # succeed where on the whole data it fails, so a match reaching past ``end`` (where no
+        # reference match can end) is decided again on the whole data, anchored where it starts.
+        # Matches starting at or after ``end`` belong to a later region.
+        endpos = min(len(data), end + _LOOKAHEAD_MARGIN)
+        pos = start
+        while pos < end:
+            m = regex.search(data, pos, endpos)
+            if m is None or m.start() >= end:
+                return
+            if m.end() > end:
+                full = regex.match(data, m.start())
+                if full is None:
+                    pos = m.start() + 1
+                    continue
+                m = full
             self._confirm(rank, data, m.start(), m.end(), out)
+            pos = m.end()
 
 
 def _collect(rank: int, start: int, end: int, flags: int, hits: list[tuple[int, int, int]]) -> None:

@@ -174,10 +174,19 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# The same ranges on a common scale (the first four digits), for one ``int`` per candidate.
+_IIN_SCALED = tuple(
+    (low * 10 ** (4 - width), (high + 1) * 10 ** (4 - width), lengths, name)
+    for low, high, width, lengths, name in _IIN_RANGES
+)
+
+
 def card_issuer(digits: str) -> str | None:
     """The card network whose IIN range and length fit ``digits`` (digits only), or None."""
-    for low, high, width, lengths, name in _IIN_RANGES:
-        if len(digits) in lengths and low <= int(digits[:width]) <= high:
+    prefix = int(digits[:4])
+    size = len(digits)
+    for low, high, lengths, name in _IIN_SCALED:
+        if low <= prefix < high and size in lengths:
             return name
     return None
 
