@@ -64,13 +64,14 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Lower-case tokens of every Connection header (names it declares hop-by-hop too)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if len(name) == 10 and name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
+def connection_tokens(value: bytes | None) -> frozenset[bytes]:
+    """Lower-case tokens of a Connection header value (names it declares hop-by-hop too)."""
+    if not value:
+        return _NO_TOKENS
+    return frozenset(t.strip().lower() for t in value.split(b","))
 
 
 def request_head(method: str, target: str, headers: Iterable[tuple[bytes, bytes]]) -> bytes:

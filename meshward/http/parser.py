@@ -43,12 +43,14 @@ class RequestHead:
 
     __slots__ = (
         "chunked",
+        "connection",
         "content_length",
         "expect_continue",
         "headers",
         "host",
         "keep_alive",
         "method",
+        "request_id",
         "target",
         "upgrade",
         "version",
@@ -66,6 +68,8 @@ class RequestHead:
         upgrade: bool,
         expect_continue: bool,
         host: str | None,
+        connection: bytes | None = None,
+        request_id: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -77,6 +81,8 @@ class RequestHead:
         self.upgrade = upgrade
         self.expect_continue = expect_continue
         self.host = host
+        self.connection = connection  # the Connection header(s), joined; None if absent
+        self.request_id = request_id  # the caller's X-Request-Id, if any
 
     @property
     def has_body(self) -> bool:
@@ -89,7 +95,16 @@ class RequestHead:
 class ResponseHead:
     """A response head; ``status`` < 200 is informational (another head follows)."""
 
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "reason", "status", "version")
+    __slots__ = (
+        "chunked",
+        "connection",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+        "version",
+    )
 
     def __init__(
         self,
@@ -100,6 +115,7 @@ class ResponseHead:
         keep_alive: bool,
         content_length: int | None,
         chunked: bool,
+        connection: bytes | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
@@ -108,6 +124,7 @@ class ResponseHead:
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.chunked = chunked
+        self.connection = connection
 
     def __repr__(self) -> str:
         return f"ResponseHead({self.status}, {len(self.headers)} headers)"
@@ -150,24 +167,55 @@ class _Stop(Exception):
     """Raised inside an httptools callback to stop parsing; the real error is kept aside."""
 
 
-def _framing(headers: Headers, version: str) -> tuple[int | None, bool]:
-    """Content-Length and chunked-ness from the (llhttp-checked) headers, refusing odd TE."""
-    content_length: int | None = None
-    te: bytes | None = None
-    for name, value in headers:
-        if len(name) == 14 and name.lower() == b"content-length":
-            content_length = int(value)  # llhttp checked: digits only, not repeated
-        elif len(name) == 17 and name.lower() == b"transfer-encoding":
-            if te is not None:
-                raise RemoteProtocolError("repeated Transfer-Encoding header")
-            te = value
-    if te is None:
-        return content_length, False
-    if version != "1.1":
-        raise RemoteProtocolError("Transfer-Encoding is not allowed in HTTP/1.0")
-    if te.strip().lower() != b"chunked":
-        raise RemoteProtocolError("only 'Transfer-Encoding: chunked' is accepted")
-    return None, True
+# Lengths of the header names the parser looks at (a cheap test before lower-casing).
+_NAME_LENGTHS = frozenset((4, 6, 10, 12, 14, 17))
+
+
+class _Scan:
+    """What one pass over a head's fields found (framing, host, expect, connection, id)."""
+
+    __slots__ = ("connection", "content_length", "expect", "host", "request_id", "te")
+
+    def __init__(self, headers: Headers, request: bool) -> None:
+        self.content_length: int | None = None
+        self.te: bytes | None = None
+        self.host: bytes | None = None
+        self.expect: bytes | None = None
+        self.connection: bytes | None = None
+        self.request_id: bytes | None = None
+        for name, value in headers:
+            if len(name) not in _NAME_LENGTHS:
+                continue
+            low = name.lower()
+            if low == b"content-length":
+                self.content_length = int(value)  # llhttp checked: digits only, not repeated
+            elif low == b"transfer-encoding":
+                if self.te is not None:
+                    raise RemoteProtocolError("repeated Transfer-Encoding header")
+                self.te = value
+            elif low == b"connection":
+                self.connection = value if self.connection is None else self.connection + b"," + value
+            elif not request:
+                continue
+            elif low == b"host":
+                if self.host is not None:
+                    raise RemoteProtocolError("repeated Host header")
+                self.host = value
+            elif low == b"expect":
+                self.expect = value
+            elif low == b"x-request-id":
+                self.request_id = value
+
+    def chunked(self, version: str) -> bool:
+        """Refuse any Transfer-Encoding but exactly ``chunked`` (and any at all in HTTP/1.0)."""
+        te = self.te
+        if te is None:
+            return False
+        if version != "1.1":
+            raise RemoteProtocolError("Transfer-Encoding is not allowed in HTTP/1.0")
+        if te.strip().lower() != b"chunked":
+            raise RemoteProtocolError("only 'Transfer-Encoding: chunked' is accepted")
+        return True
 
 
 class _Base:
@@ -184,21 +232,35 @@ class _Base:
         self._upgraded = False
         self._quiet_stop = False  # a callback stopped parsing on purpose (not an error)
         self._mid_message = False
+        self._began_in_feed = False  # the current message began in the feed being parsed
+        self._head_fed = 0  # bytes of earlier feeds that ended inside the current head
+        self._feed_size = 0
 
     # httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._headers = []
         self._head_size = 0
+        self._head_fed = 0
         self._in_head = True
         self._mid_message = True
+        self._began_in_feed = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # a trailer: dropped
-        self._headers.append((name, value))
-        self._head_size += len(name) + len(value) + 4
-        if len(self._headers) > self.max_headers:
-            self._fail(HeaderTooLarge(f"more than {self.max_headers} header fields"))
+        self._headers.append((name, value))  # after the head: a trailer, into a throwaway list
+
+    def _end_head(self, what: str) -> Headers:
+        """The head is complete: check its limits, hand its fields over, drop any trailers."""
+        self._in_head = False
+        headers = self._headers
+        self._headers = []
+        if len(headers) > self.max_headers:
+            raise HeaderTooLarge(f"more than {self.max_headers} header fields")
+        # Exact size only when the head may be too large (it spans feeds or a big feed).
+        if not self._began_in_feed or self._feed_size > self.max_header_bytes:
+            size = self._head_size + sum(len(n) + len(v) + 4 for n, v in headers)
+            if size > self.max_header_bytes:
+                raise HeaderTooLarge(f"{what} head larger than {self.max_header_bytes} bytes")
+        return headers
 
     def on_body(self, body: bytes) -> None:
         self._events.append(Data(body))
@@ -217,7 +279,8 @@ class _Base:
             raise self._error
         events: list[Event] = []
         self._events = events
-        head_before = self._in_head
+        self._began_in_feed = False
+        self._feed_size = len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -231,11 +294,15 @@ class _Base:
             if self._error is None:
                 self._error = RemoteProtocolError(f"malformed HTTP: {exc}")
             raise self._error from None
-        if head_before and self._in_head:
-            self._head_size += len(data)
-            if self._head_size > self.max_header_bytes:
-                self._error = HeaderTooLarge(f"request head larger than {self.max_header_bytes} bytes")
+        if self._in_head and self._mid_message:
+            # A head still incomplete: count what it took so far (this feed counts from the
+            # next one on, as the part before the head's start belonged to the last message).
+            fed = self._head_fed + (0 if self._began_in_feed else len(data))
+            pending = self._head_size + sum(len(n) + len(v) + 4 for n, v in self._headers)
+            if max(fed, pending) > self.max_header_bytes:
+                self._error = HeaderTooLarge(f"head larger than {self.max_header_bytes} bytes")
                 raise self._error
+            self._head_fed = fed
         return events
 
 
@@ -275,8 +342,7 @@ class RequestParser(_Base):
 
     def _head(self) -> RequestHead:
         p = self._parser
-        if self._head_size > self.max_header_bytes:
-            raise HeaderTooLarge(f"request head larger than {self.max_header_bytes} bytes")
+        headers = self._end_head("request")
         version: str = p.get_http_version()
         if version not in ("1.1", "1.0"):
             raise RemoteProtocolError(
@@ -288,28 +354,17 @@ class RequestParser(_Base):
             raise RemoteProtocolError("backslash or fragment in request target")
         if target == "*" and method != "OPTIONS":
             raise RemoteProtocolError("'*' target is only valid with OPTIONS")
-        headers = self._headers
-        content_length, chunked = _framing(headers, version)
-        host: str | None = None
-        expect = False
-        for name, value in headers:
-            n = len(name)
-            if n == 4 and name.lower() == b"host":
-                if host is not None:
-                    raise RemoteProtocolError("repeated Host header")
-                host = value.decode("latin-1")
-            elif n == 6 and name.lower() == b"expect":
-                if value.strip().lower() != b"100-continue":
-                    raise RemoteProtocolError("unsupported expectation", 417)
-                expect = True
-        if host is None and version == "1.1":
+        scan = _Scan(headers, request=True)
+        chunked = scan.chunked(version)
+        content_length = None if chunked else scan.content_length
+        expect = scan.expect
+        if expect is not None and expect.strip().lower() != b"100-continue":
+            raise RemoteProtocolError("unsupported expectation", 417)
+        if scan.host is None and version == "1.1":
             raise RemoteProtocolError("HTTP/1.1 request without a Host header")
-        if (
-            self.max_body_bytes is not None
-            and content_length is not None
-            and content_length > self.max_body_bytes
-        ):
-            raise BodyTooLarge(f"request body larger than {self.max_body_bytes} bytes")
+        limit = self.max_body_bytes
+        if limit is not None and content_length is not None and content_length > limit:
+            raise BodyTooLarge(f"request body larger than {limit} bytes")
         return RequestHead(
             method,
             target,
@@ -319,8 +374,10 @@ class RequestParser(_Base):
             content_length,
             chunked,
             p.should_upgrade() or method == "CONNECT",
-            expect,
-            host,
+            expect is not None,
+            scan.host.decode("latin-1") if scan.host is not None else None,
+            scan.connection,
+            scan.request_id,
         )
 
     def feed(self, data: bytes) -> list[Event]:
@@ -352,19 +409,23 @@ class ResponseParser(_Base):
         self._reason += reason
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
         p = self._parser
         try:
+            headers = self._end_head("response")
             version: str = p.get_http_version()
             if version not in ("1.1", "1.0"):
                 raise RemoteProtocolError(f"upstream answered HTTP/{version}", 502)
-            content_length, chunked = _framing(self._headers, version)
+            scan = _Scan(headers, request=False)
+            chunked = scan.chunked(version)
         except RemoteProtocolError as exc:
             self._fail(RemoteProtocolError(exc.message, 502))
             return
+        content_length = None if chunked else scan.content_length
         status: int = p.get_status_code()
         keep_alive: bool = p.should_keep_alive()
-        head = ResponseHead(status, self._reason, version, self._headers, keep_alive, content_length, chunked)
+        head = ResponseHead(
+            status, self._reason, version, headers, keep_alive, content_length, chunked, scan.connection
+        )
         self._events.append(head)
         if self._no_body and status >= 200:
             # llhttp cannot be told about HEAD: end the message here and start a fresh parser

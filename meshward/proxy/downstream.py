@@ -274,9 +274,7 @@ class DownstreamConnection(asyncio.Protocol):
 
 def _request_id(head: RequestHead) -> str:
     """Keep a well-formed x-request-id from the caller (correlation across hops), else mint one."""
-    for name, value in head.headers:
-        if len(name) == 12 and name.lower() == b"x-request-id":
-            if 0 < len(value) <= 128 and value.replace(b"-", b"").isalnum():
-                return value.decode("ascii")
-            break
+    value = head.request_id
+    if value is not None and 0 < len(value) <= 128 and value.replace(b"-", b"").isalnum():
+        return value.decode("ascii")
     return new_request_id()

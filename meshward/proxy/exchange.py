@@ -243,26 +243,25 @@ class Exchange:
         if ctx is not None:
             ctx.response_status = status
             ctx.upstream_duration = self.loop.time() - self.forwarded_at
-        drop = connection_tokens(rh.headers)
+        drop = HOP_BY_HOP | connection_tokens(rh.connection) if rh.connection else HOP_BY_HOP
+        headers = []
+        for n, v in rh.headers:
+            if n.lower() not in drop:
+                headers.append((n, v))
         no_body = self.head.method == "HEAD" or status in (204, 304)
         rewrite = False
         chain = self.chain
         if chain is not None and ctx is not None and chain.headers:
-            str_headers = [
-                (n.decode("latin-1"), v.decode("latin-1"))
-                for n, v in rh.headers
-                if n.lower() not in HOP_BY_HOP and n.lower() not in drop
-            ]
+            str_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
             for f in chain.headers:
                 if f.on_response_headers(ctx, status, str_headers):
                     rewrite = True
             headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers]
-        else:
-            headers = [(n, v) for n, v in rh.headers if n.lower() not in HOP_BY_HOP and n.lower() not in drop]
         if no_body:
             self.resp_mode = _NONE
         elif rewrite or rh.content_length is None:
-            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+            if rewrite:
+                headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
             if self.head.version == "1.1":
                 self.resp_mode = _CHUNKED
                 headers.append((b"transfer-encoding", b"chunked"))

@@ -84,7 +84,7 @@ async def handle_inbound(ex: Exchange) -> None:
         ex.fail("no_app", None)
         return
     body = ctx.body if ctx.body_rewritten else None
-    drop = {t.decode("latin-1") for t in connection_tokens(head.headers)} if "connection" in headers else ()
+    drop = {t.decode("latin-1") for t in connection_tokens(head.connection)} if head.connection else ()
     target = f"{path}?{query}" if query else path
     lines = [f"{head.method} {target} HTTP/1.1\r\n"]
     for name, value in ctx.headers.items():

@@ -48,13 +48,13 @@ async def handle_outbound(ex: Exchange) -> None:
     if route is None and not cfg.allow_any_outbound:
         ex.fail("no_route", host)
         return
-    drop = connection_tokens(head.headers)
+    drop = _DROP | connection_tokens(head.connection) if head.connection else _DROP
     parts = [f"{head.method} {path}{'?' + query if query else ''} HTTP/1.1\r\nhost: {authority}\r\n".encode()]
     has_id = False
     upgrade = b""
     for name, value in head.headers:
         low = name.lower()
-        if low in _DROP or low in drop:
+        if low in drop:
             if low == b"upgrade":
                 upgrade = value
             continue
