@@ -53,6 +53,19 @@ POLICIES: list[dict[str, Any]] = [
         "metadata": {"name": "no-repository", "namespace": "llm"},
         "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/v2/repository/*"]}}]}]},
     },
+    {
+        "apiVersion": "security.istio.io/v1beta1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {
+            "name": "would-block-evil",
+            "namespace": "llm",
+            "annotations": {"istio.io/dry-run": "true"},
+        },
+        "spec": {
+            "action": "DENY",
+            "rules": [{"when": [{"key": "request.headers[X-Tenant]", "values": ["evil*"]}]}],
+        },
+    },
 ]
 
 
@@ -99,7 +112,12 @@ def _openai(pair: MeshPair) -> openai.OpenAI:
 
 
 def _check(
-    tmp_path: Path, method: str, path: str, model: str | None, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    method: str,
+    path: str,
+    model: str | None,
+    capsys: pytest.CaptureFixture[str],
+    headers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The same call through ``meshward check`` on an equivalent config."""
     workload = {
@@ -124,6 +142,8 @@ def _check(
     argv += ["--method", method, "--path", path, "--json"]
     if model:
         argv += ["--model", model]
+    for header in headers:
+        argv += ["--header", header]
     main(argv)
     report: dict[str, Any] = json.loads(capsys.readouterr().out)
     return report
@@ -137,7 +157,10 @@ def test_allowed_model_through_the_openai_sdk(
         model="chat-small", messages=[{"role": "user", "content": "hi"}]
     )
     assert done.choices[0].message.content
-    assert _counted(pair, before) == {("llm/webapp-chat-small", "allowed")}
+    assert _counted(pair, before) == {
+        ("llm/webapp-chat-small", "allowed"),
+        ("llm/webapp-chat-small", "dry_run_allowed"),
+    }
     assert _check(tmp_path, "POST", "/v1/chat/completions", "chat-small", capsys)["allowed"] is True
 
 
@@ -185,7 +208,25 @@ def test_normalization_tricks_do_not_bypass_the_deny(
     assert r.status_code == 403, r.text
     assert r.json()["error"] == "access denied"
     deciding = "llm/no-repository" if reason == DENIED_BY_DENY else "-"
-    assert _counted(pair, before) == {(deciding, "denied")}
+    assert _counted(pair, before) == {(deciding, "denied"), (deciding, "dry_run_denied")}
     report = _check(tmp_path, "GET", path, None, capsys)
     assert report["allowed"] is False
     assert report["workloads"][0]["reason"] == reason
+
+
+def test_dry_run_deny_is_counted_not_enforced(
+    pair: MeshPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _decisions(pair)
+    r = httpx.get(
+        f"{pair.service_url}/v1/models",
+        headers={"x-tenant": "evil-corp"},
+        proxy=pair.proxy_url,
+        timeout=10,
+        trust_env=False,
+    )
+    assert r.status_code == 200, r.text
+    assert _counted(pair, before) == {
+        ("llm/webapp-chat-small", "allowed"),
+        ("llm/would-block-evil", "dry_run_denied"),
+    }
