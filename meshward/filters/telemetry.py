@@ -36,7 +36,7 @@ from meshward.audit.ocsf import api_activity, application_lifecycle, http_activi
 from meshward.audit.shipper import AuditPost, AuditShipper
 from meshward.audit.spool import AuditSpool
 from meshward.config.snapshot import MeshSnapshot
-from meshward.filters.base import Filter, RequestContext, SidecarRuntime
+from meshward.filters.base import Filter, Peer, RequestContext, SidecarRuntime
 from meshward.telemetry.accesslog import AccessLog, access_line
 from meshward.telemetry.metrics import TelemetryCollector, TelemetryMetrics
 from meshward.telemetry.tracing import SpanExporter, TraceContext
@@ -242,6 +242,21 @@ class TelemetryFilter(Filter):
             for identity in entry.identities:
                 self.workload_of[identity] = entry.service
         self.workload_of[shared.reporter] = w.name
+        self._sources: dict[tuple[str, str | None], tuple[str, str, str, str, str]] = {}
+
+    def _source_labels(self, direction: str, peer: Peer) -> tuple[str, str, str, str, str]:
+        """reporter, source_workload, source_namespace, source_principal, security policy."""
+        spiffe = peer.spiffe_id
+        labels = (
+            "destination" if direction == "inbound" else "source",
+            self.workload_of.get(spiffe, peer.service_account or "unknown") if spiffe else "unknown",
+            peer.namespace or "unknown",
+            peer.principal or "unknown",
+            "mutual_tls" if spiffe else "none",
+        )
+        if len(self._sources) < 10_000:  # peers are mesh identities: bounded, but stay safe
+            self._sources[(direction, spiffe)] = labels
+        return labels
 
     async def on_request(self, ctx: RequestContext) -> None:
         trace = TraceContext.for_request(ctx.headers.get("traceparent"))
@@ -269,28 +284,30 @@ class TelemetryFilter(Filter):
         peer = ctx.peer
         m = self.metrics
         ai = ctx.ai
-        spiffe = peer.spiffe_id
         flags = ctx.response_flags
         decision = ctx.decision
-        labels = (
-            "destination" if ctx.direction == "inbound" else "source",
-            self.workload_of.get(spiffe, peer.service_account or "unknown") if spiffe else "unknown",
-            peer.namespace or "unknown",
-            peer.principal or "unknown",
-            self.destination_workload,
-            self.destination_service,
-            str(ctx.response_status),
-            "mutual_tls" if spiffe else "none",
-            flags,
-            m.models(ai.model),
-            ai.operation,
+        source = self._sources.get((ctx.direction, peer.spiffe_id))
+        if source is None:
+            source = self._source_labels(ctx.direction, peer)
+        m.observe_request(
+            (
+                *source[:4],
+                self.destination_workload,
+                self.destination_service,
+                str(ctx.response_status),
+                source[4],
+                flags,
+                m.models(ai.model),
+                ai.operation,
+            ),
+            duration,
         )
-        m.observe_request(labels, duration)
         if ctx.findings:
             for detector, count in ctx.findings.items():
                 m.dlp_findings[m.detectors(detector)] += count
-            dlp = ctx.scratch.get("dlp")
-            blocked = dlp.get("blocked") or dlp.get("export_limit") if dlp else None
+        dlp = ctx.scratch.get("dlp")
+        if dlp:
+            blocked = dlp.get("blocked") or dlp.get("export_limit")
             if blocked:
                 m.dlp_blocked[str(blocked).split(":")[0]] += 1
         now = time.time()
