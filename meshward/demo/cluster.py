@@ -94,12 +94,22 @@ class MeshCli:
     ) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "meshward", command, "--state", str(self.state), *args]
         try:
-            return subprocess.run(
+            done = subprocess.run(
                 argv, input=stdin, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=REPO
             )
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            return subprocess.CompletedProcess(argv, 124, out, f"timed out after {timeout:.0f} s")
+            done = subprocess.CompletedProcess(argv, 124, out, f"timed out after {timeout:.0f} s")
+        self._log(done)
+        return done
+
+    def _log(self, done: subprocess.CompletedProcess[str]) -> None:
+        """Every command, its exit code and output, in ``<state>/demo/commands.log``."""
+        log = self.state / "demo" / "commands.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        shown = " ".join(str(a) for a in done.args[2:])  # from "meshward" on
+        with open(log, "a") as f:
+            f.write(f"$ {shown}\n[exit {done.returncode}]\n{done.stdout}{done.stderr}\n")
 
     def run_as(
         self, identity: str, module: str, *args: str, timeout: float = 60.0

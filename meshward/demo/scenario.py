@@ -57,6 +57,12 @@ def _clip(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _last_line(text: str) -> str:
+    """The last line of a command's error output: the message, or a traceback's exception."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return _clip(lines[-1], 100) if lines else "no message"
+
+
 def _held(title: str, expected: str, observed: str, ok: bool) -> StepResult:
     return StepResult(title, expected, observed, Outcome.PASS if ok else Outcome.FAIL)
 
@@ -283,7 +289,7 @@ class Scenario:
         observed = f"{ok_count} answered ({spent} tokens), then {_status_text(last)}"
         return _held(title, expected, observed, last.get("status") == 429)
 
-    def in_force(self, service: str, generation: int, since: float, timeout: float = 10.0) -> float | None:
+    def in_force(self, service: str, generation: int, since: float, timeout: float = 30.0) -> float | None:
         """Seconds from ``since`` until ``service``'s sidecar acknowledged ``generation``."""
 
         def acked() -> bool:
@@ -307,19 +313,19 @@ class Scenario:
         policy.write_text(DENY_PREPROCESSOR)
         applied = self.cli.run("apply", "-f", str(policy))
         if applied.returncode != 0:
-            return _held(title, expected, f"apply failed: {_clip(applied.stderr, 80)}", False)
+            return _held(title, expected, f"apply failed: {_last_line(applied.stderr)}", False)
         took = self.in_force("fraud-model", before + 1, time.monotonic())
         denied, _ = self.call("ml/preprocessor", "examples.clients.infer")
         rolled = self.cli.run("rollback", str(before))
         if rolled.returncode != 0:
-            return _held(title, expected, f"rollback failed: {_clip(rolled.stderr, 80)}", False)
+            return _held(title, expected, f"rollback failed: {_last_line(rolled.stderr)}", False)
         after = self.generation() or before + 2
         self.in_force("fraud-model", after, time.monotonic())
         allowed, _ = self.call("ml/preprocessor", "examples.clients.infer")
         in_force = (
             f"acknowledged by fraud-model's sidecar {took:.1f} s after `meshward apply` returned"
             if took is not None
-            else "not acknowledged within 10 s"
+            else "not acknowledged within 30 s"
         )
         observed = (
             f"generation {before + 1} {in_force}: {_status_text(denied)}; "
