@@ -202,8 +202,8 @@ def wrk(port: int, connections: int, duration: int, script: Path | None = None) 
         [*args, f"http://127.0.0.1:{port}/data.json"], capture_output=True, text=True, timeout=duration + 30
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors on port {port}:\n{out}")

@@ -65,7 +65,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.closing = False
         self.raw = False  # an Upgrade/CONNECT head was parsed: the rest is not HTTP
         self.tunnel = False
-        self.upstream_paused_writing = False
+        self.write_paused = False  # our write buffer to the client is above its high mark
         self.peer = Peer("", 0)
         self.peer_identity: PeerIdentity | None = None
         self.idle_since = self.loop.time()
@@ -158,14 +158,16 @@ class DownstreamConnection(asyncio.Protocol):
             ex.abort("DC")
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         ex = self.exchange
-        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
-            ex.upstream.transport.pause_reading()
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         ex = self.exchange
-        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
-            ex.upstream.transport.resume_reading()
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
 
     # ---- flow control -------------------------------------------------------------------------
     def _pause(self, reason: int) -> None:
@@ -181,11 +183,9 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def pause_upstream_full(self) -> None:
-        self.upstream_paused_writing = True
         self._pause(_PAUSE_UPSTREAM)
 
     def resume_upstream_full(self) -> None:
-        self.upstream_paused_writing = False
         self._resume(_PAUSE_UPSTREAM)
 
     def pause_buffer_full(self) -> None:

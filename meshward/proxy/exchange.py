@@ -202,12 +202,12 @@ class Exchange:
         self.req_buf_size = 0
         self.streaming = True
         self.conn.resume_buffer_full()
-        if self.conn.upstream_paused_writing:
-            up.transport.pause_reading()  # type: ignore[union-attr]
 
     def _send(self, up: UpstreamConnection, data: bytes) -> None:
         self.upstream = up
         up.exchange = self
+        if self.conn.write_paused:
+            up.pause_reading()  # the client is still behind on an earlier response
         up.requests += 1
         up.parser.expect(self.head.method == "HEAD")
         self.forwarded_at = self.loop.time()

@@ -69,6 +69,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.peer_id: str | None = None
         self.requests = 0
+        self.reading_paused = False
 
     # asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,6 +144,17 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.conn.resume_upstream_full()
 
     # -----------------------------------------------------------------------------------------
+    def pause_reading(self) -> None:
+        """The client reads slower than we receive: stop reading from the upstream."""
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -235,6 +247,7 @@ class UpstreamPool:
         if conn.closed or conn.upgraded:
             conn.close()
             return
+        conn.resume_reading()  # a pooled connection must notice the upstream closing it
         conns = self.idle.setdefault(conn.target.key, [])
         if len(conns) >= self.max_idle:
             conn.close()
