@@ -1,6 +1,8 @@
 """The control plane: the identity authority over HTTPS, the config API, distribution, audit sink.
 
-- :mod:`meshward.control.server`  the HTTPS server (:class:`~meshward.control.server.ControlPlane`).
-- :mod:`meshward.control.client`  its mTLS client, used by the CLI and by sidecars.
-- :mod:`meshward.control.tls`     TLS contexts and SPIFFE peer identities for both sides.
+- :mod:`meshward.control.service`     the decisions (:class:`~meshward.control.service.ControlService`).
+- :mod:`meshward.control.server`      their HTTPS transport (:class:`~meshward.control.server.ControlPlane`).
+- :mod:`meshward.control.client`      the mTLS client, used by the CLI and by sidecars.
+- :mod:`meshward.control.operations`  apply / get / history / rollback, online or on the store.
+- :mod:`meshward.control.tls`         TLS contexts and SPIFFE peer identities for both sides.
 """

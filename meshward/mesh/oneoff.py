@@ -25,7 +25,7 @@ from meshward.control.client import read_control_info
 from meshward.identity.issuance import IdentityService
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import start_child
-from meshward.mesh.supervisor import NO_PROXY, START_TIMEOUT, MeshError, sidecar_command
+from meshward.mesh.workload import NO_PROXY, START_TIMEOUT, MeshError, sidecar_command
 
 __all__ = ["run_with_sidecar"]
 

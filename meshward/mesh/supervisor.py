@@ -19,13 +19,10 @@ then the control plane, each process group as a whole.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,272 +34,22 @@ from meshward.identity.issuance import IdentityService
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.records import RunRecord, WorkloadRecord, mesh_dir, write_run
+from meshward.mesh.workload import (
+    CONTROL_PORT,
+    MAX_RESTART_DELAY,
+    START_TIMEOUT,
+    MeshError,
+    WorkloadRunner,
+    free_port,
+    port_free,
+    tail,
+    wait_until,
+)
 from meshward.resources import Resource
 from meshward.resources.loader import load_file
-from meshward.resources.mesh import Mesh, Workload, parse_duration
+from meshward.resources.mesh import Mesh, Workload
 
-__all__ = ["CONTROL_PORT", "MeshError", "MeshSupervisor", "format_table", "free_port", "sidecar_command"]
-
-CONTROL_PORT = 15012
-START_TIMEOUT = 20.0
-MAX_RESTART_DELAY = 30.0
-NO_PROXY = "127.0.0.1,localhost,::1"
-
-
-class MeshError(Exception):
-    """The mesh cannot start (the message says why and whose fault it is)."""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, stop: threading.Event) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop.is_set():
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise MeshError(f"timed out after {timeout:.0f}s waiting for {what}" if not stop.is_set() else "stopped")
-
-
-def _tail(log: Path, lines: int = 5) -> str:
-    with contextlib.suppress(OSError):
-        text = log.read_text(errors="replace").strip().splitlines()[-lines:]
-        return " | ".join(text)
-    return ""
-
-
-def sidecar_command(
-    *,
-    control_url: str,
-    bundle: Path,
-    identity: str,
-    workload: str,
-    sidecar_id: str,
-    directory: Path,
-    app: str | None,
-    listeners: dict[str, str],
-    parent_pid: int,
-) -> list[str]:
-    """The command line of a control-plane-fed sidecar (``meshward.proxy.controlclient``)."""
-    args = [sys.executable, "-m", "meshward.proxy.controlclient", "--control", control_url]
-    args += ["--bundle", str(bundle), "--id", identity, "--workload", workload, "--sidecar-id", sidecar_id]
-    args += ["--dir", str(directory), "--ready-file", str(directory / "ready.json")]
-    args += ["--parent-pid", str(parent_pid)]
-    if app:
-        args += ["--app", app]
-    for name in ("inbound", "outbound", "admin"):
-        args += [f"--{name}", listeners.get(name, "127.0.0.1:0")]
-    return args
-
-
-class _WorkloadRunner:
-    """One workload: its sidecar and its app, started in order and restarted when they exit."""
-
-    def __init__(self, mesh: MeshSupervisor, workload: Workload, record: WorkloadRecord) -> None:
-        self.mesh, self.workload, self.record = mesh, workload, record
-        self.sidecar: Child | None = None
-        self.app: Child | None = None
-        self.directory = mesh.state.path / "sidecars" / f"{record.namespace}.{record.name}"
-        self.listeners = {"inbound": "127.0.0.1:0", "outbound": "127.0.0.1:0", "admin": "127.0.0.1:0"}
-        self.app_port = workload.spec.port or free_port()
-        self.sidecar_failures = 0
-        self.app_failures = 0
-        self.next_app_start = 0.0
-        self.next_sidecar_start = 0.0
-        record.sidecar_dir = str(self.directory)
-        record.app = f"127.0.0.1:{self.app_port}" if workload.spec.command or workload.spec.port else None
-
-    # -- sidecar ---------------------------------------------------------------------------------
-    def start_sidecar(self) -> None:
-        mesh, rec = self.mesh, self.record
-        sid = f"{rec.namespace}/{self.workload.service_account}"
-        token = mesh.identity.create_token(sid, dt.timedelta(minutes=10))
-        ready_file = self.directory / "ready.json"
-        ready_file.unlink(missing_ok=True)
-        args = sidecar_command(
-            control_url=mesh.control_url,
-            bundle=mesh.state.bundle_path,
-            identity=sid,
-            workload=rec.ref,
-            sidecar_id=rec.ref,
-            directory=self.directory,
-            app=rec.app,
-            listeners=self.listeners,
-            parent_pid=os.getpid(),
-        )
-        env = dict(os.environ, MESHWARD_TOKEN=token, PYTHONUNBUFFERED="1")
-        self.sidecar = start_child(f"sidecar {rec.ref}", args, self.directory / "sidecar.log", env)
-        rec.sidecar_pid = self.sidecar.pid
-        mesh.save()
-        sidecar = self.sidecar
-
-        def ready() -> dict[str, Any] | None:
-            code = sidecar.exit_code()
-            if code is not None:
-                raise MeshError(f"sidecar of {rec.ref} exited ({code}): {_tail(sidecar.log)}")
-            if not ready_file.exists():
-                return None
-            import json
-
-            with contextlib.suppress(ValueError):
-                info: dict[str, Any] = json.loads(ready_file.read_text())
-                return info
-            return None
-
-        info = _wait(ready, START_TIMEOUT, f"the sidecar of {rec.ref}", mesh.stopping)
-        mesh.log(f"{rec.ref}: sidecar ready (generation {info.get('generation')})")
-        for name in ("inbound", "outbound", "admin"):
-            if info.get(name):
-                self.listeners[name] = str(info[name])  # a restart binds the same ports
-                setattr(rec, name, str(info[name]))
-
-    # -- app -------------------------------------------------------------------------------------
-    def app_env(self) -> dict[str, str]:
-        proxy = f"http://{self.record.outbound}"
-        env = dict(os.environ)
-        env.update(self.workload.spec.env)
-        env.update(
-            HTTP_PROXY=proxy,
-            http_proxy=proxy,
-            NO_PROXY=NO_PROXY,
-            no_proxy=NO_PROXY,
-            PORT=str(self.app_port),
-            MESHWARD_WORKLOAD=self.record.ref,
-            MESHWARD_IDENTITY=self.record.identity,
-            PYTHONUNBUFFERED="1",
-        )
-        return env
-
-    def start_app(self) -> None:
-        spec, rec = self.workload.spec, self.record
-        if not spec.command:
-            rec.ready, rec.state = True, "ready"
-            return
-        command = [arg.replace("{port}", str(self.app_port)) for arg in spec.command]
-        if command[0] in ("python", "python3"):
-            command[0] = sys.executable  # the mesh's own interpreter, not whatever is on PATH
-        cwd = (self.mesh.mesh_file.parent / spec.workdir) if spec.workdir else self.mesh.cwd
-        self.app = start_child(f"app {rec.ref}", command, self.directory / "app.log", self.app_env(), cwd)
-        rec.pid = self.app.pid
-        self.mesh.save()
-        timeout = parse_duration(spec.readiness.timeout)
-        app = self.app
-
-        def ready() -> bool:
-            code = app.exit_code()
-            if code is not None:
-                raise MeshError(f"app of {rec.ref} exited ({code}) before it was ready: {_tail(app.log)}")
-            return self._probe()
-
-        _wait(ready, timeout, f"the app of {rec.ref} to be ready", self.mesh.stopping)
-        rec.ready, rec.state, rec.message = True, "ready", ""
-        self.mesh.save()
-        self.mesh.log(f"{rec.ref}: ready")
-
-    def _probe(self) -> bool:
-        path = self.workload.spec.readiness.http_get
-        if path is None:
-            import socket
-
-            try:
-                with socket.create_connection(("127.0.0.1", self.app_port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via the sidecar
-        try:
-            with opener.open(f"http://127.0.0.1:{self.app_port}{path}", timeout=1.0) as resp:
-                return 200 <= int(resp.status) < 400
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
-    def start(self) -> None:
-        try:
-            self.start_sidecar()
-            self.start_app()
-        except MeshError as exc:
-            self.record.state, self.record.message = "failed", str(exc)
-            self.mesh.save()
-            raise
-
-    # -- supervision -----------------------------------------------------------------------------
-    @staticmethod
-    def _delay(failures: int) -> float:
-        return float(min(MAX_RESTART_DELAY, 0.5 * 2**failures))
-
-    def check(self) -> None:
-        """Called periodically: restart whatever exited (sidecar first: the app needs it)."""
-        rec, now = self.record, time.monotonic()
-        if self.sidecar is not None and (code := self.sidecar.exit_code()) is not None:
-            rec.ready, rec.state = False, "restarting"
-            rec.message = f"sidecar exited ({code}): {_tail(self.sidecar.log, 2)}"
-            rec.restarts += 1
-            self.sidecar = None
-            self.next_sidecar_start = now + self._delay(self.sidecar_failures)
-            self.sidecar_failures += 1
-            self.mesh.save()
-            self.mesh.log(f"{rec.ref}: {rec.message}; restarting in {self.next_sidecar_start - now:.1f}s")
-        if self.sidecar is None and now >= self.next_sidecar_start:
-            try:
-                self.start_sidecar()
-                self.mesh.log(f"{rec.ref}: sidecar restarted")
-                if self.app is not None:
-                    rec.ready, rec.state = True, "ready"
-                    self.mesh.save()
-            except MeshError as exc:
-                rec.message = str(exc)
-                self.mesh.save()
-                return
-        if self.app is not None and (code := self.app.exit_code()) is not None:
-            rec.ready, rec.state, rec.last_exit = False, "restarting", code
-            rec.restarts += 1
-            rec.message = f"app exited ({code}): {_tail(self.app.log, 2)}"
-            self.app = None
-            self.next_app_start = now + self._delay(self.app_failures)
-            self.app_failures += 1
-            self.mesh.save()
-            self.mesh.log(f"{rec.ref}: {rec.message}; restarting in {self.next_app_start - now:.1f}s")
-        if (
-            self.app is None
-            and self.workload.spec.command
-            and self.sidecar is not None
-            and now >= self.next_app_start
-            and not rec.ready
-        ):
-            try:
-                self.start_app()
-                self.mesh.log(f"{rec.ref}: app restarted")
-            except MeshError as exc:
-                rec.message = str(exc)
-                if self.app is not None:
-                    self.app.stop(1.0)
-                    self.app = None
-                self.next_app_start = time.monotonic() + self._delay(self.app_failures)
-                self.app_failures += 1
-                self.mesh.save()
-
-    def children(self) -> list[Child]:
-        return [c for c in (self.app, self.sidecar) if c is not None]
+__all__ = ["CONTROL_PORT", "MeshError", "MeshSupervisor", "format_table"]
 
 
 class MeshSupervisor:
@@ -325,7 +72,7 @@ class MeshSupervisor:
         self.control_port = 0
         self.control_failures = 0
         self.next_control_start = 0.0
-        self.runners: list[_WorkloadRunner] = []
+        self.runners: list[WorkloadRunner] = []
         self.record = RunRecord(supervisor_pid=os.getpid(), mesh_file=str(self.mesh_file))
         self._save_lock = threading.Lock()
         self._started = time.monotonic()
@@ -368,7 +115,7 @@ class MeshSupervisor:
             return
         if not self.control_port:
             wanted = self.wanted_control_port
-            self.control_port = wanted if wanted and _port_free(wanted) else free_port()
+            self.control_port = wanted if wanted and port_free(wanted) else free_port()
         args = [sys.executable, "-m", "meshward.control", "--state", str(self.state.path)]
         args += ["--listen", f"127.0.0.1:{self.control_port}"]
         self.control = start_child("control", args, mesh_dir(self.state.path) / "control.log")
@@ -383,11 +130,11 @@ class MeshSupervisor:
 
         def up() -> bool:
             if control.exit_code() is not None:
-                raise MeshError(f"the control plane exited: {_tail(control.log)}")
+                raise MeshError(f"the control plane exited: {tail(control.log)}")
             info = read_control_info(self.state.path)
             return info is not None and info.pid == control.pid
 
-        _wait(up, START_TIMEOUT, "the control plane", self.stopping)
+        wait_until(up, START_TIMEOUT, "the control plane", self.stopping)
         self.log(f"control plane serving on {self.control_url}")
 
     def start_control(self) -> None:
@@ -424,10 +171,10 @@ class MeshSupervisor:
                     w.metadata.name, ns, w.service, f"spiffe://{td}/ns/{ns}/sa/{w.service_account}"
                 )
                 self.record.workloads.append(rec)
-                self.runners.append(_WorkloadRunner(self, w, rec))
+                self.runners.append(WorkloadRunner(self, w, rec))
             errors: list[str] = []
 
-            def start_one(runner: _WorkloadRunner) -> None:
+            def start_one(runner: WorkloadRunner) -> None:
                 try:
                     runner.start()
                 except MeshError as exc:

@@ -13,22 +13,18 @@
   config meanwhile, until its certificate expires.
 
 The agent also registers the sidecar's inbound listener, which puts it in every other sidecar's
-services table, and unregisters it when stopped. ``python -m meshward.proxy.controlclient``
-runs a sidecar fed by the control plane (see :mod:`meshward.proxy.managed`).
+services table, and unregisters it when stopped. :mod:`meshward.mesh.sidecar` is the process
+that runs a ``Sidecar`` fed by this agent (what ``meshward up`` and ``meshward run`` start).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import random
-import signal
-import sys
 import threading
 import time
 import urllib.parse
@@ -42,7 +38,7 @@ from cryptography import x509
 from meshward.config.snapshot import MeshSnapshot
 from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
 from meshward.identity.keys import generate_key, key_pem, make_csr, write_private, write_public
-from meshward.identity.spiffe import SpiffeId, parse_identity
+from meshward.identity.spiffe import SpiffeId
 
 __all__ = [
     "AUDIT_POST_KEY",
@@ -395,155 +391,3 @@ class ControlAgent:
             "last_error": self.last_error,
             "at": time.time(),
         }
-
-
-# -- the process: a Sidecar fed by a ControlAgent ------------------------------------------------------
-
-
-class _LoopTarget:
-    """Runs the sidecar's setters on its event loop (the agent calls from its own threads)."""
-
-    def __init__(self, sidecar: Any) -> None:
-        self.sidecar = sidecar
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def _call(self, fn: Callable[[], object]) -> None:
-        loop = self.loop
-        if loop is None or not loop.is_running() or _running_loop() is loop:
-            fn()
-            return
-
-        async def run() -> None:
-            fn()
-
-        asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=30)
-
-    def set_identity(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
-        self._call(lambda: self.sidecar.set_identity(chain_pem, key_pem, bundle_pem))
-
-    def set_snapshot(self, snapshot: MeshSnapshot) -> None:
-        self._call(lambda: self.sidecar.set_snapshot(snapshot))
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m meshward.proxy.controlclient",
-        description="A sidecar fed by the control plane (the join token comes in $MESHWARD_TOKEN).",
-    )
-    p.add_argument("--control", required=True, help="control plane URL, https://HOST:PORT")
-    p.add_argument("--bundle", required=True, type=Path, help="trust bundle to verify the control plane")
-    p.add_argument("--id", required=True, dest="identity", help="the identity, NS/SA or spiffe://...")
-    p.add_argument("--workload", help="NS/NAME of the Workload (default: the identity's NS/SA)")
-    p.add_argument("--sidecar-id", help="unique among sidecars (default: the workload)")
-    p.add_argument("--dir", required=True, type=Path, help="this sidecar's directory (SVID, config cache)")
-    p.add_argument("--ready-file", type=Path, help="written (JSON: pid, listeners) once serving")
-    p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
-    p.add_argument("--app", help="HOST:PORT of the app (none: client-only sidecar)")
-    p.add_argument("--inbound", default="127.0.0.1:0")
-    p.add_argument("--outbound", default="127.0.0.1:0")
-    p.add_argument("--admin", default="127.0.0.1:0")
-    return p
-
-
-def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
-    if text.startswith("spiffe://") or text.count("/") != 1:
-        return parse_identity(text, "")
-    roots = x509.load_pem_x509_certificates(bundle_pem)
-    uris = roots[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    trust_domain = str(uris.get_values_for_type(x509.UniformResourceIdentifier)[0]).removeprefix("spiffe://")
-    return parse_identity(text, trust_domain)
-
-
-async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: argparse.Namespace) -> None:
-    from meshward.filters.telemetry import start_audit_shipper
-
-    loop = asyncio.get_running_loop()
-    target.loop = loop
-    await sidecar.start()
-    addresses: dict[str, str] = sidecar.addresses()
-    inbound = addresses.get("inbound") if args.app else None
-    if inbound is not None:
-        agent.inbound = inbound
-        await loop.run_in_executor(None, agent.register_now)
-    agent.start(inbound)
-    # The audit spool (telemetry filter) ships its records to the control plane over our SVID.
-    sidecar.runtime.shared[AUDIT_POST_KEY] = agent.post_audit_async
-    start_audit_shipper(sidecar.runtime, agent.post_audit_async)
-    info = {
-        "pid": os.getpid(),
-        "identity": agent.config.identity.uri,
-        "generation": agent.generation,
-        **addresses,
-    }
-    if args.ready_file is not None:
-        write_public(args.ready_file, (json.dumps(info) + "\n").encode())
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    while not stop.is_set():
-        if args.parent_pid and os.getppid() != args.parent_pid:
-            log.warning("parent %d is gone: stopping", args.parent_pid)
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
-    await loop.run_in_executor(None, agent.stop)
-    await sidecar.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    import uvloop
-
-    from meshward.proxy.options import SidecarOptions, parse_address
-    from meshward.proxy.sidecar import Sidecar
-
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        bundle = args.bundle.read_bytes()
-        identity = _identity(args.identity, bundle)
-        options = SidecarOptions(
-            app=parse_address(args.app) if args.app else None,
-            inbound=parse_address(args.inbound),
-            outbound=parse_address(args.outbound),
-            admin=parse_address(args.admin),
-            state_dir=args.dir,
-        )
-    except (OSError, ValueError, IndexError, x509.ExtensionNotFound) as exc:
-        print(f"meshward sidecar: {exc}", file=sys.stderr)
-        return 2
-    workload = args.workload or identity.short
-    config = AgentConfig(
-        control_url=args.control,
-        identity=identity,
-        workload=workload,
-        sidecar_id=args.sidecar_id or workload,
-        directory=args.dir,
-        bootstrap_bundle_pem=bundle,
-        token=os.environ.pop("MESHWARD_TOKEN", None),
-    )
-    sidecar = Sidecar(options)
-    target = _LoopTarget(sidecar)
-    agent = ControlAgent(config, target)
-    try:
-        agent.obtain_identity()
-        agent.initial_snapshot()
-    except (IdentityError, ValueError) as exc:
-        print(f"meshward sidecar: {exc}", file=sys.stderr)
-        return 1
-    try:
-        uvloop.run(_serve(sidecar, agent, target, args))
-    except OSError as exc:
-        print(f"meshward sidecar: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

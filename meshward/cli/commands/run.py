@@ -10,7 +10,7 @@ import argparse
 from meshward.cli.errors import CliError
 from meshward.identity.state import MeshState
 from meshward.mesh.oneoff import run_with_sidecar
-from meshward.mesh.supervisor import MeshError
+from meshward.mesh.workload import MeshError
 
 __all__ = ["register"]
 

@@ -1,0 +1,314 @@
+"""The control plane's decisions: who may do what, CSR signing, config, the watch, ACKs, audit.
+
+:class:`ControlService` is the control plane without its transport: every method takes what a
+request carries (its JSON body or query, and the caller's verified SPIFFE ID) and returns the
+JSON answer or raises :class:`ApiError` with the HTTP status. :mod:`meshward.control.server`
+serves it over HTTPS.
+
+Distribution is push, not polling: a sidecar's watch is a long-poll that carries the digest of
+the last snapshot it received; :meth:`ControlService.watch` answers at once when the sidecar's
+snapshot differs, else it sleeps on a condition variable that every apply, rollback and endpoint
+registration notifies. A change reaches every watching sidecar in one round trip. The digest
+(rather than a counter) lets a restarted control plane resume distribution with no shared state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from meshward.audit.control import ControlAudit
+from meshward.audit.store import AuditRejected
+from meshward.config.build import build_snapshot, find_workload, mesh_spec, services_table
+from meshward.config.store import ConfigStore, SidecarRecord
+from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
+from meshward.control.tls import control_id
+from meshward.identity.authority import CsrRefused
+from meshward.identity.issuance import IdentityService
+from meshward.identity.spiffe import SpiffeId
+from meshward.identity.state import MeshState
+from meshward.resources import Resource
+from meshward.resources.mesh import parse_duration
+
+__all__ = ["MAX_WATCH_SECONDS", "ApiError", "ControlService", "RawJson"]
+
+MAX_WATCH_SECONDS = 30.0
+
+
+class RawJson(bytes):
+    """A response body already encoded as JSON."""
+
+
+class ApiError(Exception):
+    """The request is refused: ``status`` is the HTTP status, ``extra`` more JSON fields."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.extra = status, extra
+
+
+class _View:
+    """The current generation's resources and the registered sidecars, cached between changes."""
+
+    def __init__(
+        self,
+        generation: int,
+        resources: list[Resource[Any]],
+        sidecars: list[SidecarRecord],
+        trust_domain: str,
+    ) -> None:
+        self.generation, self.resources, self.sidecars = generation, resources, sidecars
+        # the same for every workload of this view: computed once, not once per watching sidecar
+        self.services = services_table(resources, sidecars, trust_domain)
+
+
+class ControlService:
+    """One mesh state directory's control plane logic (thread-safe: a thread per request)."""
+
+    def __init__(self, state: MeshState) -> None:
+        self.state = state
+        self.trust_domain = state.trust_domain
+        self.identity = IdentityService(state)
+        self.store = ConfigStore(state.db_path, self.trust_domain)
+        self.operator = state.operator_id
+        # The audit trail: sidecars' batches, our own security events, SIEM forwarding.
+        self.audit = ControlAudit(state.path)
+        # Our own audit events are written by one worker, off the response path: an apply
+        # answers (and its sidecars compile) without waiting for the audit file's fsync.
+        self._audit_events: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._audit_worker = threading.Thread(target=self._record_audit, name="control-audit", daemon=True)
+        self._audit_worker.start()
+        self._changed = threading.Condition()
+        self._version = 0
+        self._view: _View | None = None
+        self.closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _record_audit(self) -> None:
+        while (event := self._audit_events.get()) is not None:
+            event()
+
+    def _audit(self, event: Callable[[], None]) -> None:
+        self._audit_events.put(event)
+
+    def announce(self) -> None:
+        """The control plane is serving: record it, and start forwarding to the Mesh's sinks."""
+        self._audit(lambda: self.audit.started(control_id(self.trust_domain).uri))
+        self._audit(lambda: self.audit.update_sinks(self._current().resources))
+
+    def close(self) -> None:
+        """Wake every watch (they answer 204) and flush the audit trail."""
+        self.closing = True
+        with self._changed:
+            self._changed.notify_all()
+        self._audit(lambda: self.audit.stopped(control_id(self.trust_domain).uri))
+        self._audit_events.put(None)
+        self._audit_worker.join(10)
+        self.audit.close()
+        self.identity.close()
+
+    # -- the shared view and change notification -------------------------------------------------
+    def _current(self) -> _View:
+        with self._changed:
+            if self._view is None:
+                self._view = _View(
+                    self.store.generation(), self.store.resources(), self.store.sidecars(), self.trust_domain
+                )
+            return self._view
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._view = None
+            self._version += 1
+            self._changed.notify_all()
+
+    # -- identity --------------------------------------------------------------------------------
+    def svid_ttl(self) -> dt.timedelta:
+        """The Mesh resource's ``certificateTTL`` (default 1 h)."""
+        spec = mesh_spec(self._current().resources, self.trust_domain)
+        return dt.timedelta(seconds=parse_duration(spec.certificate_ttl))
+
+    def sign(self, body: dict[str, Any], src_ip: str) -> dict[str, Any]:
+        csr, token = _str(body, "csr").encode(), _str(body, "token")
+        try:
+            issued = self.identity.issue(csr, token, self.svid_ttl())
+        except CsrRefused as exc:
+            reason = exc.reason
+            self._audit(lambda: self.audit.certificate_refused(reason, src_ip=src_ip))
+            raise ApiError(403, exc.reason) from None
+        self._audit(
+            lambda: self.audit.certificate_issued(
+                issued.spiffe_id.uri, issued.serial, issued.not_after, "join-token", src_ip
+            )
+        )
+        return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
+
+    def renew(self, body: dict[str, Any], peer: SpiffeId, serial: str | None, src_ip: str) -> dict[str, Any]:
+        try:
+            issued = self.identity.renew(
+                _str(body, "csr").encode(), peer, self.svid_ttl(), peer_serial=serial
+            )
+        except CsrRefused as exc:
+            reason = exc.reason
+            self._audit(lambda: self.audit.certificate_refused(reason, peer.uri, src_ip))
+            raise ApiError(403, exc.reason) from None
+        self._audit(
+            lambda: self.audit.certificate_issued(
+                issued.spiffe_id.uri, issued.serial, issued.not_after, "renewal", src_ip
+            )
+        )
+        return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
+
+    # -- sidecars --------------------------------------------------------------------------------
+    def _authorize_workload(self, peer: SpiffeId, workload: str) -> tuple[str, str]:
+        ns, _, name = workload.partition("/")
+        if not ns or not name:
+            raise ApiError(400, f"workload must be NS/NAME, not {workload!r}")
+        found = find_workload(self._current().resources, ns, name)
+        sa = found.service_account if found is not None else name
+        if peer != SpiffeId(self.trust_domain, ns, sa):
+            raise ApiError(403, f"{peer.uri} may not act for workload {workload}")
+        return ns, name
+
+    def _sidecar_id(self, body: dict[str, Any], workload: str) -> str:
+        sidecar = _str(body, "sidecar")
+        if sidecar != workload and not sidecar.startswith(workload + "#"):
+            raise ApiError(400, f"sidecar id {sidecar!r} must be {workload} or {workload}#INSTANCE")
+        return sidecar
+
+    def register(self, body: dict[str, Any], peer: SpiffeId) -> dict[str, Any]:
+        workload = _str(body, "workload")
+        ns, name = self._authorize_workload(peer, workload)
+        inbound = _str(body, "inbound")
+        host, _, port = inbound.rpartition(":")
+        if not host or not port.isdigit():
+            raise ApiError(400, f"inbound must be HOST:PORT, not {inbound!r}")
+        record = SidecarRecord(self._sidecar_id(body, workload), ns, name, peer.uri, inbound)
+        self.store.register_sidecar(record)
+        self._notify()
+        return {"registered": record.sidecar}
+
+    def unregister(self, body: dict[str, Any], peer: SpiffeId) -> dict[str, Any]:
+        workload = _str(body, "workload")
+        self._authorize_workload(peer, workload)
+        self.store.unregister_sidecar(self._sidecar_id(body, workload))
+        self._notify()
+        return {}
+
+    def ack(self, body: dict[str, Any], peer: SpiffeId) -> dict[str, Any]:
+        workload = _str(body, "workload")
+        self._authorize_workload(peer, workload)
+        generation = body.get("generation")
+        if not isinstance(generation, int):
+            raise ApiError(400, "generation must be an integer")
+        ok = bool(body.get("ok"))
+        self.store.record_ack(self._sidecar_id(body, workload), generation, ok, str(body.get("reason", "")))
+        return {}
+
+    def watch(self, query: dict[str, str], peer: SpiffeId) -> RawJson | None:
+        """The workload's snapshot once it differs from ``have``; None after ``timeout`` seconds."""
+        workload = query.get("workload", "")
+        ns, name = self._authorize_workload(peer, workload)
+        have = query.get("have", "")
+        try:
+            timeout = min(float(query.get("timeout", "25")), MAX_WATCH_SECONDS)
+        except ValueError:
+            raise ApiError(400, "timeout must be a number of seconds") from None
+        deadline = time.monotonic() + timeout
+        while not self.closing:
+            with self._changed:
+                version = self._version
+            view = self._current()
+            snapshot = build_snapshot(
+                view.generation, view.resources, view.sidecars, self.trust_domain, ns, name, view.services
+            )
+            text = json.dumps(snapshot.to_json(), sort_keys=True)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            if digest != have:  # the body is assembled, not dumped again: this runs per sidecar
+                return RawJson(f'{{"digest": "{digest}", "snapshot": {text}}}'.encode())
+            with self._changed:
+                while self._version == version and not self.closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._changed.wait(left)
+        return None
+
+    def ingest_audit(self, batch: bytes, peer: SpiffeId) -> dict[str, Any]:
+        try:
+            return self.audit.ingest(peer.uri, batch).to_json()
+        except AuditRejected as exc:
+            extra = exc.to_json()
+            extra.pop("error", None)
+            raise ApiError(exc.status, str(exc), **extra) from None
+
+    # -- operator API ----------------------------------------------------------------------------
+    def apply(self, body: dict[str, Any], who: str) -> dict[str, Any]:
+        text, filename = _str(body, "text"), str(body.get("filename") or "<apply>")
+        result = self._config(apply_text, text, filename, bool(body.get("dry_run")), who)
+        if result.get("changed"):
+            self._notify()
+            changes = sum(1 for c in result["changes"] if c["action"] != "unchanged")
+            self._audit(lambda: self.audit.config_applied(result["generation"], who, changes))
+            self._audit(lambda: self.audit.update_sinks(self._current().resources))
+        return result
+
+    def rollback(self, body: dict[str, Any], who: str) -> dict[str, Any]:
+        result = self._config(rollback_to, body.get("generation"), who)
+        if result.get("changed"):
+            self._notify()
+            self._audit(lambda: self.audit.config_rolled_back(result["generation"], body["generation"], who))
+            self._audit(lambda: self.audit.update_sinks(self._current().resources))
+        return result
+
+    def get(self, query: dict[str, str]) -> dict[str, Any]:
+        return self._config(get_resources, query.get("kind", ""), query.get("name"), query.get("namespace"))
+
+    def _config(self, operation: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        try:
+            return operation(self.store, *args)
+        except ConfigError as exc:
+            extra = {"problems": exc.problems} if exc.problems else {}
+            raise ApiError(exc.status, str(exc), **extra) from None
+
+    def history(self) -> dict[str, Any]:
+        return {"generations": [g.to_json() for g in self.store.history()]}
+
+    def status(self) -> dict[str, Any]:
+        acks = self.store.acks()
+        sidecars = []
+        for s in self.store.sidecars():
+            ack = acks.get(s.sidecar)
+            sidecars.append(
+                {
+                    "sidecar": s.sidecar,
+                    "identity": s.identity,
+                    "inbound": s.inbound,
+                    "ack": None
+                    if ack is None
+                    else {"generation": ack.generation, "status": ack.status, "reason": ack.reason},
+                }
+            )
+        return {"generation": self.store.generation(), "sidecars": sidecars, "pid": os.getpid()}
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"{key!r} (a non-empty string) is required")
+    return value
+
+
+def _svid_json(chain: bytes, bundle: bytes, not_after: dt.datetime) -> dict[str, Any]:
+    return {
+        "chain": chain.decode("ascii"),
+        "bundle": bundle.decode("ascii"),
+        "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
