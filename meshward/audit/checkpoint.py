@@ -5,7 +5,8 @@ A checkpoint is one JSON line in ``<state>/audit/checkpoints.jsonl``::
     {"n": 7, "time": "...", "prev": H(checkpoint 6), "count": 1234,
      "chains": {"<slug>": {"source": ..., "chain": ..., "seq": 120, "hash": ...}}, "sig": "..."}
 
-``sig`` is an Ed25519 signature (base64) over the canonical JSON of everything else, made
+``chains`` lists the chains that moved since the checkpoint before (whose digest is ``prev``),
+``count`` the records of every chain. ``sig`` is an Ed25519 signature (base64) over the canonical JSON of everything else, made
 with ``<state>/audit/checkpoint.key`` (0600, never leaves the control plane); the public half
 is ``checkpoint.pub``. Whoever rewrites a chain and recomputes every hash still cannot make
 its head match a signed checkpoint.

@@ -169,12 +169,20 @@ class AuditStore:
                     record = parse_record_line(line, check_hash=False)
                     info.seq, info.head = record.seq, record.hash
             self._add_chain(info)
-        line, _ = _last_line(self.checkpoints_path) if self.checkpoints_path.exists() else (None, 0)
-        if line is not None:
-            data = json.loads(line)
-            self._checkpoint_n = int(data["n"])
-            self._checkpoint_prev = checkpoint_digest(line)
-            self._checkpointed = {slug: int(c["seq"]) for slug, c in data["chains"].items()}
+        if self.checkpoints_path.exists():  # replay: each checkpoint lists the chains it moved
+            good = 0
+            with open(self.checkpoints_path, "rb") as fh:
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # torn by a crash while signing: cut below, superseded by the next one
+                    good += len(line)
+                    data = json.loads(line)
+                    self._checkpoint_n = int(data["n"])
+                    self._checkpoint_prev = checkpoint_digest(line)
+                    for slug, c in data["chains"].items():
+                        self._checkpointed[slug] = int(c["seq"])
+            if not self.read_only and good != self.checkpoints_path.stat().st_size:
+                os.truncate(self.checkpoints_path, good)
         if not self.read_only and any(self._checkpointed.get(s, 0) != c.seq for s, c in self._chains.items()):
             self.checkpoint(force=True)  # records stored just before a crash, not yet covered
 
@@ -302,9 +310,11 @@ class AuditStore:
             current = {slug: c.seq for slug, c in self._chains.items()}
             if not force and current == self._checkpointed:
                 return False
+            # Only the chains that moved: earlier checkpoints (linked by ``prev``) cover the rest.
             chains = {
                 slug: {"source": c.source, "chain": c.chain, "seq": c.seq, "hash": c.head}
                 for slug, c in sorted(self._chains.items())
+                if force or self._checkpointed.get(slug) != c.seq
             }
             self._checkpoint_n += 1
             line = self._writable().sign(

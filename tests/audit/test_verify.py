@@ -314,3 +314,19 @@ def test_any_single_tampering_is_detected(pristine: Path, op: str, index: int, o
         trail.write_text("".join(lines))
         report = verify_audit_dir(state / "audit")
         assert not report.ok, (op, index, other)
+
+
+def test_store_recovers_from_torn_writes(tmp_path: Path) -> None:
+    """A control plane killed mid-append: the torn trail line and checkpoint line are cut on restart."""
+    trail = _fill(tmp_path, records=8, batch=4)
+    checkpoints = tmp_path / "audit" / "checkpoints.jsonl"
+    with open(trail, "ab") as fh:
+        fh.write(b'{"seq":9,"prev":"')
+    with open(checkpoints, "ab") as fh:
+        fh.write(b'{"n":3,"chains"')
+    store = AuditStore(tmp_path)
+    assert [c.seq for c in store.chains()] == [8]
+    store.close()
+    report = verify_audit_dir(tmp_path / "audit")
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.checkpoints == 2
