@@ -10,8 +10,9 @@ Side by side in one run, Hyperscan vs the pure-Python (``re``) engine, default d
 - ``latency_4k``: the added latency on a 4 KB OpenAI chat prompt — what the filter does per
   request: ``json.loads`` + scan of every string + rewrite + re-serialization when masked.
   Median of many calls, with and without a finding. Target < 100 µs.
-- ``profile``: where the time goes: Hyperscan's own scan (no-op callback), the JSON parse
-  alone, and the candidate confirmation (regions + ``re`` + validators) as the remainder.
+- ``profile``: where the time goes: Hyperscan's own scan (no-op callback) and how many
+  matches it reports, the JSON parse alone, and each validator's cost per value; the rest of
+  a scan is the regions' ``re`` matching and Python glue.
 
 Timings are the best of a few repetitions (the machine is shared; the best is closest to an
 idle core). ``MESHWARD_BENCH_QUICK=1`` shortens the run.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -40,7 +42,55 @@ SIZE = 256 * 1024 if QUICK else 1024 * 1024
 REPEAT = 3 if QUICK else 5
 LATENCY_CALLS = 300 if QUICK else 2000
 
-_WORDS = ["the", "model", "answers", "a", "question", "about", "the", "order", "and", "the", "customer", "account", "with", "a", "short", "summary", "of", "recent", "activity", "including", "totals", "dates", "and", "status", "for", "each", "item", "in", "the", "list", "while", "the", "service", "checks", "policy", "budget", "and", "data", "before", "it", "forwards", "anything", "to", "the", "upstream", "inference", "server"]
+_WORDS = [
+    "the",
+    "model",
+    "answers",
+    "a",
+    "question",
+    "about",
+    "the",
+    "order",
+    "and",
+    "the",
+    "customer",
+    "account",
+    "with",
+    "a",
+    "short",
+    "summary",
+    "of",
+    "recent",
+    "activity",
+    "including",
+    "totals",
+    "dates",
+    "and",
+    "status",
+    "for",
+    "each",
+    "item",
+    "in",
+    "the",
+    "list",
+    "while",
+    "the",
+    "service",
+    "checks",
+    "policy",
+    "budget",
+    "and",
+    "data",
+    "before",
+    "it",
+    "forwards",
+    "anything",
+    "to",
+    "the",
+    "upstream",
+    "inference",
+    "server",
+]
 _VALUES = [
     "4111 1111 1111 1111",
     "jane.doe@example.com",
@@ -183,7 +233,18 @@ def _profile(clean: bytes, dirty: bytes) -> dict[str, Any]:
         return None
 
     body = chat_body(4096, False)
+    validators: dict[str, float] = {}
+    for pattern in scanner.patterns:
+        values = sorted({m.group() for m in re.finditer(pattern.python_regex(), dirty)})
+        if pattern.validator is not None and values:
+            check = pattern.validator
+            cost = median_us(lambda vs=values, f=check: [f(x) for x in vs], max(20, LATENCY_CALLS // 20))  # type: ignore[misc]
+            validators[pattern.kind] = round(cost / len(values), 2)
+    hits: list[object] = []
+    db.scan(dirty, match_event_handler=lambda *a: hits.append(a))
     return {
+        "hyperscan_reports_1pct": len(hits),
+        "validator_us_per_value": validators,
         "hyperscan_only_mb_per_s_no_findings": round(
             len(clean) / best(lambda: db.scan(clean, match_event_handler=noop)) / 1e6, 1
         ),

@@ -70,7 +70,7 @@ def check_encoding(content_encoding: str | None) -> None:
 def _walk(plan: DlpPlan, redactor: Redactor, node: Any, outcome: Outcome) -> tuple[Any, bool]:
     """Rewrite string values (containers in place); returns (node, whether anything changed)."""
     if isinstance(node, str):
-        if len(node) < 3:
+        if len(node) < plan.scanner.min_length:
             return node, False
         raw = node.encode("utf-8", "surrogatepass")
         new = inspect_text(plan, redactor, raw, outcome)
@@ -100,6 +100,10 @@ def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcom
         doc = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise Uninspectable("body declared as JSON does not parse") from exc
+    if b"\\" not in body and not plan.scanner.may_find(body):
+        # No escapes: every string value is a substring of the body, and nothing in the body
+        # can even start a finding, so no string value holds one (one scan instead of many).
+        return body, doc
     doc, changed = _walk(plan, redactor, doc, outcome)
     if not changed or outcome.blocked_by:
         return body, doc

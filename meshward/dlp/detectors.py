@@ -60,6 +60,8 @@ class CandidatePattern:
     # (its single-byte alternative). Hyperscan then only reports ends followed by ``[^X]`` or
     # the end of the data: one report per value instead of one per possible end (see scanner).
     ends_before: bytes | None = None
+    # The shortest candidate the validator can accept, when longer than the regex's minimum.
+    min_length: int = 0
 
     def hyperscan_expression(self) -> bytes:
         expr = self.prefilter or self.body
@@ -229,6 +231,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"|::([Ff]{4}:)?[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
         rb"[0-9A-Za-z:._-]",
         rb"[0-9A-Za-z:_]|\.[0-9]",
+        min_length=6,  # three groups: a::b:c
         validator=v.valid_ipv6,
     ),
     _p(
@@ -238,6 +241,7 @@ _PATTERNS: tuple[CandidatePattern, ...] = (
         rb"[0-9A-Za-z_.+/-]",
         rb"[0-9A-Za-z_]|[.-][0-9]",
         ends_before=rb"0-9A-Za-z_",
+        min_length=9,  # + and at least 8 digits
         validator=v.valid_phone,
     ),
     _p(
@@ -273,7 +277,7 @@ _UNPORTABLE = (
     (rb"\B", "\\B"),
     (rb"\Z", "\\Z"),
     (rb"\z", "\\z"),
-    (rb"$", "end anchors ($)"),
+    (rb"\A", "\\A"),
     (rb"(?=", "lookahead"),
     (rb"(?!", "lookahead"),
     (rb"(?<", "lookbehind and named groups"),
@@ -291,6 +295,8 @@ def user_regex_problem(regex: str) -> str | None:
             return f"{what} are not supported in detector regexes"
     if re.search(rb"\\[1-9]", raw):
         return "backreferences are not supported in detector regexes"
+    if re.search(rb"(?<![\\\[])\^", raw) or re.search(rb"(?<!\\)\$", raw):
+        return "anchors (^, $) are not supported in detector regexes"
     try:
         compiled = re.compile(raw)
     except re.error as exc:

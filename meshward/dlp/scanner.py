@@ -107,6 +107,11 @@ class Scanner:
             re.compile(p.python_regex(), re.IGNORECASE if p.caseless else 0) for p in self.patterns
         ]
         self._validators = [p.validator for p in self.patterns]
+        # No value is shorter than this: shorter strings (JSON keys' values like "user") are skipped.
+        self.min_length = min(
+            (max(_min_width(r), p.min_length) for r, p in zip(self._regexes, self.patterns, strict=True)),
+            default=0,
+        )
         self._reach_back = [p.reach_back for p in self.patterns]
         self._any_reach_back = any(self._reach_back)
         if engine == "auto":
@@ -135,6 +140,24 @@ class Scanner:
             for m in regex.finditer(data):
                 self._confirm(rank, data, m.start(), m.end(), found)
         return resolve_overlaps(found) if len(found) > 1 else found
+
+    def may_find(self, data: bytes) -> bool:
+        """False only if no value can be found in ``data`` nor in any substring of it.
+
+        With Hyperscan: whether any pattern's prefilter matches at all (stops at the first).
+        A value inside a substring is followed there by the end of the substring, which in
+        ``data`` is some byte; the prefilters accept any byte outside their ``ends_before``
+        class or the end, and a JSON string's closing quote is never in such a class.
+        """
+        if not self.patterns or not data:
+            return False
+        if self._db is None:
+            return any(regex.search(data) for regex in self._regexes)
+        try:
+            self._db.scan(data, match_event_handler=_stop)
+        except _hs.ScanTerminated:
+            return True
+        return False
 
     # -- internals
 
@@ -192,6 +215,16 @@ class Scanner:
                 m = full
             self._confirm(rank, data, m.start(), m.end(), out)
             pos = m.end()
+
+
+def _min_width(regex: re.Pattern[bytes]) -> int:
+    """The fewest bytes a match of ``regex`` can span (look-arounds span none)."""
+    low: int = re._parser.parse(regex.pattern, regex.flags).getwidth()[0]  # type: ignore[attr-defined]
+    return low
+
+
+def _stop(rank: int, start: int, end: int, flags: int, context: object) -> bool:
+    return True
 
 
 def _collect(rank: int, start: int, end: int, flags: int, hits: list[tuple[int, int, int]]) -> None:

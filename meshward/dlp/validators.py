@@ -193,16 +193,15 @@ def card_issuer(digits: str) -> str | None:
 
 def valid_card(value: bytes) -> Span | None:
     """Known IIN range and length, Luhn check digit, one consistent separator in card groups."""
-    text = value.decode("ascii")
-    separators = {c for c in text if not c.isdigit()}
-    if len(separators) > 1:
-        return None
-    if separators:
-        groups = [len(g) for g in text.split(separators.pop())]
+    text = value.decode("ascii")  # the pattern allows only digits, " " and "-"
+    digits = text.replace(" ", "").replace("-", "")
+    if len(digits) != len(text):
+        if " " in text and "-" in text:
+            return None
+        groups = [len(g) for g in text.split(" " if " " in text else "-")]
         if not (all(g == 4 for g in groups[:-1]) or groups in ([4, 6, 5], [4, 6, 4])):
             return None
-    digits = text.replace(" ", "").replace("-", "")
-    if card_issuer(digits) is None or len(set(digits)) < 2:
+    if card_issuer(digits) is None or digits.count(digits[0]) == len(digits):
         return None
     return (0, len(value)) if luhn_ok(digits) else None
 

@@ -123,3 +123,22 @@ def test_user_regexes_that_engines_would_read_differently_are_refused(regex: str
 def test_portable_user_regex_is_accepted() -> None:
     assert user_regex_problem("EMP-[0-9]{6}") is None
     assert hyperscan_problem(b"EMP-[0-9]{6}") is None
+
+
+def test_may_find_gates_on_any_candidate() -> None:
+    for scanner in [RE, *([HS] if HYPERSCAN_AVAILABLE else [])]:
+        assert not scanner.may_find(
+            b'{"model": "tiny", "messages": [{"role": "user", "content": "hello there"}]}'
+        )
+        assert scanner.may_find(b'{"content": "4111 1111 1111 1111"}')
+        assert scanner.may_find(b'{"content": "call 4111 1111 1111 1112"}')  # a candidate, not a finding
+
+
+@pytest.mark.parametrize("regex", ["^EMP", "EMP$", r"\AEMP"])
+def test_anchors_are_refused(regex: str) -> None:
+    assert user_regex_problem(regex) is not None
+
+
+@pytest.mark.parametrize("regex", ["[^,]+@corp", r"\$[0-9]+", r"\^x"])
+def test_negated_classes_and_escapes_are_not_anchors(regex: str) -> None:
+    assert user_regex_problem(regex) is None
