@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from meshward.audit.chain import AuditRecord
+from meshward.audit.chain import AuditRecord, RecordError, parse_record_line
 from meshward.audit.formats import FORMATS, to_cef, to_ocsf_json, to_syslog
 from meshward.audit.store import iter_trail
 from meshward.audit.verify import verify_audit_dir
@@ -135,14 +135,29 @@ def _render(fmt: str) -> Callable[[AuditRecord, str, str], str]:
 
 
 def _follow(audit_dir: Path, seen: dict[str, int], interval: float = 0.5) -> Iterator[Entry]:
+    """New records as they are stored; reads only what was appended since the last poll."""
+    offsets: dict[str, int] = {}
     while True:
         fresh: list[Entry] = []
         for slug, (source, chain) in _chains(audit_dir).items():
-            after = seen.get(slug, 0)
-            for record in iter_trail(audit_dir / "trail" / f"{slug}.jsonl"):
-                if record.seq > after:
-                    fresh.append((source, chain, record))
-                    seen[slug] = record.seq
+            path = audit_dir / "trail" / f"{slug}.jsonl"
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+            except FileNotFoundError:
+                continue
+            with fh:
+                fh.seek(offsets.get(slug, 0))
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # being written: read it next time
+                    offsets[slug] = offsets.get(slug, 0) + len(line)
+                    try:
+                        record = parse_record_line(line, check_hash=False)
+                    except RecordError:
+                        continue
+                    if record.seq > seen.get(slug, 0):
+                        fresh.append((source, chain, record))
+                        seen[slug] = record.seq
         fresh.sort(key=lambda e: int(e[2].event.get("time") or 0))
         yield from fresh
         time.sleep(interval)
