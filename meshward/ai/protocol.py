@@ -121,11 +121,10 @@ _PROMPT_KEYS: Final = ("messages", "prompt", "input", "instructions", "documents
 
 def classify(method: str, path: str, headers: dict[str, str], body: bytes | None) -> AIRequest:
     """Classify one request. ``path`` is the normalized path without the query string;
-    ``headers`` have lower-case names. Never raises."""
-    try:
-        return _classify(method, path, headers, body)
-    except Exception:  # defensive: classification must never take a request down
-        return AIRequest()
+    ``headers`` have lower-case names. Any input is classified (malformed bodies give no
+    model); there is deliberately no catch-all here: a bug must fail the request closed, not
+    turn an ``admin`` call into an unclassified one that a DENY policy would no longer see."""
+    return _classify(method, path, headers, body)
 
 
 def needs_body(ai: AIRequest, method: str, headers: dict[str, str]) -> bool:
