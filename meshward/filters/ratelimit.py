@@ -153,6 +153,9 @@ class RateLimitFilter(Filter):
         pending = ctx.scratch.get(_SCRATCH)
         if pending is not None and pending.meter is not None:
             self._measure(ctx, pending, pending.meter)
+            # Settle now, before the last bytes reach the caller: a shared store then counts
+            # this call before the caller's next one can arrive at another replica.
+            self.limiter.settle(pending.admission, pending.usage)
         return b""
 
     def _measure(self, ctx: RequestContext, pending: _Pending, meter: UsageMeter) -> None:

@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis as redis_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ratelimit.conftest import RedisServer
 from tests.ratelimit.policies import policy
-from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_port
+from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_for, wait_port
 from tests.support.sidecar import MeshPair, mesh_pair
 
 pytestmark = [pytest.mark.e2e]
@@ -201,10 +202,20 @@ def redis_pairs(
 def test_two_server_sidecars_sharing_redis_enforce_one_budget(
     redis_pairs: tuple[MeshPair, MeshPair, RedisServer, int],
 ) -> None:
-    a, b, _, cost = redis_pairs
+    a, b, redis, cost = redis_pairs
     ca, cb = client(a.service_url, a.proxy_url), client(b.service_url, b.proxy_url)
+    store = redis_client.Redis.from_url(redis.url)
+    key = "meshward:rl:llm/budget/shared-budget:tok:demo.local/ns/web/sa/webapp"
+
+    def used() -> int:
+        return int(store.hget(key, "used") or 0)
+
+    # A replica books the real usage one Redis write after the response (the reservation made
+    # before the call holds only the prompt estimate): wait for it, bounded, between calls.
     assert chat(ca, False, "shared") == cost
+    wait_for(lambda: used() == cost, timeout=10, what="replica A's usage in Redis")
     assert chat(cb, False, "shared") == cost
+    wait_for(lambda: used() == 2 * cost, timeout=10, what="replica B's usage in Redis")
     for c in (ca, cb):
         with pytest.raises(openai.RateLimitError) as info:
             chat(c, False, "shared")
