@@ -44,10 +44,16 @@ def new_request_id() -> str:
 class Side:
     """One listener's role (inbound or outbound): its name and its request handler."""
 
-    def __init__(self, name: str, sidecar: Sidecar, handle: Callable[[Exchange], Awaitable[None]]) -> None:
+    def __init__(
+        self, name: str, sidecar: Sidecar, handle: Callable[[Exchange], Awaitable[None]], eager: bool = False
+    ) -> None:
         self.name = name
         self.sidecar = sidecar
         self.handle = handle
+        # eager: run the handler inside the parsing callback until it first waits (no Task when
+        # it never does). Only for handlers that never need asyncio.current_task() (our own
+        # outbound code); filters may use asyncio.timeout(), which needs a real Task.
+        self.eager = eager
         self.connections: set[DownstreamConnection] = set()
 
 

@@ -23,6 +23,7 @@ from meshward.http.errors import BodyTooLarge, RemoteProtocolError
 from meshward.http.framing import CHUNK_END, HOP_BY_HOP, chunk, connection_tokens, response_head
 from meshward.http.parser import RequestHead, ResponseHead
 from meshward.proxy.compiled import CompiledChain
+from meshward.proxy.eager import start_eagerly
 from meshward.proxy.responses import LocalReply, denial_reply, failure_reply
 from meshward.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamTarget
 
@@ -85,7 +86,10 @@ class Exchange:
 
     # ---- request side: events from the client -------------------------------------------------
     def begin(self) -> None:
-        self.task = self.loop.create_task(self.run())
+        if self.conn.side.eager:
+            self.task = start_eagerly(self.run())
+        else:
+            self.task = self.loop.create_task(self.run())
 
     async def run(self) -> None:
         try:

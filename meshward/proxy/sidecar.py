@@ -70,7 +70,7 @@ class Sidecar:
         )
         self.runtime_registry.register(ProxyCollector(self.stats, self._gauges))
         self.inbound = Side("inbound", self, handle_inbound)
-        self.outbound = Side("outbound", self, handle_outbound)
+        self.outbound = Side("outbound", self, handle_outbound, eager=True)
         self._listeners: dict[str, Listener] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._xfcc: dict[str, str] = {}

@@ -209,14 +209,17 @@ class UpstreamPool:
         ctx = self.identity.client_context if target.tls else None
         self.connects += 1
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                transport, conn = await loop.create_connection(
+            # wait_for, not asyncio.timeout(): this may run eagerly, outside any Task
+            transport, conn = await asyncio.wait_for(
+                loop.create_connection(
                     lambda: UpstreamConnection(self, target),
                     target.host,
                     target.port,
                     ssl=ctx,
                     server_hostname=(target.server_name or "") if ctx else None,
-                )
+                ),
+                self.connect_timeout,
+            )
         except TimeoutError:
             raise UpstreamError(
                 "upstream_connect", f"{target} timed out after {self.connect_timeout}s"
