@@ -23,9 +23,9 @@ here, so a bad pattern is refused by ``meshward apply`` rather than by a sidecar
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from meshward.resources.base import Resource, Selector, Strict, register
 
@@ -34,6 +34,7 @@ __all__ = [
     "CustomDetector",
     "DataProtectionPolicy",
     "DataProtectionPolicySpec",
+    "DetectorRef",
     "DlpAction",
     "ExportLimits",
 ]
@@ -73,6 +74,16 @@ class CustomDetector(Strict):
         return self
 
 
+def _detector_kind(value: Any) -> str:
+    return "builtin" if isinstance(value, str) else "custom"
+
+
+# A built-in detector by name, or a user detector; tagged so an error names only the right form.
+DetectorRef = Annotated[
+    Annotated[str, Tag("builtin")] | Annotated[CustomDetector, Tag("custom")], Discriminator(_detector_kind)
+]
+
+
 class ExportLimits(Strict):
     """Bulk-extraction limits on responses, answered 403 with the policy name."""
 
@@ -83,7 +94,7 @@ class ExportLimits(Strict):
 class DataProtectionPolicySpec(Strict):
     selector: Selector = Field(default_factory=Selector)
     direction: Literal["request", "response", "both"] = "both"
-    detectors: list[str | CustomDetector] = Field(default_factory=list)
+    detectors: list[DetectorRef] = Field(default_factory=list)
     action: DlpAction = "mask"
     allow: list[str] = Field(default_factory=list)
     limits: ExportLimits = Field(default_factory=ExportLimits)
