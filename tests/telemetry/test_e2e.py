@@ -6,7 +6,9 @@ client (httpx) → client sidecar (outbound) ─mTLS─▶ server sidecar (inbou
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshward.audit.chain import parse_record_line
+from meshward.audit.spool import AuditSpool
 from meshward.config.snapshot import ServiceEntry
 from meshward.telemetry.tracing import parse_traceparent
 from tests.support.proc import PYTHON, ROOT, Proc, free_port, spawn, wait_for, wait_port
@@ -239,8 +242,19 @@ def test_metrics_access_log_trace_and_audit(setup: Setup) -> None:
     assert span.span_id.hex() == seen[1]  # the id the app saw as its parent
 
 
-def test_by_default_only_security_relevant_requests_are_audited(tmp_path: Path) -> None:
-    """recordAllowed off (the default): a rate-limited request is audited, an allowed one is not."""
+def test_authz_and_limits_counted_and_only_security_relevant_requests_audited(tmp_path: Path) -> None:
+    """Defaults (recordAllowed off): an allowed request is logged, not audited; an authz denial
+    and a rate-limited request are both; authz counters are exported by policy."""
+    allow = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "allow-ok", "namespace": "llm"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "chat"}},
+            "action": "ALLOW",
+            "rules": [{"to": [{"operation": {"paths": ["/echo/ok"]}}]}],
+        },
+    }
     limit = {
         "apiVersion": "meshward.dev/v1alpha1",
         "kind": "RateLimitPolicy",
@@ -255,22 +269,34 @@ def test_by_default_only_security_relevant_requests_are_audited(tmp_path: Path) 
     state = tmp_path / "server-state"
     try:
         wait_port(port)
-        with (
-            mesh_pair(
-                tmp_path, port, [limit], default_policy="allow", server_options={"state_dir": str(state)}
-            ) as pair,
-            _client(pair) as client,
-        ):
-            codes = [client.get(f"{pair.service_url}/echo/{i}").status_code for i in range(3)]
-            assert codes == [200, 429, 429]
-            _access_log(state, 3)
+        with mesh_pair(tmp_path, port, [allow, limit], server_options={"state_dir": str(state)}) as pair:
+            with _client(pair) as c:
+                codes = [c.get(f"{pair.service_url}/echo/{p}").status_code for p in ("ok", "no", "ok")]
+            assert codes == [200, 403, 429]
+            lines = _access_log(state, 3)
             text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10).text
     finally:
         app.stop()
-    lines: list[bytes] = []
+    assert parse_traceparent(f"00-{lines[1]['trace_id']}-{CLIENT_SPAN}-01")  # denied: still traced
+    assert [(line["status"], line["decision"], line["response_flags"]) for line in lines] == [
+        (200, "allow", "-"),
+        (403, "deny", "RBAC"),
+        (429, "deny", "RL"),  # authz allowed it; the limit answered
+    ]
+    assert (lines[0]["policy"], lines[1]["policy"]) == ("llm/allow-ok", None)
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    decisions = {
+        (s.labels["policy"], s.labels["decision"]): s.value
+        for s in samples
+        if s.name == "meshward_authz_decisions_total"
+    }
+    assert decisions[("llm/allow-ok", "allowed")] == 2 and decisions[("-", "denied")] == 1
+    flags = {s.labels["response_flags"]: s.value for s in samples if s.name == "meshward_requests_total"}
+    assert flags == {"-": 1, "RBAC": 1, "RL": 1}
+    records: list[bytes] = []
     for seg in sorted((state / "audit" / "spool-0").glob("seg-*.jsonl")):
-        lines += seg.read_bytes().splitlines()
-    events = [parse_record_line(line).event for line in lines]
+        records += seg.read_bytes().splitlines()
+    events = [parse_record_line(r).event for r in records]
     # started, config generation applied, the two refusals, stopped (SIGTERM: a clean exit)
     assert [(e["class_uid"], e["activity_id"]) for e in events] == [
         (6002, 3),
@@ -279,71 +305,62 @@ def test_by_default_only_security_relevant_requests_are_audited(tmp_path: Path) 
         (4002, 3),
         (6002, 4),
     ]
-    http = [e for e in events if e["class_uid"] == 4002]
-    assert [e["http_response"]["code"] for e in http] == [429, 429]
-    assert all(e["unmapped"]["meshward"]["flags"] == "RL" for e in http)
-    assert all((e["action_id"], e["disposition_id"], e["status_id"]) == (2, 2, 2) for e in http)
-    samples = {
-        s.labels["response_flags"]: s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "meshward_requests_total"
-    }
-    assert samples == {"-": 1, "RL": 2}
+    denied, limited = events[2], events[3]
+    assert denied["http_request"]["url"]["path"] == "/echo/no"
+    assert denied["authorizations"][0]["decision"] == "deny" and denial_reason(denied)
+    assert limited["unmapped"]["meshward"]["flags"] == "RL"
+    for e in (denied, limited):
+        assert (e["action_id"], e["disposition_id"], e["status_id"]) == (2, 2, 2)
+    assert [e["http_response"]["code"] for e in (denied, limited)] == [403, 429]
 
 
-def test_authz_decisions_are_counted_and_denials_audited(tmp_path: Path) -> None:
-    allow = {
-        "apiVersion": "security.istio.io/v1",
-        "kind": "AuthorizationPolicy",
-        "metadata": {"name": "allow-ok", "namespace": "llm"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "chat"}},
-            "action": "ALLOW",
-            "rules": [{"to": [{"operation": {"paths": ["/echo/ok"]}}]}],
-        },
-    }
+def denial_reason(event: dict[str, Any]) -> str:
+    reason: str = event["authorizations"][0].get("reason", "")
+    return reason
+
+
+def test_sigkilled_sidecar_leaves_no_half_written_record(tmp_path: Path) -> None:
+    """kill -9 the server sidecar while it audits every request; its spool reopens whole and chained."""
     port = free_port()
     app = spawn([PYTHON, str(APP), str(port)], tmp_path / "app.log")
     state = tmp_path / "server-state"
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def traffic(pair: MeshPair) -> None:
+        with _client(pair) as client:
+            while not stop.is_set():
+                try:
+                    answered.append(client.get(f"{pair.service_url}/echo/load").status_code)
+                except httpx.HTTPError:
+                    answered.append(0)
+
     try:
         wait_port(port)
-        with (
-            mesh_pair(tmp_path, port, [allow], server_options={"state_dir": str(state)}) as pair,
-            _client(pair) as c,
-        ):
-            codes = [c.get(f"{pair.service_url}/echo/{p}").status_code for p in ("ok", "no", "ok")]
-            assert codes == [200, 403, 200]
-            lines = _access_log(state, 3)
-            text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10).text
+        mesh = {"defaultPolicy": "allow", "audit": {"recordAllowed": True}}
+        with _pair(tmp_path, port, mesh, {"state_dir": str(state)}) as pair:
+            workers = [threading.Thread(target=traffic, args=(pair,)) for _ in range(4)]
+            for w in workers:
+                w.start()
+            try:
+                wait_for(lambda: answered.count(200) >= 20, timeout=30, what="traffic")
+                pair.server.proc.signal(signal.SIGKILL)
+                pair.server.proc.popen.wait(10)
+            finally:
+                stop.set()
+                for w in workers:
+                    w.join(30)
     finally:
         app.stop()
-    assert parse_traceparent(f"00-{lines[1]['trace_id']}-{CLIENT_SPAN}-01")  # denied: still traced
-    assert [(line["decision"], line["policy"]) for line in lines] == [
-        ("allow", "llm/allow-ok"),
-        ("deny", None),
-        ("allow", "llm/allow-ok"),
-    ]
-    decisions = {
-        (s.labels["policy"], s.labels["decision"]): s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "meshward_authz_decisions_total"
-    }
-    assert decisions[("llm/allow-ok", "allowed")] == 2 and decisions[("-", "denied")] == 1
-    flags = {
-        s.labels["response_flags"]: s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "meshward_requests_total"
-    }
-    assert flags == {"-": 2, "RBAC": 1}
-    records: list[bytes] = []
-    for seg in sorted((state / "audit" / "spool-0").glob("seg-*.jsonl")):
-        records += seg.read_bytes().splitlines()
-    http = [e for e in (parse_record_line(r).event for r in records) if e["class_uid"] == 4002]
-    assert len(http) == 1  # allowed requests are not audited by default; the denial is
-    denial = http[0]
-    assert (denial["action_id"], denial["disposition_id"], denial["http_response"]["code"]) == (2, 2, 403)
-    assert denial["http_request"]["url"]["path"] == "/echo/no"
-    assert denial["authorizations"][0]["decision"] == "deny" and denial["authorizations"][0]["reason"]
+    spool = AuditSpool(state / "audit" / "spool-0")  # what the restarted sidecar does first
+    lines: list[bytes] = []
+    for seg in sorted(spool.directory.glob("seg-*.jsonl")):
+        lines += seg.read_bytes().splitlines(keepends=True)
+    records = [parse_record_line(line) for line in lines]  # raises on any half record
+    assert all(line.endswith(b"\n") for line in lines)
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(records))
+    assert sum(r.event["class_uid"] == 4002 for r in records) >= 20
+    assert records[-1].event["class_uid"] == 4002  # no stop record: it was killed
+    assert spool.append({"after": "restart"}).seq == len(records) + 1
+    spool.close()
