@@ -219,8 +219,28 @@ def _engine(engine: str, clean: bytes, dirty: bytes, expected: int) -> dict[str,
             1,
         ),
         "scan_4k_text_us": round(median_us(lambda: scanner.scan(body_clean)), 1),
+        "sse_us_per_token_event": round(_sse_event_us(plan, redactor), 1),
     }
     return result
+
+
+def _sse_event_us(plan: DlpPlan, redactor: Redactor) -> float:
+    """Mean cost per event of rewriting an OpenAI stream of one-token ``delta.content`` events."""
+    from meshward.dlp.stream import SseRewriter
+
+    words = prose(6000).decode().split(" ")
+    events = [
+        b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": " " + w}}]}).encode() + b"\n\n"
+        for w in words
+    ]
+
+    def stream() -> None:
+        rw = SseRewriter(plan, redactor, Outcome())
+        for e in events:
+            rw.feed(e)
+        rw.finish()
+
+    return best(stream) / len(events) * 1e6
 
 
 def _profile(clean: bytes, dirty: bytes) -> dict[str, Any]:

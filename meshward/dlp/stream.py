@@ -15,6 +15,8 @@ finding, so a card number split over two ``delta.content`` tokens is replaced as
 the replacement (``[CARD ****1111]``) goes into the event where the value starts, and the
 value's bytes are removed from the following events (which keep their other fields).
 Events that were not changed are released byte for byte. ``data: [DONE]`` releases everything.
+The pending text is rescanned only when ``window/4`` new bytes have arrived past the window,
+so an event waits for at most ``1.25 × window`` bytes of later content.
 
 A ``block`` finding raises :class:`StreamBlocked` before any of its bytes are released.
 Values longer than the window (a whole PEM key, a long JWT) are caught only when they arrive
@@ -101,7 +103,7 @@ class _Segment:
     """A piece of a choice's streamed text carried by one event."""
 
     choice: int
-    start: int  # offset in the choice's pending text
+    start: int  # offset in the choice's streamed text (from the start of the stream)
     end: int
     holder: dict[str, Any]  # the dict that holds the string (delta or choice)
     key: str  # "content" or "text"
@@ -127,6 +129,11 @@ class SseRewriter:
         self._partial = b""
         self._queue: list[_Event] = []
         self._texts: dict[int, bytearray] = {}  # choice -> pending streamed text
+        self._base: dict[int, int] = {}  # choice -> stream offset of the pending text's first byte
+        self._ends: dict[int, list[int]] = {}  # choice -> stream offsets where queued segments end
+        # Rescan only once this much new text has arrived past the window (fewer scans, and
+        # several events released together; at most ``slack`` more delay).
+        self.slack = max(16, window // 4)
 
     # -- wire level
 
@@ -176,11 +183,11 @@ class SseRewriter:
                 event.data, event.changed = new, True
             self._queue.append(event)
             return False
-        self._take_segments(event)
+        self._take_segments(event, payload)
         self._queue.append(event)
         return False
 
-    def _take_segments(self, event: _Event) -> None:
+    def _take_segments(self, event: _Event, payload: bytes) -> None:
         """Detach the streamed strings of ``event`` and scan the rest of its strings in place."""
         doc = event.doc
         detached: list[tuple[dict[str, Any], str, str]] = []
@@ -196,14 +203,17 @@ class SseRewriter:
                 value = holder.get(key)
                 if isinstance(value, str) and value:
                     text = self._texts.setdefault(index, bytearray())
+                    start = self._base.setdefault(index, 0) + len(text)
                     encoded = value.encode("utf-8", "surrogatepass")
-                    event.segments.append(_Segment(index, len(text), len(text) + len(encoded), holder, key))
+                    event.segments.append(_Segment(index, start, start + len(encoded), holder, key))
+                    self._ends.setdefault(index, []).append(start + len(encoded))
                     text += encoded
                     detached.append((holder, key, value))
                     holder[key] = ""
-        event.doc, changed = walk_strings(self.plan, self.redactor, doc, self.outcome)
-        event.changed = event.changed or changed
-        _raise_if_blocked(self.outcome)
+        if b"\\" in payload or self.plan.scanner.may_find(payload):  # else no string holds a value
+            event.doc, changed = walk_strings(self.plan, self.redactor, doc, self.outcome)
+            event.changed = event.changed or changed
+            _raise_if_blocked(self.outcome)
         for holder, key, value in detached:
             holder[key] = value
 
@@ -212,39 +222,40 @@ class SseRewriter:
     def _release(self, final: bool) -> bytes:
         if not self._queue:
             return b""
-        cuts: dict[int, int] = {}
+        cuts: dict[int, int] = {}  # choice -> stream offset up to which text may be released
         findings: dict[int, list[Finding]] = {}
         for choice, text in self._texts.items():
-            buf = bytes(text)
-            found = self.plan.scanner.scan(buf)
-            boundaries = sorted({s.end for e in self._queue for s in e.segments if s.choice == choice})
-            limit = len(buf) if final else len(buf) - self.window
-            cut = 0
-            for b in boundaries:
-                if b > limit:
+            base = self._base[choice]
+            cuts[choice] = base
+            if not final and len(text) < self.window + self.slack:
+                continue
+            found = self.plan.scanner.scan(bytes(text))
+            limit = base + len(text) if final else base + len(text) - self.window
+            for end in self._ends[choice]:
+                if end > limit:
                     break
-                if not any(f.start < b < f.end for f in found):
-                    cut = b
-            cuts[choice] = cut
-            findings[choice] = [f for f in found if f.end <= cut]
+                if not any(f.start < end - base < f.end for f in found):
+                    cuts[choice] = end
+            findings[choice] = [f for f in found if f.end <= cuts[choice] - base]
         count = 0
         for event in self._queue:
-            if any(s.end > cuts[s.choice] for s in event.segments):
+            if any(seg.end > cuts[seg.choice] for seg in event.segments):
                 break
             count += 1
         if count == 0:
             return b""
         released, self._queue = self._queue[:count], self._queue[count:]
         for choice, cut in cuts.items():
-            if cut:
+            if cut > self._base[choice]:
                 self._apply(choice, cut, findings[choice], released)
         return b"".join(self._render(e) for e in released)
 
     def _apply(self, choice: int, cut: int, findings: list[Finding], released: list[_Event]) -> None:
         """Rewrite the released segments of ``choice`` (text up to ``cut``), then drop that text."""
         text = bytes(self._texts[choice])
+        base = self._base[choice]
         local = Outcome()
-        replacements: dict[int, bytes] = {}  # finding start -> replacement bytes
+        replacements: dict[int, bytes] = {}  # finding start (in ``text``) -> replacement bytes
         covered: list[tuple[int, int]] = []
         for f in findings:
             new = inspect_text(self.plan, self.redactor, text[f.start : f.end], local, [_shift(f)])
@@ -253,29 +264,40 @@ class SseRewriter:
                 covered.append((f.start, f.end))
         self.outcome.merge(local)
         _raise_if_blocked(self.outcome)
-        for event in released:
-            for seg in event.segments:
-                if seg.choice != choice:
-                    continue
-                pieces: list[bytes] = []
-                pos = seg.start
-                for start, end in covered:
-                    if end <= seg.start or start >= seg.end:
-                        continue
-                    if start >= pos:
-                        pieces.append(text[pos:start])
-                        pieces.append(replacements[start])
-                    pos = max(pos, min(end, seg.end))
-                if pieces or pos != seg.start:
-                    pieces.append(text[pos : seg.end])
-                    seg.holder[seg.key] = b"".join(pieces).decode("utf-8", "replace")
-                    event.changed = True
-        del self._texts[choice][:cut]
-        for event in self._queue:
-            for seg in event.segments:
-                if seg.choice == choice:
-                    seg.start -= cut
-                    seg.end -= cut
+        if covered:
+            for event in released:
+                for seg in event.segments:
+                    if seg.choice == choice:
+                        self._rewrite_segment(event, seg, text, base, covered, replacements)
+        del self._texts[choice][: cut - base]
+        self._base[choice] = cut
+        ends = self._ends[choice]
+        del ends[: sum(1 for e in ends if e <= cut)]
+
+    @staticmethod
+    def _rewrite_segment(
+        event: _Event,
+        seg: _Segment,
+        text: bytes,
+        base: int,
+        covered: list[tuple[int, int]],
+        replacements: dict[int, bytes],
+    ) -> None:
+        """A finding's replacement goes where it starts; its bytes leave every segment."""
+        start, end = seg.start - base, seg.end - base
+        pieces: list[bytes] = []
+        pos = start
+        for f_start, f_end in covered:
+            if f_end <= start or f_start >= end:
+                continue
+            if f_start >= pos:
+                pieces.append(text[pos:f_start])
+                pieces.append(replacements[f_start])
+            pos = max(pos, min(f_end, end))
+        if pieces or pos != start:
+            pieces.append(text[pos:end])
+            seg.holder[seg.key] = b"".join(pieces).decode("utf-8", "replace")
+            event.changed = True
 
     def _render(self, event: _Event) -> bytes:
         if not event.changed:
