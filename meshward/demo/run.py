@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -59,7 +60,12 @@ def _run_step(step: Callable[[], StepResult], n: int, total: int, show: Callable
     return result
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait_for_interrupt(message: str) -> None:
+    """Wait for Ctrl-C (or SIGTERM); the caller then stops the mesh."""
     print(message, flush=True)
     try:
         while True:
@@ -113,6 +119,7 @@ def _all_ready(cli: MeshCli, expected: int) -> dict[str, Any] | None:
 
 
 def run_demo(state: Path, once: bool) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # SIGTERM stops the mesh too, like Ctrl-C
     state = state.resolve()
     if not command_exists("up"):
         return _direct(state, once)
