@@ -132,7 +132,7 @@ def test_missing_file_is_a_load_error(tmp_path: Path) -> None:
         load_file(tmp_path / "nope.yaml")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
 def test_garbage_is_refused_or_loaded_never_a_traceback(text: str | bytes) -> None:
     try:
@@ -150,7 +150,7 @@ _yaml_ish = st.recursive(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.sampled_from(["Mesh", "Workload", "AuthorizationPolicy", "RateLimitPolicy", "Nope"]),
     _yaml_ish,
