@@ -162,7 +162,7 @@ class RateLimitFilter(Filter):
         if pending.usage is not None:
             return
         meter.finish()
-        if ctx.response_status or meter.reported is not None or meter.started:
+        if meter.started:  # the model answered (no head: it never did, nothing is counted)
             usage = pending.usage = meter.result(ctx.ai.prompt_tokens_estimate)
             ctx.tokens = usage
             self.telemetry.tokens(

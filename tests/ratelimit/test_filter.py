@@ -300,3 +300,15 @@ def test_stream_cut_short_is_still_counted() -> None:
     assert (ctx.tokens.input, ctx.tokens.output, ctx.tokens.estimated) == (2, 8, True)
     d = call(f, context(prompt=1))  # 2 + 8 = 10 of 10 used: refused
     assert d is not None and d.rule == "t"
+
+
+def test_upstream_failure_before_any_answer_counts_nothing() -> None:
+    f = chain(runtime(Clock()), {"name": "t", "tokens": {"limit": 100}})
+    ctx = context(prompt=60)
+    assert asyncio.run(f.on_request(ctx)) is None
+    ctx.response_status = 503  # the sidecar's own answer: the model was unreachable
+    f.on_complete(ctx)
+    assert ctx.tokens.total == 0
+    assert (
+        call(f, context(prompt=100), {"prompt_tokens": 100, "completion_tokens": 0}) is None
+    )  # all refunded
