@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -40,6 +41,7 @@ from meshward.audit.checkpoint import CheckpointSigner, checkpoint_digest
 __all__ = ["CONTROL_SOURCE", "AuditRejected", "AuditStore", "ChainInfo", "IngestAck"]
 
 CONTROL_SOURCE = "meshward-control"  # the source name of the control plane's own chain
+log = logging.getLogger("meshward.audit")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_BATCH_RECORDS = 10_000
 
@@ -169,6 +171,7 @@ class AuditStore:
                     record = parse_record_line(line, check_hash=False)
                     info.seq, info.head = record.seq, record.hash
             self._add_chain(info)
+        heads: dict[str, str] = {}
         if self.checkpoints_path.exists():  # replay: each checkpoint lists the chains it moved
             good = 0
             with open(self.checkpoints_path, "rb") as fh:
@@ -181,10 +184,26 @@ class AuditStore:
                     self._checkpoint_prev = checkpoint_digest(line)
                     for slug, c in data["chains"].items():
                         self._checkpointed[slug] = int(c["seq"])
+                        heads[slug] = str(c["hash"])
             if not self.read_only and good != self.checkpoints_path.stat().st_size:
                 os.truncate(self.checkpoints_path, good)
-        if not self.read_only and any(self._checkpointed.get(s, 0) != c.seq for s, c in self._chains.items()):
-            self.checkpoint(force=True)  # records stored just before a crash, not yet covered
+        uncovered = [c for slug, c in self._chains.items() if self._checkpointed.get(slug, 0) != c.seq]
+        if not self.read_only and uncovered:
+            # Records stored just before a crash, not yet signed: sign them only if they extend
+            # the signed heads as a chain; anything else is left for ``audit verify`` to name.
+            broken = [c.slug for c in uncovered if not self._extends(c, heads.get(c.slug, GENESIS))]
+            if broken:
+                log.error("audit: not signing chains that do not extend their checkpoint: %s", broken)
+            else:
+                self.checkpoint(force=True)
+
+    def _extends(self, info: ChainInfo, head: str) -> bool:
+        seq = self._checkpointed.get(info.slug, 0)
+        for record in self.read(info.slug, seq, limit=1 << 30):
+            if record.seq != seq + 1 or record.prev != head or not record.hash_ok():
+                return False
+            seq, head = record.seq, record.hash
+        return seq == info.seq
 
     def _add_chain(self, info: ChainInfo) -> None:
         self._chains[info.slug] = info

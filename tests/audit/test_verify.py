@@ -330,3 +330,19 @@ def test_store_recovers_from_torn_writes(tmp_path: Path) -> None:
     report = verify_audit_dir(tmp_path / "audit")
     assert report.ok, [str(p) for p in report.problems]
     assert report.checkpoints == 2
+
+
+def test_restart_signs_a_crash_tail_only_if_it_extends_the_chain(tmp_path: Path) -> None:
+    trail = _fill(tmp_path, records=8, batch=4)
+    last = parse_record_line(_lines(trail)[-1])
+    good = ChainWriter(last.seq, last.hash).next(_event(9))  # stored, then a crash before signing
+    with open(trail, "ab") as fh:
+        fh.write(good.line())
+    AuditStore(tmp_path).close()
+    assert verify_audit_dir(tmp_path / "audit").ok  # signed on restart
+    forged = ChainWriter(9, "e" * 64).next(_event(10))  # does not link: never signed
+    with open(trail, "ab") as fh:
+        fh.write(forged.line())
+    AuditStore(tmp_path).close()
+    report = verify_audit_dir(tmp_path / "audit")
+    assert ("inserted", 10) in {(p.kind, p.seq) for p in report.problems}
