@@ -24,7 +24,7 @@ from meshward.http.framing import CHUNK_END, HOP_BY_HOP, chunk, connection_token
 from meshward.http.parser import RequestHead, ResponseHead
 from meshward.proxy.compiled import CompiledChain
 from meshward.proxy.eager import start_eagerly
-from meshward.proxy.responses import LocalReply, denial_reply, failure_reply
+from meshward.proxy.responses import LocalReply, denial_reply, failure_reply, render
 from meshward.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamTarget
 
 if TYPE_CHECKING:
@@ -413,8 +413,6 @@ class Exchange:
 
     def reply_error(self, exc: RemoteProtocolError) -> None:
         """A request the parser/normalizer refused after its head (bad path, body too large)."""
-        from meshward.proxy.responses import render
-
         self.keep_alive = False
         data = render(exc.status, exc.message, self.request_id, close=True)
         self._send_local(LocalReply(data, exc.status, "DPE", True))
@@ -473,9 +471,6 @@ class Exchange:
         if self.flag == "-":
             self.flag = flag
         self._release_upstream(False)
-        task = self.task
-        if task is not None and not task.done():
-            task.cancel()
         self.keep_alive = False
         self.finish()
 
@@ -486,16 +481,23 @@ class Exchange:
         if waiting and now - self.forwarded_at > opts.request_timeout:
             self.on_upstream_error("upstream_timeout", f"no response within {opts.request_timeout}s")
             return
-        if idle_for > opts.stream_idle_timeout and (self.resp_started or self.tunnel):
-            self.flag = "SI"
+        if idle_for <= opts.stream_idle_timeout:
+            return
+        if self.resp_started or self.tunnel:
             self.abort("SI")
             self.conn.close()
+        elif not self.req_done:  # the client stopped sending its body: its fault, 408
+            self.keep_alive = False
+            self.fail("request_timeout", f"no request bytes for {opts.stream_idle_timeout}s")
 
     def finish(self) -> None:
         """Exactly once: record the outcome, run every filter's on_complete, free the connection."""
         if self.finished:
             return
         self.finished = True
+        task = self.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()  # e.g. still waiting for a body that will never come
         ctx = self.ctx
         if ctx is not None:
             ctx.response_status = ctx.response_status or self.status

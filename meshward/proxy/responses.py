@@ -59,6 +59,7 @@ FAILURES: dict[str, Failure] = {
     "upstream_reset": Failure(502, "UC", "upstream closed the connection before responding"),
     "upstream_protocol": Failure(502, "UPE", "upstream sent an invalid response"),
     "upstream_timeout": Failure(504, "UT", "upstream request timeout"),
+    "request_timeout": Failure(408, "SI", "request not received in time"),
     "no_app": Failure(503, "UH", "no application behind this sidecar"),
     "not_ready": Failure(503, "UH", "sidecar is not ready (no identity or config yet)"),
     "connect_method": Failure(405, "DPE", "CONNECT is not supported; call mesh services over http://"),
