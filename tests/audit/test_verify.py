@@ -185,7 +185,8 @@ def test_cli_export_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert syslog[0].startswith("<110>1 2023-11-14T22:13:20.001Z ")
     assert 'seq="1"' in syslog[0]
     assert main(["audit", "tail", "--state", str(tmp_path), "-n", "2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    tail = capsys.readouterr().out.splitlines()
+    assert len(tail) == 2 and f"{SOURCE} #4 HTTP Activity/Other" in tail[1]
 
 
 def test_store_refuses_gaps_and_broken_links(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from meshward.audit.chain import AuditRecord, RecordError, parse_record_line
 from meshward.audit.formats import FORMATS, to_cef, to_ocsf_json, to_syslog
+from meshward.audit.ocsf import enrich
 from meshward.audit.store import iter_trail
 from meshward.audit.verify import verify_audit_dir
 from meshward.cli.errors import CliError
@@ -53,7 +54,7 @@ def _all_entries(audit_dir: Path) -> list[Entry]:
 
 
 def _text(record: AuditRecord, source: str, chain: str) -> str:
-    e = record.event
+    e = enrich(record.event)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(e.get("time") or 0) / 1000))
     what = f"{e.get('class_name', '?')}/{e.get('activity_name', '?')}"
     req = e.get("http_request") or {}
