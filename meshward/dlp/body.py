@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any, Literal
 
 from meshward.dlp.policy import DlpPlan
@@ -67,47 +68,79 @@ def check_encoding(content_encoding: str | None) -> None:
         raise Uninspectable(f"content-encoding {content_encoding.strip().lower()!r} cannot be inspected")
 
 
-def _walk(plan: DlpPlan, redactor: Redactor, node: Any, outcome: Outcome) -> tuple[Any, bool]:
-    """Rewrite string values (containers in place); returns (node, whether anything changed)."""
+def _walk(
+    plan: DlpPlan, redactor: Redactor, node: Any, outcome: Outcome, edits: list[tuple[bytes, bytes]] | None
+) -> tuple[Any, bool]:
+    """Rewrite string values (containers in place); returns (node, whether anything changed).
+
+    ``edits`` (when given) collects (old, new) UTF-8 pairs of the rewritten strings."""
     if isinstance(node, str):
         if len(node) < plan.scanner.min_length:
             return node, False
         raw = node.encode("utf-8", "surrogatepass")
         new = inspect_text(plan, redactor, raw, outcome)
-        return (node, False) if new is raw else (new.decode("utf-8", "surrogatepass"), True)
+        if new is raw:
+            return node, False
+        if edits is not None:
+            edits.append((raw, new))
+        return new.decode("utf-8", "surrogatepass"), True
     changed = False
     if isinstance(node, dict):
         for key, value in node.items():
             if isinstance(value, (str, dict, list)):
-                node[key], c = _walk(plan, redactor, value, outcome)
+                node[key], c = _walk(plan, redactor, value, outcome, edits)
                 changed = changed or c
     elif isinstance(node, list):
         for i, value in enumerate(node):
             if isinstance(value, (str, dict, list)):
-                node[i], c = _walk(plan, redactor, value, outcome)
+                node[i], c = _walk(plan, redactor, value, outcome, edits)
                 changed = changed or c
     return node, changed
 
 
 def walk_strings(plan: DlpPlan, redactor: Redactor, doc: Any, outcome: Outcome) -> tuple[Any, bool]:
     """Scan and rewrite every string value of a parsed JSON document (containers in place)."""
-    return _walk(plan, redactor, doc, outcome)
+    return _walk(plan, redactor, doc, outcome, None)
+
+
+def _splice(body: bytes, edits: list[tuple[bytes, bytes]]) -> bytes | None:
+    """Apply ``edits`` to a body without escapes, where each string is ``"<its bytes>"``.
+
+    Only when every occurrence of each quoted old string is one that was rewritten (a key or
+    a stretch between two strings with the same bytes would make the counts differ); else
+    None, and the caller re-serializes the document."""
+    wanted = Counter(old for old, _ in edits)
+    replacement = dict(edits)
+    for old, count in wanted.items():
+        quoted = b'"' + old + b'"'
+        if body.count(quoted) != count:
+            return None
+        body = body.replace(quoted, b'"' + replacement[old] + b'"')
+    return body
 
 
 def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcome) -> tuple[bytes, Any]:
-    """Scan the string values of a JSON document; returns (body, parsed document)."""
+    """Scan the string values of a JSON document; returns (body, parsed document).
+
+    A body without backslashes holds every string verbatim: if nothing in it can even start a
+    finding, no string holds one (one scan instead of one per string), and rewritten strings
+    are spliced into it in place (the rest of the document keeps its bytes and formatting)."""
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise Uninspectable("body declared as JSON does not parse") from exc
-    if b"\\" not in body and not plan.scanner.may_find(body):
-        # No escapes: every string value is a substring of the body, and nothing in the body
-        # can even start a finding, so no string value holds one (one scan instead of many).
+    verbatim = b"\\" not in body
+    if verbatim and not plan.scanner.may_find(body):
         return body, doc
-    doc, changed = _walk(plan, redactor, doc, outcome)
+    edits: list[tuple[bytes, bytes]] | None = [] if verbatim else None
+    doc, changed = _walk(plan, redactor, doc, outcome, edits)
     if not changed or outcome.blocked_by:
         return body, doc
     outcome.changed = True
+    if edits:
+        spliced = _splice(body, edits)
+        if spliced is not None:
+            return spliced, doc
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"), doc
 
 

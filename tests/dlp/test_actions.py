@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -177,3 +179,16 @@ def test_uninspectable_bodies(body: bytes, content_type: str, encoding: str | No
 )
 def test_record_counts(doc: object, records: int) -> None:
     assert count_records(doc) == records
+
+
+def test_json_rewrite_keeps_the_formatting_and_never_touches_keys() -> None:
+    plan = plans(policy())["request"]
+    pretty = b'{\n  "a": "mail jane@example.com",\n  "b": [1, 2]\n}'
+    out = inspect_body(plan, redactor(), pretty, "application/json", None, Outcome())
+    assert out == b'{\n  "a": "mail [EMAIL ****]",\n  "b": [1, 2]\n}'
+    same = b'{"4111 1111 1111 1111": "4111 1111 1111 1111"}'  # a key with the value's bytes
+    out = inspect_body(plan, redactor(), same, "application/json", None, Outcome())
+    assert json.loads(out) == {"4111 1111 1111 1111": "[CARD ****1111]"}
+    escaped = b'{"a": "line\\nmail jane@example.com \\u00e9"}'
+    out = inspect_body(plan, redactor(), escaped, "application/json", None, Outcome())
+    assert json.loads(out) == {"a": "line\nmail [EMAIL ****] \u00e9"}
