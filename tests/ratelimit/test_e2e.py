@@ -10,6 +10,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -104,14 +105,9 @@ def assert_budget_refusal(exc: openai.RateLimitError, limit: int, name: str = TO
     assert body["error"] == "rate limited" and body["limit"] == name and body["dimension"] == "tokens"
 
 
-@pytest.fixture(scope="module")
-def local_pair(
-    tmp_path_factory: pytest.TempPathFactory, chat_app: int
-) -> Iterator[tuple[MeshPair, dict[str, int]]]:
-    """One pair for the local-backend tests; each test has its own limits (told apart by match)."""
-    direct = client(f"http://127.0.0.1:{chat_app}")
-    costs = {"json": chat(direct, False, "budget-json"), "sse": chat(direct, True, "budget-sse")}
-    doc = policy(
+def local_policy(costs: dict[str, int]) -> dict[str, Any]:
+    """The local-backend limits; each test has its own limits, told apart by ``match``."""
+    return policy(
         *(
             {
                 "name": f"{TOKENS_LIMIT}-{kind}",
@@ -121,9 +117,9 @@ def local_pair(
                     "models": [f"budget-{kind}"],
                 },
                 "key": "source.principal",
-                "tokens": {"limit": 3 * cost, "per": "day", "count": "total"},
+                "tokens": {"limit": 3 * costs[kind], "per": "day", "count": "total"},
             }
-            for kind, cost in costs.items()
+            for kind in ("json", "sse")
         ),
         {
             "name": "rps",
@@ -139,8 +135,6 @@ def local_pair(
         },
         {"name": "one-at-a-time", "match": {"models": ["slow"]}, "key": "source.principal", "concurrency": 1},
     )
-    with mesh_pair(tmp_path_factory.mktemp("local-pair"), chat_app, [doc], default_policy="allow") as pair:
-        yield pair, costs
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
@@ -170,33 +164,56 @@ def test_token_budget_exhausted_exactly_at_its_limit(
     assert used == limit
 
 
+@dataclass
+class Mesh:
+    a: MeshPair  # client → server sidecar A → the model
+    b: MeshPair  # another client → server sidecar B (a replica) → the same model
+    redis: RedisServer  # where the shared limits live
+    costs: dict[str, int]  # tokens one call costs, by test
+
+
 @pytest.fixture(scope="module")
-def redis_pairs(
-    tmp_path_factory: pytest.TempPathFactory, chat_app: int
-) -> Iterator[tuple[MeshPair, MeshPair, RedisServer, int]]:
-    """Two server sidecars (each with its client) whose limits live in one Redis of their own."""
-    cost = chat(client(f"http://127.0.0.1:{chat_app}"), False, "shared")
+def mesh(tmp_path_factory: pytest.TempPathFactory, chat_app: int) -> Iterator[Mesh]:
+    """Two server sidecars with the same policies: local limits, and limits shared in Redis."""
+    direct = client(f"http://127.0.0.1:{chat_app}")
+    costs = {
+        "json": chat(direct, False, "budget-json"),
+        "sse": chat(direct, True, "budget-sse"),
+        "shared": chat(direct, False, "shared"),
+    }
     server = RedisServer(tmp_path_factory.mktemp("redis-e2e"))
     server.start()
-    doc = policy(
+    shared = policy(
         {
             "name": "shared-budget",
             "match": {"models": ["shared"]},
             "key": "source.principal",
-            "tokens": {"limit": 2 * cost, "per": "day"},
+            "tokens": {"limit": 2 * costs["shared"], "per": "day"},
         },
-        {"name": "budget", "match": {"models": ["closed-*"]}, "tokens": {"limit": 100_000}},  # fails closed
-        {"name": "rate", "match": {"models": ["open-*"]}, "requests": {"limit": 100}},  # fails open
+        {"name": "closed-budget", "match": {"models": ["closed-*"]}, "tokens": {"limit": 100_000}},
+        {"name": "open-rate", "match": {"models": ["open-*"]}, "requests": {"limit": 100}},
         backend=server.url,
+        name="shared",
     )
+    docs = [local_policy(costs), shared]
     try:
         with (
-            mesh_pair(tmp_path_factory.mktemp("pair-a"), chat_app, [doc], default_policy="allow") as a,
-            mesh_pair(tmp_path_factory.mktemp("pair-b"), chat_app, [doc], default_policy="allow") as b,
+            mesh_pair(tmp_path_factory.mktemp("pair-a"), chat_app, docs, default_policy="allow") as a,
+            mesh_pair(tmp_path_factory.mktemp("pair-b"), chat_app, docs, default_policy="allow") as b,
         ):
-            yield a, b, server, cost
+            yield Mesh(a, b, server, costs)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def local_pair(mesh: Mesh) -> tuple[MeshPair, dict[str, int]]:
+    return mesh.a, mesh.costs
+
+
+@pytest.fixture
+def redis_pairs(mesh: Mesh) -> tuple[MeshPair, MeshPair, RedisServer, int]:
+    return mesh.a, mesh.b, mesh.redis, mesh.costs["shared"]
 
 
 def test_two_server_sidecars_sharing_redis_enforce_one_budget(
@@ -205,7 +222,7 @@ def test_two_server_sidecars_sharing_redis_enforce_one_budget(
     a, b, redis, cost = redis_pairs
     ca, cb = client(a.service_url, a.proxy_url), client(b.service_url, b.proxy_url)
     store = redis_client.Redis.from_url(redis.url)
-    key = "meshward:rl:llm/budget/shared-budget:tok:demo.local/ns/web/sa/webapp"
+    key = "meshward:rl:llm/shared/shared-budget:tok:demo.local/ns/web/sa/webapp"
 
     def used() -> int:
         return int(store.hget(key, "used") or 0)
@@ -236,7 +253,9 @@ def test_redis_outage_fails_open_or_closed_as_configured(
             chat(c, False, model="closed-a")  # token budgets fail closed
         response = info.value.response
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
-        assert response.json()["limit"] == "budget" and response.json()["reason"] == "backend_unavailable"
+        assert (
+            response.json()["limit"] == "closed-budget" and response.json()["reason"] == "backend_unavailable"
+        )
         assert metric(pair, "meshward_ratelimit_backend_failures_total", failure_mode="open") >= 1
         assert metric(pair, "meshward_ratelimit_backend_failures_total", failure_mode="closed") >= 1
     finally:
