@@ -95,7 +95,7 @@ def test_ceil_seconds(seconds: float, whole: int) -> None:
 times = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     rate=st.floats(min_value=0.01, max_value=1000),
     burst=st.integers(min_value=1, max_value=1000),
@@ -112,7 +112,7 @@ def test_bucket_never_negative_never_above_burst(
         assert d.allowed or d.retry_after > 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     limit=st.integers(min_value=1, max_value=10_000),
     ops=st.lists(
@@ -135,7 +135,7 @@ def test_window_never_negative(limit: int, ops: list[tuple[float, int, int]]) ->
         assert w.used >= 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ops=st.lists(st.sampled_from(["acquire", "release", "release_twice"]), max_size=100))
 def test_gate_never_negative_and_balances(ops: list[str]) -> None:
     g = ConcurrencyGate()
