@@ -103,20 +103,42 @@ def walk_strings(plan: DlpPlan, redactor: Redactor, doc: Any, outcome: Outcome) 
     return _walk(plan, redactor, doc, outcome, None)
 
 
-def _splice(body: bytes, edits: list[tuple[bytes, bytes]]) -> bytes | None:
-    """Apply ``edits`` to a body without escapes, where each string is ``"<its bytes>"``.
+_JSON_SPACE = b" \t\r\n"
 
-    Only when every occurrence of each quoted old string is one that was rewritten (a key or
-    a stretch between two strings with the same bytes would make the counts differ); else
-    None, and the caller re-serializes the document."""
-    wanted = Counter(old for old, _ in edits)
+
+def _splice(body: bytes, edits: list[tuple[bytes, bytes]]) -> bytes | None:
+    """Apply ``edits`` to a body without escapes, where every string is ``"<its bytes>"``
+    (so quotes pair up in order); keys — strings followed by ``:`` — are never touched.
+
+    Returns None (the caller then re-serializes) unless exactly the rewritten values are found.
+    """
     replacement = dict(edits)
-    for old, count in wanted.items():
-        quoted = b'"' + old + b'"'
-        if body.count(quoted) != count:
+    wanted = Counter(old for old, _ in edits)
+    done: Counter[bytes] = Counter()
+    pieces: list[bytes] = []
+    last = pos = 0
+    size = len(body)
+    while (opening := body.find(b'"', pos)) >= 0:
+        closing = body.find(b'"', opening + 1)
+        if closing < 0:
             return None
-        body = body.replace(quoted, b'"' + replacement[old] + b'"')
-    return body
+        pos = closing + 1
+        new = replacement.get(body[opening + 1 : closing])
+        if new is None:
+            continue
+        after = pos
+        while after < size and body[after] in _JSON_SPACE:
+            after += 1
+        if after < size and body[after] == 0x3A:  # ":" - a key
+            continue
+        pieces.append(body[last : opening + 1])
+        pieces.append(new)
+        last = closing
+        done[body[opening + 1 : closing]] += 1
+    if done != wanted:
+        return None
+    pieces.append(body[last:])
+    return b"".join(pieces)
 
 
 def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcome) -> tuple[bytes, Any]:
