@@ -11,6 +11,18 @@ from meshward.authz.matchers import ip_to_int
 __all__ = ["AuthzDecision", "RequestAttributes"]
 
 _UNSET = -1  # an IP cache slot not yet computed (None means "not an address")
+_PARSED_IPS: dict[str, int | None] = {}  # callers' addresses repeat: parse each once
+_PARSED_IPS_MAX = 4096
+
+
+def _ip(text: str) -> int | None:
+    found = _PARSED_IPS.get(text, _UNSET)
+    if found == _UNSET:
+        found = ip_to_int(text)
+        if len(_PARSED_IPS) >= _PARSED_IPS_MAX:
+            _PARSED_IPS.clear()
+        _PARSED_IPS[text] = found
+    return found
 
 
 @dataclass(slots=True)
@@ -44,14 +56,14 @@ class RequestAttributes:
 
     def source_ip_int(self) -> int | None:
         if self._source_ip_int == _UNSET:
-            self._source_ip_int = ip_to_int(self.source_ip)
+            self._source_ip_int = _ip(self.source_ip)
         return self._source_ip_int
 
     def remote_ip_int(self) -> int | None:
         if self.remote_ip is None:
             return self.source_ip_int()
         if self._remote_ip_int == _UNSET:
-            self._remote_ip_int = ip_to_int(self.remote_ip)
+            self._remote_ip_int = _ip(self.remote_ip)
         return self._remote_ip_int
 
 

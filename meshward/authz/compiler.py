@@ -86,7 +86,7 @@ class CodeBuilder:
         return cast(RuleIndexFunction, namespace[name])
 
 
-# Attribute reads worth computing once per generated function when used more than once.
+# Calls worth making once per generated function when its rules use them repeatedly.
 _HOISTABLE: Final = (("r.source_ip_int()", "_sip"), ("r.remote_ip_int()", "_rip"))
 
 
