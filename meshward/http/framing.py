@@ -13,6 +13,7 @@ __all__ = [
     "HOP_BY_HOP",
     "STATUS_REASONS",
     "chunk",
+    "clean_fields",
     "connection_tokens",
     "request_head",
     "response_head",
@@ -72,6 +73,18 @@ def connection_tokens(value: bytes | None) -> frozenset[bytes]:
     if not value:
         return _NO_TOKENS
     return frozenset(t.strip().lower() for t in value.split(b","))
+
+
+def clean_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Drop fields a filter may have set with CR, LF or NUL in them (they would split the head).
+
+    Cheap when all is well: one scan per field; callers use it only on filter-supplied fields.
+    """
+    return [(n, v) for n, v in fields if not (_bad(n) or _bad(v))]
+
+
+def _bad(text: bytes) -> bool:
+    return b"\r" in text or b"\n" in text or b"\x00" in text
 
 
 def request_head(method: str, target: str, headers: Iterable[tuple[bytes, bytes]]) -> bytes:

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 
 from meshward.filters.base import Denial, RequestContext, StreamAbort
 from meshward.http.errors import BodyTooLarge, RemoteProtocolError
-from meshward.http.framing import CHUNK_END, HOP_BY_HOP, chunk, connection_tokens, response_head
+from meshward.http.framing import (
+    CHUNK_END,
+    HOP_BY_HOP,
+    chunk,
+    clean_fields,
+    connection_tokens,
+    response_head,
+)
 from meshward.http.parser import RequestHead, ResponseHead
 from meshward.proxy.compiled import CompiledChain
 from meshward.proxy.eager import start_eagerly
@@ -260,7 +267,7 @@ class Exchange:
             for f in chain.headers:
                 if f.on_response_headers(ctx, status, str_headers):
                     rewrite = True
-            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers]
+            headers = clean_fields([(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers])
         if no_body:
             self.resp_mode = _NONE
         elif rewrite or rh.content_length is None:

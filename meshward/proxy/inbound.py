@@ -104,10 +104,19 @@ async def handle_inbound(ex: Exchange) -> None:
         lines.append(f"x-request-id: {ex.request_id}\r\n")
     ident = conn.peer_identity
     if ident is not None:
-        lines.append(f"x-forwarded-proto: https\r\nx-forwarded-client-cert: {sidecar.xfcc(ident)}\r\n")
+        lines.append("x-forwarded-proto: https\r\n")
+        lines.append(f"x-forwarded-client-cert: {sidecar.xfcc(ident)}\r\n")
     else:
         lines.append("x-forwarded-proto: http\r\n")
     if head.upgrade:
-        lines.append(f"connection: upgrade\r\nupgrade: {headers['upgrade']}\r\n")
+        lines.append("connection: upgrade\r\n")
+        lines.append(f"upgrade: {headers['upgrade']}\r\n")
     lines.append("\r\n")
-    await ex.forward(UpstreamTarget(app[0], app[1]), "".join(lines).encode("latin-1"), body)
+    text = "".join(lines)
+    n = len(lines)
+    if text.count("\n") != n or text.count("\r") != n or "\x00" in text:
+        # a filter put CR, LF or NUL into a header: drop such headers rather than split the head
+        text = "".join(
+            line for line in lines if line.count("\n") == line.count("\r") == 1 and "\x00" not in line
+        )
+    await ex.forward(UpstreamTarget(app[0], app[1]), text.encode("latin-1"), body)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshward.filters.base import Denial
-from meshward.http.framing import response_head
+from meshward.http.framing import clean_fields, response_head
 
 __all__ = ["DENIAL_STATUS", "FAILURES", "Failure", "LocalReply", "denial_reply", "failure_reply", "render"]
 
@@ -96,8 +96,8 @@ def render(
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode("latin-1")),
     ]
-    for name, value in headers or ():
-        hdrs.append((name.encode("latin-1"), value.encode("latin-1")))
+    if headers:
+        hdrs.extend(clean_fields([(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]))
     if close:
         hdrs.append((b"connection", b"close"))
     head = response_head(status, None, hdrs)

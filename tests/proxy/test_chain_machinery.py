@@ -38,9 +38,11 @@ class Deny(Filter):
                 0,
                 "caller may not do this",
                 policy="llm/only-admins",
-                headers=[("x-denied-by", "test")],
+                headers=[("x-denied-by", "test"), ("x-split", "a\r\nset-cookie: evil=1")],
                 body={"policy": "llm/only-admins"},
             )
+        # a careless filter tries to add a header that would split the request head
+        ctx.headers["x-split"] = "a\r\nx-injected: 1"
         return None
 
 
@@ -66,6 +68,7 @@ class Upper(Filter):
 
     def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
         headers.append(("x-upper", "yes"))
+        headers.append(("x-split", "a\r\nx-injected: 1"))
         return ctx.path == "/upper"
 
     def on_response_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:
@@ -121,6 +124,7 @@ def test_chain_hooks_end_to_end(app: RecordingApp, tmp_path: Path) -> None:
                 before = app.count()
                 r = await c.get("/deny")
                 assert r.status_code == 403 and r.headers["x-denied-by"] == "test"
+                assert "set-cookie" not in r.headers and "x-split" not in r.headers
                 doc = r.json()
                 assert doc["error"] == "caller may not do this" and doc["policy"] == "llm/only-admins"
                 assert doc["request_id"] == r.headers["x-request-id"]
@@ -134,6 +138,7 @@ def test_chain_hooks_end_to_end(app: RecordingApp, tmp_path: Path) -> None:
                 # a rewritten body is re-framed with its new length
                 r = await c.post("/body/rewrite", content=_parts(b"abc", b"def"))  # sent chunked
                 echo = r.json()
+                assert "x-injected" not in echo["headers"] and "x-split" not in echo["headers"]
                 assert echo["body_len"] == 7
                 assert echo["body_sha256"] == hashlib.sha256(b"ABCDEF!").hexdigest()
 
@@ -146,6 +151,7 @@ def test_chain_hooks_end_to_end(app: RecordingApp, tmp_path: Path) -> None:
                 r = await c.get("/upper")
                 assert r.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.headers
                 assert r.headers["x-upper"] == "yes"
+                assert "x-injected" not in r.headers and "x-split" not in r.headers
                 assert json.loads(r.content)["METHOD"] == "GET"
 
                 # StreamAbort: the tail is written and the stream ends cleanly
