@@ -192,6 +192,8 @@ class DlpFilter(Filter):
             _note(ctx)["uninspectable"] = str(exc)
             if plan.fail_closed:
                 state.pending_abort = _abort(ctx, state, plan.fail_policy, "uninspectable", str(exc))
+                # the error replaces the body: it is not compressed
+                headers[:] = [(n, v) for n, v in headers if n.lower() != "content-encoding"]
                 return True
             _fail_open(ctx, plan)
             state.passthrough = True

@@ -184,11 +184,12 @@ def test_max_records_on_embeddings() -> None:
 def test_compressed_response_fail_closed_and_open() -> None:
     f = make_filter()
     ctx = context()
-    assert f.on_response_headers(
-        ctx, 200, [("content-type", "application/json"), ("content-encoding", "gzip")]
-    )
-    with pytest.raises(StreamAbort):
+    headers = [("content-type", "application/json"), ("content-encoding", "gzip")]
+    assert f.on_response_headers(ctx, 200, headers)
+    assert headers == [("content-type", "application/json")]  # the error that replaces it is plain
+    with pytest.raises(StreamAbort) as info:
         f.on_response_chunk(ctx, b"\x1f\x8b")
+    assert json.loads(info.value.tail)["error"]["type"] == "dlp_uninspectable"
     f = make_filter(failMode="open")
     ctx = context()
     f.on_response_headers(ctx, 200, [("content-type", "application/json"), ("content-encoding", "gzip")])
