@@ -296,6 +296,39 @@ def sidecar_throughput(rounds: int = 2) -> dict[str, Any]:
     }
 
 
+def filter_cost(iterations: int) -> dict[str, float]:
+    """The whole authz filter per request (attributes from the request context, decision,
+    recording, counters), as the server sidecar runs it for the load generator's GET /."""
+    from meshward.ai.protocol import classify
+    from meshward.filters.authz import AuthzFilter, build
+    from meshward.filters.base import Peer, RequestContext, SidecarRuntime
+    from tests.support.sidecar import make_snapshot
+
+    snapshot = make_snapshot("bench/nginx", policies=build_mesh("bench", "nginx", open_to="bench/client"))
+    f = build(snapshot, SidecarRuntime(workload=snapshot.workload, trust_domain=snapshot.trust_domain))
+    assert isinstance(f, AuthzFilter)
+    peer = Peer("127.0.0.1", 40000, "spiffe://demo.local/ns/bench/sa/client", "bench", "client")
+    headers = {"host": "nginx.bench", "user-agent": "wrk"}
+    contexts = []
+    for i in range(64):
+        ctx = RequestContext(f"r{i}", "inbound", peer, "GET", "/", "", "nginx.bench", headers, 8080, 0.0)
+        ctx.ai = classify("GET", "/", headers, None)
+        contexts.append(ctx)
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    for i in range(iterations):
+        ctx = contexts[i % 64]
+        t0 = clock()
+        step = f.on_request(ctx)
+        try:
+            step.send(None)
+        except StopIteration:
+            pass
+        samples.append(clock() - t0)
+        ctx.audit_marks.clear()
+    return _summary(samples)
+
+
 def run(iterations: int | None = None) -> dict[str, Any]:
     if iterations is None:
         iterations = 5_000 if os.environ.get("MESHWARD_BENCH_QUICK") else 50_000
@@ -329,6 +362,7 @@ def run(iterations: int | None = None) -> dict[str, Any]:
         "no_policies": _summary(_time_each(empty.evaluate, reqs, iterations)),
         "unindexed_100": _summary(_time_each(unindexed.evaluate, reqs, iterations)),
         "attrs_plus_decision": _summary(_time_each(full, reqs, iterations)),
+        "filter_on_request_sidecar_get": filter_cost(iterations),
     }
     base = results["no_policies"]["median_us"]
     results["ratio_median_vs_no_policies"] = round(results["decision_1000_100"]["median_us"] / base, 2)
