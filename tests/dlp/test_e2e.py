@@ -150,3 +150,13 @@ def test_fail_closed_refuses_a_compressed_prompt(pair: MeshPair) -> None:
         )
     assert r.status_code == 403 and r.json()["reason"] == "uninspectable"
     assert broken.status_code == 403 and broken.json()["reason"] == "uninspectable"
+
+
+def test_a_card_in_a_json_answer_is_masked(client: openai.OpenAI) -> None:
+    done = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"X-Test-Append": f"card {CARD}, mail ops@example.com"},
+    )
+    assert done.choices[0].message.content == "hi card [CARD ****1111], mail [EMAIL ****]"
+    assert done.usage is not None and done.usage.total_tokens > 0  # the rest of the document is intact
