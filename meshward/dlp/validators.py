@@ -87,6 +87,18 @@ def valid_email(value: bytes) -> Span | None:
 # ---------------------------------------------------------------- phone
 
 
+def _valid_number(number: phonenumbers.PhoneNumber) -> bool:
+    """``phonenumbers.is_valid_number``, trying the country code's main region first.
+
+    ``is_valid_number`` looks for the number's region among every region sharing the country
+    code (25 for +1) before validating it there; the main region is the first it tries, so a
+    number valid there is valid, and only the others pay the full search."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0, ())
+    if len(regions) > 1 and phonenumbers.is_valid_number_for_region(number, regions[0]):
+        return True
+    return bool(phonenumbers.is_valid_number(number))
+
+
 def valid_phone(value: bytes) -> Span | None:
     """A number ``phonenumbers`` calls valid.
 
@@ -120,7 +132,7 @@ def valid_phone(value: bytes) -> Span | None:
     if zeros:
         number.italian_leading_zero = True
         number.number_of_leading_zeros = zeros if zeros > 1 else None
-    if phonenumbers.is_valid_number(number):
+    if _valid_number(number):
         return (0, len(value))
     if international:  # written forms the split above does not cover (a trunk prefix after +1)
         try:
