@@ -5,7 +5,8 @@ it to its crash-safe, hash-chained spool (:mod:`.spool`, :mod:`.chain`) and a sh
 (:mod:`.shipper`) posts batches over mTLS to the control plane, whose store (:mod:`.store`)
 checks each chain's continuity, keeps it and signs checkpoints (:mod:`.checkpoint`).
 ``meshward audit verify`` (:mod:`.verify`) names any edited, removed, reordered or inserted
-record; :mod:`.formats` renders OCSF, CEF and RFC 5424 syslog; :mod:`.sinks` forwards to SIEMs.
+record; :mod:`.formats` renders OCSF, CEF and RFC 5424 syslog; :mod:`.sinks` forwards to SIEMs;
+:mod:`.control` is what the control plane holds (store + its own events + sinks).
 """
 
 from meshward.audit.chain import GENESIS, AuditRecord, ChainWriter

@@ -9,7 +9,7 @@ The filter that drives them per request is :mod:`meshward.filters.telemetry`; th
 :mod:`meshward.audit`.
 """
 
-from meshward.telemetry.accesslog import AccessLog, access_record
+from meshward.telemetry.accesslog import AccessLog, access_line, access_record
 from meshward.telemetry.metrics import BoundedLabel, TelemetryCollector, TelemetryMetrics
 from meshward.telemetry.tracing import SpanExporter, TraceContext, parse_traceparent
 
@@ -20,6 +20,7 @@ __all__ = [
     "TelemetryCollector",
     "TelemetryMetrics",
     "TraceContext",
+    "access_line",
     "access_record",
     "parse_traceparent",
 ]
