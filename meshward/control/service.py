@@ -15,8 +15,6 @@ registration notifies. A change reaches every watching sidecar in one round trip
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import os
 import queue
 import threading
@@ -26,7 +24,8 @@ from typing import Any
 
 from meshward.audit.control import ControlAudit
 from meshward.audit.store import AuditRejected
-from meshward.config.build import build_snapshot, find_workload, mesh_spec, services_table
+from meshward.config.build import find_workload, mesh_spec
+from meshward.config.encode import GenerationEncoder
 from meshward.config.store import ConfigStore, SidecarRecord
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
 from meshward.control.tls import control_id
@@ -34,7 +33,6 @@ from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
-from meshward.resources import Resource
 from meshward.resources.mesh import parse_duration
 
 __all__ = ["MAX_WATCH_SECONDS", "ApiError", "ControlService", "RawJson"]
@@ -52,21 +50,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.extra = status, extra
-
-
-class _View:
-    """The current generation's resources and the registered sidecars, cached between changes."""
-
-    def __init__(
-        self,
-        generation: int,
-        resources: list[Resource[Any]],
-        sidecars: list[SidecarRecord],
-        trust_domain: str,
-    ) -> None:
-        self.generation, self.resources, self.sidecars = generation, resources, sidecars
-        # the same for every workload of this view: computed once, not once per watching sidecar
-        self.services = services_table(resources, sidecars, trust_domain)
 
 
 class ControlService:
@@ -87,7 +70,7 @@ class ControlService:
         self._audit_worker.start()
         self._changed = threading.Condition()
         self._version = 0
-        self._view: _View | None = None
+        self._view: GenerationEncoder | None = None
         self.closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -115,10 +98,11 @@ class ControlService:
         self.identity.close()
 
     # -- the shared view and change notification -------------------------------------------------
-    def _current(self) -> _View:
+    def _current(self) -> GenerationEncoder:
+        """The current generation and registered sidecars, cached until the next change."""
         with self._changed:
             if self._view is None:
-                self._view = _View(
+                self._view = GenerationEncoder(
                     self.store.generation(), self.store.resources(), self.store.sidecars(), self.trust_domain
                 )
             return self._view
@@ -225,12 +209,7 @@ class ControlService:
         while not self.closing:
             with self._changed:
                 version = self._version
-            view = self._current()
-            snapshot = build_snapshot(
-                view.generation, view.resources, view.sidecars, self.trust_domain, ns, name, view.services
-            )
-            text = json.dumps(snapshot.to_json(), sort_keys=True)
-            digest = hashlib.sha256(text.encode()).hexdigest()
+            digest, text = self._current().encode(ns, name)
             if digest != have:  # the body is assembled, not dumped again: this runs per sidecar
                 return RawJson(f'{{"digest": "{digest}", "snapshot": {text}}}'.encode())
             with self._changed:

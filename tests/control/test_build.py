@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import textwrap
 
 from meshward.config.build import build_snapshot
+from meshward.config.encode import GenerationEncoder
 from meshward.config.snapshot import MeshSnapshot
 from meshward.config.store import SidecarRecord
 from meshward.resources.loader import load_text
@@ -73,3 +76,23 @@ def test_snapshot_round_trips_through_json() -> None:
     snap = build_snapshot(3, load_text(MESH), SIDECARS, "demo.local", "ml", "fraud-v1")
     again = MeshSnapshot.from_json(snap.to_json())
     assert again.to_json() == snap.to_json()
+
+
+def test_encoder_text_is_exactly_the_snapshots_json() -> None:
+    resources = load_text(MESH)
+    encoder = GenerationEncoder(5, resources, SIDECARS, "demo.local")
+    # several workloads of one namespace (shared parts reused), another namespace, an ad hoc one
+    for ns, name in [
+        ("ml", "fraud-v1"),
+        ("ml", "other"),
+        ("front", "web"),
+        ("ml", "fraud-v1"),
+        ("lab", "job"),
+    ]:
+        digest, text = encoder.encode(ns, name)
+        expected = json.dumps(
+            build_snapshot(5, resources, SIDECARS, "demo.local", ns, name).to_json(), sort_keys=True
+        )
+        assert text == expected
+        assert digest == hashlib.sha256(expected.encode()).hexdigest()
+    assert encoder.encode("ml", "fraud-v1")[0] != encoder.encode("ml", "other")[0]
