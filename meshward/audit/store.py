@@ -30,13 +30,13 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshward.audit.chain import GENESIS, AuditRecord, ChainWriter, RecordError, parse_record_line
 from meshward.audit.checkpoint import CheckpointSigner, checkpoint_digest
+from meshward.audit.trail import last_line
 
 __all__ = ["CONTROL_SOURCE", "AuditRejected", "AuditStore", "ChainInfo", "IngestAck"]
 
@@ -92,30 +92,6 @@ def slug_for(source: str, chain: str) -> str:
     return f"{_SLUG_UNSAFE.sub('_', base).strip('_')[:120]}.{chain}"
 
 
-def _last_line(path: Path) -> tuple[bytes | None, int]:
-    """The last complete line of ``path`` and the size up to its end (a torn tail is beyond)."""
-    size = path.stat().st_size
-    if size == 0:
-        return None, 0
-    with open(path, "rb") as fh:
-        chunk = 1 << 16
-        while True:
-            start = max(0, size - chunk)
-            fh.seek(start)
-            data = fh.read(size - start)
-            end = data.rfind(b"\n")
-            if end < 0 and start > 0:
-                chunk *= 4
-                continue
-            if end < 0:
-                return None, 0
-            begin = data.rfind(b"\n", 0, end) + 1
-            if begin == 0 and start > 0:
-                chunk *= 4
-                continue
-            return data[begin : end + 1], start + end + 1
-
-
 class AuditStore:
     """Per-chain trail files plus signed checkpoints under ``<state>/audit``."""
 
@@ -164,7 +140,7 @@ class AuditStore:
             info = ChainInfo(slug, meta["source"], meta["chain"])
             path = self.trail_dir / info.path_name
             if path.exists():
-                line, good_size = _last_line(path)
+                line, good_size = last_line(path)
                 if good_size != path.stat().st_size and not self.read_only:
                     os.truncate(path, good_size)  # torn by a crash mid-append: never acked
                 if line is not None:
@@ -398,18 +374,3 @@ class AuditStore:
     def _maybe_checkpoint(self) -> None:
         if time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval:
             self.checkpoint()
-
-
-def iter_trail(path: Path) -> Iterator[AuditRecord]:
-    """Records of one trail file in file order (hashes not checked: see ``verify``)."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, generator
-    except FileNotFoundError:
-        return
-    with fh:
-        for line in fh:
-            if line.endswith(b"\n"):
-                try:
-                    yield parse_record_line(line, check_hash=False)
-                except RecordError:
-                    continue

@@ -16,7 +16,7 @@ from pathlib import Path
 from meshward.audit.chain import AuditRecord, RecordError, parse_record_line
 from meshward.audit.formats import FORMATS, to_cef, to_ocsf_json, to_syslog
 from meshward.audit.ocsf import enrich
-from meshward.audit.store import iter_trail
+from meshward.audit.trail import iter_trail
 from meshward.audit.verify import verify_audit_dir
 from meshward.cli.errors import CliError
 
