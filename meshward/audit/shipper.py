@@ -108,7 +108,7 @@ class AuditShipper:
             answer = {}
         if status == 200 and isinstance(answer.get("acked_seq"), int):
             acked = min(int(answer["acked_seq"]), batch.last_seq)
-            self.spool.ack(acked)
+            await self._ack(acked)
             progressed = acked > self._cursor
             self._cursor = max(self._cursor, acked)
             self.stats.batches += 1
@@ -125,7 +125,7 @@ class AuditShipper:
                     f"and deleted here (oldest kept: {self.spool.first_available}); operator action needed"
                 )
             if expected - 1 > self._cursor:
-                self.spool.ack(expected - 1)
+                await self._ack(expected - 1)
             cursor = min(expected - 1, self.spool.last_seq)
             if cursor == self._cursor and expected == batch.first_seq:
                 raise RuntimeError(f"control plane refused seq {expected}: {answer.get('error')}")
@@ -133,6 +133,10 @@ class AuditShipper:
             return True
         detail = answer.get("error") if isinstance(answer, dict) else None
         raise RuntimeError(f"control plane answered {status}: {detail or body[:200]!r}")
+
+    async def _ack(self, seq: int) -> None:
+        """Persist the ack off the loop (an fsync and segment deletions; safe beside ``append``)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.spool.ack, seq)
 
     async def flush(self, timeout: float) -> bool:
         """Ship until nothing is pending or ``timeout`` passes (used at shutdown)."""

@@ -256,7 +256,10 @@ class AuditSpool:
         return _segment_first_seq(segments[0]) if segments else self._writer.seq + 1
 
     def ack(self, seq: int) -> None:
-        """The control plane stored everything up to ``seq``: persist that, drop spent segments."""
+        """The control plane stored everything up to ``seq``: persist that, drop spent segments.
+
+        May run in a worker thread while the loop appends: it never touches the newest segment.
+        """
         seq = min(seq, self._writer.seq)
         if seq <= self.acked:
             return
