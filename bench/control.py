@@ -13,12 +13,18 @@
 2. **``meshward up`` of the quickstart to all-ready**: the wall time of
    ``meshward up -f examples/quickstart/mesh.yaml --detach`` on a fresh state directory (it
    returns when every sidecar and app is ready; Python start-up of each process included),
-   then ``meshward down``.
+   then ``meshward down``; and the runner's own part (from its fork to the last "ready" in
+   its log: init, apply, control plane and sidecars started together, apps, probes).
+
+Where the 50-sidecar time goes (measured apart, CPU): the control plane encodes the 50
+snapshots in ~5 ms; each sidecar parses (~0.7 ms) and compiles (~1.5 ms) its snapshot; the
+rest is 50 HTTPS round trips, all in one interpreter here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -136,7 +142,8 @@ def _one_apply(operator: ControlClient, sidecars: list[Sidecar], i: int) -> floa
     return (time.perf_counter() - started) * 1000
 
 
-def _up_to_ready() -> float:
+def _up_to_ready() -> tuple[float, float]:
+    """(wall seconds of `meshward up --detach`, seconds its runner took from fork to all-ready)."""
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         env = dict(os.environ)
@@ -153,7 +160,10 @@ def _up_to_ready() -> float:
                 capture_output=True,
                 timeout=120,
             )
-            return time.perf_counter() - started
+            wall = time.perf_counter() - started
+            # the runner logs "[  3.2s] ml/tiny-model: ready": the last one is all-ready
+            stamps = re.findall(r"\[\s*([0-9.]+)s\] \S+: ready", (state / "mesh" / "up.log").read_text())
+            return wall, max(float(s) for s in stamps)
         finally:
             subprocess.run(
                 [*base, "down", "--state", str(state)], cwd=ROOT, env=env, capture_output=True, timeout=60
@@ -167,7 +177,8 @@ def run() -> dict[str, Any]:
     single = _distribution(1, samples)
     up_runs = [_up_to_ready() for _ in range(1 if quick else 2)]
     p50_50, p50_1 = statistics.median(fan_out), statistics.median(single)
-    up = min(up_runs)
+    up = min(wall for wall, _ in up_runs)
+    runner = min(r for _, r in up_runs)
     results = [
         {
             "name": "apply → in force in all 50 sidecars, p50",
@@ -191,13 +202,15 @@ def run() -> dict[str, Any]:
             "target": f"< {TARGET_UP_S:.0f}",
             "met": up < TARGET_UP_S,
         },
+        {"name": "of which the runner, fork → all ready (best run)", "value": round(runner, 2), "unit": "s"},
     ]
     return {
         "results": results,
         "samples": samples,
         "fan_out_50_vs_1_ratio": round(p50_50 / p50_1, 2),
         "apply_p50_vs_target_ratio": round(p50_50 / TARGET_APPLY_MS, 3),
-        "up_runs_s": [round(u, 2) for u in up_runs],
+        "up_runs_s": [round(wall, 2) for wall, _ in up_runs],
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "notes": "50 in-process Sidecar objects fed by 50 real watch clients over mTLS (one process, one GIL); "
         "`up` timed as a real CLI run including Python start-up of every process",
     }
@@ -211,6 +224,7 @@ def main() -> None:
         print(f"  {r['name']:<48} {r['value']:>9} {r['unit']}{target}")
     print(f"  fan-out cost, 50 sidecars / 1 sidecar (p50)     {result['fan_out_50_vs_1_ratio']}")
     print(f"  up runs (s)                                      {result['up_runs_s']}")
+    print(f"  machine load average (1 min) at the end          {result['load_average_1m']}")
 
 
 if __name__ == "__main__":
