@@ -113,6 +113,7 @@ def _splice(body: bytes, edits: list[tuple[bytes, bytes]]) -> bytes | None:
     Returns None (the caller then re-serializes) unless exactly the rewritten values are found.
     """
     replacement = dict(edits)
+    lengths = {len(old) for old in replacement}
     wanted = Counter(old for old, _ in edits)
     done: Counter[bytes] = Counter()
     pieces: list[bytes] = []
@@ -123,7 +124,10 @@ def _splice(body: bytes, edits: list[tuple[bytes, bytes]]) -> bytes | None:
         if closing < 0:
             return None
         pos = closing + 1
-        new = replacement.get(body[opening + 1 : closing])
+        if closing - opening - 1 not in lengths:
+            continue  # cheaper than slicing and hashing a string that cannot be one of them
+        old = body[opening + 1 : closing]
+        new = replacement.get(old)
         if new is None:
             continue
         after = pos
@@ -134,7 +138,7 @@ def _splice(body: bytes, edits: list[tuple[bytes, bytes]]) -> bytes | None:
         pieces.append(body[last : opening + 1])
         pieces.append(new)
         last = closing
-        done[body[opening + 1 : closing]] += 1
+        done[old] += 1
     if done != wanted:
         return None
     pieces.append(body[last:])
