@@ -134,7 +134,7 @@ def check(args: argparse.Namespace) -> int:
             principal=caller.principal,
             namespace=caller.namespace,
             source_ip=args.source_ip,
-            headers=headers,
+            headers={**headers, "host": host},  # as the sidecar sees them: Host included
             model=ai.model,
             operation=ai.operation,
             now=now,
