@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any, Literal
 
 from meshward.dlp.policy import DlpPlan
@@ -68,105 +67,101 @@ def check_encoding(content_encoding: str | None) -> None:
         raise Uninspectable(f"content-encoding {content_encoding.strip().lower()!r} cannot be inspected")
 
 
-def _walk(
-    plan: DlpPlan, redactor: Redactor, node: Any, outcome: Outcome, edits: list[tuple[bytes, bytes]] | None
-) -> tuple[Any, bool]:
-    """Rewrite string values (containers in place); returns (node, whether anything changed).
-
-    ``edits`` (when given) collects (old, new) UTF-8 pairs of the rewritten strings."""
+def _walk(plan: DlpPlan, redactor: Redactor, node: Any, outcome: Outcome) -> tuple[Any, bool]:
+    """Rewrite string values (containers in place); returns (node, whether anything changed)."""
     if isinstance(node, str):
         if len(node) < plan.scanner.min_length:
             return node, False
         raw = node.encode("utf-8", "surrogatepass")
         new = inspect_text(plan, redactor, raw, outcome)
-        if new is raw:
-            return node, False
-        if edits is not None:
-            edits.append((raw, new))
-        return new.decode("utf-8", "surrogatepass"), True
+        return (node, False) if new is raw else (new.decode("utf-8", "surrogatepass"), True)
     changed = False
     if isinstance(node, dict):
         for key, value in node.items():
             if isinstance(value, (str, dict, list)):
-                node[key], c = _walk(plan, redactor, value, outcome, edits)
+                node[key], c = _walk(plan, redactor, value, outcome)
                 changed = changed or c
     elif isinstance(node, list):
         for i, value in enumerate(node):
             if isinstance(value, (str, dict, list)):
-                node[i], c = _walk(plan, redactor, value, outcome, edits)
+                node[i], c = _walk(plan, redactor, value, outcome)
                 changed = changed or c
     return node, changed
 
 
 def walk_strings(plan: DlpPlan, redactor: Redactor, doc: Any, outcome: Outcome) -> tuple[Any, bool]:
     """Scan and rewrite every string value of a parsed JSON document (containers in place)."""
-    return _walk(plan, redactor, doc, outcome, None)
+    return _walk(plan, redactor, doc, outcome)
 
 
 _JSON_SPACE = b" \t\r\n"
 
 
-def _splice(body: bytes, edits: list[tuple[bytes, bytes]]) -> bytes | None:
-    """Apply ``edits`` to a body without escapes, where every string is ``"<its bytes>"``
-    (so quotes pair up in order); keys — strings followed by ``:`` — are never touched.
+def _rewrite_verbatim(
+    plan: DlpPlan, redactor: Redactor, body: bytes, spans: list[tuple[int, int]], outcome: Outcome
+) -> bytes:
+    """Rewrite the string values of a JSON body that has no backslash, in place.
 
-    Returns None (the caller then re-serializes) unless exactly the rewritten values are found.
+    Without escapes every string is ``"<its UTF-8 bytes>"`` and quotes pair up in order. A
+    string whose bytes hold a value overlaps one of ``spans`` (the candidate spans of the whole
+    body), so only those strings are scanned — each on its own, as :func:`walk_strings` would.
+    Keys (a string followed by ``:``) are never scanned. The rest keeps its bytes and layout.
     """
-    replacement = dict(edits)
-    lengths = {len(old) for old in replacement}
-    wanted = Counter(old for old, _ in edits)
-    done: Counter[bytes] = Counter()
     pieces: list[bytes] = []
     last = pos = 0
     size = len(body)
+    span_index, reach = 0, -1  # spans[:span_index] start before the current string's end
+    minimum = plan.scanner.min_length
     while (opening := body.find(b'"', pos)) >= 0:
         closing = body.find(b'"', opening + 1)
         if closing < 0:
-            return None
+            break
         pos = closing + 1
-        if closing - opening - 1 not in lengths:
-            continue  # cheaper than slicing and hashing a string that cannot be one of them
-        old = body[opening + 1 : closing]
-        new = replacement.get(old)
-        if new is None:
-            continue
+        while span_index < len(spans) and spans[span_index][0] <= closing:
+            reach = max(reach, spans[span_index][1])
+            span_index += 1
+        if reach <= opening or closing - opening - 1 < minimum:
+            continue  # no candidate overlaps this string, or it is too short to hold a value
         after = pos
         while after < size and body[after] in _JSON_SPACE:
             after += 1
         if after < size and body[after] == 0x3A:  # ":" - a key
             continue
-        pieces.append(body[last : opening + 1])
-        pieces.append(new)
-        last = closing
-        done[old] += 1
-    if done != wanted:
-        return None
+        value = body[opening + 1 : closing]
+        new = inspect_text(plan, redactor, value, outcome)
+        if new is not value:
+            pieces.append(body[last : opening + 1])
+            pieces.append(new)
+            last = closing
+    if not pieces:
+        return body
     pieces.append(body[last:])
     return b"".join(pieces)
 
 
 def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcome) -> tuple[bytes, Any]:
-    """Scan the string values of a JSON document; returns (body, parsed document).
+    """Scan the string values of a JSON document; returns (body, document as parsed before).
 
-    A body without backslashes holds every string verbatim: if nothing in it can even start a
-    finding, no string holds one (one scan instead of one per string), and rewritten strings
-    are spliced into it in place (the rest of the document keeps its bytes and formatting)."""
+    A body without backslashes is scanned once as a whole for candidates, and only the strings
+    they touch are inspected and spliced in place (:func:`_rewrite_verbatim`); otherwise every
+    string of the parsed document is inspected and a changed document is re-serialized."""
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise Uninspectable("body declared as JSON does not parse") from exc
-    verbatim = b"\\" not in body
-    if verbatim and not plan.scanner.may_find(body):
-        return body, doc
-    edits: list[tuple[bytes, bytes]] | None = [] if verbatim else None
-    doc, changed = _walk(plan, redactor, doc, outcome, edits)
+    if b"\\" not in body:
+        spans = plan.scanner.candidate_spans(body)
+        if not spans:
+            return body, doc
+        new = _rewrite_verbatim(plan, redactor, body, spans, outcome)
+        if new is body or outcome.blocked_by:
+            return body, doc
+        outcome.changed = True
+        return new, doc
+    doc, changed = _walk(plan, redactor, doc, outcome)
     if not changed or outcome.blocked_by:
         return body, doc
     outcome.changed = True
-    if edits:
-        spliced = _splice(body, edits)
-        if spliced is not None:
-            return spliced, doc
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"), doc
 
 

@@ -159,6 +159,18 @@ class Scanner:
             return True
         return False
 
+    def candidate_spans(self, data: bytes) -> list[tuple[int, int]]:
+        """Spans (sorted by start) that together cover every value in ``data`` or in any
+        substring of it — see :meth:`may_find`; with ``re``, one span over everything."""
+        if not self.patterns or not data:
+            return []
+        if self._db is None:
+            return [(0, len(data))] if self.may_find(data) else []
+        hits: list[tuple[int, int, int]] = []
+        self._db.scan(data, match_event_handler=_collect, context=hits)
+        reach = self._reach_back
+        return sorted((max(0, s - reach[r]), e) for r, s, e in hits)
+
     # -- internals
 
     def _confirm(self, rank: int, data: bytes, start: int, end: int, out: list[Finding]) -> None:
