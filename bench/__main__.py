@@ -183,8 +183,9 @@ def machine_info() -> Machine:
         version = _tool_version(args)
         if version:
             tools[name] = version
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     return Machine(
-        os.cpu_count() or 0, cpu_model, memory, platform.release(), platform.python_version(), tools
+        os.cpu_count() or 0, cpu_model, memory, platform.release(), platform.python_version(), tools, load
     )
 
 
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_install and "proxy" in chosen:
         _ensure_load_tools()
 
+    machine = machine_info()  # before the runs: the load average says how busy the machine was
     deadline = time.monotonic() + BUDGET_SECONDS
     fresh: dict[str, AreaRun] = {}
     for area in chosen:
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [fresh.get(a) or _stored(a) or _never_run(a) for a in AREAS]
     command = RUNNER + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.output.write_text(render(machine_info(), runs, generated, command.strip()))
+    args.output.write_text(render(machine, runs, generated, command.strip()))
     print(f"\nbench: wrote {args.output}")
     for run in runs:
         print(f"  {run.name:10} {run.status:8} {run.error}")

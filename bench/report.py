@@ -36,6 +36,7 @@ class Machine:
     kernel: str
     python: str
     tools: dict[str, str] = field(default_factory=dict)
+    load: str = ""  # load average when the run started (the machine may be shared)
 
 
 def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -167,6 +168,7 @@ def render(machine: Machine, runs: Sequence[AreaRun], generated: str, runner_com
                 ["Memory", machine.memory],
                 ["Kernel", machine.kernel],
                 ["Python", machine.python],
+                *([["Load average at start (1/5/15 min)", machine.load]] if machine.load else []),
                 *[[name, _fmt(version)] for name, version in sorted(machine.tools.items())],
             ],
         ),

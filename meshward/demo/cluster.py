@@ -2,29 +2,22 @@
 
 :class:`MeshCli` runs ``meshward <command> --state DIR ...`` in a child process (so the demo sees
 exactly what a user would, exit codes and all) with a bounded time. :func:`client_json` reads
-the one JSON object an example client prints. :class:`DirectModels` starts the two example
-models without a mesh, for when the mesh runner is not available.
+the one JSON object an example client prints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-__all__ = ["REPO", "DirectModels", "MeshCli", "client_json", "command_exists", "free_port", "wait_until"]
+__all__ = ["REPO", "MeshCli", "client_json", "command_exists", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[2]  # examples/ lives beside the meshward package
 
@@ -44,13 +37,6 @@ def child_env() -> dict[str, str]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(name, None)  # the demo's callers get their proxy from their sidecar, not from us
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
@@ -126,55 +112,3 @@ class MeshCli:
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}
-
-
-class DirectModels:
-    """The two example models as plain local processes (no mesh), stopped group and all."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.fraud_url = ""
-        self.chat_url = ""
-
-    def start(self, timeout: float = 60.0) -> bool:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        fraud, chat = free_port(), free_port()
-        self._spawn("fraud", ["examples.models.fraud", "--port", str(fraud)])
-        self._spawn("chat", ["examples.models.chat", "--port", str(chat), "--echo", "--test-hooks"])
-        self.fraud_url, self.chat_url = f"http://127.0.0.1:{fraud}", f"http://127.0.0.1:{chat}"
-        ready = wait_until(
-            lambda: (
-                httpx.get(self.fraud_url + "/v2/health/ready", timeout=1).is_success
-                and httpx.get(self.chat_url + "/health", timeout=1).is_success
-            ),
-            timeout,
-        )
-        return bool(ready)
-
-    def _spawn(self, name: str, args: Sequence[str]) -> None:
-        with open(self.logs / f"{name}.log", "ab") as log:
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", *args],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=child_env(),
-                    cwd=REPO,
-                    start_new_session=True,
-                )
-            )
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        self.procs.clear()

@@ -3,8 +3,6 @@
 - :func:`plaintext_probe`: a plain HTTP request over raw TCP to an inbound listener.
 - :func:`openssl_probe`: ``openssl s_client`` with or without a client certificate, sending an
   HTTP request once the handshake is done.
-- :class:`ForgedServer`: a TLS server holding a *valid* mesh certificate for the wrong identity,
-  counting the bytes of any request that reaches it (a sidecar must refuse it before sending).
 
 Each probe says whether the model could have been reached and what was seen, in words.
 """
@@ -14,14 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import ssl
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-__all__ = ["ForgedServer", "ProbeResult", "openssl_probe", "plaintext_probe"]
+__all__ = ["ProbeResult", "openssl_probe", "plaintext_probe"]
 
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
 
@@ -91,50 +86,3 @@ def openssl_probe(
     if b"unexpected eof" in output:
         return ProbeResult(False, "closed by the server, no HTTP answer")
     return ProbeResult(False, f"openssl exited {done.returncode}, no HTTP answer")
-
-
-class ForgedServer:
-    """A TLS server on loopback presenting ``cert``/``key`` (valid, but not the expected identity)."""
-
-    def __init__(self, cert: Path, key: Path) -> None:
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.load_cert_chain(cert, key)
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.port: int = self._sock.getsockname()[1]
-        self.handshakes = 0
-        self.request_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="forged-server", daemon=True)
-
-    def __enter__(self) -> ForgedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2.0)
-                try:
-                    with self._context.wrap_socket(conn, server_side=True) as tls:
-                        self.handshakes += 1
-                        data = tls.recv(65536)
-                        self.request_bytes += len(data)
-                        if data:  # what an impostor would do with a request it got
-                            body = b'{"forged": true}'
-                            tls.sendall(
-                                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-                            )
-                except (OSError, ssl.SSLError):
-                    continue

@@ -1,8 +1,7 @@
 """``meshward demo``: bring the demo mesh up, run the scenario, show the table, keep it up.
 
 With ``once`` it stops the mesh after the scenario and returns 0 only if every step held
-(1 if one did not, 3 if none failed but some capability is not built yet). Without the local
-mesh runner (``meshward up``) it still runs what exists: the two models, called directly.
+(1 if one did not, 3 if none failed but some capability is not built yet).
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from meshward.demo.cluster import REPO, DirectModels, MeshCli, command_exists, wait_until
+from meshward.demo.cluster import REPO, MeshCli, wait_until
 from meshward.demo.report import Outcome, StepResult, render_table, summary_line
-from meshward.demo.scenario import Scenario, direct_steps
+from meshward.demo.scenario import Scenario
 
 __all__ = ["MESH_FILE", "prepare_mesh_file", "run_demo"]
 
@@ -81,24 +80,6 @@ def _print_results(results: list[StepResult]) -> None:
     print(summary_line(results), flush=True)
 
 
-def _direct(state: Path, once: bool) -> int:
-    print("meshward demo: `meshward up` (the local mesh runner) is not built yet, so this run shows")
-    print("the two example models without a mesh and marks the mesh steps as not built.\n", flush=True)
-    models = DirectModels(state / "demo" / "logs")
-    try:
-        started = models.start()
-        results = direct_steps(models.fraud_url, models.chat_url, started, "meshward up (local mesh runner)")
-        _print_results(results)
-        if not once and started:
-            _wait_for_interrupt(
-                f"\nfraud-model: {models.fraud_url}/v2/models/fraud   chat: {models.chat_url}/v1\n"
-                "Both are running (without a mesh). Press Ctrl-C to stop."
-            )
-        return _exit_code(results)
-    finally:
-        models.stop()
-
-
 def _tool(name: str) -> str:
     """How the user types ``name`` from the repository: bare if on PATH, else the venv's path."""
     here = Path(sys.executable).parent / name
@@ -121,8 +102,6 @@ def _all_ready(cli: MeshCli, expected: int) -> dict[str, Any] | None:
 def run_demo(state: Path, once: bool) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # SIGTERM stops the mesh too, like Ctrl-C
     state = state.resolve()
-    if not command_exists("up"):
-        return _direct(state, once)
     workdir = state / "demo"
     mesh_file = prepare_mesh_file(MESH_FILE, workdir / "mesh.yaml")
     cli = MeshCli(state)

@@ -13,22 +13,20 @@ import datetime as dt
 import importlib
 import inspect
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from meshward.demo.cluster import REPO, MeshCli, child_env, client_json, command_exists, wait_until
-from meshward.demo.probes import ForgedServer, openssl_probe, plaintext_probe
+from meshward.demo.cluster import MeshCli, client_json, command_exists, wait_until
+from meshward.demo.impostor import ForgedServer, caller_sidecar
+from meshward.demo.probes import openssl_probe, plaintext_probe
 from meshward.demo.report import Outcome, StepResult
 
-__all__ = ["CARD", "PII_PROMPT", "Scenario", "direct_steps", "is_night"]
+__all__ = ["CARD", "PII_PROMPT", "Scenario", "chain_has", "is_night"]
 
 TRUST_DOMAIN = "demo.local"
 PII_EMAIL = "jane.doe@corp.example"
@@ -212,7 +210,7 @@ class Scenario:
             return _held(title, expected, "could not issue certificates (`meshward certs issue`)", False)
         with (
             ForgedServer(forged / "cert.pem", forged / "key.pem") as impostor,
-            self._sidecar(caller, impostor.port) as proxy,
+            caller_sidecar(caller, impostor.port, self.workdir / "forged") as proxy,
         ):
             if proxy is None:
                 return _held(title, expected, "the caller's sidecar did not start", False)
@@ -350,76 +348,6 @@ class Scenario:
         done = self.cli.run("certs", "issue", "--id", identity, "--out", str(out), "--ttl", "1h")
         return out if done.returncode == 0 and (out / "cert.pem").exists() else None
 
-    @contextmanager
-    def _sidecar(self, certs: Path, forged_port: int) -> Iterator[str | None]:
-        """A preprocessor sidecar whose service table sends fraud-model.ml to the impostor."""
-        snapshot = {
-            "generation": 1,
-            "trust_domain": TRUST_DOMAIN,
-            "mesh": {"trustDomain": TRUST_DOMAIN},
-            "workload": {
-                "name": "preprocessor",
-                "namespace": "ml",
-                "service": "preprocessor",
-                "service_account": "preprocessor",
-                "labels": {},
-            },
-            "services": [
-                {
-                    "service": "fraud-model",
-                    "namespace": "ml",
-                    "endpoints": [f"127.0.0.1:{forged_port}"],
-                    "identities": [f"spiffe://{TRUST_DOMAIN}/ns/ml/sa/fraud-model"],
-                }
-            ],
-            "resources": [],
-        }
-        boot = {
-            "identity": {
-                "cert": str(certs / "cert.pem"),
-                "key": str(certs / "key.pem"),
-                "bundle": str(certs / "bundle.pem"),
-            },
-            "listeners": {"inbound": "127.0.0.1:0", "outbound": "127.0.0.1:0", "admin": "127.0.0.1:0"},
-            "snapshot": snapshot,
-        }
-        path = self.workdir / "forged" / "bootstrap.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(boot))
-        ready = path.with_name("ready.json")
-        ready.unlink(missing_ok=True)
-        with open(path.with_name("sidecar.log"), "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "meshward",
-                    "proxy",
-                    "--bootstrap",
-                    str(path),
-                    "--ready-file",
-                    str(ready),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=child_env(),
-                cwd=REPO,
-                start_new_session=True,
-            )
-        try:
-            info = wait_until(
-                lambda: proc.poll() is None and ready.exists() and json.loads(ready.read_text()), 20
-            )
-            yield f"http://{info['outbound']}" if info else None
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
 
 DENY_PREPROCESSOR = """\
 apiVersion: meshward.dev/v1alpha1
@@ -431,64 +359,3 @@ spec:
   rules:
   - from: [{source: {principals: ["demo.local/ns/ml/sa/preprocessor"]}}]
 """
-
-
-MESH_STEPS = [
-    ("preprocessor scores transactions on fraud-model", "HTTP 200 with predictions"),
-    ("intruder calls fraud-model; the audit trail names it", "HTTP 403; an audit record for lab/intruder"),
-    ("plain HTTP straight to fraud-model's sidecar", "refused, no HTTP answer"),
-    ("TLS without a client certificate", "refused, no HTTP answer"),
-    ("a server with a valid certificate for another identity poses as fraud-model", "refused"),
-    ("a prompt with an email and a phone number", "the model sees them masked"),
-    ("a streamed answer containing a card number", "the card number is masked"),
-    ("ops admin operation outside its time window", "HTTP 403 by day, 200 at night"),
-    ("webapp's token budget", "HTTP 429 once spent"),
-    ("a live policy change, then rollback", "403, then 200"),
-    ("meshward audit verify", "exit 0"),
-]
-
-
-def direct_steps(fraud_url: str, chat_url: str, started: bool, missing: str) -> list[StepResult]:
-    """Without the mesh runner: exercise the models directly, and say what could not be shown."""
-    results = [
-        _held(
-            "start fraud-model and chat as plain processes (no mesh)",
-            "both ready",
-            "both ready" if started else "did not become ready (see logs)",
-            started,
-        )
-    ]
-    if started:
-        env = child_env()
-
-        def client(module: str, *args: str) -> dict[str, Any]:
-            done = subprocess.run(
-                [sys.executable, "-m", module, *args],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=env,
-                cwd=REPO,
-            )
-            return client_json(done.stdout) or {"status": None, "error": _clip(done.stderr, 100)}
-
-        infer = client("examples.clients.infer", "--url", fraud_url, "--rows", "3", "--fraud")
-        results.append(
-            _held(
-                "score 3 transactions on fraud-model directly (OIP v2)",
-                "HTTP 200 with predictions",
-                f"{_status_text(infer)}, predictions {infer.get('predictions')}",
-                infer.get("status") == 200 and bool(infer.get("predictions")),
-            )
-        )
-        chat = client("examples.clients.chat", "--url", chat_url + "/v1", "--stream", PII_PROMPT)
-        results.append(
-            _held(
-                "stream a chat answer directly with the openai SDK (no DLP without the mesh)",
-                "HTTP 200, streamed",
-                f"{_status_text(chat)}, {chat.get('chunks', 0)} chunks: {_clip(str(chat.get('content', '')), 60)}",
-                chat.get("status") == 200 and int(chat.get("chunks", 0)) > 2,
-            )
-        )
-    results += [_skip(title, expected, missing) for title, expected in MESH_STEPS]
-    return results
