@@ -67,6 +67,7 @@ def run_area(area: str, limit: float, quick: bool) -> AreaRun:
     if quick:
         env["MESHWARD_BENCH_QUICK"] = "1"
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
     print(f"\n=== bench.{area} (limit {limit:.0f} s) ===", flush=True)
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -89,7 +90,7 @@ def run_area(area: str, limit: float, quick: bool) -> AreaRun:
             area, "failed", command, started, seconds, error=_first_line(stderr) or f"exit {proc.returncode}"
         )
     result = json.loads(partial.read_text())
-    run = AreaRun(area, "ok", str(result.get("command") or command), started, seconds, result)
+    run = AreaRun(area, "ok", str(result.get("command") or command), started, seconds, result, load=load)
     partial.unlink()
     _store(run)
     return run
@@ -119,6 +120,7 @@ def _store(run: AreaRun) -> None:
         "seconds": round(run.seconds, 1),
         "result": run.result,
         "error": run.error,
+        "load": run.load,
     }
     (OUT / f"{run.name}.json").write_text(json.dumps(record, indent=2, default=str))
 
@@ -137,6 +139,7 @@ def _stored(area: str) -> AreaRun | None:
             rec["seconds"],
             rec["result"],
             rec["error"],
+            rec.get("load"),
         )
     except (ValueError, KeyError):
         return None
@@ -258,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         _ensure_load_tools()
 
     machine = machine_info()  # before the runs: the load average says how busy the machine was
+    if args.report_only:
+        machine.load = ""  # nothing runs now; each area's section has the load of its own run
     deadline = time.monotonic() + BUDGET_SECONDS
     fresh: dict[str, AreaRun] = {}
     for area in chosen:

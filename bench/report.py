@@ -26,6 +26,7 @@ class AreaRun:
     seconds: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    load: float | None = None  # 1-minute load average when the area started (a shared machine)
 
 
 @dataclass
@@ -87,7 +88,9 @@ def _summary_cell(run: AreaRun) -> str:
 def _area_section(run: AreaRun) -> list[str]:
     lines = [f"## {run.name}", ""]
     lines.append(
-        f"Command: `{run.command}`" + (f" · run {run.started}, {run.seconds:.0f} s" if run.started else "")
+        f"Command: `{run.command}`"
+        + (f" · run {run.started}, {run.seconds:.0f} s" if run.started else "")
+        + (f", load average {run.load:.1f} at its start" if run.load is not None else "")
     )
     lines.append("")
     if run.status != "ok":
