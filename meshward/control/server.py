@@ -54,6 +54,7 @@ __all__ = ["DEFAULT_LISTEN", "ControlPlane"]
 
 DEFAULT_LISTEN = ("127.0.0.1", 15012)
 MAX_BODY = 4 << 20
+MAX_CONNECTIONS = 1024
 CONTROL_CERT_TTL = dt.timedelta(hours=24)
 
 
@@ -128,7 +129,26 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], plane: ControlPlane):
         self.plane = plane
+        # One thread per connection, so a cap on connections: past it, new ones are closed at
+        # once instead of exhausting the process (each sidecar holds one or two).
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
