@@ -21,7 +21,7 @@ from meshward.demo.cluster import REPO, MeshCli, wait_until
 from meshward.demo.report import Outcome, StepResult, render_table, summary_line
 from meshward.demo.scenario import Scenario
 
-__all__ = ["MESH_FILE", "prepare_mesh_file", "run_demo"]
+__all__ = ["MESH_FILE", "exit_code", "prepare_mesh_file", "run_demo"]
 
 MESH_FILE = REPO / "examples" / "demo" / "mesh.yaml"
 EXIT_SKIPPED = 3
@@ -42,7 +42,7 @@ def prepare_mesh_file(source: Path, target: Path) -> Path:
     return target
 
 
-def _exit_code(results: list[StepResult]) -> int:
+def exit_code(results: list[StepResult]) -> int:
     if any(r.outcome is Outcome.FAIL for r in results):
         return 1
     return EXIT_SKIPPED if any(r.outcome is Outcome.SKIP for r in results) else 0
@@ -148,7 +148,7 @@ def run_demo(state: Path, once: bool) -> int:
                 f"  {mw} audit --state {state} tail\n"
                 "Press Ctrl-C to stop it."
             )
-        return _exit_code(results)
+        return exit_code(results)
     finally:
         down = cli.run("down", timeout=60)
         if down.returncode != 0:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from meshward.demo.report import Outcome, StepResult, render_table, summary_line
-from meshward.demo.run import MESH_FILE, prepare_mesh_file
+from meshward.demo.run import MESH_FILE, exit_code, prepare_mesh_file
 from meshward.demo.scenario import is_night
 from meshward.resources.loader import load_file
 from tests.support.proc import PYTHON, ROOT
@@ -104,3 +104,16 @@ def test_demo_once_holds_every_step(tmp_path: Path) -> None:
     )
     after = json.loads(status.stdout)
     assert after["workloads"] == [] and after["control"]["pid"] is None, status.stdout
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "code"),
+    [
+        ([Outcome.PASS, Outcome.PASS], 0),
+        ([Outcome.PASS, Outcome.SKIP], 3),
+        ([Outcome.SKIP, Outcome.FAIL], 1),
+        ([Outcome.FAIL], 1),
+    ],
+)
+def test_once_exit_code(outcomes: list[Outcome], code: int) -> None:
+    assert exit_code([StepResult("s", "e", "o", o) for o in outcomes]) == code
