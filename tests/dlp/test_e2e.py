@@ -160,3 +160,16 @@ def test_a_card_in_a_json_answer_is_masked(client: openai.OpenAI) -> None:
     )
     assert done.choices[0].message.content == "hi card [CARD ****1111], mail [EMAIL ****]"
     assert done.usage is not None and done.usage.total_tokens > 0  # the rest of the document is intact
+
+
+def test_export_limit_cuts_a_long_stream_with_an_error_the_sdk_raises(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "word " * 200}], stream=True
+    )
+    received: list[str] = []
+    with pytest.raises(openai.APIError) as info:
+        for c in stream:
+            received.extend(ch.delta.content or "" for ch in c.choices)
+    assert "llm/export" in str(info.value) and "maxResponseBytes" in str(info.value)
+    text = "".join(received)  # what was released before the cut (the window may hold it all)
+    assert len(text) < len("word " * 200) and set(text.split()) <= {"word"}
