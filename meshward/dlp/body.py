@@ -158,7 +158,10 @@ def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcom
             return body, doc
         outcome.changed = True
         return new, doc
-    doc, changed = _walk(plan, redactor, doc, outcome)
+    try:
+        doc, changed = _walk(plan, redactor, doc, outcome)
+    except RecursionError as exc:
+        raise Uninspectable("JSON body nested too deeply to inspect") from exc
     if not changed or outcome.blocked_by:
         return body, doc
     outcome.changed = True

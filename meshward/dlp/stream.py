@@ -175,7 +175,7 @@ class SseRewriter:
             return True
         try:
             event.doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             event.data = payload
             new = inspect_text(self.plan, self.redactor, payload, self.outcome)
             _raise_if_blocked(self.outcome)
@@ -211,7 +211,12 @@ class SseRewriter:
                     detached.append((holder, key, value))
                     holder[key] = ""
         if b"\\" in payload or self.plan.scanner.may_find(payload):  # else no string holds a value
-            event.doc, changed = walk_strings(self.plan, self.redactor, doc, self.outcome)
+            try:
+                event.doc, changed = walk_strings(self.plan, self.redactor, doc, self.outcome)
+            except RecursionError:
+                raise StreamBlocked(
+                    self.plan.fail_policy, "uninspectable event"
+                ) from None  # pathological nesting
             event.changed = event.changed or changed
             _raise_if_blocked(self.outcome)
         for holder, key, value in detached:

@@ -192,3 +192,12 @@ def test_json_rewrite_keeps_the_formatting_and_never_touches_keys() -> None:
     escaped = b'{"a": "line\\nmail jane@example.com \\u00e9"}'
     out = inspect_body(plan, redactor(), escaped, "application/json", None, Outcome())
     assert json.loads(out) == {"a": "line\nmail [EMAIL ****] \u00e9"}
+
+
+def test_deeply_nested_json_is_uninspectable_not_a_crash() -> None:
+    plan = plans(policy())["request"]
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'[{"a":"\\n"' + b",[" * 990 + b"]" * 990 + b"}]"):
+        try:
+            inspect_body(plan, redactor(), body, "application/json", None, Outcome())
+        except Uninspectable:
+            pass
