@@ -51,6 +51,44 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class Exchange:
     """State of one request; created by the connection when a head was parsed."""
 
+    __slots__ = (
+        "activity",
+        "body_limit",
+        "body_waiter",
+        "bytes_in",
+        "bytes_out",
+        "chain",
+        "conn",
+        "continue_sent",
+        "ctx",
+        "discard",
+        "finished",
+        "flag",
+        "forwarded_at",
+        "head",
+        "informational",
+        "keep_alive",
+        "loop",
+        "raw_buf",
+        "replay",
+        "req_buf",
+        "req_buf_size",
+        "req_done",
+        "request_id",
+        "resp_done",
+        "resp_keep_alive_up",
+        "resp_mode",
+        "resp_started",
+        "retried",
+        "start",
+        "status",
+        "streaming",
+        "task",
+        "tunnel",
+        "up_chunked",
+        "upstream",
+    )
+
     def __init__(self, conn: DownstreamConnection, head: RequestHead, request_id: str) -> None:
         self.conn = conn
         self.head = head

@@ -203,7 +203,7 @@ def start_sidecar(
         return data
 
     try:
-        info = wait_for(ready, timeout=20, what=f"sidecar {name} ready file")
+        info = wait_for(ready, timeout=60, what=f"sidecar {name} ready file")
     except BaseException:
         proc.stop()
         raise
