@@ -13,7 +13,9 @@ Side by side in one run:
 - ``pair``: when the sidecar is available, requests/s through a real client sidecar → server
   sidecar → OpenAI-compatible app pair with no RateLimitPolicy and with three limits
   (request rate, concurrency, token budget; all generous, nothing is refused), alternated
-  A/B, B/A, ...; ``pair.ratio`` = the median over rounds of with / without (target ≥ 0.9).
+  A/B, B/A, ...; ``pair.ratio`` = the median over rounds of with / without (target ≥ 0.9),
+  and ``pair.cpu_ratio`` = sidecar CPU per request without / with (steadier when the
+  machine is shared: wall-clock rates then mostly measure the neighbours).
 
 Local costs are means over batches (best and median batch: the machine is shared, the best
 batch is closest to an idle machine; ``python_call`` is an empty call in the same loop, for
@@ -276,6 +278,12 @@ def serve_fast_app(port: int) -> None:
     asyncio.run(main())
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_pair(requests: int, rounds: int) -> dict[str, Any]:
     """Throughput through a real sidecar pair, without and with three limits."""
     import httpx
@@ -298,14 +306,22 @@ def bench_pair(requests: int, rounds: int) -> dict[str, Any]:
             ):
 
                 def measure(pair: Any) -> float:
+                    pids = (pair.client.proc.pid, pair.server.proc.pid)
                     with httpx.Client(proxy=pair.proxy_url, timeout=30) as client:
                         url = f"{pair.service_url}/v1/chat/completions"
                         for _ in range(50):  # warm the connections
                             client.post(url, json=body).raise_for_status()
+                        cpu0 = sum(_cpu_seconds(p) for p in pids)
                         t0 = time.perf_counter()
                         for _ in range(requests):
                             client.post(url, json=body).raise_for_status()
-                        return requests / (time.perf_counter() - t0)
+                        rps = requests / (time.perf_counter() - t0)
+                        cpu_us[pair is limited].append(
+                            (sum(_cpu_seconds(p) for p in pids) - cpu0) / requests * 1e6
+                        )
+                        return rps
+
+                cpu_us: dict[bool, list[float]] = {False: [], True: []}
 
                 none: list[float] = []
                 three: list[float] = []
@@ -320,7 +336,13 @@ def bench_pair(requests: int, rounds: int) -> dict[str, Any]:
             app.stop()
     ratios = sorted(t / n for t, n in zip(three, none, strict=True))
     ratio = ratios[len(ratios) // 2]
+    cpu_none, cpu_three = statistics.median(cpu_us[False]), statistics.median(cpu_us[True])
     return {
+        # Sidecar CPU (client + server process) per request: steadier than wall-clock rates
+        # on a shared machine; cpu_ratio = none / three estimates the CPU-bound throughput ratio.
+        "sidecar_cpu_us_per_request_none": round(cpu_none, 1),
+        "sidecar_cpu_us_per_request_three": round(cpu_three, 1),
+        "cpu_ratio": round(cpu_none / cpu_three, 3),
         "none_rps": round(statistics.median(none), 1),
         "three_limits_rps": round(statistics.median(three), 1),
         "ratio": round(ratio, 3),

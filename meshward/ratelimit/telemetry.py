@@ -37,6 +37,8 @@ class RateLimitTelemetry:
         self.max_label_values = max_label_values
         self._models: set[str] = set()
         self._principals: set[str] = set()
+        # (model, operation, caller, estimated) → [input total, output total, hist in, hist out]
+        self._series: dict[tuple[str | None, str, str | None, bool], list[Any]] = {}
         self._registry: Any = None
         self._limited: Counter | None = None
         self._failures: Counter | None = None
@@ -47,6 +49,7 @@ class RateLimitTelemetry:
         if registry is None or registry is self._registry:
             return
         self._registry = registry
+        self._series.clear()  # cached children belong to the previous registry
         self._limited = Counter(
             "meshward_ratelimit_limited",
             "Requests refused by a rate limit (mode=shadow: would have been refused)",
@@ -92,14 +95,33 @@ class RateLimitTelemetry:
         used_out: int,
         estimated: bool,
     ) -> None:
+        series = self._series.get((model, operation, principal, estimated))
+        if series is None:
+            series = self._new_series(model, operation, principal, estimated)
+        series[0] += used_in
+        series[1] += used_out
+        if series[2] is not None:
+            series[2].observe(used_in)
+            series[3].observe(used_out)
+
+    def _new_series(
+        self, model: str | None, operation: str, principal: str | None, estimated: bool
+    ) -> list[Any]:
+        """Labels resolved once per (model, operation, caller, estimated): ``labels()`` is slow."""
         m = _bounded(self._models, model or "unknown", self.max_label_values)
         p = _bounded(self._principals, principal or "unauthenticated", self.max_label_values)
         est = "true" if estimated else "false"
-        self.tally["tokens", "input", m, p] += used_in
-        self.tally["tokens", "output", m, p] += used_out
+        series: list[Any] = [0, 0, None, None]
         if self._tokens is not None:
-            self._tokens.labels("input", m, operation, p, est).observe(used_in)
-            self._tokens.labels("output", m, operation, p, est).observe(used_out)
+            series[2] = self._tokens.labels("input", m, operation, p, est)
+            series[3] = self._tokens.labels("output", m, operation, p, est)
+        if len(self._series) < 4 * self.max_label_values:  # bounded like the label values
+            self._series[(model, operation, principal, estimated)] = series
+        return series
+
+    def token_totals(self) -> tuple[int, int]:
+        """Input and output tokens counted so far (all series)."""
+        return sum(s[0] for s in self._series.values()), sum(s[1] for s in self._series.values())
 
 
 def _bounded(seen: set[str], value: str, cap: int) -> str:
