@@ -9,6 +9,7 @@ latest generation). :func:`config_access` picks the path: through the running co
 from __future__ import annotations
 
 import getpass
+import os
 from typing import Any, Protocol
 
 from meshward.config.store import ApplyRefused, ConfigStore
@@ -41,6 +42,8 @@ def apply_text(store: ConfigStore, text: str, filename: str, dry_run: bool, who:
     """Validate ``text`` as a whole, then store it as a new generation (or only plan it)."""
     try:
         resources = load_text(text, filename)
+        if not resources:
+            raise ConfigError(400, f"{filename}: no resources in the file (nothing to apply)")
         if dry_run:
             changes = store.plan(resources)
             return {
@@ -73,6 +76,14 @@ def get_resources(store: ConfigStore, kind: str, name: str | None, namespace: st
     return {"generation": store.generation(), "items": [r.to_doc() for r in found]}
 
 
+def _user() -> str:
+    """Who runs this CLI, for the history (informative: the operator certificate is the proof)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 class ConfigAccess(Protocol):
     """What the CLI's config commands need, wherever the config lives."""
 
@@ -89,7 +100,7 @@ class LocalConfig:
 
     def __init__(self, state: MeshState) -> None:
         self.store = ConfigStore(state.db_path, state.trust_domain)
-        self.who = f"{getpass.getuser()} (local)"
+        self.who = f"{_user()} (local)"
         self.where = str(state.db_path)
 
     def apply(self, text: str, filename: str, dry_run: bool) -> dict[str, Any]:
@@ -111,7 +122,7 @@ class RemoteConfig:
     def __init__(self, client: ControlClient) -> None:
         self.client = client
         self.where = client.url
-        self._headers = {"X-Meshward-User": getpass.getuser()}
+        self._headers = {"X-Meshward-User": _user()}
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:

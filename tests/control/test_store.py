@@ -117,3 +117,11 @@ def test_sidecars_and_acks_survive_reopen(store: ConfigStore, tmp_path: Path) ->
     assert [s.inbound for s in reopened.sidecars()] == ["127.0.0.1:1"]
     ack = reopened.acks()["ml/a#1"]
     assert (ack.generation, ack.status, ack.reason) == (3, "NACK", "bad regex")
+
+
+def test_an_empty_file_is_not_an_apply(store: ConfigStore) -> None:
+    from meshward.control.operations import ConfigError, apply_text
+
+    with pytest.raises(ConfigError, match="no resources in the file"):
+        apply_text(store, "# nothing here\n---\n", "empty.yaml", dry_run=False, who="alice")
+    assert store.generation() == 0
