@@ -29,7 +29,7 @@ from typing import Any
 
 from meshward.control.client import operator_client, read_control_info
 from meshward.control.operations import LocalConfig, RemoteConfig
-from meshward.identity.bootstrap import init_mesh
+from meshward.identity.bootstrap import CaSetupRefused, init_mesh
 from meshward.identity.issuance import IdentityService
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import Child, start_child, stop_groups
@@ -66,6 +66,7 @@ class MeshSupervisor:
         self.mesh_file = mesh_file.resolve()
         self.cwd = Path.cwd()  # apps run where `meshward up` runs (so `python -m pkg.mod` works)
         self.stopping = threading.Event()
+        self.stop_requested = False
         self.control: Child | None = None
         self.control_url = ""
         self.wanted_control_port = control_port  # 0: any free port
@@ -94,7 +95,10 @@ class MeshSupervisor:
         meshes = [r for r in self.resources if isinstance(r, Mesh)]
         trust_domain = meshes[0].spec.trust_domain if meshes else None
         if not self.state.exists():
-            init_mesh(self.state, trust_domain)
+            try:
+                init_mesh(self.state, trust_domain)
+            except CaSetupRefused as exc:
+                raise MeshError(f"{exc} (with `meshward init --state {self.state.path} --force`)") from None
             self.log(f"initialized mesh {self.state.trust_domain!r} in {self.state.path}")
         elif trust_domain and trust_domain != self.state.trust_domain:
             raise MeshError(
@@ -231,6 +235,8 @@ class MeshSupervisor:
                 runner.check()
 
     def request_stop(self) -> None:
+        """Ctrl-C / SIGTERM / `meshward down`: stop (distinct from stopping after a failure)."""
+        self.stop_requested = True
         self.stopping.set()
 
     def stop(self) -> None:

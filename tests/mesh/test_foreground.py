@@ -64,3 +64,34 @@ def test_a_broken_mesh_file_starts_nothing(tmp_path: Path) -> None:
     assert done.stderr.startswith(f"meshward: {broken}:")
     assert "Workload ml/tiny-model: spec.port: Input should be greater than or equal to 0" in done.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_an_app_that_cannot_start_is_reported_and_nothing_is_left(tmp_path: Path) -> None:
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(
+        "apiVersion: meshward.dev/v1alpha1\nkind: Workload\nmetadata: {name: crashy, namespace: t}\n"
+        'spec: {command: ["python", "-c", "print(\'boom\'); raise SystemExit(3)"], readiness: {httpGet: /h}}\n'
+    )
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "meshward",
+            "up",
+            "--state",
+            str(state),
+            "-f",
+            str(mesh_file),
+            "--detach",
+            "--control-port",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "the mesh did not start: app of t/crashy exited (3) before it was ready: boom" in done.stderr
+    wait_for(lambda: processes_mentioning(str(state)) == [], 10, what="nothing left running")

@@ -88,7 +88,7 @@ def run_foreground(
         supervisor.prepare()
         supervisor.start()
     except (MeshError, LoadError) as exc:
-        if supervisor.stopping.is_set():
+        if supervisor.stop_requested:
             return 130
         raise CliError(str(exc)) from None
     print(format_table(supervisor.record, state.path), flush=True)
@@ -125,7 +125,8 @@ def _detach(args: argparse.Namespace, state: MeshState) -> int:
             return 0
         if _reap(pid, 0.0):
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-            raise CliError(f"the mesh did not start: {tail[0] if tail else 'the runner exited'} (log: {log})")
+            reason = tail[0].removeprefix("meshward up: ") if tail else "the runner exited"
+            raise CliError(f"the mesh did not start: {reason} (log: {log})")
         time.sleep(0.02)
     os.kill(pid, signal.SIGTERM)
     raise CliError(f"the mesh was not ready within {DETACH_TIMEOUT:.0f}s; stopping it (log: {log})")
