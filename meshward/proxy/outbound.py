@@ -73,6 +73,9 @@ async def handle_outbound(ex: Exchange) -> None:
     if route is None:
         await ex.forward(UpstreamTarget(host, port or 80), data)
         return
+    if not route.targets:
+        ex.fail("no_endpoints", route.entry.host)
+        return
     tries = min(_MAX_TRIES, len(route.targets))
     for attempt in range(tries):
         try:

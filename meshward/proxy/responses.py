@@ -53,6 +53,7 @@ class Failure:
 # error, UPE upstream protocol error; UIM (Meshward) upstream identity mismatch.
 FAILURES: dict[str, Failure] = {
     "no_route": Failure(502, "NR", "no route: not a mesh service"),
+    "no_endpoints": Failure(503, "UH", "no healthy upstream: the service has no serving sidecar"),
     "upstream_connect": Failure(503, "UF", "upstream connect error"),
     "upstream_tls": Failure(502, "UF", "upstream TLS handshake failed"),
     "upstream_identity": Failure(502, "UIM", "upstream identity mismatch"),

@@ -24,6 +24,7 @@ class Route:
     _next: int = field(default=0)
 
     def pick(self) -> UpstreamTarget:
+        """The next serving sidecar (round robin); the route must have targets."""
         i = self._next
         self._next = (i + 1) % len(self.targets)
         return self.targets[i]
@@ -50,8 +51,6 @@ class RouteTable:
         own_ns = snapshot.workload.namespace
         self.routes: dict[str, Route] = {}
         for entry in snapshot.services.values():
-            if not entry.endpoints:
-                continue
             identities = frozenset(entry.identities)
             targets = []
             for ep in entry.endpoints:

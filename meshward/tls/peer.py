@@ -37,8 +37,8 @@ def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket, trust_domain: str) 
         raise PeerIdentityError("peer presented no verified certificate")
     sans: tuple[tuple[str, str], ...] = cert.get("subjectAltName", ())  # type: ignore[assignment]
     uris = [value for kind, value in sans if kind == "URI"]
-    if len(uris) != 1 or len(sans) != 1:
-        raise PeerIdentityError(f"peer certificate must carry exactly one URI SAN, found {len(sans)} SANs")
+    if len(uris) != 1:  # the X509-SVID spec: exactly one URI SAN (other SAN types may exist)
+        raise PeerIdentityError(f"peer certificate must carry exactly one URI SAN, found {len(uris)}")
     try:
         sid = SpiffeId.from_uri(str(uris[0]))
     except InvalidSpiffeId as exc:

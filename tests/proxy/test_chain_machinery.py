@@ -19,7 +19,7 @@ import httpx
 import pytest
 import uvloop
 
-from meshward.config.snapshot import MeshSnapshot
+from meshward.config.snapshot import MeshSnapshot, ServiceEntry
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime, StreamAbort
 from meshward.proxy import Sidecar, SidecarOptions
 from tests.proxy.conftest import RecordingApp
@@ -185,19 +185,23 @@ def test_chain_hooks_end_to_end(app: RecordingApp, tmp_path: Path) -> None:
 
 
 def test_outbound_traffic_policy(app: RecordingApp, tmp_path: Path) -> None:
-    """REGISTRY_ONLY (default): unknown hosts get 502 NR; ALLOW_ANY passes them through."""
+    """REGISTRY_ONLY (default): unknown hosts get 502 NR; ALLOW_ANY passes them through; a
+    known service without serving sidecars is 503."""
     svid = issue_svid(tmp_path / "svid", "web/webapp")
 
     async def main() -> None:
         sidecar = Sidecar()
         sidecar.set_identity(svid.cert.read_bytes(), svid.key.read_bytes(), svid.bundle.read_bytes())
-        sidecar.set_snapshot(make_snapshot("web/webapp"))
+        empty = ServiceEntry("chat", "llm", (), ("spiffe://demo.local/ns/llm/sa/chat",))
+        sidecar.set_snapshot(make_snapshot("web/webapp", services=[empty]))
         await sidecar.start()
         proxy = "http://{}:{}".format(*sidecar.outbound_address)
         try:
             async with httpx.AsyncClient(proxy=proxy, timeout=10, trust_env=False) as c:
                 r = await c.get(f"http://127.0.0.1:{app.port}/external")
                 assert r.status_code == 502 and r.json()["error"].startswith("no route")
+                r = await c.get("http://chat.llm/x")  # known service, nobody serving it
+                assert r.status_code == 503 and r.json()["error"].startswith("no healthy upstream")
                 sidecar.set_snapshot(
                     make_snapshot(
                         "web/webapp", mesh={"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}, generation=2
