@@ -70,14 +70,28 @@ class _Pending:
         self.usage: TokenUsage | None = None
 
 
+def _facts(ctx: RequestContext) -> RequestFacts:
+    peer = ctx.peer
+    ai = ctx.ai
+    return RequestFacts(
+        peer.principal, peer.namespace, ctx.method, ctx.path, ctx.headers, ai.model, ai.operation
+    )
+
+
 class RateLimitFilter(Filter):
     name = "ratelimit"
 
     def __init__(self, limiter: RateLimiter, telemetry: RateLimitTelemetry) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
-        self._budgets = limiter.has_token_budgets
-        self._uses_model = any(lim.key_kind == "model" or lim.models is not None for lim in limiter.limits)
+        # Limits that need the JSON body: token budgets (the prompt estimate, max_tokens), and
+        # limits keyed or matched by model when the path does not name it.
+        self._budget_limits = [lim for lim in limiter.limits if "tokens" in lim.dimensions]
+        self._body_limits = [
+            lim
+            for lim in limiter.limits
+            if "tokens" in lim.dimensions or lim.key_kind == "model" or lim.models is not None
+        ]
 
     def wants_request_body(self, ctx: RequestContext) -> bool:
         """The JSON body of an OpenAI-style POST: the model, the prompt estimate, max_tokens.
@@ -88,14 +102,15 @@ class RateLimitFilter(Filter):
         ai = ctx.ai
         if ai.protocol != "openai" or ctx.method != "POST":
             return False
-        return self._budgets or (self._uses_model and ai.model is None)
+        wanted = self._body_limits if ai.model is None else self._budget_limits
+        if not wanted:
+            return False
+        facts = _facts(ctx)
+        return any(limit.applies(facts, model_unknown=True) for limit in wanted)
 
     async def on_request(self, ctx: RequestContext) -> Denial | None:
         ai = ctx.ai
-        peer = ctx.peer
-        facts = RequestFacts(
-            peer.principal, peer.namespace, ctx.method, ctx.path, ctx.headers, ai.model, ai.operation
-        )
+        facts = _facts(ctx)
         adm = await self.limiter.admit(
             facts, ctx.request_id, ai.prompt_tokens_estimate or 0, ai.max_output_tokens
         )

@@ -127,14 +127,15 @@ class CompiledLimit:
     def shadow(self) -> bool:
         return self.mode == "shadow"
 
-    def applies(self, facts: RequestFacts) -> bool:
+    def applies(self, facts: RequestFacts, model_unknown: bool = False) -> bool:
+        """Does this limit apply? ``model_unknown``: the model is not read yet, assume it matches."""
         if self.methods is not None and facts.method not in self.methods:
             return False
         if self.paths is not None and not self.paths.matches(facts.path):
             return False
         if self.operations is not None and facts.operation not in self.operations:
             return False
-        if self.models is not None and not self.models.matches(facts.model):
+        if self.models is not None and not model_unknown and not self.models.matches(facts.model):
             return False
         if self.principals is not None and not self.principals.matches(facts.principal):
             return False

@@ -312,3 +312,22 @@ def test_upstream_failure_before_any_answer_counts_nothing() -> None:
     assert (
         call(f, context(prompt=100), {"prompt_tokens": 100, "completion_tokens": 0}) is None
     )  # all refunded
+
+
+@pytest.mark.parametrize(
+    ("limit", "ctx_kw", "wanted"),
+    [
+        ({"name": "t", "tokens": {"limit": 10}}, {}, True),
+        ({"name": "t", "tokens": {"limit": 10}}, {"method": "GET"}, False),
+        ({"name": "t", "match": {"principals": ["web/other"]}, "tokens": {"limit": 10}}, {}, False),
+        ({"name": "t", "match": {"models": ["x"]}, "tokens": {"limit": 10}}, {"model": None}, True),
+        ({"name": "r", "requests": {"limit": 10}}, {"model": None}, False),
+        ({"name": "r", "key": "request.model", "requests": {"limit": 10}}, {"model": None}, True),
+        ({"name": "r", "key": "request.model", "requests": {"limit": 10}}, {"model": "m"}, False),
+    ],
+)
+def test_request_body_is_buffered_only_when_a_limit_needs_it(
+    limit: dict[str, Any], ctx_kw: dict[str, Any], wanted: bool
+) -> None:
+    f = chain(runtime(Clock()), limit)
+    assert f.wants_request_body(context(**ctx_kw)) is wanted
