@@ -15,7 +15,6 @@ from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.normalize import normalize_path, split_target
 from meshward.proxy.classify import classify
 from meshward.proxy.exchange import Exchange
-from meshward.proxy.upstream import UpstreamTarget
 
 __all__ = ["handle_inbound", "header_dict"]
 
@@ -80,7 +79,7 @@ async def handle_inbound(ex: Exchange) -> None:
             return
     if ex.finished:
         return
-    if app is None:
+    if sidecar.app_target is None:
         ex.fail("no_app", None)
         return
     body = ctx.body if ctx.body_rewritten else None
@@ -119,4 +118,4 @@ async def handle_inbound(ex: Exchange) -> None:
         text = "".join(
             line for line in lines if line.count("\n") == line.count("\r") == 1 and "\x00" not in line
         )
-    await ex.forward(UpstreamTarget(app[0], app[1]), text.encode("latin-1"), body)
+    await ex.forward(sidecar.app_target, text.encode("latin-1"), body)

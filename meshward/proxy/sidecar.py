@@ -36,7 +36,7 @@ from meshward.proxy.listener import Listener, bind_socket
 from meshward.proxy.options import Address, SidecarOptions
 from meshward.proxy.outbound import handle_outbound
 from meshward.proxy.stats import ProxyCollector, ProxyStats
-from meshward.proxy.upstream import UpstreamPool
+from meshward.proxy.upstream import UpstreamPool, UpstreamTarget
 from meshward.tls.identity import ReloadableIdentity, SvidInfo
 from meshward.tls.peer import PeerIdentity
 
@@ -69,6 +69,8 @@ class Sidecar:
             self.options.write_buffer_high,
         )
         self.runtime_registry.register(ProxyCollector(self.stats, self._gauges))
+        app = self.options.app
+        self.app_target = UpstreamTarget(app[0], app[1]) if app else None  # plain, on loopback
         self.inbound = Side("inbound", self, handle_inbound)
         self.outbound = Side("outbound", self, handle_outbound, eager=True)
         self._listeners: dict[str, Listener] = {}

@@ -37,10 +37,10 @@ class UpstreamTarget:
     tls: bool = False
     server_name: str | None = None
     identities: frozenset[str] = frozenset()
+    key: tuple[object, ...] = ()  # the pool key, computed once (targets are built per snapshot)
 
-    @property
-    def key(self) -> tuple[str, int, bool, str | None, frozenset[str]]:
-        return (self.host, self.port, self.tls, self.server_name, self.identities)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.host, self.port, self.tls, self.server_name, self.identities))
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
