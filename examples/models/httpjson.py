@@ -31,9 +31,18 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     # -- request ---------------------------------------------------------------------------
     def read_body(self) -> bytes:
+        try:
+            return self._read_body()
+        except ValueError:  # a bad Content-Length or chunk size
+            self.close_connection = True  # the framing is lost: do not read another request
+            raise BadRequest("malformed request body framing") from None
+
+    def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
         if length > MAX_BODY:
             raise BadRequest("request body too large")
         return self.rfile.read(length) if length else b""
@@ -63,6 +72,7 @@ class JsonHandler(BaseHTTPRequestHandler):
     # -- response --------------------------------------------------------------------------
     def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
+        self._headers_sent = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -73,6 +83,7 @@ class JsonHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def start_chunked(self, content_type: str) -> None:
+        self._headers_sent = True
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
@@ -94,6 +105,7 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     # -- dispatch --------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        self._headers_sent = False
         path = self.path.split("?", 1)[0]
         route = self.routes.get((self.command, path))
         if route is None:
@@ -113,6 +125,11 @@ class JsonHandler(BaseHTTPRequestHandler):
             self.send_json(400, self.error_payload(400, str(exc)))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as exc:  # our bug: answer 500 (if nothing was sent yet) rather than hang up
+            self.close_connection = True
+            sys.stderr.write(f"internal error on {self.command} {path}: {type(exc).__name__}\n")
+            if not self._headers_sent:
+                self.send_json(500, self.error_payload(500, "internal error in the example model"))
 
     do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 

@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import math
+import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +298,21 @@ def test_infer_client_reads_the_same_rows_as_the_model() -> None:
     assert transactions(5) == sample_rows(5)
     assert transactions(4, fraud=True) == sample_rows(4, fraud=True)
     assert transactions(4, fraud=False) == sample_rows(4, fraud=False)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: -5\r\n\r\n",
+        b"Content-Length: many\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_bad_body_framing_gets_400_and_a_closed_connection(chat: str, head: bytes) -> None:
+    host, port = chat.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + head)
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 400 ") and b"malformed request body framing" in received
