@@ -83,6 +83,9 @@ def run_area(area: str, limit: float, quick: bool) -> AreaRun:
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         return AreaRun(area, "timeout", command, started, time.monotonic() - t0, error=f"over {limit:.0f} s")
+    except BaseException:  # Ctrl-C: the area runs in its own session, so stop it ourselves
+        _kill_group(proc)
+        raise
     seconds = time.monotonic() - t0
     sys.stderr.write(stderr)
     if proc.returncode != 0 or not partial.exists():
