@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,15 +101,15 @@ def run_area(area: str, limit: float, quick: bool) -> AreaRun:
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGINT first, so the area's ``finally`` blocks stop the servers it started in their own
+    sessions (nginx, HAProxy, sidecars); then SIGTERM and SIGKILL to its process group."""
+    for sig, grace in ((signal.SIGINT, 15.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
-            proc.wait(5)
+            proc.wait(grace)
             return
         except subprocess.TimeoutExpired:
             continue
