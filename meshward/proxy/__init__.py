@@ -4,7 +4,9 @@ Map of the package (request path top to bottom)::
 
     listener.py    accept loop: plain, STRICT mTLS, PERMISSIVE (first-byte sniff); SO_REUSEPORT
     downstream.py  a client connection: strict parser events, pipelining, backpressure, timeouts
-    exchange.py    one request: buffer/stream the body, forward, response hooks, finish()
+    exchange.py    one request: buffer/stream the body, forward, local answers, finish()
+    response.py    its response half: filter hooks, re-framing, StreamAbort, WebSocket tunnel
+    eager.py       run a request's coroutine without a Task until it first waits (outbound)
     inbound.py     enforcement side: normalize → RequestContext → classify → filters → app
     outbound.py    the app's HTTP proxy: resolve a mesh service → mTLS + SPIFFE check
     chain.py       build_chain(): the filters, in order, one comment per layer

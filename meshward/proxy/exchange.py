@@ -18,19 +18,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from meshward.filters.base import Denial, RequestContext, StreamAbort
+from meshward.filters.base import Denial, RequestContext
 from meshward.http.errors import BodyTooLarge, RemoteProtocolError
 from meshward.http.framing import (
     CHUNK_END,
-    HOP_BY_HOP,
     chunk,
-    clean_fields,
-    connection_tokens,
-    response_head,
 )
-from meshward.http.parser import RequestHead, ResponseHead
+from meshward.http.parser import RequestHead
+from meshward.proxy import response
 from meshward.proxy.compiled import CompiledChain
 from meshward.proxy.eager import start_eagerly
+from meshward.proxy.response import CONTINUE, MODE_NONE
 from meshward.proxy.responses import LocalReply, denial_reply, failure_reply, render
 from meshward.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamTarget
 
@@ -41,11 +39,8 @@ __all__ = ["Exchange"]
 
 log = logging.getLogger("meshward.proxy")
 
-# Response body framing toward the client.
-_NONE, _RAW, _CHUNKED, _CLOSE = 0, 1, 2, 3
 _BUFFER_HIGH = 256 * 1024  # request bytes held while connecting before the client is paused
 _DISCARD_MAX = 64 * 1024  # after a local answer, read and drop at most this much body
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Exchange:
@@ -118,7 +113,7 @@ class Exchange:
         # response side
         self.resp_started = False
         self.resp_done = False
-        self.resp_mode = _NONE
+        self.resp_mode = MODE_NONE
         self.resp_keep_alive_up = False
         self.keep_alive = head.keep_alive and not head.upgrade
         self.status = 0
@@ -202,7 +197,7 @@ class Exchange:
             raise BodyTooLarge(f"request body larger than {limit} bytes")
         if self.head.expect_continue and not self.continue_sent:
             self.continue_sent = True
-            self.conn.write(_CONTINUE)
+            self.conn.write(CONTINUE)
         if not self.req_done:
             self.body_limit = limit
             self.body_waiter = self.loop.create_future()
@@ -273,172 +268,15 @@ class Exchange:
             return
         self._send(up, data)
 
-    # ---- response side: events from the upstream ---------------------------------------------
-    def on_response_head(self, rh: ResponseHead) -> None:
-        self.activity += 1
-        status = rh.status
-        if status < 200:
-            self.informational = True
-            if status == 101 and self.head.upgrade:
-                self._start_tunnel(rh)
-            elif status == 100 and self.head.expect_continue and not self.continue_sent:
-                self.continue_sent = True
-                self.conn.write(_CONTINUE)
-            return
-        self.status = status
-        self.resp_started = True
-        self.resp_keep_alive_up = rh.keep_alive
-        ctx = self.ctx
-        if ctx is not None:
-            ctx.response_status = status
-            ctx.upstream_duration = self.loop.time() - self.forwarded_at
-        drop = HOP_BY_HOP | connection_tokens(rh.connection) if rh.connection else HOP_BY_HOP
-        headers = []
-        for n, v in rh.headers:
-            if n.lower() not in drop:
-                headers.append((n, v))
-        no_body = self.head.method == "HEAD" or status in (204, 304)
-        rewrite = False
-        chain = self.chain
-        if chain is not None and ctx is not None and chain.headers:
-            str_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-            for f in chain.headers:
-                if f.on_response_headers(ctx, status, str_headers):
-                    rewrite = True
-            headers = clean_fields([(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers])
-        if no_body:
-            self.resp_mode = _NONE
-        elif rewrite or rh.content_length is None:
-            if rewrite:
-                headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
-            if self.head.version == "1.1":
-                self.resp_mode = _CHUNKED
-                headers.append((b"transfer-encoding", b"chunked"))
-            else:
-                self.resp_mode = _CLOSE
-                self.keep_alive = False
-        else:
-            self.resp_mode = _RAW
-        if not self.keep_alive or self.conn.closing:
-            self.keep_alive = False
-            headers.append((b"connection", b"close"))
-        elif self.head.version == "1.0":
-            headers.append((b"connection", b"keep-alive"))
-        self.conn.write(response_head(status, rh.reason or None, headers))
-
-    def on_response_data(self, data: bytes) -> None:
-        self.activity += 1
-        if self.informational:
-            return
-        chain = self.chain
-        if chain is not None and chain.chunk and self.ctx is not None:
-            ctx = self.ctx
-            try:
-                for f in chain.chunk:
-                    data = f.on_response_chunk(ctx, data)
-            except StreamAbort as abort:
-                self._stream_abort(abort)
-                return
-        if data:
-            self.bytes_out += len(data)
-            self.conn.write(chunk(data) if self.resp_mode == _CHUNKED else data)
-
-    def on_response_end(self) -> None:
-        if self.informational:
-            self.informational = False
-            return
-        if self.resp_done:
-            return
-        tail = b""
-        chain = self.chain
-        if chain is not None and chain.chunk and self.ctx is not None:
-            ctx = self.ctx
-            try:
-                for f in chain.chunk:
-                    if tail:
-                        tail = f.on_response_chunk(ctx, tail)
-                    tail += f.on_response_end(ctx)
-            except StreamAbort as abort:
-                self._stream_abort(abort)
-                return
-        mode = self.resp_mode
-        if tail:
-            self.bytes_out += len(tail)
-            self.conn.write(chunk(tail) if mode == _CHUNKED else tail)
-        if mode == _CHUNKED:
-            self.conn.write(CHUNK_END)
-        self.resp_done = True
-        self._release_upstream(self.resp_keep_alive_up and self.req_done)
-        if not self.req_done:
-            self.keep_alive = False  # the app answered before the body ended: start afresh
-        self.finish()
-
-    def _stream_abort(self, abort: StreamAbort) -> None:
-        """A response filter cut the stream: write its tail, end cleanly, drop the upstream."""
-        if self.ctx is not None:
-            self.ctx.scratch["stream_abort"] = abort.reason
-        if abort.tail:
-            self.bytes_out += len(abort.tail)
-            self.conn.write(chunk(abort.tail) if self.resp_mode == _CHUNKED else abort.tail)
-        if self.resp_mode == _CHUNKED:
-            self.conn.write(CHUNK_END)
-        else:
-            self.keep_alive = False  # a Content-Length body cannot end early: close instead
-        self.resp_done = True
-        self._release_upstream(False)
-        if not self.req_done:
-            self.keep_alive = False
-        self.finish()
-
-    def on_upstream_error(self, name: str, detail: str | None) -> None:
-        """The upstream failed (reset, TLS alert, bad response, timeout)."""
-        up = self.upstream
-        self._release_upstream(False)
-        if self.finished:
-            return
-        replay = self.replay
-        if name == "upstream_reset" and replay is not None and up is not None and not self.resp_started:
-            self.replay = None
-            self.retried = True
-            self.task = self.loop.create_task(self._replay(up.target, replay))
-            return
-        if self.tunnel:
-            self.finish()
-            self.conn.close()
-        elif not self.resp_started:
-            self.fail(name, detail)
-        else:
-            self.flag = {"upstream_timeout": "UT", "upstream_protocol": "UPE"}.get(name, "UC")
-            self.keep_alive = False
-            self.finish()
-            self.conn.close()  # mid-body: the client must see a truncated response
-
-    # ---- upgrade (WebSocket) tunnel -----------------------------------------------------------
-    def _start_tunnel(self, rh: ResponseHead) -> None:
-        self.tunnel = True
-        self.status = 101
-        self.resp_started = True
-        if self.ctx is not None:
-            self.ctx.response_status = 101
-        headers = [(n, v) for n, v in rh.headers if n.lower() not in (b"keep-alive", b"transfer-encoding")]
-        self.conn.write(response_head(101, rh.reason or None, headers))
-        self.conn.tunnel = True
-        up = self.upstream
-        if up is not None and self.raw_buf:
-            up.write(b"".join(self.raw_buf))
-        self.raw_buf = None
-
-    def on_upstream_raw(self, data: bytes) -> None:
-        self.activity += 1
-        if data:
-            self.bytes_out += len(data)
-            self.conn.write(data)
-
-    def on_upstream_closed(self) -> None:
-        self.upstream = None
-        self.keep_alive = False
-        self.finish()
-        self.conn.close()
+    # ---- response side (meshward.proxy.response) ------------------------------------------------
+    on_response_head = response.on_response_head
+    on_response_data = response.on_response_data
+    on_response_end = response.on_response_end
+    stream_abort = response.stream_abort
+    on_upstream_error = response.on_upstream_error
+    start_tunnel = response.start_tunnel
+    on_upstream_raw = response.on_upstream_raw
+    on_upstream_closed = response.on_upstream_closed
 
     # ---- local answers ------------------------------------------------------------------------
     def deny(self, denial: Denial) -> None:
