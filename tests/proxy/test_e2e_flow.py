@@ -4,6 +4,7 @@ bound; several workers share the listeners (SO_REUSEPORT)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -68,10 +69,10 @@ def test_workers_share_ports_with_reuseport(app: RecordingApp, tmp_path: Path) -
         pids = sidecar.ready["worker_pids"]
         assert sidecar.ready["workers"] == 2 and len(set(pids)) == 2
         port = sidecar.inbound_port
-        listeners = subprocess.run(
-            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True
-        ).stdout
-        assert all(f"pid={pid}," in listeners for pid in pids), listeners
+        listening = _listening_inodes(port)
+        assert len(listening) >= 2  # one SO_REUSEPORT socket per worker
+        for pid in pids:  # ... and each worker holds one of them
+            assert listening & _socket_inodes(pid), f"worker {pid} does not listen on {port}"
         # every worker serves (new connection each time: the kernel spreads them)
         for i in range(12):
             r = httpx.get(f"http://127.0.0.1:{port}/w/{i}", timeout=10, trust_env=False)
@@ -80,6 +81,28 @@ def test_workers_share_ports_with_reuseport(app: RecordingApp, tmp_path: Path) -
     finally:
         sidecar.stop()
     wait_for(lambda: all(not Path(f"/proc/{p}").exists() or _zombie(p) for p in pids), timeout=10)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on ``port`` (from /proc/net/tcp: state 0A = LISTEN)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[len("socket:[") : -1])
+    return out
 
 
 def _zombie(pid: int) -> bool:
