@@ -13,18 +13,34 @@ import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import meshward.cli.commands as commands_pkg
 from meshward.cli.errors import CliError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "command_names", "main"]
 
 
 def _default_state() -> str:
     return os.environ.get("MESHWARD_STATE") or "./.meshward"
 
 
-def build_parser() -> argparse.ArgumentParser:
+if TYPE_CHECKING:
+    Register = Callable[[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser], None]
+
+
+def command_names() -> list[str]:
+    """Every command: the modules of ``meshward.cli.commands`` (listed, not imported)."""
+    return sorted(info.name for info in pkgutil.iter_modules(commands_pkg.__path__))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command ``only`` alone (one module imported).
+
+    Command modules import nothing heavy at their top (their commands import what they need when
+    they run), so building the full parser for ``--help`` stays cheap. A module that cannot be
+    imported (e.g. half edited) turns into a command that says so: the others keep working.
+    """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--state",
@@ -34,18 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(prog="meshward", description="A zero-trust service mesh for AI models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
-        register: Callable[
-            [argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser], None
-        ]
-        register = module.register
+    for name in [only] if only is not None else command_names():
+        try:
+            module = importlib.import_module(f"{commands_pkg.__name__}.{name}")
+            register: Register = module.register
+        except Exception as exc:  # one broken command must not break the rest
+            _register_broken(sub, name, exc)
+            continue
         register(sub, common)
     return parser
 
 
+def _register_broken(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, exc: Exception
+) -> None:
+    reason = f"{type(exc).__name__}: {exc}"
+    # No options (an unused prefix char): whatever follows the name is taken, then refused.
+    p = sub.add_parser(name, help=f"(unavailable: {reason})", add_help=False, prefix_chars="\x00")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def refuse(_args: argparse.Namespace) -> int:
+        raise CliError(f"the {name!r} command cannot load (a meshward bug): {reason}")
+
+    p.set_defaults(func=refuse)
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, when it names one (the top-level parser has no other arguments)."""
+    return argv[0] if argv and argv[0] in command_names() else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -24,11 +24,12 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from meshward.resources import KINDS, Resource
+if TYPE_CHECKING:
+    from meshward.resources import Resource
 
 __all__ = [
     "Ack",
@@ -168,6 +169,8 @@ def _yaml(doc: str) -> list[str]:
 
 def resolve_kind(text: str) -> str:
     """``authorizationpolicy``, ``AuthorizationPolicies``, ``workloads`` → the kind name."""
+    from meshward.resources import KINDS  # the resource models load when a resource is read
+
     wanted = text.strip().lower()
     for kind in KINDS:
         low = kind.lower()
@@ -182,6 +185,8 @@ def _now() -> str:
 
 
 def _parse(doc: str) -> Resource[Any]:
+    from meshward.resources import KINDS
+
     data = json.loads(doc)
     return KINDS[data["kind"]].model_validate(data)
 

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from meshward.cli.errors import CliError
-from meshward.control.operations import ConfigError, config_access
-from meshward.identity.state import MeshState
 
 __all__ = ["print_changes", "register"]
 
@@ -41,6 +39,9 @@ def print_changes(result: dict[str, Any], dry_run: bool = False) -> None:
 
 
 def apply(args: argparse.Namespace) -> int:
+    from meshward.control.operations import ConfigError, config_access
+    from meshward.identity.state import MeshState
+
     if str(args.filename) == "-":
         text, filename = sys.stdin.read(), "<stdin>"
     else:

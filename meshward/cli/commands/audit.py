@@ -12,22 +12,26 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from meshward.audit.chain import AuditRecord, RecordError, parse_record_line
-from meshward.audit.formats import FORMATS, to_cef, to_ocsf_json, to_syslog
-from meshward.audit.ocsf import enrich
-from meshward.audit.trail import iter_trail
-from meshward.audit.verify import verify_audit_dir
 from meshward.cli.errors import CliError
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from meshward.audit.chain import AuditRecord
 
-Entry = tuple[str, str, AuditRecord]  # (source, chain, record)
-_RENDER: dict[str, Callable[[AuditRecord, str, str], str]] = {
-    "ocsf": to_ocsf_json,
-    "cef": to_cef,
-    "syslog": to_syslog,
-}
+    Entry = tuple[str, str, AuditRecord]  # (source, chain, record)
+
+__all__ = ["FORMATS", "register"]
+
+#: ``meshward.audit.formats.FORMATS`` (a test keeps them equal): the parser is built without
+#: importing the audit package.
+FORMATS = ("ocsf", "cef", "syslog")
+
+
+def _renderers() -> dict[str, Callable[[AuditRecord, str, str], str]]:
+    from meshward.audit.formats import to_cef, to_ocsf_json, to_syslog
+
+    return {"ocsf": to_ocsf_json, "cef": to_cef, "syslog": to_syslog}
 
 
 def _audit_dir(args: argparse.Namespace) -> Path:
@@ -46,6 +50,8 @@ def _chains(audit_dir: Path) -> dict[str, tuple[str, str]]:
 
 
 def _all_entries(audit_dir: Path) -> list[Entry]:
+    from meshward.audit.trail import iter_trail
+
     entries: list[Entry] = []
     for slug, (source, chain) in sorted(_chains(audit_dir).items()):
         entries.extend((source, chain, r) for r in iter_trail(audit_dir / "trail" / f"{slug}.jsonl"))
@@ -54,6 +60,8 @@ def _all_entries(audit_dir: Path) -> list[Entry]:
 
 
 def _text(record: AuditRecord, source: str, chain: str) -> str:
+    from meshward.audit.ocsf import enrich
+
     e = enrich(record.event)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(e.get("time") or 0) / 1000))
     what = f"{e.get('class_name', '?')}/{e.get('activity_name', '?')}"
@@ -115,6 +123,8 @@ def register(
 
 
 def verify(args: argparse.Namespace) -> int:
+    from meshward.audit.verify import verify_audit_dir
+
     if args.key is not None and not args.key.is_file():
         raise CliError(f"--key: no such file {args.key}")
     report = verify_audit_dir(_audit_dir(args), args.key)
@@ -132,11 +142,13 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def _render(fmt: str) -> Callable[[AuditRecord, str, str], str]:
-    return _text if fmt == "text" else _RENDER[fmt]
+    return _text if fmt == "text" else _renderers()[fmt]
 
 
 def _follow(audit_dir: Path, seen: dict[str, int], interval: float = 0.5) -> Iterator[Entry]:
     """New records as they are stored; reads only what was appended since the last poll."""
+    from meshward.audit.chain import RecordError, parse_record_line
+
     offsets: dict[str, int] = {}
     while True:
         fresh: list[Entry] = []
@@ -184,7 +196,7 @@ def tail(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    render = _RENDER[args.format]
+    render = _renderers()[args.format]
     lines = (render(record, source, chain) + "\n" for source, chain, record in _all_entries(_audit_dir(args)))
     if args.out:
         with open(args.out, "w") as fh:

@@ -19,11 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshward.cli.errors import CliError
-from meshward.identity.bootstrap import CaSetupRefused
-from meshward.identity.ledger import iso
-from meshward.identity.rotation import refresh_bundle, rotate
-from meshward.identity.state import MeshState
-from meshward.resources.mesh import parse_duration
 
 __all__ = ["register"]
 
@@ -64,6 +59,12 @@ def register(
 
 
 def rotate_ca(args: argparse.Namespace) -> int:
+    from meshward.identity.bootstrap import CaSetupRefused
+    from meshward.identity.ledger import iso
+    from meshward.identity.rotation import rotate
+    from meshward.identity.state import MeshState
+    from meshward.resources.mesh import parse_duration
+
     try:
         overlap = dt.timedelta(seconds=parse_duration(args.overlap))
     except ValueError as exc:
@@ -83,6 +84,9 @@ def rotate_ca(args: argparse.Namespace) -> int:
 
 
 def show_bundle(args: argparse.Namespace) -> int:
+    from meshward.identity.rotation import refresh_bundle
+    from meshward.identity.state import MeshState
+
     state = MeshState(args.state)
     refresh_bundle(state)
     sys.stdout.write(state.bundle_pem().decode())

@@ -16,19 +16,19 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshward.cli.errors import CliError
-from meshward.identity.authority import MAX_SVID_TTL
-from meshward.identity.issuance import IdentityService
-from meshward.identity.ledger import iso
-from meshward.identity.spiffe import InvalidSpiffeId
-from meshward.identity.state import MeshState
-from meshward.resources.mesh import parse_duration
+
+if TYPE_CHECKING:
+    from meshward.identity.issuance import IdentityService
 
 __all__ = ["register"]
 
 
 def _duration(text: str, flag: str) -> dt.timedelta:
+    from meshward.resources.mesh import parse_duration
+
     try:
         return dt.timedelta(seconds=parse_duration(text))
     except ValueError as exc:
@@ -76,10 +76,16 @@ def register(
 
 
 def _service(args: argparse.Namespace) -> IdentityService:
+    from meshward.identity.issuance import IdentityService
+    from meshward.identity.state import MeshState
+
     return IdentityService(MeshState(args.state))
 
 
 def list_certs(args: argparse.Namespace) -> int:
+    from meshward.identity.ledger import iso
+    from meshward.identity.spiffe import InvalidSpiffeId
+
     with contextlib.closing(_service(args)) as service:
         try:
             records = service.certificates(args.identity)
@@ -103,6 +109,10 @@ def list_certs(args: argparse.Namespace) -> int:
 
 
 def issue_cert(args: argparse.Namespace) -> int:
+    from meshward.identity.authority import MAX_SVID_TTL
+    from meshward.identity.ledger import iso
+    from meshward.identity.spiffe import InvalidSpiffeId
+
     ttl = _duration(args.ttl, "--ttl")
     if ttl > MAX_SVID_TTL:
         raise CliError("--ttl: an SVID lives at most 24h")

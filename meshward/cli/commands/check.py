@@ -26,20 +26,15 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshward.ai.protocol import classify
-from meshward.authz.attributes import AuthzDecision, RequestAttributes
-from meshward.authz.engine import compile_engine
 from meshward.cli.errors import CliError
-from meshward.config.snapshot import WorkloadInfo
-from meshward.http.errors import RemoteProtocolError
-from meshward.http.normalize import normalize_path, split_target
-from meshward.http.parser import RequestParser
-from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
-from meshward.resources import KINDS, Resource
-from meshward.resources.loader import LoadError, load_file
-from meshward.resources.mesh import Mesh, MeshSpec, Workload
+
+if TYPE_CHECKING:
+    from meshward.authz.attributes import AuthzDecision
+    from meshward.config.snapshot import WorkloadInfo
+    from meshward.resources import Resource
+    from meshward.resources.mesh import Workload
 
 __all__ = ["register"]
 
@@ -84,6 +79,15 @@ def register(
 
 
 def check(args: argparse.Namespace) -> int:
+    from meshward.ai.protocol import classify
+    from meshward.authz.attributes import RequestAttributes
+    from meshward.authz.engine import compile_engine
+    from meshward.config.snapshot import WorkloadInfo
+    from meshward.http.errors import RemoteProtocolError
+    from meshward.http.normalize import normalize_path, split_target
+    from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
+    from meshward.resources.mesh import Mesh, MeshSpec
+
     resources, trust_domain = _resources(args.state, args.file)
     mesh = next((r.spec for r in resources if isinstance(r, Mesh)), MeshSpec())
     trust_domain = trust_domain or mesh.trust_domain
@@ -150,6 +154,8 @@ def _resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]], str
     """The current config (if a mesh exists in ``state``) with ``files`` laid over it."""
     from meshward.control.operations import ConfigError, config_access
     from meshward.identity.state import MeshState, MeshStateError
+    from meshward.resources import KINDS
+    from meshward.resources.loader import LoadError, load_file
 
     base: list[Resource[Any]] = []
     trust_domain: str | None = None
@@ -175,6 +181,8 @@ def _resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]], str
 
 
 def _serving(resources: list[Resource[Any]], target: str) -> list[Workload]:
+    from meshward.resources.mesh import Workload
+
     service, _, namespace = target.partition(".")
     workloads = [r for r in resources if isinstance(r, Workload)]
     found = [
@@ -197,6 +205,9 @@ def _default_host(workload: Workload) -> str:
 def _parse_head(method: str, target: str, host: str, headers: dict[str, str]) -> None:
     """Parse the request head with the sidecar's own strict parser (invalid methods, targets,
     header values are refused there with a 400 before any policy runs)."""
+    from meshward.http.errors import RemoteProtocolError
+    from meshward.http.parser import RequestParser
+
     lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
     lines += [f"{name}: {value}" for name, value in headers.items() if name != "host"]
     try:

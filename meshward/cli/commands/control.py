@@ -13,11 +13,12 @@ import threading
 from types import FrameType
 
 from meshward.cli.errors import CliError
-from meshward.control.client import read_control_info
-from meshward.control.server import DEFAULT_LISTEN, ControlPlane
-from meshward.identity.state import MeshState
 
-__all__ = ["register", "run_control"]
+__all__ = ["DEFAULT_LISTEN_TEXT", "register", "run_control"]
+
+#: ``meshward.control.server.DEFAULT_LISTEN`` as text (a test keeps them equal): the parser is
+#: built without importing the control plane.
+DEFAULT_LISTEN_TEXT = "127.0.0.1:15012"
 
 
 def register(
@@ -31,13 +32,17 @@ def register(
     )
     p.add_argument(
         "--listen",
-        default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}",
+        default=DEFAULT_LISTEN_TEXT,
         help="HOST:PORT to serve on (default: %(default)s; port 0 picks a free one)",
     )
     p.set_defaults(func=run_control)
 
 
 def run_control(args: argparse.Namespace) -> int:
+    from meshward.control.client import read_control_info
+    from meshward.control.server import ControlPlane
+    from meshward.identity.state import MeshState
+
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
         raise CliError(f"--listen: expected HOST:PORT, not {args.listen!r}")

@@ -12,11 +12,6 @@ import signal
 import sys
 import time
 
-from meshward.control.client import pid_alive
-from meshward.identity.state import MeshState
-from meshward.mesh.processes import stop_groups
-from meshward.mesh.records import read_run, run_path
-
 __all__ = ["register"]
 
 RUNNER_STOP_TIMEOUT = 20.0
@@ -30,6 +25,11 @@ def register(
 
 
 def down(args: argparse.Namespace) -> int:
+    from meshward.control.client import pid_alive
+    from meshward.identity.state import MeshState
+    from meshward.mesh.processes import stop_groups
+    from meshward.mesh.records import read_run, run_path
+
     state = MeshState(args.state)
     run = read_run(state.path)
     if run is None:

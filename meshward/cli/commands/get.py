@@ -6,11 +6,7 @@ import argparse
 import json
 import sys
 
-import yaml
-
 from meshward.cli.errors import CliError
-from meshward.control.operations import ConfigError, config_access
-from meshward.identity.state import MeshState
 
 __all__ = ["register"]
 
@@ -27,6 +23,11 @@ def register(
 
 
 def get(args: argparse.Namespace) -> int:
+    import yaml
+
+    from meshward.control.operations import ConfigError, config_access
+    from meshward.identity.state import MeshState
+
     access = config_access(MeshState(args.state))
     try:
         result = access.get(args.kind, args.name, args.namespace)

@@ -6,8 +6,6 @@ import argparse
 import json
 
 from meshward.cli.errors import CliError
-from meshward.control.operations import ConfigError, config_access
-from meshward.identity.state import MeshState
 
 __all__ = ["register"]
 
@@ -21,6 +19,9 @@ def register(
 
 
 def history(args: argparse.Namespace) -> int:
+    from meshward.control.operations import ConfigError, config_access
+    from meshward.identity.state import MeshState
+
     try:
         generations = config_access(MeshState(args.state)).history()["generations"]
     except ConfigError as exc:

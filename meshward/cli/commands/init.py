@@ -13,8 +13,6 @@ import argparse
 from pathlib import Path
 
 from meshward.cli.errors import CliError
-from meshward.identity.bootstrap import CaSetupRefused, init_mesh
-from meshward.identity.state import MeshState
 
 __all__ = ["register"]
 
@@ -43,6 +41,9 @@ def register(
 
 
 def run(args: argparse.Namespace) -> int:
+    from meshward.identity.bootstrap import CaSetupRefused, init_mesh
+    from meshward.identity.state import MeshState
+
     state = MeshState(args.state)
     try:
         td = init_mesh(state, args.trust_domain, args.ca_cert, args.ca_key, force=args.force)

@@ -7,8 +7,6 @@ import sys
 
 from meshward.cli.commands.apply import print_changes
 from meshward.cli.errors import CliError
-from meshward.control.operations import ConfigError, config_access
-from meshward.identity.state import MeshState
 
 __all__ = ["register"]
 
@@ -22,6 +20,9 @@ def register(
 
 
 def rollback(args: argparse.Namespace) -> int:
+    from meshward.control.operations import ConfigError, config_access
+    from meshward.identity.state import MeshState
+
     try:
         result = config_access(MeshState(args.state)).rollback(args.generation)
     except ConfigError as exc:

@@ -8,9 +8,6 @@ from __future__ import annotations
 import argparse
 
 from meshward.cli.errors import CliError
-from meshward.identity.state import MeshState
-from meshward.mesh.oneoff import run_with_sidecar
-from meshward.mesh.workload import MeshError
 
 __all__ = ["register"]
 
@@ -30,6 +27,10 @@ def register(
 
 
 def run(args: argparse.Namespace) -> int:
+    from meshward.identity.state import MeshState
+    from meshward.mesh.oneoff import run_with_sidecar
+    from meshward.mesh.workload import MeshError
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from meshward.identity.state import MeshState
-from meshward.mesh.status import mesh_status, render_status
-
 __all__ = ["register"]
 
 
@@ -20,6 +17,9 @@ def register(
 
 
 def status(args: argparse.Namespace) -> int:
+    from meshward.identity.state import MeshState
+    from meshward.mesh.status import mesh_status, render_status
+
     doc = mesh_status(MeshState(args.state))
     print(json.dumps(doc, indent=2) if args.json else render_status(doc))
     return 0

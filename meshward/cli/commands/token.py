@@ -14,15 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshward.cli.errors import CliError
-from meshward.identity.issuance import IdentityService
-from meshward.identity.spiffe import InvalidSpiffeId
-from meshward.identity.state import MeshState
-from meshward.resources.mesh import parse_duration
 
 __all__ = ["register"]
 
 
 def _duration(text: str, flag: str) -> dt.timedelta:
+    from meshward.resources.mesh import parse_duration
+
     try:
         return dt.timedelta(seconds=parse_duration(text))
     except ValueError as exc:
@@ -56,6 +54,10 @@ def register(
 
 
 def create(args: argparse.Namespace) -> int:
+    from meshward.identity.issuance import IdentityService
+    from meshward.identity.spiffe import InvalidSpiffeId
+    from meshward.identity.state import MeshState
+
     ttl = _duration(args.ttl, "--ttl")
     state = MeshState(args.state)
     with contextlib.closing(IdentityService(state)) as service:

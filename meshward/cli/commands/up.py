@@ -15,15 +15,18 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from meshward.cli.errors import CliError
-from meshward.control.client import pid_alive
-from meshward.identity.state import MeshState
-from meshward.mesh.records import mesh_dir, read_run
-from meshward.mesh.supervisor import CONTROL_PORT, MeshError, MeshSupervisor, format_table
-from meshward.resources.loader import LoadError, load_file
 
-__all__ = ["register", "run_foreground"]
+if TYPE_CHECKING:
+    from meshward.identity.state import MeshState
+
+__all__ = ["CONTROL_PORT", "register", "run_foreground"]
+
+#: ``meshward.mesh.workload.CONTROL_PORT`` (a test keeps them equal): the parser is built without
+#: importing the supervisor.
+CONTROL_PORT = 15012
 
 DETACH_TIMEOUT = 180.0
 
@@ -51,6 +54,9 @@ def register(
 
 
 def _refuse_if_running(state: MeshState) -> None:
+    from meshward.control.client import pid_alive
+    from meshward.mesh.records import read_run
+
     run = read_run(state.path)
     if run is not None and pid_alive(run.supervisor_pid):
         raise CliError(
@@ -59,6 +65,9 @@ def _refuse_if_running(state: MeshState) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
+    from meshward.identity.state import MeshState
+    from meshward.resources.loader import LoadError, load_file
+
     state = MeshState(args.state)
     try:
         load_file(args.filename)  # refuse a broken file before anything starts
@@ -76,6 +85,10 @@ def run_foreground(
     state_dir: Path, mesh_file: Path, control_port: int = CONTROL_PORT, announce: bool = True
 ) -> int:
     """Start the mesh, print its table, supervise it until SIGINT/SIGTERM, then stop it all."""
+    from meshward.identity.state import MeshState
+    from meshward.mesh.supervisor import MeshError, MeshSupervisor, format_table
+    from meshward.resources.loader import LoadError
+
     state = MeshState(state_dir)
     supervisor = MeshSupervisor(state, mesh_file, control_port)
 
@@ -104,6 +117,9 @@ def run_foreground(
 
 def _detach(args: argparse.Namespace, state: MeshState) -> int:
     """Fork the runner into its own session (no second interpreter start-up), wait until ready."""
+    from meshward.mesh.records import mesh_dir, read_run
+    from meshward.mesh.supervisor import format_table
+
     log = mesh_dir(state.path) / "up.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
