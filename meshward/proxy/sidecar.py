@@ -44,6 +44,10 @@ __all__ = ["Sidecar", "SnapshotRejected"]
 
 log = logging.getLogger("meshward.proxy")
 
+#: Key in ``SidecarRuntime.shared``: the current SVID's notAfter (an aware datetime), exported as
+#: ``meshward_certificate_expiration_timestamp_seconds`` by the telemetry filter.
+NOT_AFTER_KEY = "identity.not_after"
+
 
 class Sidecar:
     """One workload's data plane (one worker process)."""
@@ -83,6 +87,8 @@ class Sidecar:
         """Install a new SVID + bundle for NEW connections (raises IdentityError if unusable)."""
         info = self.identity.update(chain_pem, key_pem, bundle_pem)
         self._xfcc.clear()
+        if self._runtime is not None:  # the certificate expiry gauge (meshward.telemetry.metrics)
+            self._runtime.shared[NOT_AFTER_KEY] = info.not_after
         log.info("identity %s (serial %x) valid until %s", info.spiffe_id.uri, info.serial, info.not_after)
         return info
 
@@ -96,6 +102,8 @@ class Sidecar:
                 state_dir=self.options.state_dir,
                 metrics_registry=self.runtime_registry,
             )
+            if self.identity.loaded:
+                runtime.shared[NOT_AFTER_KEY] = self.identity.info.not_after
         elif snapshot.workload != runtime.workload or snapshot.trust_domain != runtime.trust_domain:
             self.stats.config_rejected += 1
             raise SnapshotRejected(

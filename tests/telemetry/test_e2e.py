@@ -6,10 +6,12 @@ client (httpx) → client sidecar (outbound) ─mTLS─▶ server sidecar (inbou
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import itertools
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -215,6 +217,12 @@ def test_metrics_access_log_trace_and_audit(setup: Setup) -> None:
     assert counts[0].value == 2
     assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in duration)
     assert families["meshward_audit_records"].samples[0].value >= 5
+    # the SVID's notAfter, as the sidecar loaded it (config_dump shows the same certificate)
+    dump = httpx.get(f"{pair.server.admin_url}/config_dump", timeout=10).json()
+    not_after = dt.datetime.fromisoformat(dump["identity"]["not_after"]).timestamp()
+    expiry = families["meshward_certificate_expiration_timestamp_seconds"].samples
+    assert [s.value for s in expiry] == [not_after]
+    assert 0 < not_after - time.time() <= 3600 + 60
 
     # -- the audit spool: lifecycle, config generation, one OCSF record per request -----------
     lines_raw: list[bytes] = []
