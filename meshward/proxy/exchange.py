@@ -281,10 +281,13 @@ class Exchange:
     # ---- local answers ------------------------------------------------------------------------
     def deny(self, denial: Denial) -> None:
         """A filter answered: the one Denial → response mapping, then finish."""
-        if self.ctx is not None:
-            self.ctx.decision = "deny" if self.ctx.decision == "allow" else self.ctx.decision
-            self.ctx.policy = self.ctx.policy or denial.policy
-            self.ctx.rule = self.ctx.rule or denial.rule
+        ctx = self.ctx
+        if ctx is not None:
+            # The denial decided: its policy, not an earlier filter's ALLOW (e.g. a rate limit
+            # refusing a request authz allowed), is what telemetry and audit name.
+            ctx.decision = "deny"
+            ctx.policy = denial.policy
+            ctx.rule = denial.rule
         close = self._close_after_local()
         self._send_local(denial_reply(denial, self.request_id, close, self.head.method == "HEAD"))
 

@@ -292,6 +292,8 @@ def test_authz_and_limits_counted_and_only_security_relevant_requests_audited(tm
         (429, "deny", "RL"),  # authz allowed it; the limit answered
     ]
     assert (lines[0]["policy"], lines[1]["policy"]) == ("llm/allow-ok", None)
+    # the 429 names the deciding RateLimitPolicy and its limit, not the ALLOW that let it through
+    assert (lines[2]["policy"], lines[2]["rule"]) == ("llm/one-per-minute", "rpm")
     samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
     decisions = {
         (s.labels["policy"], s.labels["decision"]): s.value
@@ -317,6 +319,8 @@ def test_authz_and_limits_counted_and_only_security_relevant_requests_audited(tm
     assert denied["http_request"]["url"]["path"] == "/echo/no"
     assert denied["authorizations"][0]["decision"] == "deny" and denial_reason(denied)
     assert limited["unmapped"]["meshward"]["flags"] == "RL"
+    assert limited["authorizations"][0]["decision"] == "deny"
+    assert limited["authorizations"][0]["policy"] == {"name": "llm/one-per-minute", "uid": "rpm"}
     for e in (denied, limited):
         assert (e["action_id"], e["disposition_id"], e["status_id"]) == (2, 2, 2)
     assert [e["http_response"]["code"] for e in (denied, limited)] == [403, 429]
