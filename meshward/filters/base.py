@@ -26,6 +26,7 @@ __all__ = [
     "FilterFactory",
     "Peer",
     "RequestContext",
+    "ResponseDenied",
     "SidecarRuntime",
     "StreamAbort",
 ]
@@ -71,6 +72,21 @@ class StreamAbort(Exception):
         super().__init__(reason)
         self.tail = tail
         self.reason = reason
+
+
+class ResponseDenied(StreamAbort):
+    """Raised by a response hook to refuse the response with ``denial`` instead.
+
+    From ``on_response_headers`` the upstream's head is never sent: the caller gets the
+    denial's response (the one mapping, e.g. 403 naming the policy) and the upstream response
+    is discarded. From ``on_response_chunk`` / ``on_response_end`` the same happens if no
+    response byte has left yet (the filters still hold the whole body back, e.g. a buffered
+    JSON document); once the head is out it acts as its :class:`StreamAbort` (``tail``).
+    """
+
+    def __init__(self, denial: Denial, tail: bytes = b"", reason: str = "") -> None:
+        super().__init__(tail, reason or denial.message)
+        self.denial = denial
 
 
 @dataclass(slots=True)
@@ -120,11 +136,18 @@ class Filter:
         return None
 
     def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
-        """See the response head; return True if this filter may rewrite the body (→ re-framed)."""
+        """See the response head; return True if this filter may rewrite the body (→ re-framed).
+
+        May raise :class:`ResponseDenied` to answer a local response instead of this one.
+        """
         return False
 
     def on_response_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:
-        """Transform a body chunk (may hold bytes back and return b""); may raise StreamAbort."""
+        """Transform a body chunk (may hold bytes back and return b""); may raise StreamAbort.
+
+        While every rewriting filter holds the body back the head is not sent either, so a
+        :class:`ResponseDenied` raised here or in ``on_response_end`` can still answer locally.
+        """
         return chunk
 
     def on_response_end(self, ctx: RequestContext) -> bytes:

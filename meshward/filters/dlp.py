@@ -13,10 +13,13 @@ Response direction: ``on_response_headers`` picks a mode from the content type â
 - binary, compressed or too large: uninspectable, ``failMode`` decides;
 
 and ``maxResponseBytes`` is checked against ``Content-Length`` and against the bytes seen.
-A block or an exceeded limit cuts the response with :class:`StreamAbort`: an SSE stream gets a
-final ``data: {"error": ...}`` event, a JSON body an ``{"error": ...}`` document; the
-offending bytes are never released. (The response head has already been sent by the sidecar
-when the hooks run, so a response cannot be turned into a 403 after the fact.)
+A block, a fail-closed uninspectable body or an exceeded limit raises
+:class:`~meshward.filters.base.ResponseDenied`: while no response byte has left (a
+``Content-Length`` over ``maxResponseBytes``, a compressed body, a buffered JSON document with
+more than ``maxRecords`` records or with blocked data) the caller gets a 403 naming the policy
+instead of the response (``Denial`` kind ``export`` for limits, ``dlp`` otherwise). Once a
+stream has started (SSE, text) it is cut instead: an SSE stream gets a final
+``data: {"error": ...}`` event, text an error line. The offending bytes are never released.
 
 Telemetry and audit read ``ctx.findings`` (detector â†’ count, never values) and
 ``ctx.scratch["dlp"]`` (``uninspectable``, ``fail_open``, ``blocked``, ``export_limit``).
@@ -43,7 +46,13 @@ from meshward.dlp.body import (
 from meshward.dlp.policy import Direction, DlpPlan, compile_plans
 from meshward.dlp.redact import Outcome, Redactor, inspect_text
 from meshward.dlp.stream import SseRewriter, StreamBlocked, TextRewriter
-from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime, StreamAbort
+from meshward.filters.base import (
+    Denial,
+    Filter,
+    RequestContext,
+    ResponseDenied,
+    SidecarRuntime,
+)
 from meshward.resources.dataprotection import DataProtectionPolicy
 
 __all__ = ["DlpFilter", "build", "hash_key", "selected_policies"]
@@ -102,7 +111,6 @@ class _Response:
     buffered: list[bytes] = field(default_factory=list)
     size: int = 0
     passthrough: bool = False
-    pending_abort: StreamAbort | None = None
 
 
 class DlpFilter(Filter):
@@ -182,8 +190,7 @@ class DlpFilter(Filter):
             and length.strip().isdigit()
             and int(length) > limit.value
         ):
-            state.pending_abort = _export_abort(ctx, state, limit.policy, "maxResponseBytes")
-            return True
+            raise _export_abort(ctx, state, limit.policy, "maxResponseBytes")  # before any byte
         try:
             check_encoding(_header(headers, "content-encoding"))
             if kind == "binary" and plan.scans:
@@ -191,10 +198,7 @@ class DlpFilter(Filter):
         except Uninspectable as exc:
             _note(ctx)["uninspectable"] = str(exc)
             if plan.fail_closed:
-                state.pending_abort = _abort(ctx, state, plan.fail_policy, "uninspectable", str(exc))
-                # the error replaces the body: it is not compressed
-                headers[:] = [(n, v) for n, v in headers if n.lower() != "content-encoding"]
-                return True
+                raise _abort(ctx, state, plan.fail_policy, "uninspectable", str(exc)) from None
             _fail_open(ctx, plan)
             state.passthrough = True
             return limit is not None
@@ -210,8 +214,6 @@ class DlpFilter(Filter):
         state: _Response | None = ctx.scratch.get("dlp.response")
         if state is None:
             return chunk
-        if state.pending_abort is not None:
-            raise state.pending_abort
         state.size += len(chunk)
         plan = state.plan
         limit = plan.max_response_bytes
@@ -240,8 +242,6 @@ class DlpFilter(Filter):
         state: _Response | None = ctx.scratch.get("dlp.response")
         if state is None:
             return b""
-        if state.pending_abort is not None:
-            raise state.pending_abort
         if state.passthrough:
             return b""
         if state.rewriter is not None:
@@ -289,18 +289,33 @@ def _fail_open(ctx: RequestContext, plan: DlpPlan) -> None:
     ctx.audit_marks.append(f"dlp-fail-open:{plan.fail_policy}")
 
 
-def _export_abort(ctx: RequestContext, state: _Response, policy: str, limit: str) -> StreamAbort:
+def _export_abort(ctx: RequestContext, state: _Response, policy: str, limit: str) -> ResponseDenied:
     _note(ctx)["export_limit"] = f"{policy}:{limit}"
-    return _abort(ctx, state, policy, "export_limit", f"export limit {limit} exceeded")
+    return _abort(ctx, state, policy, "export_limit", f"export limit {limit} exceeded", limit)
 
 
-def _abort(ctx: RequestContext, state: _Response, policy: str, reason: str, detail: str) -> StreamAbort:
-    """Cut the response: a final error (SSE event, JSON document or text line) naming the policy."""
+def _abort(
+    ctx: RequestContext, state: _Response, policy: str, reason: str, detail: str, rule: str | None = None
+) -> ResponseDenied:
+    """Refuse the response: a 403 naming the policy if nothing was sent yet, else cut it with a
+    final error (SSE event, JSON document or text line) naming the policy."""
     if reason == "blocked":
         _note(ctx)["blocked"] = policy
     ctx.decision = "deny"
-    ctx.policy = ctx.policy or policy
+    ctx.policy = policy
+    ctx.rule = rule
     message = f"response stopped by data protection policy {policy}: {detail}"
+    extra: dict[str, Any] = {"policy": policy, "reason": reason}
+    if rule is not None:
+        extra["limit"] = rule
+    denial = Denial(
+        "export" if reason == "export_limit" else "dlp",
+        403,
+        message,
+        policy=policy,
+        rule=rule,
+        body=extra,
+    )
     error = {"error": {"message": message, "type": f"dlp_{reason}", "code": 403, "policy": policy}}
     if state.kind == "sse":
         tail = b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n"
@@ -310,7 +325,7 @@ def _abort(ctx: RequestContext, state: _Response, policy: str, reason: str, deta
         tail = f"\n[{message}]\n".encode()
     else:
         tail = b""
-    return StreamAbort(tail, f"dlp {reason}: {policy}")
+    return ResponseDenied(denial, tail, f"dlp {reason}: {policy}")
 
 
 def build(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Filter | None:

@@ -61,6 +61,7 @@ class Exchange:
         "flag",
         "forwarded_at",
         "head",
+        "head_pending",
         "informational",
         "keep_alive",
         "loop",
@@ -112,6 +113,7 @@ class Exchange:
         self.tunnel = False
         # response side
         self.resp_started = False
+        self.head_pending: bytes | None = None  # response head held until a body byte leaves
         self.resp_done = False
         self.resp_mode = MODE_NONE
         self.resp_keep_alive_up = False
@@ -317,8 +319,9 @@ class Exchange:
         return True
 
     def _send_local(self, reply: LocalReply) -> None:
-        if self.finished or self.resp_started:
+        if self.finished or (self.resp_started and self.head_pending is None):
             return
+        self.head_pending = None  # a held upstream head (nothing of it was sent) is dropped
         self._release_upstream(False)
         self.status = reply.status
         self.flag = reply.flag

@@ -4,7 +4,9 @@ These run in the upstream protocol's callbacks, chunk by chunk (nothing is buffe
 the head goes through the filters' ``on_response_headers`` (in reverse chain order) and is
 re-framed (chunked when a filter may rewrite the body or the length is unknown); each chunk
 goes through ``on_response_chunk``; a :class:`~meshward.filters.base.StreamAbort` writes its
-tail and ends the stream cleanly. A 101 answer to an Upgrade turns the exchange into a tunnel.
+tail and ends the stream cleanly. A :class:`~meshward.filters.base.ResponseDenied` answers the
+denial instead while no response byte has been sent: the head is held back while a rewriting
+filter holds the body back (a buffered JSON document), so it can be refused whole. A 101 answer to an Upgrade turns the exchange into a tunnel.
 They are methods of :class:`~meshward.proxy.exchange.Exchange`, kept here to keep modules small.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from meshward.filters.base import StreamAbort
+from meshward.filters.base import ResponseDenied, StreamAbort
 from meshward.http.framing import CHUNK_END, HOP_BY_HOP, chunk, clean_fields, connection_tokens, response_head
 from meshward.http.parser import ResponseHead
 
@@ -52,7 +54,6 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
             self.conn.write(CONTINUE)
         return
     self.status = status
-    self.resp_started = True
     self.resp_keep_alive_up = rh.keep_alive
     ctx = self.ctx
     if ctx is not None:
@@ -68,10 +69,15 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
     chain = self.chain
     if chain is not None and ctx is not None and chain.headers:
         str_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-        for f in chain.headers:
-            if f.on_response_headers(ctx, status, str_headers):
-                rewrite = True
+        try:
+            for f in chain.headers:
+                if f.on_response_headers(ctx, status, str_headers):
+                    rewrite = True
+        except ResponseDenied as refused:
+            self.deny(refused.denial)  # nothing was sent: the upstream response is dropped
+            return
         headers = clean_fields([(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers])
+    self.resp_started = True
     if no_body:
         self.resp_mode = MODE_NONE
     elif rewrite or rh.content_length is None:
@@ -90,7 +96,13 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
         headers.append((b"connection", b"close"))
     elif self.head.version == "1.0":
         headers.append((b"connection", b"keep-alive"))
-    self.conn.write(response_head(status, rh.reason or None, headers))
+    data = response_head(status, rh.reason or None, headers)
+    if rewrite and not no_body:
+        # Held until the filters release a body byte (or the body ends): while they hold the
+        # whole body back, a ResponseDenied can still turn this response into a local answer.
+        self.head_pending = data
+    else:
+        self.conn.write(data)
 
 
 def on_response_data(self: Exchange, data: bytes) -> None:
@@ -108,6 +120,10 @@ def on_response_data(self: Exchange, data: bytes) -> None:
             return
     if data:
         self.bytes_out += len(data)
+        head = self.head_pending
+        if head is not None:
+            self.head_pending = None
+            self.conn.write(head)
         self.conn.write(chunk(data) if self.resp_mode == MODE_CHUNKED else data)
 
 
@@ -127,9 +143,16 @@ def on_response_end(self: Exchange) -> None:
                     tail = f.on_response_chunk(ctx, tail)
                 tail += f.on_response_end(ctx)
         except StreamAbort as abort:
+            if self.head_pending is not None and isinstance(abort, ResponseDenied):
+                # the whole response was read: its upstream connection may serve again
+                self._release_upstream(self.resp_keep_alive_up and self.req_done)
             self.stream_abort(abort)
             return
     mode = self.resp_mode
+    head = self.head_pending
+    if head is not None:
+        self.head_pending = None
+        self.conn.write(head)
     if tail:
         self.bytes_out += len(tail)
         self.conn.write(chunk(tail) if mode == MODE_CHUNKED else tail)
@@ -143,7 +166,16 @@ def on_response_end(self: Exchange) -> None:
 
 
 def stream_abort(self: Exchange, abort: StreamAbort) -> None:
-    """A response filter cut the stream: write its tail, end cleanly, drop the upstream."""
+    """A response filter cut the stream: write its tail, end cleanly, drop the upstream.
+
+    A :class:`ResponseDenied` before any response byte left is answered as its denial instead.
+    """
+    if self.head_pending is not None:
+        if isinstance(abort, ResponseDenied):
+            self.deny(abort.denial)
+            return
+        self.conn.write(self.head_pending)
+        self.head_pending = None
     if self.ctx is not None:
         self.ctx.scratch["stream_abort"] = abort.reason
     if abort.tail:
@@ -175,8 +207,8 @@ def on_upstream_error(self: Exchange, name: str, detail: str | None) -> None:
     if self.tunnel:
         self.finish()
         self.conn.close()
-    elif not self.resp_started:
-        self.fail(name, detail)
+    elif not self.resp_started or self.head_pending is not None:
+        self.fail(name, detail)  # nothing of the response was sent yet: a clean 502/504
     else:
         self.flag = {"upstream_timeout": "UT", "upstream_protocol": "UPE"}.get(name, "UC")
         self.keep_alive = False

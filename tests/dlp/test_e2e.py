@@ -111,26 +111,29 @@ def test_a_secret_in_a_streamed_answer_cuts_the_stream_with_an_error_event(clien
     assert "AKIA" not in "".join(received)
 
 
-def test_max_records_stops_bulk_embeddings(pair: MeshPair) -> None:
-    with httpx.Client(proxy=pair.proxy_url, timeout=15, trust_env=False) as c:
-        ok = c.post(f"{pair.service_url}/v1/embeddings", json={"model": "e", "input": ["a", "b", "c"]})
-        assert len(ok.json()["data"]) == 3
-        bulk = c.post(
-            f"{pair.service_url}/v1/embeddings", json={"model": "e", "input": ["a", "b", "c", "d", "e"]}
-        )
-    error = bulk.json()["error"]
-    assert error["policy"] == "llm/export" and error["type"] == "dlp_export_limit"
-    assert "embedding" not in bulk.text.replace("export", "")
+def test_max_records_refuses_bulk_embeddings_with_403_naming_the_policy(client: openai.OpenAI) -> None:
+    ok = client.embeddings.create(model="e", input=["a", "b", "c"])
+    assert len(ok.data) == 3
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client.embeddings.create(model="e", input=["a", "b", "c", "d", "e"])
+    err = info.value
+    assert err.status_code == 403
+    doc = err.response.json()
+    assert (doc["policy"], doc["reason"], doc["limit"]) == ("llm/export", "export_limit", "maxRecords")
+    assert isinstance(err.body, str) and "llm/export" in err.body  # the SDK's body: our "error" message
+    assert "embedding" not in err.response.text.replace("export", "")  # no record leaked
 
 
-def test_max_response_bytes_stops_a_large_answer(client: openai.OpenAI, pair: MeshPair) -> None:
-    with httpx.Client(proxy=pair.proxy_url, timeout=15, trust_env=False) as c:
-        r = c.post(
-            f"{pair.service_url}/v1/chat/completions",
-            json={"model": "tiny", "messages": [{"role": "user", "content": "word " * 1000}]},
-        )
-    assert r.json()["error"]["policy"] == "llm/export"
-    assert "word word" not in r.text
+def test_max_response_bytes_refuses_a_large_answer_with_403(client: openai.OpenAI, pair: MeshPair) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        ask(client, "word " * 1000)
+    err = info.value
+    assert err.status_code == 403
+    doc = err.response.json()
+    assert (doc["policy"], doc["limit"]) == ("llm/export", "maxResponseBytes")
+    assert "word word" not in err.response.text
+    # the connection to the client stays usable after the refusal
+    assert ask(client, "hello") == "hello"
 
 
 def test_fail_closed_refuses_a_compressed_prompt(pair: MeshPair) -> None:

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from meshward.filters.base import Denial, Filter, Peer, RequestContext, SidecarRuntime, StreamAbort
+from meshward.filters.base import (
+    Denial,
+    Filter,
+    Peer,
+    RequestContext,
+    ResponseDenied,
+    SidecarRuntime,
+    StreamAbort,
+)
 from meshward.filters.dlp import build, hash_key
 from tests.dlp.helpers import chat_event, policy_doc
 from tests.support.sidecar import make_snapshot
@@ -148,14 +156,22 @@ def test_sse_response_block_ends_with_an_error_event() -> None:
     assert ctx.scratch["dlp"]["blocked"] == "llm/pii"
 
 
-def test_max_response_bytes_from_content_length_cuts_before_any_byte() -> None:
+def test_max_response_bytes_from_content_length_is_a_403_before_any_byte() -> None:
     f = make_filter(limits={"maxResponseBytes": 100})
     ctx = context()
-    assert f.on_response_headers(ctx, 200, [("content-type", "application/json"), ("content-length", "500")])
-    with pytest.raises(StreamAbort) as info:
-        f.on_response_chunk(ctx, b"{" + b" " * 499)
-    assert json.loads(info.value.tail)["error"]["type"] == "dlp_export_limit"
+    with pytest.raises(ResponseDenied) as info:
+        f.on_response_headers(ctx, 200, [("content-type", "application/json"), ("content-length", "500")])
+    denial = info.value.denial
+    assert (denial.kind, denial.status, denial.policy, denial.rule) == (
+        "export",
+        403,
+        "llm/pii",
+        "maxResponseBytes",
+    )
+    assert denial.body == {"policy": "llm/pii", "reason": "export_limit", "limit": "maxResponseBytes"}
+    assert "llm/pii" in denial.message
     assert ctx.scratch["dlp"]["export_limit"] == "llm/pii:maxResponseBytes"
+    assert (ctx.decision, ctx.policy, ctx.rule) == ("deny", "llm/pii", "maxResponseBytes")
 
 
 def test_max_response_bytes_counted_on_a_stream() -> None:
@@ -176,8 +192,11 @@ def test_max_records_on_embeddings() -> None:
     }
     f.on_response_headers(ctx, 200, [("content-type", "application/json")])
     assert f.on_response_chunk(ctx, json.dumps(doc).encode()) == b""
-    with pytest.raises(StreamAbort) as info:
+    with pytest.raises(ResponseDenied) as info:
         f.on_response_end(ctx)
+    assert info.value.denial.status == 403 and info.value.denial.rule == "maxRecords"
+    assert info.value.denial.policy == "llm/pii"
+    # the fallback once bytes have left: an error document naming the policy
     assert json.loads(info.value.tail)["error"]["policy"] == "llm/pii"
 
 
@@ -185,10 +204,9 @@ def test_compressed_response_fail_closed_and_open() -> None:
     f = make_filter()
     ctx = context()
     headers = [("content-type", "application/json"), ("content-encoding", "gzip")]
-    assert f.on_response_headers(ctx, 200, headers)
-    assert headers == [("content-type", "application/json")]  # the error that replaces it is plain
-    with pytest.raises(StreamAbort) as info:
-        f.on_response_chunk(ctx, b"\x1f\x8b")
+    with pytest.raises(ResponseDenied) as info:
+        f.on_response_headers(ctx, 200, headers)
+    assert info.value.denial.kind == "dlp" and info.value.denial.body["reason"] == "uninspectable"
     assert json.loads(info.value.tail)["error"]["type"] == "dlp_uninspectable"
     f = make_filter(failMode="open")
     ctx = context()

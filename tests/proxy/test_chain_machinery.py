@@ -20,7 +20,14 @@ import pytest
 import uvloop
 
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry
-from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime, StreamAbort
+from meshward.filters.base import (
+    Denial,
+    Filter,
+    RequestContext,
+    ResponseDenied,
+    SidecarRuntime,
+    StreamAbort,
+)
 from meshward.proxy import Sidecar, SidecarOptions
 from tests.proxy.conftest import RecordingApp
 from tests.support.sidecar import issue_svid, make_snapshot
@@ -87,6 +94,28 @@ class Cut(Filter):
         return chunk
 
 
+class Refuse(Filter):
+    """Refuses a response before its head (``/refuse/head``) or after holding its body whole."""
+
+    name = "refuse"
+
+    def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
+        if ctx.path == "/refuse/head":
+            raise ResponseDenied(Denial("export", 403, "too much", policy="llm/export", rule="max"))
+        return ctx.path == "/refuse/end"
+
+    def on_response_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:
+        if ctx.path == "/refuse/end":
+            ctx.scratch.setdefault("held", []).append(chunk)
+            return b""
+        return chunk
+
+    def on_response_end(self, ctx: RequestContext) -> bytes:
+        if ctx.path == "/refuse/end":
+            raise ResponseDenied(Denial("dlp", 403, "not this", policy="llm/pii"), b"[cut]", "test")
+        return b""
+
+
 class Record(Filter):
     name = "record"
 
@@ -107,7 +136,7 @@ def test_chain_hooks_end_to_end(app: RecordingApp, tmp_path: Path) -> None:
     done: list[tuple[str, int, str, str]] = []
 
     def chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Sequence[Filter]:
-        return [Deny(), Body(seen), Cut(), Upper(), Record(done)]
+        return [Deny(), Body(seen), Cut(), Upper(), Refuse(), Record(done)]
 
     svid = issue_svid(tmp_path / "svid", "llm/chat")
 
@@ -160,6 +189,18 @@ def test_chain_hooks_end_to_end(app: RecordingApp, tmp_path: Path) -> None:
                 ) as s:
                     text = (await s.aread()).decode()
                 assert "Hello" in text and text.endswith("data: [cut]\n\n") and "[DONE]" not in text
+
+                # ResponseDenied: the denial's response instead of the app's (which was called),
+                # before the head or after the whole body was held; the connection stays usable
+                for path in ("/refuse/head", "/refuse/end"):
+                    before = app.count()
+                    r = await c.get(path)
+                    assert r.status_code == 403 and r.json()["error"] in ("too much", "not this")
+                    assert r.headers["content-type"] == "application/json" and "x-upper" not in r.headers
+                    assert app.count() == before + 1
+                    assert b"METHOD" not in r.content and b"[cut]" not in r.content
+                    assert (await c.get("/upper")).status_code == 200
+                    assert [d for d in done if d[0] == path] == [(path, 403, "deny", "DLP")]
 
             # Expect: 100-continue when a filter wants the body: the sidecar answers 100 itself
             host, port = sidecar.inbound_address
