@@ -11,6 +11,13 @@ The decisions are :class:`~meshward.control.service.ControlService`'s; this modu
 transport (TLS, HTTP, routing, who the caller is) and the lifecycle (the control plane's own
 SVID, renewed at half-life; ``<state>/control.json``).
 
+The server's TLS context follows the CA on disk: before each accept, and every
+``TLS_CHECK_SECONDS`` otherwise, the trust bundle and issuing chain are compared with the ones the
+context was built from (two ``stat`` calls when nothing changed). After ``meshward ca rotate``
+(or the end of a retired root's overlap) the control plane mints its own SVID from the current
+intermediate and builds a new context for NEW connections; open ones keep theirs. Watching
+sidecars are then pushed the new bundle (see :mod:`meshward.control.service`).
+
 Endpoints (JSON; ``who`` = what the caller must prove):
 
 =========================== =================================================== ===============
@@ -33,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import socket
 import ssl
@@ -50,12 +58,15 @@ from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 
-__all__ = ["DEFAULT_LISTEN", "ControlPlane"]
+__all__ = ["DEFAULT_LISTEN", "TLS_CHECK_SECONDS", "ControlPlane"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = ("127.0.0.1", 15012)
 MAX_BODY = 4 << 20
 MAX_CONNECTIONS = 1024
 CONTROL_CERT_TTL = dt.timedelta(hours=24)
+TLS_CHECK_SECONDS = 2.0
 
 
 class ControlPlane:
@@ -67,10 +78,10 @@ class ControlPlane:
         self.trust_domain = state.trust_domain
         self._stop = threading.Event()
         self._cert_dir = state.path / "control"
+        self._tls_lock = threading.Lock()
+        self._trust = self.service.identity.trust_material()
         self._cert_not_after = self._mint_server_cert()
-        self._ssl = server_context(
-            self._cert_dir / "cert.pem", self._cert_dir / "key.pem", self._cert_dir / "bundle.pem"
-        )
+        self._ssl = self._context()
         self._server = _Server(listen, _Handler, self)
         host, port = self._server.server_address[:2]
         self.url = f"https://{host!s}:{port}"
@@ -88,13 +99,45 @@ class ControlPlane:
         control = control_id(self.trust_domain)
         return self.service.identity.mint(control, self._cert_dir, CONTROL_CERT_TTL).not_after
 
+    def _context(self) -> ssl.SSLContext:
+        return server_context(
+            self._cert_dir / "cert.pem", self._cert_dir / "key.pem", self._cert_dir / "bundle.pem"
+        )
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context new connections are wrapped with."""
+        return self._ssl
+
+    def refresh_tls(self) -> bool:
+        """Follow a CA rotation and our own half-life; True if new connections get a new context.
+
+        A changed bundle or issuing chain (``ca rotate``, an ended root overlap) or a certificate
+        past half-life: a new SVID from the current intermediate, a new context built from it and
+        the current bundle, and every watching sidecar is pushed the bundle.
+        """
+        with self._tls_lock:
+            trust = self.service.identity.trust_material()
+            rotated = trust != self._trust
+            if not rotated and self._cert_not_after - dt.datetime.now(dt.UTC) >= CONTROL_CERT_TTL / 2:
+                return False
+            self._cert_not_after = self._mint_server_cert()
+            self._ssl = self._context()
+            self._trust = trust  # read before the mint: a rotation in between is seen next time
+        if rotated:
+            self.service.trust_changed()
+        return True
+
+    def _refresh_tls_safely(self) -> None:
+        try:
+            self.refresh_tls()
+        except Exception as exc:  # a CA being replaced or damaged: keep serving with the last context
+            log.warning("control plane TLS not refreshed (kept the current one): %s", exc)
+
     def _renew_loop(self) -> None:
-        """Our own SVID, renewed at half-life; new connections get the new one."""
-        while not self._stop.wait(60.0):
-            if self._cert_not_after - dt.datetime.now(dt.UTC) < CONTROL_CERT_TTL / 2:
-                self._cert_not_after = self._mint_server_cert()
-                self._ssl.load_cert_chain(self._cert_dir / "cert.pem", self._cert_dir / "key.pem")
-                self._ssl.load_verify_locations(cafile=str(self._cert_dir / "bundle.pem"))
+        """Our SVID and trust bundle kept current even while no connection arrives."""
+        while not self._stop.wait(TLS_CHECK_SECONDS):
+            self._refresh_tls_safely()
 
     def write_info(self) -> None:
         """``<state>/control.json``: how the CLI and ``meshward up`` find this control plane."""
@@ -152,8 +195,9 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
+        self.plane._refresh_tls_safely()  # a CA rotated a moment ago applies to this connection
         # The handshake happens in the connection's own thread (see _Handler.setup).
-        return self.plane._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+        return self.plane.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hung up mid-request is not the control plane's problem to print

@@ -10,11 +10,16 @@ the last snapshot it received; :meth:`ControlService.watch` answers at once when
 snapshot differs, else it sleeps on a condition variable that every apply, rollback and endpoint
 registration notifies. A change reaches every watching sidecar in one round trip. The digest
 (rather than a counter) lets a restarted control plane resume distribution with no shared state.
+
+The trust bundle travels the same way: a watch that carries ``bundle=DIGEST`` (of the bundle the
+sidecar holds) is answered ``{"bundle": PEM}`` at once when the control plane's differs, e.g.
+after ``meshward ca rotate --root``, which :meth:`ControlService.trust_changed` announces.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import queue
 import threading
@@ -28,7 +33,7 @@ from meshward.config.build import find_workload, mesh_spec
 from meshward.config.encode import GenerationEncoder
 from meshward.config.store import ConfigStore, SidecarRecord
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
-from meshward.control.tls import control_id
+from meshward.control.tls import bundle_digest, control_id
 from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
@@ -110,6 +115,12 @@ class ControlService:
     def _notify(self) -> None:
         with self._changed:
             self._view = None
+            self._version += 1
+            self._changed.notify_all()
+
+    def trust_changed(self) -> None:
+        """The trust bundle changed (a CA rotation, an ended overlap): wake every watch to push it."""
+        with self._changed:
             self._version += 1
             self._changed.notify_all()
 
@@ -197,10 +208,12 @@ class ControlService:
         return {}
 
     def watch(self, query: dict[str, str], peer: SpiffeId) -> RawJson | None:
-        """The workload's snapshot once it differs from ``have``; None after ``timeout`` seconds."""
+        """The workload's snapshot once it differs from ``have`` (or the trust bundle once it
+        differs from ``bundle``, when given); None after ``timeout`` seconds."""
         workload = query.get("workload", "")
         ns, name = self._authorize_workload(peer, workload)
         have = query.get("have", "")
+        have_bundle = query.get("bundle")
         try:
             timeout = min(float(query.get("timeout", "25")), MAX_WATCH_SECONDS)
         except ValueError:
@@ -209,6 +222,10 @@ class ControlService:
         while not self.closing:
             with self._changed:
                 version = self._version
+            if have_bundle is not None:
+                bundle = self.identity.bundle_pem()
+                if bundle_digest(bundle) != have_bundle:
+                    return RawJson(json.dumps({"bundle": bundle.decode("ascii")}).encode())
             digest, text = self._current().encode(ns, name)
             if digest != have:  # the body is assembled, not dumped again: this runs per sidecar
                 return RawJson(f'{{"digest": "{digest}", "snapshot": {text}}}'.encode())

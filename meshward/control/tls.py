@@ -10,6 +10,7 @@ every other endpoint refuses a caller without one.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId
 __all__ = [
     "CONTROL_NAMESPACE",
     "CONTROL_SERVICE_ACCOUNT",
+    "bundle_digest",
     "client_context",
     "control_id",
     "peer_serial",
@@ -34,6 +36,11 @@ def control_id(trust_domain: str) -> SpiffeId:
     return SpiffeId(trust_domain, CONTROL_NAMESPACE, CONTROL_SERVICE_ACCOUNT)
 
 
+def bundle_digest(bundle_pem: bytes) -> str:
+    """Names one trust bundle: a sidecar's watch carries it, a changed bundle is pushed."""
+    return hashlib.sha256(bundle_pem).hexdigest()[:32]
+
+
 def _base(purpose: ssl.Purpose) -> ssl.SSLContext:
     ctx = ssl.create_default_context(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -42,7 +49,10 @@ def _base(purpose: ssl.Purpose) -> ssl.SSLContext:
 
 
 def server_context(cert: Path, key: Path, bundle: Path) -> ssl.SSLContext:
-    """Server side: our SVID, optional client certificates verified against the bundle."""
+    """Server side: our SVID, optional client certificates verified against the bundle.
+
+    Built anew when the bundle changes (never reloaded in place: loading verify locations into a
+    context only adds roots, so a root whose overlap ended would stay trusted)."""
     ctx = _base(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     ctx.load_verify_locations(cafile=str(bundle))

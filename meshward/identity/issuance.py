@@ -111,6 +111,13 @@ class IdentityService:
             self.authority()
             return self._bundle
 
+    def trust_material(self) -> tuple[bytes, bytes]:
+        """``(bundle PEM, issuing chain PEM)`` as on disk now; they change with ``ca rotate`` and
+        when a retired root's overlap ends. Cheap when nothing changed (two ``stat`` calls)."""
+        with self._lock:
+            self.authority()
+            return self._bundle, self._chain_tail
+
     def identity(self, text: str | SpiffeId) -> SpiffeId:
         """Any of the three spellings (or a SpiffeId) in this mesh's trust domain."""
         sid = text if isinstance(text, SpiffeId) else parse_identity(text, self.state.trust_domain)

@@ -11,6 +11,10 @@
   cached in ``<dir>/snapshot.json``) or raises (NACK with the reason; the old config stays).
   Reconnects use exponential backoff with full jitter; the sidecar keeps serving its last good
   config meanwhile, until its certificate expires.
+- **trust bundle**: the watch also carries the digest of the bundle the sidecar holds; after a CA
+  rotation the control plane pushes the new bundle, which the sidecar trusts at once (peers with
+  new-root SVIDs verify from the next connection on), and the SVID is renewed right away under
+  the new CA, well before the old root leaves the bundle.
 
 The agent also registers the sidecar's inbound listener, which puts it in every other sidecar's
 services table, and unregisters it when stopped. :mod:`meshward.mesh.sidecar` is the process
@@ -37,6 +41,7 @@ from cryptography import x509
 
 from meshward.config.snapshot import MeshSnapshot
 from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
+from meshward.control.tls import bundle_digest
 from meshward.identity.keys import generate_key, key_pem, make_csr, write_private, write_public
 from meshward.identity.spiffe import SpiffeId
 
@@ -135,6 +140,8 @@ class ControlAgent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._renewed = threading.Event()  # set by the renew loop: the watch reconnects with the new SVID
+        self._renew_now = threading.Event()  # a new trust bundle (or stop): renew without waiting
+        self._svid_lock = threading.Lock()  # the watch (new bundle) and the renew loop both replace svid
 
     # -- files -------------------------------------------------------------------------------------
     @property
@@ -186,8 +193,24 @@ class ControlAgent:
                 self.config.control_url, td, self.config.bootstrap_bundle_pem, timeout=timeout
             )
         return ControlClient(
-            self.config.control_url, td, self.svid.bundle_pem, self.svid_path, self.svid_path, timeout=timeout
+            self.config.control_url,
+            td,
+            self._control_trust(),
+            self.svid_path,
+            self.svid_path,
+            timeout=timeout,
         )
+
+    def _control_trust(self) -> bytes:
+        """Roots that verify the control plane: our SVID's bundle and the one we were started with.
+
+        After a root rotation made while this sidecar was away (its cached bundle has only the old
+        root), the bundle it was restarted with is the one that verifies the control plane's
+        new-root certificate; the control plane then pushes the current bundle down the watch.
+        """
+        assert self.svid is not None
+        held, boot = self.svid.bundle_pem, self.config.bootstrap_bundle_pem
+        return held if boot.strip() in held else held.rstrip(b"\n") + b"\n" + boot
 
     def _request_svid(self, token: str | None) -> Svid:
         key = generate_key()
@@ -249,8 +272,13 @@ class ControlAgent:
         self.generation = cached.generation
         return cached
 
-    def _watch_once(self, client: ControlClient, have: str, timeout: float) -> dict[str, Any] | None:
-        query = urllib.parse.urlencode({"workload": self.config.workload, "have": have, "timeout": timeout})
+    def _watch_once(
+        self, client: ControlClient, have: str, timeout: float, bundle: str | None = None
+    ) -> dict[str, Any] | None:
+        params: dict[str, Any] = {"workload": self.config.workload, "have": have, "timeout": timeout}
+        if bundle is not None:
+            params["bundle"] = bundle
+        query = urllib.parse.urlencode(params)
         status, body = client.request("GET", f"/v1/watch?{query}", timeout=timeout + 10)
         return body if status == 200 and body else None
 
@@ -318,6 +346,7 @@ class ControlAgent:
 
     def stop(self, unregister: bool = True) -> None:
         self._stop.set()
+        self._renew_now.set()
         if unregister and self.inbound is not None and self.svid is not None:
             with contextlib.suppress(ControlUnavailable, ControlRefused), self._client(timeout=2.0) as client:
                 body = {"workload": self.config.workload, "sidecar": self.config.sidecar_id}
@@ -330,8 +359,13 @@ class ControlAgent:
             try:
                 self._register(client)
                 while not self._stop.is_set():
-                    body = self._watch_once(client, self.digest, WATCH_SECONDS)
+                    svid = self.svid
+                    held = bundle_digest(svid.bundle_pem) if svid is not None else None
+                    body = self._watch_once(client, self.digest, WATCH_SECONDS, held)
                     delay = backoff_delays()  # the control plane answered: reset the backoff
+                    if body is not None and "bundle" in body:
+                        self._trust_bundle(str(body["bundle"]).encode("ascii"))
+                        break  # reconnect trusting it (the control plane's own SVID may be new-root)
                     if body is not None:
                         snapshot = MeshSnapshot.from_json(body["snapshot"])
                         self._apply(snapshot, str(body["digest"]), client, body["snapshot"])
@@ -345,27 +379,53 @@ class ControlAgent:
             finally:
                 client.close()
 
+    def _trust_bundle(self, bundle_pem: bytes) -> None:
+        """A new trust bundle from the control plane: trust it now, and renew under the new CA."""
+        with self._svid_lock:
+            svid = self.svid
+            if svid is None or svid.bundle_pem == bundle_pem:
+                return
+            updated = Svid(svid.key_pem, svid.chain_pem, bundle_pem)
+            try:
+                self.target.set_identity(updated.chain_pem, updated.key_pem, bundle_pem)
+            except Exception as exc:  # unusable bundle: keep the old one, say why, retry later
+                self.last_error = f"trust bundle from the control plane refused: {exc}"
+                log.warning("%s", self.last_error)
+                self._stop.wait(MAX_BACKOFF)
+                return
+            self._store_svid(updated)
+            self.svid = updated
+        log.info("trust bundle updated by the control plane; renewing the SVID under the current CA")
+        self._renew_now.set()
+
     def _renew_loop(self) -> None:
         delay = backoff_delays(base=0.5, cap=30.0)
         while not self._stop.is_set():
             svid = self.svid
             assert svid is not None
             wait = (svid.renew_at() - dt.datetime.now(dt.UTC)).total_seconds()
-            if wait > 0 and self._stop.wait(min(wait, 3600.0)):
+            if wait > 0:
+                self._renew_now.wait(min(wait, 3600.0))  # half-life, a new bundle, or stop
+            if self._stop.is_set():
                 return
-            if dt.datetime.now(dt.UTC) < svid.renew_at():
+            forced = self._renew_now.is_set()
+            if not forced and dt.datetime.now(dt.UTC) < svid.renew_at():
                 continue
+            self._renew_now.clear()
             try:
                 fresh = self._request_svid(token=None)
             except (ControlUnavailable, ControlRefused) as exc:
                 self.last_error = f"renewal: {exc}"
                 log.warning("SVID renewal failed (expires %s): %s", svid.not_after, exc)
                 self._stop.wait(delay())
+                if forced:
+                    self._renew_now.set()  # still owed: the CA changed
                 continue
             delay = backoff_delays(base=0.5, cap=30.0)
-            self._store_svid(fresh)
-            self.svid = fresh
-            self.target.set_identity(fresh.chain_pem, fresh.key_pem, fresh.bundle_pem)
+            with self._svid_lock:
+                self._store_svid(fresh)
+                self.svid = fresh
+                self.target.set_identity(fresh.chain_pem, fresh.key_pem, fresh.bundle_pem)
             self._renewed.set()
 
     def post_audit(self, batch: bytes) -> tuple[int, bytes]:
