@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshward.ai.types import TokenUsage
 from meshward.ai.usage import UsageMeter
@@ -26,8 +26,10 @@ from meshward.ratelimit.answer import answer_for, status_headers
 from meshward.ratelimit.backend import Backend, LocalBackend
 from meshward.ratelimit.compile import CompiledLimit, RequestFacts, compile_policies
 from meshward.ratelimit.limiter import Admission, RateLimiter
-from meshward.ratelimit.redis_backend import RedisBackend
 from meshward.ratelimit.telemetry import RateLimitTelemetry
+
+if TYPE_CHECKING:
+    from meshward.ratelimit.redis_backend import RedisBackend
 
 __all__ = ["RateLimitFilter", "RateLimitShared", "build", "shared_state"]
 
@@ -40,7 +42,7 @@ class RateLimitShared:
     """What survives config swaps in one sidecar (``runtime.shared["ratelimit"]``)."""
 
     local: LocalBackend = field(default_factory=lambda: LocalBackend(time.time))
-    redis: dict[str, RedisBackend] = field(default_factory=dict)
+    redis: dict[str, RedisBackend] = field(default_factory=dict)  # by URL, connected lazily
     telemetry: RateLimitTelemetry = field(default_factory=RateLimitTelemetry)
 
     def backend(self, name: str) -> Backend:
@@ -48,6 +50,10 @@ class RateLimitShared:
             return self.local
         backend = self.redis.get(name)
         if backend is None:
+            # redis (and what it pulls in, ~7 MB) is loaded only by a sidecar that enforces a
+            # RateLimitPolicy with a redis:// backend; this runs at config time, not per request.
+            from meshward.ratelimit.redis_backend import RedisBackend
+
             backend = self.redis[name] = RedisBackend(name)
         return backend
 
