@@ -13,29 +13,20 @@ The procedure is in ``docs/identity.md``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from meshward.cli.args import accept_state, duration_arg, show_usage
 from meshward.cli.errors import CliError
 
 __all__ = ["register"]
-
-
-def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    def show(_args: argparse.Namespace) -> int:
-        parser.print_help(sys.stderr)
-        return 2
-
-    return show
 
 
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     p = sub.add_parser("ca", parents=[common], help="rotate the certificate authority")
-    p.set_defaults(func=_usage(p))
+    p.set_defaults(func=show_usage(p))
     csub = p.add_subparsers(dest="ca_command", metavar="SUBCOMMAND")
 
     r = csub.add_parser(
@@ -44,7 +35,7 @@ def register(
         description="Make a new issuing intermediate; with --root also a new root, keeping the old "
         "root trusted for the overlap.",
     )
-    r.add_argument("--state", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    accept_state(r)
     r.add_argument("--root", action="store_true", help="also make a new root")
     r.add_argument(
         "--overlap", default="24h", help="how long the old root stays trusted (default: %(default)s)"
@@ -54,7 +45,7 @@ def register(
     r.set_defaults(func=rotate_ca)
 
     b = csub.add_parser("bundle", help="print the trust bundle (PEM)")
-    b.add_argument("--state", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    accept_state(b)
     b.set_defaults(func=show_bundle)
 
 
@@ -63,12 +54,8 @@ def rotate_ca(args: argparse.Namespace) -> int:
     from meshward.identity.ledger import iso
     from meshward.identity.rotation import rotate
     from meshward.identity.state import MeshState
-    from meshward.resources.mesh import parse_duration
 
-    try:
-        overlap = dt.timedelta(seconds=parse_duration(args.overlap))
-    except ValueError as exc:
-        raise CliError(f"--overlap: {exc}") from None
+    overlap = duration_arg(args.overlap, "--overlap")
     state = MeshState(args.state)
     try:
         result = rotate(state, new_root=args.root, overlap=overlap, ca_cert=args.ca_cert, ca_key=args.ca_key)

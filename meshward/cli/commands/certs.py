@@ -18,26 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshward.cli.args import accept_state, duration_arg
 from meshward.cli.errors import CliError
 
 if TYPE_CHECKING:
     from meshward.identity.issuance import IdentityService
 
 __all__ = ["register"]
-
-
-def _duration(text: str, flag: str) -> dt.timedelta:
-    from meshward.resources.mesh import parse_duration
-
-    try:
-        return dt.timedelta(seconds=parse_duration(text))
-    except ValueError as exc:
-        raise CliError(f"{flag}: {exc}") from None
-
-
-def _sub_state(parser: argparse.ArgumentParser) -> None:
-    # Accepted after the sub-subcommand too; SUPPRESS keeps an earlier --state from being reset.
-    parser.add_argument("--state", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def register(
@@ -50,13 +37,13 @@ def register(
     csub = p.add_subparsers(dest="certs_command", metavar="SUBCOMMAND")
 
     ls = csub.add_parser("list", help="issued certificates (default)")
-    _sub_state(ls)
+    accept_state(ls)
     ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     ls.add_argument("--id", dest="identity", default=argparse.SUPPRESS, help="only this identity")
     ls.set_defaults(func=list_certs)
 
     issue = csub.add_parser("issue", help="mint a key + SVID + bundle into a directory")
-    _sub_state(issue)
+    accept_state(issue)
     issue.add_argument(
         "--id", dest="identity", required=True, help="NS/NAME, TD/ns/NS/sa/NAME or spiffe://..."
     )
@@ -65,12 +52,12 @@ def register(
     issue.set_defaults(func=issue_cert)
 
     revoke = csub.add_parser("revoke", help="refuse renewals with this certificate")
-    _sub_state(revoke)
+    accept_state(revoke)
     revoke.add_argument("serial", help="hex serial as `meshward certs` shows it")
     revoke.set_defaults(func=revoke_cert)
 
     refusals = csub.add_parser("refusals", help="requests the authority refused")
-    _sub_state(refusals)
+    accept_state(refusals)
     refusals.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     refusals.set_defaults(func=list_refusals)
 
@@ -113,7 +100,7 @@ def issue_cert(args: argparse.Namespace) -> int:
     from meshward.identity.ledger import iso
     from meshward.identity.spiffe import InvalidSpiffeId
 
-    ttl = _duration(args.ttl, "--ttl")
+    ttl = duration_arg(args.ttl, "--ttl")
     if ttl > MAX_SVID_TTL:
         raise CliError("--ttl: an SVID lives at most 24h")
     with contextlib.closing(_service(args)) as service:

@@ -10,43 +10,25 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
+from meshward.cli.args import accept_state, duration_arg, show_usage
 from meshward.cli.errors import CliError
 
 __all__ = ["register"]
-
-
-def _duration(text: str, flag: str) -> dt.timedelta:
-    from meshward.resources.mesh import parse_duration
-
-    try:
-        return dt.timedelta(seconds=parse_duration(text))
-    except ValueError as exc:
-        raise CliError(f"{flag}: {exc}") from None
-
-
-def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    def show(_args: argparse.Namespace) -> int:
-        parser.print_help(sys.stderr)
-        return 2
-
-    return show
 
 
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     p = sub.add_parser("token", parents=[common], help="join tokens for new workloads")
-    p.set_defaults(func=_usage(p))
+    p.set_defaults(func=show_usage(p))
     tsub = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND")
     c = tsub.add_parser(
         "create",
         help="make a join token for one identity",
         description="Make a join token for exactly one identity; print it once.",
     )
-    c.add_argument("--state", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    accept_state(c)
     c.add_argument("--id", required=True, dest="identity", help="NS/NAME, TD/ns/NS/sa/NAME or spiffe://...")
     c.add_argument("--ttl", default="10m", help="how long the token is valid (default: %(default)s)")
     c.add_argument("--uses", type=int, default=1, help="how many SVIDs it may obtain (default: %(default)s)")
@@ -58,7 +40,7 @@ def create(args: argparse.Namespace) -> int:
     from meshward.identity.spiffe import InvalidSpiffeId
     from meshward.identity.state import MeshState
 
-    ttl = _duration(args.ttl, "--ttl")
+    ttl = duration_arg(args.ttl, "--ttl")
     state = MeshState(args.state)
     with contextlib.closing(IdentityService(state)) as service:
         try:
