@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from meshward.config.snapshot import MeshSnapshot
 from meshward.proxy.options import SidecarOptions, parse_address
 
@@ -55,10 +53,18 @@ def load_bootstrap(path: Path) -> Bootstrap:
         text = path.read_text()
     except OSError as exc:
         raise BootstrapError(f"cannot read bootstrap file {path}: {exc.strerror}") from exc
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise BootstrapError(f"{path}: not valid JSON/YAML: {exc}") from exc
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BootstrapError(f"{path}: not valid JSON: {exc}") from exc
+    else:
+        import yaml  # only for a YAML bootstrap: a JSON one keeps the sidecar lean
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise BootstrapError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise BootstrapError(f"{path}: expected a mapping at the top level")
     unknown = sorted(set(data) - {"identity", "app", "listeners", "mtls", "options", "snapshot"})

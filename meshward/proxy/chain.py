@@ -8,7 +8,6 @@ Requests go through the filters in this order; responses go back through them in
 from __future__ import annotations
 
 import meshward.filters.authz
-import meshward.filters.dlp
 import meshward.filters.ratelimit
 import meshward.filters.telemetry
 from meshward.config.snapshot import MeshSnapshot
@@ -31,8 +30,12 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
     chain.append(meshward.filters.ratelimit.build(snapshot, runtime))
 
     # dlp: inspect and rewrite prompts on the way in and outputs on the way out; after the
-    # limits so a flood of denied calls is not scanned.
-    chain.append(meshward.filters.dlp.build(snapshot, runtime))
+    # limits so a flood of denied calls is not scanned. Its detectors (phonenumbers, stdnum,
+    # hyperscan: ~5 MB) are loaded only by a sidecar of a mesh that has DLP policies.
+    if snapshot.of_kind("DataProtectionPolicy"):
+        import meshward.filters.dlp as dlp_filter
+
+        chain.append(dlp_filter.build(snapshot, runtime))
 
     # telemetry last: it sees every outcome (denials of the filters above included, through
     # on_complete) and, on the response path, is the first to see the model's raw answer.
