@@ -60,6 +60,7 @@ def build(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Filter | None:
 
 class AuthzFilter(Filter):
     name = "authz"
+    eager_safe = True  # pure policy evaluation, never waits
 
     def __init__(
         self, engine: AuthzEngine, counts: AuthzCounters, clock: Callable[[], float] = time.time

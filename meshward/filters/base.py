@@ -127,6 +127,10 @@ class Filter:
     """Base filter: every hook is a no-op. Subclasses override what their concern needs."""
 
     name = "filter"
+    # True if ``on_request`` needs no asyncio Task before its first real wait (no
+    # ``asyncio.timeout()`` / ``current_task()`` up front): the sidecar may then run the request
+    # inline in the parsing callback and create a Task only if something actually waits.
+    eager_safe = False
 
     def wants_request_body(self, ctx: RequestContext) -> bool:
         """True if this filter needs the whole request body in ``on_request`` (bounded buffer)."""

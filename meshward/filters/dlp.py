@@ -115,6 +115,7 @@ class _Response:
 
 class DlpFilter(Filter):
     name = "dlp"
+    eager_safe = True  # scans in place, never waits
 
     def __init__(self, plans: dict[Direction, DlpPlan], redactor: Redactor) -> None:
         self.request_plan = plans.get("request")

@@ -90,6 +90,8 @@ class RateLimitFilter(Filter):
     def __init__(self, limiter: RateLimiter, telemetry: RateLimitTelemetry) -> None:
         self.limiter = limiter
         self.telemetry = telemetry
+        # Local buckets never wait; a Redis client uses asyncio.timeout(), which needs a Task.
+        self.eager_safe = all(name == "local" for name in {lim.backend for lim in limiter.limits})
         # Limits that need the JSON body: token budgets (the prompt estimate, max_tokens), and
         # limits keyed or matched by model when the path does not name it.
         self._budget_limits = [lim for lim in limiter.limits if "tokens" in lim.dimensions]

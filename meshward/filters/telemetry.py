@@ -225,6 +225,7 @@ def start_audit_shipper(runtime: SidecarRuntime, post: AuditPost, **options: Any
 
 class TelemetryFilter(Filter):
     name = "telemetry"
+    eager_safe = True  # never waits
 
     def __init__(self, shared: TelemetryShared, snapshot: MeshSnapshot) -> None:
         self.shared = shared

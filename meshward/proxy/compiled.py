@@ -38,7 +38,7 @@ def _overrides(f: Filter, hook: str) -> bool:
 class CompiledChain:
     """The ordered filters plus, per hook, only the filters that implement it."""
 
-    __slots__ = ("body", "chunk", "complete", "filters", "headers", "requests")
+    __slots__ = ("body", "chunk", "complete", "eager", "filters", "headers", "requests")
 
     def __init__(self, filters: Sequence[Filter]) -> None:
         self.filters = tuple(filters)
@@ -50,6 +50,8 @@ class CompiledChain:
             f for f in rev if _overrides(f, "on_response_chunk") or _overrides(f, "on_response_end")
         )
         self.complete = tuple(f for f in rev if _overrides(f, "on_complete"))
+        # Requests may run inline (no Task per request) when no filter needs one up front.
+        self.eager = all(f.eager_safe for f in self.requests)
 
     def __len__(self) -> int:
         return len(self.filters)

@@ -241,7 +241,8 @@ class Exchange:
             data = b"".join(parts)
         # A request sent whole on a reused keep-alive connection may be replayed once if that
         # connection turns out to have been closed by the upstream (the keep-alive race).
-        complete = (body is not None or self.req_done) and not self.head.upgrade
+        req = self.head
+        complete = (body is not None or self.req_done or not req.has_body) and not req.upgrade
         self.replay = data if complete and up.requests > 0 and not self.retried else None
         self._send(up, data)
         self.req_buf = []

@@ -119,6 +119,7 @@ class Sidecar:
             raise
         self._runtime = runtime
         self._config = compiled
+        self.inbound.eager = compiled.chain.eager
         log.info(
             "config generation %s: %d filters, %d services, mTLS %s",
             snapshot.generation,
