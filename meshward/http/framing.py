@@ -68,11 +68,19 @@ def chunk(data: bytes) -> bytes:
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
+_TOKENS_SEEN: dict[bytes, frozenset[bytes]] = {}  # "keep-alive", "close", ...: a handful in practice
+
+
 def connection_tokens(value: bytes | None) -> frozenset[bytes]:
     """Lower-case tokens of a Connection header value (names it declares hop-by-hop too)."""
     if not value:
         return _NO_TOKENS
-    return frozenset(t.strip().lower() for t in value.split(b","))
+    tokens = _TOKENS_SEEN.get(value)
+    if tokens is None:
+        tokens = frozenset(t.strip().lower() for t in value.split(b","))
+        if len(_TOKENS_SEEN) < 64:  # peers choose these values: keep the cache bounded
+            _TOKENS_SEEN[value] = tokens
+    return tokens
 
 
 def clean_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -99,7 +107,7 @@ def response_head(
 ) -> bytes:
     if reason is None:
         reason = STATUS_REASONS.get(status, b"Unknown")
-    parts = [b"HTTP/%s %d %s\r\n" % (version, status, reason)]
-    parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
+    parts = [b"HTTP/%s %d %s" % (version, status, reason)]
+    parts += [n + b": " + v for n, v in headers]
     parts.append(b"\r\n")
-    return b"".join(parts)
+    return b"\r\n".join(parts)

@@ -42,6 +42,19 @@ MODE_NONE, MODE_RAW, MODE_CHUNKED, MODE_CLOSE = 0, 1, 2, 3
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+_DROP_SEEN: dict[bytes, frozenset[bytes]] = {}
+
+
+def _dropped_fields(connection: bytes) -> frozenset[bytes]:
+    """Hop-by-hop fields plus those a Connection header names (cached: a handful of values)."""
+    drop = _DROP_SEEN.get(connection)
+    if drop is None:
+        drop = HOP_BY_HOP | connection_tokens(connection)
+        if len(_DROP_SEEN) < 64:
+            _DROP_SEEN[connection] = drop
+    return drop
+
+
 def on_response_head(self: Exchange, rh: ResponseHead) -> None:
     self.activity += 1
     status = rh.status
@@ -59,11 +72,8 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
     if ctx is not None:
         ctx.response_status = status
         ctx.upstream_duration = self.loop.time() - self.forwarded_at
-    drop = HOP_BY_HOP | connection_tokens(rh.connection) if rh.connection else HOP_BY_HOP
-    headers = []
-    for n, v in rh.headers:
-        if n.lower() not in drop:
-            headers.append((n, v))
+    drop = _dropped_fields(rh.connection) if rh.connection else HOP_BY_HOP
+    headers = [(n, v) for n, v in rh.headers if n.lower() not in drop]
     no_body = self.head.method == "HEAD" or status in (204, 304)
     rewrite = False
     chain = self.chain
