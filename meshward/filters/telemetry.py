@@ -244,6 +244,7 @@ class TelemetryFilter(Filter):
                 self.workload_of[identity] = entry.service
         self.workload_of[shared.reporter] = w.name
         self._sources: dict[tuple[str, str | None], tuple[str, str, str, str, str]] = {}
+        self._due: list[tuple[RequestContext, float]] = []  # finished, recorded at the next tick
 
     def _source_labels(self, direction: str, peer: Peer) -> tuple[str, str, str, str, str]:
         """reporter, source_workload, source_namespace, source_principal, security policy."""
@@ -276,8 +277,20 @@ class TelemetryFilter(Filter):
         except RuntimeError:
             self.record(ctx, time.monotonic())
             return
-        # After the remaining filters' on_complete (token usage is settled there).
-        loop.call_soon(self.record, ctx, loop.time())
+        # After the remaining filters' on_complete (token usage is settled there); one callback
+        # per loop tick records every request that finished in it.
+        due = self._due
+        if not due:
+            loop.call_soon(self._record_due)
+        due.append((ctx, loop.time()))
+
+    def _record_due(self) -> None:
+        due, self._due = self._due, []
+        for ctx, end in due:
+            try:
+                self.record(ctx, end)
+            except Exception:
+                log.exception("telemetry: recording request %s failed", ctx.request_id)
 
     def record(self, ctx: RequestContext, end: float) -> None:
         """Everything telemetry keeps about one finished request."""
