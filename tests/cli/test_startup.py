@@ -29,7 +29,7 @@ HEAVY = (
 )
 
 # demo.py imports meshward.demo.run at its top (its owner makes that lazy): left out until then.
-EAGER_OWNERS = {"demo"}
+EAGER_OWNERS: set[str] = set()
 
 
 def _loaded_after(code: str) -> list[str]:

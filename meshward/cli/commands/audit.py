@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshward.cli.args import show_usage
 from meshward.cli.errors import CliError
 
 if TYPE_CHECKING:
@@ -69,12 +70,14 @@ def _text(record: AuditRecord, source: str, chain: str) -> str:
     detail = ""
     if req:
         authz = (e.get("authorizations") or [{}])[0]
-        policy = (authz.get("policy") or {}).get("name") or "-"
+        policy = (authz.get("policy") or {}).get("name")
+        # A decision no policy made (default deny, no ALLOW matched) says so instead of a name.
+        decided_by = f"policy={policy}" if policy else f"reason={authz.get('reason') or '-'!r}"
         actor = ((e.get("actor") or {}).get("user") or {}).get("uid") or "-"
         code = (e.get("http_response") or {}).get("code", "-")
         detail = (
             f"{actor} {req.get('http_method')} {(req.get('url') or {}).get('path')} -> {code} "
-            f"{authz.get('decision', '-')} policy={policy}"
+            f"{authz.get('decision', '-')} {decided_by}"
         )
     elif e.get("api"):
         detail = f"{e['api'].get('operation')} {e.get('status', '')} {e.get('message', '')}".strip()
@@ -88,11 +91,7 @@ def register(
 ) -> None:
     p = sub.add_parser("audit", parents=[common], help="verify, follow and export the audit trail")
 
-    def usage(_args: argparse.Namespace) -> int:
-        p.print_help(sys.stderr)
-        return 2
-
-    p.set_defaults(func=usage)
+    p.set_defaults(func=show_usage(p))
     asub = p.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
     hidden_state = {"type": Path, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
 

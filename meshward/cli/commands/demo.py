@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from meshward.demo.run import run_demo
-
 __all__ = ["register"]
 
 
@@ -31,4 +29,6 @@ def register(
 
 
 def demo(args: argparse.Namespace) -> int:
+    from meshward.demo.run import run_demo
+
     return run_demo(args.state, args.once)
