@@ -51,8 +51,9 @@ class Side:
         self.sidecar = sidecar
         self.handle = handle
         # eager: run the handler inside the parsing callback until it first waits (no Task when
-        # it never does). Only for handlers that never need asyncio.current_task() (our own
-        # outbound code); filters may use asyncio.timeout(), which needs a real Task.
+        # it never does). Only for handlers that never need asyncio.current_task() up front: our
+        # own outbound code always; inbound while every filter's ``eager_safe`` says so (set per
+        # generation by the sidecar; a Redis-backed limit uses asyncio.timeout(): a real Task).
         self.eager = eager
         self.connections: set[DownstreamConnection] = set()
 
