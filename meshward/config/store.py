@@ -156,6 +156,10 @@ class Ack:
     reason: str
     at: str
 
+    def summary(self) -> dict[str, Any]:
+        """What status documents show of an ack: generation, status and reason."""
+        return {"generation": self.generation, "status": self.status, "reason": self.reason}
+
 
 def canonical(resource: Resource[Any]) -> str:
     """The stored form of a resource: its document as sorted JSON (equal docs, equal text)."""

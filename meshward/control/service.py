@@ -287,9 +287,7 @@ class ControlService:
                     "sidecar": s.sidecar,
                     "identity": s.identity,
                     "inbound": s.inbound,
-                    "ack": None
-                    if ack is None
-                    else {"generation": ack.generation, "status": ack.status, "reason": ack.reason},
+                    "ack": None if ack is None else ack.summary(),
                 }
             )
         return {"generation": self.store.generation(), "sidecars": sidecars, "pid": os.getpid()}

@@ -56,9 +56,7 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "restarts": w.restarts,
         "last_exit": w.last_exit,
         "message": w.message,
-        "config": None
-        if ack is None
-        else {"generation": ack.generation, "status": ack.status, "reason": ack.reason},
+        "config": None if ack is None else ack.summary(),
     }
 
 
@@ -82,9 +80,7 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
                 f"{w['config']['reason']}"
             )
     others = [
-        {"sidecar": sidecar, "generation": ack.generation, "status": ack.status, "reason": ack.reason}
-        for sidecar, ack in sorted(acks.items())
-        if "#" in sidecar
+        {"sidecar": sidecar, **ack.summary()} for sidecar, ack in sorted(acks.items()) if "#" in sidecar
     ]
     return {
         "trust_domain": trust_domain,
