@@ -233,7 +233,8 @@ def sidecar_throughput(rounds: int = 4) -> dict[str, Any]:
     The machine is shared, so each round measures both setups back to back (the order flips
     every round) and the ratio is taken per round; the median of the rounds is reported. So is
     the server sidecar's own CPU time per request (from /proc)."""
-    from bench.proxy import CONCURRENCY, DURATION, cpu_seconds, ensure_tools, start_nginx, wrk
+    from bench.common import total_cpu_seconds
+    from bench.proxy import CONCURRENCY, DURATION, ensure_tools, start_nginx, wrk
     from meshward.config.snapshot import ServiceEntry
     from tests.support.proc import Proc
     from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
@@ -272,9 +273,9 @@ def sidecar_throughput(rounds: int = 4) -> dict[str, Any]:
                 _expect_ok(port)
                 with contextlib.suppress(ValueError):  # warm-up; may finish no request at all
                     wrk(port, CONCURRENCY, 2)
-                cpu_before = cpu_seconds([server.proc.pid])
+                cpu_before = total_cpu_seconds([server.proc.pid])
                 measured = wrk(port, CONCURRENCY, DURATION)
-                server_cpu = cpu_seconds([server.proc.pid]) - cpu_before
+                server_cpu = total_cpu_seconds([server.proc.pid]) - cpu_before
                 rps[name].append(measured["rps"])
                 cpu_us[name].append(server_cpu / max(measured["requests"], 1) * 1e6)
             finally:

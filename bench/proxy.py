@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.common import total_cpu_seconds
 from meshward.config.snapshot import ServiceEntry
 from tests.support.proc import Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
@@ -52,7 +53,6 @@ BODY = (
     )
     + "\n"
 )  # about 1 KB, valid JSON
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def ensure_tools() -> None:
@@ -217,15 +217,6 @@ def wrk(port: int, connections: int, duration: int, script: Path | None = None) 
     }
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLK_TCK
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -240,12 +231,12 @@ def measure(port: int, pids: list[int], d: Path) -> dict[str, Any]:
     for rate in RATES:
         script = d / f"rate{rate}.lua"
         script.write_text(f"function delay()\n  return {RATE_CONNECTIONS * 1000 // rate}\nend\n")
-        before = cpu_seconds(pids)
+        before = total_cpu_seconds(pids)
         t0 = time.monotonic()
         run = wrk(port, RATE_CONNECTIONS, DURATION, script)
         elapsed = time.monotonic() - t0
         if pids and rate == 1000:
-            core = (cpu_seconds(pids) - before) / elapsed
+            core = (total_cpu_seconds(pids) - before) / elapsed
             run["cpu_core_per_1k_rps"] = round(core / (run["rps"] / 1000), 3)
         res[f"rate_{rate}"] = run
     if pids:

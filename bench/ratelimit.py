@@ -36,6 +36,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_seconds
 from meshward.ratelimit.backend import LocalBackend
 from meshward.ratelimit.compile import CompiledLimit, RequestFacts, compile_limit
 from meshward.ratelimit.limiter import RateLimiter
@@ -278,12 +279,6 @@ def serve_fast_app(port: int) -> None:
     asyncio.run(main())
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench_pair(requests: int, rounds: int) -> dict[str, Any]:
     """Throughput through a real sidecar pair, without and with three limits."""
     import httpx
@@ -311,13 +306,13 @@ def bench_pair(requests: int, rounds: int) -> dict[str, Any]:
                         url = f"{pair.service_url}/v1/chat/completions"
                         for _ in range(50):  # warm the connections
                             client.post(url, json=body).raise_for_status()
-                        cpu0 = sum(_cpu_seconds(p) for p in pids)
+                        cpu0 = sum(cpu_seconds(p) for p in pids)
                         t0 = time.perf_counter()
                         for _ in range(requests):
                             client.post(url, json=body).raise_for_status()
                         rps = requests / (time.perf_counter() - t0)
                         cpu_us[pair is limited].append(
-                            (sum(_cpu_seconds(p) for p in pids) - cpu0) / requests * 1e6
+                            (sum(cpu_seconds(p) for p in pids) - cpu0) / requests * 1e6
                         )
                         return rps
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from bench.common import cpu_seconds
 from meshward.audit.ocsf import http_activity
 from meshward.filters.base import Peer, RequestContext, SidecarRuntime
 from meshward.filters.telemetry import TelemetryFilter, build
@@ -167,12 +168,6 @@ asyncio.run(main())
 """
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _load(proxy: tuple[str, int], host: str, seconds: float, connections: int) -> int:
     """Keep-alive POSTs through the client sidecar (as an HTTP proxy) for ``seconds``; count them."""
     import asyncio
@@ -238,10 +233,10 @@ def bench_pair(seconds: float, rounds: int, connections: int = 8) -> dict[str, A
 
                 def measure(pair: Any, rps: list[float], cpu: list[float]) -> None:
                     asyncio.run(_load(pair.client.outbound, pair.service_host, 0.5, connections))  # warm up
-                    cpu0 = _cpu_seconds(pair.server.proc.pid)
+                    cpu0 = cpu_seconds(pair.server.proc.pid)
                     n = asyncio.run(_load(pair.client.outbound, pair.service_host, seconds, connections))
                     rps.append(n / seconds)
-                    cpu.append((_cpu_seconds(pair.server.proc.pid) - cpu0) / max(n, 1) * 1e6)
+                    cpu.append((cpu_seconds(pair.server.proc.pid) - cpu0) / max(n, 1) * 1e6)
 
                 all_off: list[float] = []
                 all_on: list[float] = []
