@@ -79,6 +79,20 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def _summary_cell(run: AreaRun) -> str:
     flags = met_flags(run.result)
+    # An area that lists its targets as rows (``results[...]`` with ``met``) may also repeat
+    # them as top-level flags: count each target once, from its row, and only rows that name a
+    # target (an informational row is not a target met).
+    rows = run.result.get("results")
+    if isinstance(rows, list) and any(
+        isinstance(r, Mapping) and isinstance(r.get("met"), bool) for r in rows
+    ):
+        flags = [
+            (str(r.get("name")), bool(r["met"]))
+            for r in rows
+            if isinstance(r, Mapping)
+            and isinstance(r.get("met"), bool)
+            and r.get("target") not in (None, "", "-")
+        ]
     if not flags:
         return "—"
     met = sum(1 for _, ok in flags if ok)
@@ -141,10 +155,12 @@ def targets(runs: Sequence[AreaRun]) -> list[list[str]]:
         if isinstance(rows, list):
             for r in rows:
                 if isinstance(r, Mapping) and isinstance(r.get("met"), bool):
+                    listed = True
+                    if r.get("target") in (None, "", "-"):
+                        continue  # informational: measured, but no target to meet
                     unit = f" {r['unit']}" if r.get("unit") and r.get("unit") != "x" else ""
                     value = f"{_fmt(r.get('value'))}{unit}"
                     out.append([run.name, _fmt(r.get("name")), value, _fmt(r.get("target")), _fmt(r["met"])])
-                    listed = True
         if not listed:
             for key, ok in met_flags(run.result):
                 out.append([run.name, f"`{key}`", "—", "see the section", _fmt(ok)])
