@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshward.cli.main import main
-from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_port
+from tests.support.models import example_model
 from tests.support.sidecar import MeshPair, mesh_pair
 
 pytestmark = [pytest.mark.e2e]
@@ -71,16 +71,8 @@ POLICIES: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def chat_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
-    app: Proc = spawn(
-        [PYTHON, "-m", "examples.models.chat", "--port", str(port)],
-        tmp_path_factory.mktemp("chat") / "chat.log",
-    )
-    try:
-        wait_port(port)
+    with example_model(tmp_path_factory.mktemp("chat"), "examples.models.chat") as port:
         yield port
-    finally:
-        app.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.dlp.helpers import policy_doc
-from tests.support.proc import PYTHON, free_port, spawn, wait_for
+from tests.support.models import example_model
 from tests.support.sidecar import MeshPair, mesh_pair
 
 pytestmark = pytest.mark.e2e
@@ -40,21 +40,11 @@ POLICIES = [
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshPair]:
     tmp: Path = tmp_path_factory.mktemp("dlp-e2e")
-    port = free_port()
-    model = spawn(
-        [PYTHON, "-m", "examples.models.chat", "--port", str(port), "--echo", "--test-hooks"],
-        tmp / "model.log",
-    )
-    try:
-        wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200,
-            30,
-            what="model",
-        )
-        with mesh_pair(tmp, port, server_policies=POLICIES, default_policy="allow") as p:
-            yield p
-    finally:
-        model.stop()
+    with (
+        example_model(tmp, "examples.models.chat", "--echo", "--test-hooks") as port,
+        mesh_pair(tmp, port, server_policies=POLICIES, default_policy="allow") as p,
+    ):
+        yield p
 
 
 @pytest.fixture

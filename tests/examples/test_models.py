@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
 import math
 import socket
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -20,46 +18,32 @@ from openai.types.chat import ChatCompletionMessageParam
 from examples.clients.infer import transactions
 from examples.models.chat import count_tokens, stream_pieces
 from examples.models.fraud import sample_rows
-from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_for
+from tests.support.models import example_model
 
 pytestmark = pytest.mark.e2e
 
 CARD = "4111 1111 1111 1111"
 
 
-@contextlib.contextmanager
-def _start(tmp: Path, name: str, module: str, *flags: str, ready: str) -> Iterator[tuple[str, Proc]]:
-    port = free_port()
-    proc = spawn([PYTHON, "-m", module, "--port", str(port), *flags], tmp / f"{name}.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: httpx.get(base + ready, timeout=1).status_code == 200, timeout=30, what=name)
-        yield base, proc
-    finally:
-        proc.stop()
-
-
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _start(tmp_path_factory.mktemp("chat"), "chat", "examples.models.chat", ready="/health") as (
-        base,
-        _,
-    ):
-        yield base
+    with example_model(tmp_path_factory.mktemp("chat"), "examples.models.chat") as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("echo")
-    with _start(tmp, "echo", "examples.models.chat", "--echo", "--test-hooks", ready="/health") as (base, _):
-        yield base
+    with example_model(
+        tmp_path_factory.mktemp("echo"), "examples.models.chat", "--echo", "--test-hooks"
+    ) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def fraud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("fraud")
-    with _start(tmp, "fraud", "examples.models.fraud", ready="/v2/health/ready") as (base, _):
-        yield base
+    with example_model(tmp, "examples.models.fraud", ready="/v2/health/ready") as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def _client(base: str) -> openai.OpenAI:

@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ratelimit.conftest import RedisServer
 from tests.ratelimit.policies import policy
-from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_for, wait_port
+from tests.support.models import example_model
+from tests.support.proc import wait_for
 from tests.support.sidecar import MeshPair, mesh_pair
 
 pytestmark = [pytest.mark.e2e]
@@ -32,14 +33,8 @@ TOKENS_LIMIT = "tokens-per-caller"
 
 @pytest.fixture(scope="module")
 def chat_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("chat") / "chat.log"
-    app: Proc = spawn([PYTHON, "-m", "examples.models.chat", "--port", str(port), "--test-hooks"], log)
-    try:
-        wait_port(port)
+    with example_model(tmp_path_factory.mktemp("chat"), "examples.models.chat", "--test-hooks") as port:
         yield port
-    finally:
-        app.stop()
 
 
 def client(base: str, proxy: str | None = None) -> openai.OpenAI:
