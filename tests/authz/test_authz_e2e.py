@@ -98,11 +98,6 @@ def _counted(pair: MeshPair, before: dict[tuple[str, str], float]) -> set[tuple[
     return {key for key, n in after.items() if n > before.get(key, 0)}
 
 
-def _openai(pair: MeshPair) -> openai.OpenAI:
-    http = httpx.Client(proxy=pair.proxy_url, timeout=30, trust_env=False)
-    return openai.OpenAI(base_url=f"{pair.service_url}/v1", api_key="unused", http_client=http, max_retries=0)
-
-
 def _check(
     tmp_path: Path,
     method: str,
@@ -145,7 +140,7 @@ def test_allowed_model_through_the_openai_sdk(
     pair: MeshPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = _decisions(pair)
-    done = _openai(pair).chat.completions.create(
+    done = pair.openai_client().chat.completions.create(
         model="chat-small", messages=[{"role": "user", "content": "hi"}]
     )
     assert done.choices[0].message.content
@@ -160,7 +155,7 @@ def test_other_model_is_denied_with_403(
     pair: MeshPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(openai.PermissionDeniedError) as info:
-        _openai(pair).chat.completions.create(
+        pair.openai_client().chat.completions.create(
             model="chat-large", messages=[{"role": "user", "content": "hi"}]
         )
     body = info.value.response.json()

@@ -12,7 +12,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
@@ -49,9 +48,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshPair]:
 
 @pytest.fixture
 def client(pair: MeshPair) -> Iterator[openai.OpenAI]:
-    http = httpx.Client(proxy=pair.proxy_url, timeout=15, trust_env=False)
-    yield openai.OpenAI(base_url=f"{pair.service_url}/v1", api_key="unused", max_retries=0, http_client=http)
-    http.close()
+    sdk = pair.openai_client(timeout=15)
+    yield sdk
+    sdk.close()
 
 
 def ask(client: openai.OpenAI, prompt: str, **kw: object) -> str:
@@ -130,7 +129,7 @@ def test_fail_closed_refuses_a_compressed_prompt(pair: MeshPair) -> None:
     body = gzip.compress(
         json.dumps({"model": "tiny", "messages": [{"role": "user", "content": CARD}]}).encode()
     )
-    with httpx.Client(proxy=pair.proxy_url, timeout=15, trust_env=False) as c:
+    with pair.http_client(timeout=15) as c:
         r = c.post(
             f"{pair.service_url}/v1/chat/completions",
             content=body,

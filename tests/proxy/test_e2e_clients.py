@@ -16,10 +16,6 @@ from tests.support.sidecar import MeshPair
 pytestmark = pytest.mark.e2e
 
 
-def _client(pair: MeshPair) -> httpx.Client:
-    return httpx.Client(proxy=pair.proxy_url, timeout=10, trust_env=False)
-
-
 def _raw(pair: MeshPair, data: bytes, until: bytes = b"\r\n\r\n", timeout: float = 5) -> bytes:
     with socket.create_connection(pair.client.outbound, timeout=timeout) as s:
         s.sendall(data)
@@ -95,7 +91,7 @@ def test_curl_post_body_and_path_normalization(pair: MeshPair) -> None:
 
 
 def test_httpx_methods_statuses_and_chunked_upload(pair: MeshPair) -> None:
-    with _client(pair) as c:
+    with pair.http_client() as c:
         r = c.put(f"{pair.service_url}/p?status=201", content=b"abc")
         assert r.status_code == 201 and r.json()["body_len"] == 3
         r = c.head(f"{pair.service_url}/h")
@@ -115,7 +111,7 @@ def test_keep_alive_reuses_connections(pair: MeshPair, app: RecordingApp) -> Non
 
     before_client = gauge(pair.client.admin_url, "meshward_proxy_upstream_connects")
     before_server = gauge(pair.server.admin_url, "meshward_proxy_upstream_connects")
-    with _client(pair) as c:
+    with pair.http_client() as c:
         for i in range(10):
             assert c.get(f"{pair.service_url}/ka/{i}").status_code == 200
     # sequential requests: at most one new mTLS connection and one new app connection
@@ -141,7 +137,7 @@ def test_openai_sdk_through_http_proxy(pair: MeshPair, monkeypatch: pytest.Monke
 def test_sse_arrives_event_by_event(pair: MeshPair, app: RecordingApp) -> None:
     """The app sends one event, then waits for the test: each event must arrive before the next
     is even produced, so nothing on the path may buffer."""
-    with _client(pair) as c, c.stream("GET", f"{pair.service_url}/sse?n=3") as r:
+    with pair.http_client() as c, c.stream("GET", f"{pair.service_url}/sse?n=3") as r:
         assert r.headers["content-type"] == "text/event-stream"
         lines = r.iter_lines()
         got = []
@@ -211,7 +207,7 @@ def test_websocket_upgrade_is_passed_through(pair: MeshPair) -> None:
 
 def test_oversized_header_is_431(pair: MeshPair, app: RecordingApp) -> None:
     before = app.count()
-    with _client(pair) as c:
+    with pair.http_client() as c:
         r = c.get(f"{pair.service_url}/big", headers={"x-big": "a" * 20_000})
     assert r.status_code == 431
     assert r.json()["error"] and r.json()["request_id"]
@@ -220,7 +216,7 @@ def test_oversized_header_is_431(pair: MeshPair, app: RecordingApp) -> None:
 
 def test_oversized_body_is_413_and_nothing_reaches_the_app(pair: MeshPair, app: RecordingApp) -> None:
     before = app.count()
-    with _client(pair) as c:
+    with pair.http_client() as c:
         r = c.post(f"{pair.service_url}/big", content=b"z" * 200_000)
         assert r.status_code == 413
         assert r.json()["error"].startswith("request body larger than")
@@ -229,7 +225,7 @@ def test_oversized_body_is_413_and_nothing_reaches_the_app(pair: MeshPair, app: 
 
 def test_unknown_service_is_502_no_route(pair: MeshPair, app: RecordingApp) -> None:
     before = app.count()
-    with _client(pair) as c:
+    with pair.http_client() as c:
         r = c.get("http://nowhere.ml/x")
     assert r.status_code == 502
     doc = r.json()

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry, WorkloadInfo
 from meshward.identity.authority import Authority, make_intermediate, make_root, pem
@@ -35,6 +35,10 @@ from meshward.identity.spiffe import SpiffeId, parse_identity
 from meshward.resources import KINDS, Resource
 from meshward.resources.mesh import MeshSpec
 from tests.support.proc import PYTHON, Proc, spawn, wait_for
+
+if TYPE_CHECKING:
+    import httpx
+    import openai
 
 __all__ = [
     "MeshPair",
@@ -233,6 +237,23 @@ class MeshPair:
     def service_url(self) -> str:
         """Base URL of the server's service as mesh clients call it, e.g. ``http://chat.llm``."""
         return f"http://{self.service_host}"
+
+    def http_client(self, timeout: float = 10) -> httpx.Client:
+        """An httpx client that sends every request through the client sidecar (``*_PROXY`` ignored)."""
+        import httpx
+
+        return httpx.Client(proxy=self.proxy_url, timeout=timeout, trust_env=False)
+
+    def openai_client(self, timeout: float = 30) -> openai.OpenAI:
+        """The OpenAI SDK, through the client sidecar, for the server's service (no retries)."""
+        import openai
+
+        return openai.OpenAI(
+            base_url=f"{self.service_url}/v1",
+            api_key="unused",
+            http_client=self.http_client(timeout),
+            max_retries=0,
+        )
 
     def proxy_env(self) -> dict[str, str]:
         """Environment for a client process: everything through the client sidecar."""

@@ -121,10 +121,6 @@ def _pair(
         server.stop()
 
 
-def _client(pair: MeshPair) -> httpx.Client:
-    return httpx.Client(proxy=pair.proxy_url, timeout=10, trust_env=False)
-
-
 def _access_log(state: Path, n: int) -> list[dict[str, Any]]:
     path = state / "access.log"
 
@@ -139,7 +135,7 @@ def _access_log(state: Path, n: int) -> list[dict[str, Any]]:
 def test_metrics_access_log_trace_and_audit(setup: Setup) -> None:
     pair, state = setup.pair, setup.state
     traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
-    with _client(pair) as client:
+    with pair.http_client() as client:
         echo = client.get(
             f"{pair.service_url}/echo/a?api_key=SECRET123", headers={"traceparent": traceparent}
         )
@@ -278,7 +274,7 @@ def test_authz_and_limits_counted_and_only_security_relevant_requests_audited(tm
     try:
         wait_port(port)
         with mesh_pair(tmp_path, port, [allow, limit], server_options={"state_dir": str(state)}) as pair:
-            with _client(pair) as c:
+            with pair.http_client() as c:
                 codes = [c.get(f"{pair.service_url}/echo/{p}").status_code for p in ("ok", "no", "ok")]
             assert codes == [200, 403, 429]
             lines = _access_log(state, 3)
@@ -340,7 +336,7 @@ def test_sigkilled_sidecar_leaves_no_half_written_record(tmp_path: Path) -> None
     answered: list[int] = []
 
     def traffic(pair: MeshPair) -> None:
-        with _client(pair) as client:
+        with pair.http_client() as client:
             while not stop.is_set():
                 try:
                     answered.append(client.get(f"{pair.service_url}/echo/load").status_code)
