@@ -99,29 +99,24 @@ class ControlAudit:
         )
 
     def config_applied(self, generation: int, who: str, changes: int | None = None) -> None:
-        self._record(
-            api_activity(
-                "ApplyConfig",
-                activity="update",
-                actor=who,
-                time_ms=_ms(),
-                success=True,
-                resource={"type": "ConfigGeneration", "uid": str(generation)},
-                message=f"generation {generation} applied"
-                + (f" ({changes} changes)" if changes is not None else ""),
-            )
-        )
+        counted = f" ({changes} changes)" if changes is not None else ""
+        self._config_changed("ApplyConfig", generation, who, f"generation {generation} applied{counted}")
 
     def config_rolled_back(self, generation: int, to_generation: int, who: str) -> None:
+        message = f"generation {generation} restores generation {to_generation}"
+        self._config_changed("RollbackConfig", generation, who, message)
+
+    def _config_changed(self, operation: str, generation: int, who: str, message: str) -> None:
+        """``who`` made ``generation`` the live config (by ``operation``)."""
         self._record(
             api_activity(
-                "RollbackConfig",
+                operation,
                 activity="update",
                 actor=who,
                 time_ms=_ms(),
                 success=True,
                 resource={"type": "ConfigGeneration", "uid": str(generation)},
-                message=f"generation {generation} restores generation {to_generation}",
+                message=message,
             )
         )
 
