@@ -270,8 +270,15 @@ class ConfigStore:
 
     # -- planning and writing ----------------------------------------------------------------
 
-    def _check(self, resources: Iterable[Resource[Any]]) -> None:
+    def _check(self, resources: Iterable[Resource[Any]], current: Iterable[Key] = ()) -> None:
+        existing = [key for key in current if key[0] == "Mesh"]
         for r in resources:
+            if r.kind == "Mesh" and existing and r.key not in existing:
+                _, _, name = existing[0]
+                raise ApplyRefused(
+                    f"{r.ref}: this mesh already has a Mesh resource, {name!r}, and a mesh has one "
+                    f"(change that one: metadata.name {name!r}; a different mesh needs its own --state)"
+                )
             if r.kind == "Mesh" and self.trust_domain is not None:
                 td = getattr(r.spec, "trust_domain", self.trust_domain)
                 if td != self.trust_domain:
@@ -299,19 +306,19 @@ class ConfigStore:
 
     def plan(self, resources: Sequence[Resource[Any]]) -> list[Change]:
         """What :meth:`apply` would change (``apply --dry-run``); nothing is written."""
-        self._check(resources)
         with self._connect() as db:
             old = self._docs(db, self._current(db))
+        self._check(resources, old)
         return self._diff(old, {r.key: canonical(r) for r in resources}, prune=False)
 
     def apply(self, resources: Sequence[Resource[Any]], who: str) -> ApplyResult:
         """Create or update ``resources`` (others stay as they are) as one new generation."""
-        self._check(resources)
         with self._write_lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 current = self._current(db)
                 old = self._docs(db, current)
+                self._check(resources, old)
                 applied = {r.key: canonical(r) for r in resources}
                 changes = self._diff(old, applied, prune=False)
                 result = self._write(db, current, old | applied, changes, who, "apply")

@@ -108,6 +108,26 @@ def test_mesh_with_other_trust_domain_is_refused(store: ConfigStore) -> None:
     assert store.generation() == 0
 
 
+def test_a_second_mesh_resource_is_refused(store: ConfigStore) -> None:
+    def mesh(name: str, mode: str) -> str:
+        return (
+            f"apiVersion: meshward.dev/v1alpha1\nkind: Mesh\nmetadata: {{name: {name}}}\n"
+            f"spec: {{trustDomain: demo.local, mtls: {{mode: {mode}}}}}\n"
+        )
+
+    assert store.apply(load_text(mesh("quickstart", "STRICT")), "alice").generation == 1
+    for other in (mesh("demo", "PERMISSIVE"), mesh("zzz", "PERMISSIVE")):
+        with pytest.raises(ApplyRefused, match="already has a Mesh resource, 'quickstart'"):
+            store.plan(load_text(other))
+        with pytest.raises(ApplyRefused, match="already has a Mesh resource, 'quickstart'"):
+            store.apply(load_text(other), "bob")
+    assert store.generation() == 1
+    assert [r.metadata.name for r in store.get("Mesh")] == ["quickstart"]
+    # the existing Mesh itself may change
+    changed = store.apply(load_text(mesh("quickstart", "PERMISSIVE")), "bob")
+    assert (changed.generation, [c.action for c in changed.changes]) == (2, ["configured"])
+
+
 def test_sidecars_and_acks_survive_reopen(store: ConfigStore, tmp_path: Path) -> None:
     store.register_sidecar(
         SidecarRecord("ml/a#1", "ml", "a", "spiffe://demo.local/ns/ml/sa/a", "127.0.0.1:1")
