@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import textwrap
 import threading
 import time
@@ -69,6 +70,12 @@ def test_status_json_follows_the_contract(mesh: Mesh) -> None:
         assert w["config"] == {"generation": 1, "status": "ACK", "reason": ""}
     model = next(w for w in doc["workloads"] if w["name"] == "tiny-model")
     assert model["identity"] == "spiffe://demo.local/ns/ml/sa/tiny-model" and model["service"] == "tiny-model"
+
+
+def test_a_fresh_state_directory_is_private(mesh: Mesh) -> None:
+    assert stat.S_IMODE(mesh.state.stat().st_mode) == 0o700
+    for key in ("ca/root.key", "ca/intermediate.key", "control/key.pem"):
+        assert stat.S_IMODE((mesh.state / key).stat().st_mode) == 0o600, key
 
 
 def test_traffic_flows_over_mtls_with_verified_identity(mesh: Mesh) -> None:

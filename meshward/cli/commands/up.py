@@ -121,6 +121,9 @@ def _detach(args: argparse.Namespace, state: MeshState) -> int:
     from meshward.mesh.supervisor import format_table
 
     log = mesh_dir(state.path) / "up.log"
+    if not state.path.exists():  # private from the start: `init` leaves an existing dir's mode alone
+        state.path.mkdir(mode=0o700, parents=True)
+        state.path.chmod(0o700)  # whatever the umask
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
