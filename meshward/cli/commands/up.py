@@ -163,7 +163,16 @@ def _run_detached(state_dir: Path, mesh_file: Path, control_port: int, log: Path
         code = run_foreground(state_dir, mesh_file, control_port, announce=False)
     except CliError as exc:
         print(f"meshward up: {exc}", file=sys.stderr)
-    except BaseException as exc:  # nothing may escape into the parent's code path
+    except Exception as exc:  # nothing may escape into the parent's code path
+        from meshward.control.operations import ConfigError
+        from meshward.mesh.workload import MeshError
+
+        # The user's own mistakes read as one plain line; anything else names its type.
+        known = isinstance(exc, ConfigError | MeshError | OSError | ValueError)
+        print(
+            f"meshward up: {exc}" if known else f"meshward up: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+    except BaseException as exc:
         print(f"meshward up: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         sys.stdout.flush()
