@@ -41,14 +41,23 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     they run), so building the full parser for ``--help`` stays cheap. A module that cannot be
     imported (e.g. half edited) turns into a command that says so: the others keep working.
     """
+    # ``--state`` is accepted before the command (``meshward --state D status``) and after it
+    # (``meshward status --state D``): the top level holds the default, a command's own
+    # ``--state`` only overrides it when given (SUPPRESS).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
+        "--state",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"mesh state directory (default: $MESHWARD_STATE, else ./.meshward; now {_default_state()})",
+    )
+    parser = argparse.ArgumentParser(prog="meshward", description="A zero-trust service mesh for AI models.")
+    parser.add_argument(
         "--state",
         type=Path,
         default=Path(_default_state()),
         help="mesh state directory (default: %(default)s)",
     )
-    parser = argparse.ArgumentParser(prog="meshward", description="A zero-trust service mesh for AI models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in [only] if only is not None else command_names():
         try:
@@ -76,8 +85,13 @@ def _register_broken(
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names, when it names one (the top-level parser has no other arguments)."""
-    return argv[0] if argv and argv[0] in command_names() else None
+    """The command ``argv`` names, when it names one (after an optional leading ``--state D``)."""
+    rest = list(argv)
+    if rest and rest[0] == "--state":
+        rest = rest[2:]
+    elif rest and rest[0].startswith("--state="):
+        rest = rest[1:]
+    return rest[0] if rest and rest[0] in command_names() else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,3 +94,30 @@ def test_a_broken_command_module_breaks_only_its_command(
     # the others still parse and run
     assert main(["status", "--state", str(state_dir)]) == 1
     assert "no mesh in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--state", "{d}", "certs", "list"],
+        ["--state={d}", "certs", "list"],
+        ["certs", "--state", "{d}", "list"],
+        ["certs", "list", "--state", "{d}"],
+    ],
+)
+def test_state_goes_before_or_after_the_command(argv: list[str], tmp_path: Path) -> None:
+    state = tmp_path / "mesh"
+    init = subprocess.run(
+        [sys.executable, "-m", "meshward", "init", "--state", str(state), "--trust-domain", "x.test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    args = [a.replace("{d}", str(state)) for a in argv]
+    out = subprocess.run(
+        [sys.executable, "-m", "meshward", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "spiffe://x.test/ns/meshward-system/sa/operator" in out.stdout
