@@ -80,6 +80,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.last_activity = 0
         self.quiet_since = self.idle_since
         self._cork: list[bytes] | None = None
+        self.batching = False  # data_received is dispatching one read's events
+        self.starting: Exchange | None = None  # its head was parsed in this read; not begun yet
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -124,8 +126,28 @@ class DownstreamConnection(asyncio.Protocol):
         if not events and self.exchange is None and not self.head_started:
             self.head_started = True
             self.idle_since = self.loop.time()
-        for ev in events:
-            self.dispatch(ev)
+        # A head whose body (or end) came in the same read starts only once that body is in:
+        # a filter that buffers the body then finds it whole (no wait, so no Task on the eager
+        # path) and the forward sends head and body in one write.
+        self.batching = True
+        try:
+            for ev in events:
+                starting = self.starting
+                if starting is not None and type(ev) is not Data:
+                    if type(ev) is EndOfMessage:
+                        self.dispatch(ev)
+                        self.starting = None
+                        starting.begin()
+                        continue
+                    self.starting = None
+                    starting.begin()
+                self.dispatch(ev)
+        finally:
+            self.batching = False
+            starting = self.starting
+            if starting is not None:
+                self.starting = None
+                starting.begin()
 
     def dispatch(self, ev: Event) -> None:
         if self.pending is not None:
@@ -148,7 +170,10 @@ class DownstreamConnection(asyncio.Protocol):
             assert isinstance(ev, RequestHead)
             ex = Exchange(self, ev, _request_id(ev))
             self.exchange = ex
-            ex.begin()
+            if self.batching:
+                self.starting = ex  # begun by data_received once this read's body events are in
+            else:
+                ex.begin()
         else:  # Upgrade: what follows the head is raw bytes for the tunnel
             self.raw = True
             if ex is not None:
