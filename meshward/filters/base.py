@@ -4,7 +4,8 @@ A request flows through the chain in order; each filter either lets it continue 
 ``None``) or answers locally (returns a :class:`Denial`). Responses flow back through every
 filter whose ``on_request`` ran, in reverse order. Filters are built from a compiled config
 snapshot and are replaced as a whole when a new generation arrives, so a filter never sees
-config change under it.
+config change under it. Each concern's module exposes ``build(snapshot, runtime) -> Filter |
+None`` (None: nothing to enforce), called by :func:`meshward.proxy.chain.build_chain`.
 
 Hot-path rules: no blocking I/O; ``on_request`` may await (a Redis round trip), the response
 hooks are synchronous and must be cheap per chunk.
@@ -12,18 +13,16 @@ hooks are synchronous and must be cheap per chunk.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from meshward.ai.types import AIRequest, TokenUsage
-from meshward.config.snapshot import MeshSnapshot, WorkloadInfo
+from meshward.config.snapshot import WorkloadInfo
 
 __all__ = [
     "Denial",
     "Filter",
-    "FilterFactory",
     "Peer",
     "RequestContext",
     "ResponseDenied",
@@ -176,7 +175,3 @@ class SidecarRuntime:
     state_dir: Path | None = None  # the sidecar's own directory (spool, caches); None = in memory
     shared: dict[str, Any] = field(default_factory=dict)
     metrics_registry: Any = None  # prometheus_client.CollectorRegistry, served on /stats/prometheus
-
-
-# Each concern exposes ``build(snapshot, runtime) -> Filter | None`` (None: nothing to enforce).
-FilterFactory = Callable[[MeshSnapshot, SidecarRuntime], Filter | None]
