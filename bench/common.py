@@ -1,13 +1,15 @@
-"""Helpers the benchmark modules share: reading processes' CPU time from Linux ``/proc``."""
+"""Helpers the benchmark modules share: reading processes' CPU time from Linux ``/proc``, and
+recording a sidecar-pair run as a ratio row."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["cpu_seconds", "total_cpu_seconds"]
+__all__ = ["add_pair_row", "cpu_seconds", "total_cpu_seconds"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -23,3 +25,21 @@ def total_cpu_seconds(pids: Iterable[int]) -> float:
         with contextlib.suppress(OSError):
             total += cpu_seconds(pid)
     return total
+
+
+def add_pair_row(
+    results: dict[str, Any],
+    rows: list[dict[str, Any]],
+    name: str,
+    target: str,
+    measure: Callable[[], dict[str, Any]],
+) -> None:
+    """Run a sidecar-pair benchmark; keep it as ``results["pair"]`` plus a ratio row in ``rows``,
+    or say in ``results["pair_skipped"]`` why it could not run."""
+    try:
+        pair = measure()
+    except Exception as exc:  # the sidecar may not be runnable in this checkout
+        results["pair_skipped"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return
+    results["pair"] = pair
+    rows.append({"name": name, "value": pair["ratio"], "unit": "ratio", "target": target, "met": pair["met"]})

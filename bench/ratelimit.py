@@ -36,7 +36,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds
+from bench.common import add_pair_row, cpu_seconds
 from meshward.ratelimit.backend import LocalBackend
 from meshward.ratelimit.compile import CompiledLimit, RequestFacts, compile_limit
 from meshward.ratelimit.limiter import RateLimiter
@@ -380,21 +380,13 @@ def run() -> dict[str, Any]:
         )
     else:
         results["notes"] = "redis-server not installed: Redis check skipped"
-    try:
-        pair = bench_pair(300 if QUICK else 1000, 3 if QUICK else 5)
-    except Exception as exc:  # the sidecar may not be runnable in this checkout
-        results["pair_skipped"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-    else:
-        results["pair"] = pair
-        rows.append(
-            {
-                "name": "pair throughput, 3 limits / none",
-                "value": pair["ratio"],
-                "unit": "ratio",
-                "target": ">= 0.9",
-                "met": pair["met"],
-            }
-        )
+    add_pair_row(
+        results,
+        rows,
+        "pair throughput, 3 limits / none",
+        ">= 0.9",
+        lambda: bench_pair(300 if QUICK else 1000, 3 if QUICK else 5),
+    )
     results["results"] = rows
     return results
 
