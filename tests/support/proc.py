@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -99,12 +99,3 @@ def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None, cwd
     )
     out.close()
     return Proc(popen, log)
-
-
-@contextlib.contextmanager
-def running(args: Sequence[str], log: Path, **kw: object) -> Iterator[Proc]:
-    proc = spawn(args, log, **kw)  # type: ignore[arg-type]
-    try:
-        yield proc
-    finally:
-        proc.stop()
