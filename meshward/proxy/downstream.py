@@ -293,7 +293,7 @@ class DownstreamConnection(asyncio.Protocol):
             if ex.activity != self.last_activity:
                 self.last_activity = ex.activity
                 self.quiet_since = now
-            ex.check_timeouts(now, ex.activity, now - self.quiet_since)
+            ex.check_timeouts(now, now - self.quiet_since)
             return
         self.quiet_since = now
         if self.head_started:

@@ -294,11 +294,9 @@ class Exchange:
         close = self._close_after_local()
         self._send_local(denial_reply(denial, self.request_id, close, self.head.method == "HEAD"))
 
-    def fail(self, name: str, detail: str | None, status: int | None = None) -> None:
+    def fail(self, name: str, detail: str | None) -> None:
         close = self._close_after_local()
-        self._send_local(
-            failure_reply(name, self.request_id, detail, close, status, self.head.method == "HEAD")
-        )
+        self._send_local(failure_reply(name, self.request_id, detail, close, self.head.method == "HEAD"))
 
     def reply_error(self, exc: RemoteProtocolError) -> None:
         """A request the parser/normalizer refused after its head (bad path, body too large)."""
@@ -364,7 +362,7 @@ class Exchange:
         self.keep_alive = False
         self.finish()
 
-    def check_timeouts(self, now: float, last_activity: int, idle_for: float) -> None:
+    def check_timeouts(self, now: float, idle_for: float) -> None:
         """Called about once a second by the sidecar's sweeper."""
         opts = self.conn.sidecar.options
         waiting = self.upstream is not None and not self.resp_started and not self.tunnel

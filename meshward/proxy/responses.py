@@ -117,13 +117,12 @@ def failure_reply(
     request_id: str,
     detail: str | None = None,
     close: bool = False,
-    status: int | None = None,
     head_only: bool = False,
 ) -> LocalReply:
     """The response for one of the sidecar's own :data:`FAILURES` (``detail`` appended)."""
     failure = FAILURES[name]
     message = f"{failure.message}: {detail}" if detail else failure.message
-    code = status or failure.status
+    code = failure.status
     return LocalReply(
         render(code, message, request_id, close=close, head_only=head_only), code, failure.flag, close
     )
