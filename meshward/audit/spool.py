@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from meshward.audit.chain import GENESIS, AuditRecord, ChainWriter, RecordError, parse_record_line
+from meshward.identity.keys import write_private
 
 __all__ = ["AuditSpool", "SpoolBatch"]
 
@@ -57,17 +58,6 @@ def _segment_name(first_seq: int) -> str:
 
 def _segment_first_seq(path: Path) -> int:
     return int(path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)])
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class AuditSpool:
@@ -109,7 +99,7 @@ class AuditSpool:
         except FileNotFoundError:
             pass
         chain = secrets.token_hex(8)
-        _write_atomic(path, chain.encode())
+        write_private(path, chain.encode())
         return chain
 
     def _load_acked(self) -> int:
@@ -188,7 +178,7 @@ class AuditSpool:
     def append(self, event: dict[str, Any]) -> AuditRecord:
         """Chain ``event`` and write it to disk (one ``write``); returns the record."""
         if self._segment_size >= self.segment_bytes:
-            _write_atomic(self.directory / "base", f"{self._writer.seq} {self._writer.head}".encode())
+            write_private(self.directory / "base", f"{self._writer.seq} {self._writer.head}".encode())
             seq = self._writer.seq + 1
             self._open_segment(self.directory / _segment_name(seq), seq)
         record, line = self._writer.next_with_line(event)
@@ -264,7 +254,7 @@ class AuditSpool:
         if seq <= self.acked:
             return
         self.acked = seq
-        _write_atomic(self.directory / "acked", str(seq).encode())
+        write_private(self.directory / "acked", str(seq).encode())
         segments = self.segments()
         for current, following in itertools.pairwise(segments):
             if _segment_first_seq(following) - 1 <= seq:
