@@ -50,7 +50,6 @@ async def handle_outbound(ex: Exchange) -> None:
         return
     drop = _DROP | connection_tokens(head.connection) if head.connection else _DROP
     parts = [f"{head.method} {path}{'?' + query if query else ''} HTTP/1.1\r\nhost: {authority}\r\n".encode()]
-    has_id = False
     upgrade = b""
     for name, value in head.headers:
         low = name.lower()
@@ -58,13 +57,11 @@ async def handle_outbound(ex: Exchange) -> None:
             if low == b"upgrade":
                 upgrade = value
             continue
-        if low == b"x-request-id":
-            has_id = True
         parts.append(b"%s: %s\r\n" % (name, value))
     if head.chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
         ex.up_chunked = True
-    if not has_id:
+    if head.request_id is None:  # the parser's scan found no X-Request-Id
         parts.append(b"x-request-id: %s\r\n" % ex.request_id.encode())
     if head.upgrade:
         parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
