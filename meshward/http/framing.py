@@ -15,7 +15,6 @@ __all__ = [
     "chunk",
     "clean_fields",
     "connection_tokens",
-    "request_head",
     "response_head",
 ]
 
@@ -93,13 +92,6 @@ def clean_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]
 
 def _bad(text: bytes) -> bool:
     return b"\r" in text or b"\n" in text or b"\x00" in text
-
-
-def request_head(method: str, target: str, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    parts = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target.encode("ascii"))]
-    parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 def response_head(
