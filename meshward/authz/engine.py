@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from meshward.authz.attributes import AuthzDecision, RequestAttributes
 from meshward.authz.compiler import (
@@ -42,14 +42,20 @@ from meshward.resources.base import Resource
 __all__ = ["AuthzEngine", "compile_engine", "engine_from_snapshot", "select_policies"]
 
 
+_Policy = TypeVar("_Policy", bound=Resource[Any])
+
+
 def select_policies(
-    policies: Iterable[Resource[Any]], workload: WorkloadInfo, root_namespace: str
-) -> list[AuthorizationPolicy]:
-    """The AuthorizationPolicies that apply to ``workload``, sorted by namespace/name."""
+    policies: Iterable[Resource[Any]], workload: WorkloadInfo, root_namespace: str, kind: type[_Policy]
+) -> list[_Policy]:
+    """The policies of class ``kind`` that apply to ``workload``: those of its namespace or the
+    root one whose ``spec.selector`` matches its labels, sorted by namespace/name.
+
+    Shared by every workload-selected policy kind (authorization, rate limits, DLP)."""
     chosen = [
         p
         for p in policies
-        if isinstance(p, AuthorizationPolicy)
+        if isinstance(p, kind)
         and p.metadata.namespace in (workload.namespace, root_namespace)
         and p.spec.selector.matches(workload.labels)
     ]
@@ -216,7 +222,7 @@ def compile_engine(
     default_policy: Literal["deny", "allow"] = "deny",
 ) -> AuthzEngine:
     """Select the policies that apply to ``workload`` and compile them."""
-    chosen = select_policies(policies, workload, root_namespace)
+    chosen = select_policies(policies, workload, root_namespace, AuthorizationPolicy)
     return AuthzEngine(chosen, trust_domain=trust_domain, default_policy=default_policy)
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshward.authz.engine import select_policies
 from meshward.config.snapshot import MeshSnapshot
 from meshward.dlp.body import (
     Uninspectable,
@@ -63,15 +64,12 @@ _SHARED_KEY = "dlp.hash_key"
 
 def selected_policies(snapshot: MeshSnapshot) -> list[DataProtectionPolicy]:
     """The policies of the workload's namespace (or the root one) whose selector matches it."""
-    w = snapshot.workload
-    scope = (w.namespace, snapshot.mesh.root_namespace)
-    return [
-        r
-        for r in snapshot.of_kind("DataProtectionPolicy")
-        if isinstance(r, DataProtectionPolicy)
-        and r.metadata.namespace in scope
-        and r.spec.selector.matches(w.labels)
-    ]
+    return select_policies(
+        snapshot.of_kind(DataProtectionPolicy.kind_name),
+        snapshot.workload,
+        snapshot.mesh.root_namespace,
+        DataProtectionPolicy,
+    )
 
 
 def hash_key(runtime: SidecarRuntime) -> bytes:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from meshward.config.snapshot import MeshSnapshot, WorkloadInfo
+from meshward.authz.engine import select_policies
+from meshward.config.snapshot import MeshSnapshot
 from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
 from meshward.ratelimit.keyed import bounded_key
-from meshward.resources.base import Resource
-from meshward.resources.ratelimit import PERIOD_SECONDS, RateLimit, RateLimitPolicySpec
+from meshward.resources.ratelimit import PERIOD_SECONDS, RateLimit, RateLimitPolicy
 
 __all__ = [
     "CompiledLimit",
@@ -232,27 +232,20 @@ def compile_limit(policy: str, backend: str, spec: RateLimit, trust_domain: str)
     return limit
 
 
-def selected_policies(snapshot: MeshSnapshot, workload: WorkloadInfo | None = None) -> list[Resource[Any]]:
+def selected_policies(snapshot: MeshSnapshot) -> list[RateLimitPolicy]:
     """The RateLimitPolicies that apply to the workload: its namespace (or the root one) + selector."""
-    w = workload or snapshot.workload
-    root = snapshot.mesh.root_namespace
-    chosen: list[Resource[Any]] = []
-    for res in snapshot.of_kind("RateLimitPolicy"):
-        spec = res.spec
-        if not isinstance(spec, RateLimitPolicySpec):
-            continue
-        if res.metadata.namespace not in (w.namespace, root):
-            continue
-        if spec.selector.matches(w.labels):
-            chosen.append(res)
-    return sorted(chosen, key=lambda r: (r.metadata.namespace, r.metadata.name))
+    return select_policies(
+        snapshot.of_kind(RateLimitPolicy.kind_name),
+        snapshot.workload,
+        snapshot.mesh.root_namespace,
+        RateLimitPolicy,
+    )
 
 
 def compile_policies(snapshot: MeshSnapshot) -> list[CompiledPolicy]:
     out: list[CompiledPolicy] = []
     for res in selected_policies(snapshot):
         spec = res.spec
-        assert isinstance(spec, RateLimitPolicySpec)
         ref = f"{res.metadata.namespace}/{res.metadata.name}"
         limits = [compile_limit(ref, spec.backend, lim, snapshot.trust_domain) for lim in spec.limits]
         out.append(CompiledPolicy(ref, spec.backend, limits))
