@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import QUICK
 from meshward.authz.attributes import RequestAttributes
 from meshward.authz.engine import AuthzEngine, compile_engine
 from meshward.config.snapshot import WorkloadInfo
@@ -342,7 +343,7 @@ def filter_cost(iterations: int) -> dict[str, float]:
 
 def run(iterations: int | None = None) -> dict[str, Any]:
     if iterations is None:
-        iterations = 5_000 if os.environ.get("MESHWARD_BENCH_QUICK") else 50_000
+        iterations = 5_000 if QUICK else 50_000
     mesh = build_mesh()
     t0 = time.perf_counter()
     engine = compile_engine(mesh, WORKLOAD, trust_domain=TRUST_DOMAIN)
@@ -380,7 +381,7 @@ def run(iterations: int | None = None) -> dict[str, Any]:
     results["target_median_us"] = 10.0
     results["meets_target"] = results["decision_1000_100"]["median_us"] < 10.0
     if not os.environ.get("MESHWARD_BENCH_AUTHZ_NO_SIDECAR"):
-        results["sidecar"] = sidecar_throughput(2 if os.environ.get("MESHWARD_BENCH_QUICK") else 4)
+        results["sidecar"] = sidecar_throughput(2 if QUICK else 4)
     rows = [
         {
             "name": "decision, 1,000 policies / 100 selecting (median)",

@@ -1,5 +1,5 @@
 """Helpers the benchmark modules share: reading processes' CPU time from Linux ``/proc``, and
-recording a sidecar-pair run as a ratio row."""
+recording a sidecar-pair run as a ratio row, and ``QUICK`` (``MESHWARD_BENCH_QUICK=1``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_pair_row", "cpu_seconds", "total_cpu_seconds"]
+__all__ = ["QUICK", "add_pair_row", "cpu_seconds", "total_cpu_seconds"]
+
+QUICK = os.environ.get("MESHWARD_BENCH_QUICK") == "1"  # the runner's --quick: a shorter run
 
 
 def cpu_seconds(pid: int) -> float:

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import QUICK
 from meshward.config.snapshot import MeshSnapshot
 from meshward.control.client import ControlClient, operator_client
 from meshward.control.server import ControlPlane
@@ -218,11 +219,10 @@ def _up_to_ready() -> tuple[float, float]:
 
 
 def run() -> dict[str, Any]:
-    quick = os.environ.get("MESHWARD_BENCH_QUICK") == "1"
-    samples = 5 if quick else 15
+    samples = 5 if QUICK else 15
     fan_out = _distribution(50, samples, processes=5)
     single = _distribution(1, samples, processes=1)
-    up_runs = [_up_to_ready() for _ in range(1 if quick else 2)]
+    up_runs = [_up_to_ready() for _ in range(1 if QUICK else 2)]
     p50_50, p50_1 = statistics.median(fan_out), statistics.median(single)
     up = min(wall for wall, _ in up_runs)
     runner = min(r for _, r in up_runs)

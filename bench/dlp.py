@@ -23,7 +23,6 @@ alongside (``wall_clock``). ``MESHWARD_BENCH_QUICK=1`` shortens the run.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import statistics
@@ -31,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.common import QUICK
 from meshward.dlp.body import inspect_body
 from meshward.dlp.policy import DlpPlan, compile_plans
 from meshward.dlp.redact import Outcome, Redactor
@@ -39,7 +39,6 @@ from meshward.resources.dataprotection import DataProtectionPolicy
 
 __all__ = ["run"]
 
-QUICK = os.environ.get("MESHWARD_BENCH_QUICK") == "1"
 SIZE = 256 * 1024 if QUICK else 1024 * 1024
 REPEAT = 3 if QUICK else 5
 LATENCY_CALLS = 300 if QUICK else 2000

@@ -17,7 +17,6 @@ median and p99 latency. Side by side in one run:
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import tempfile
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import QUICK
 from meshward.identity.bootstrap import init_mesh
 from meshward.identity.issuance import IdentityService
 from meshward.identity.keys import generate_key, make_csr
@@ -58,8 +58,7 @@ def _time(n: int, fn: Callable[[int], object]) -> Timing:
 
 
 def run() -> dict[str, Any]:
-    quick = os.environ.get("MESHWARD_BENCH_QUICK") == "1"
-    n = 300 if quick else 2000
+    n = 300 if QUICK else 2000
     with tempfile.TemporaryDirectory() as tmp:
         state = MeshState(Path(tmp) / "state")
         init_mesh(state, "bench.local")

@@ -33,12 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import total_cpu_seconds
+from bench.common import QUICK, total_cpu_seconds
 from meshward.config.snapshot import ServiceEntry
 from tests.support.proc import Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
 
-QUICK = os.environ.get("MESHWARD_BENCH_QUICK") == "1"
 DURATION = 3 if QUICK else 5
 RATES = (500, 1000, 2000)
 RATE_CONNECTIONS = 10

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import statistics
 import tempfile
@@ -36,7 +35,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_pair_row, cpu_seconds
+from bench.common import QUICK, add_pair_row, cpu_seconds
 from meshward.ratelimit.backend import LocalBackend
 from meshward.ratelimit.compile import CompiledLimit, RequestFacts, compile_limit
 from meshward.ratelimit.limiter import RateLimiter
@@ -45,7 +44,6 @@ from meshward.resources.ratelimit import RateLimit
 
 __all__ = ["run"]
 
-QUICK = os.environ.get("MESHWARD_BENCH_QUICK") == "1"
 CALLERS = 1000
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bench.common import add_pair_row, cpu_seconds
+from bench.common import QUICK, add_pair_row, cpu_seconds
 from meshward.audit.ocsf import http_activity
 from meshward.filters.base import Peer, RequestContext, SidecarRuntime
 from meshward.filters.telemetry import TelemetryFilter, build
@@ -38,7 +38,6 @@ from meshward.telemetry.tracing import TraceContext
 
 __all__ = ["run"]
 
-QUICK = bool(os.environ.get("MESHWARD_BENCH_QUICK"))
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
