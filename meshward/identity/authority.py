@@ -30,6 +30,7 @@ __all__ = [
     "make_root",
     "pem",
     "spiffe_id_of",
+    "trust_domain_of",
 ]
 
 DEFAULT_SVID_TTL = dt.timedelta(hours=1)
@@ -145,6 +146,18 @@ def spiffe_id_of(cert: x509.Certificate | x509.CertificateSigningRequest) -> Spi
     if len(uris) != 1 or others:
         raise InvalidSpiffeId(f"expected exactly one URI SAN, found {len(uris)} URI and {others} other SANs")
     return SpiffeId.from_uri(uris[0])
+
+
+def trust_domain_of(cert: x509.Certificate) -> str | None:
+    """The trust domain of a certificate's first ``spiffe://`` URI SAN (a root's is ``spiffe://TD``)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith("spiffe://"):
+            return uri[len("spiffe://") :].split("/", 1)[0]
+    return None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meshward.identity.authority import make_intermediate, make_root, pem
+from meshward.identity.authority import make_intermediate, make_root, pem, trust_domain_of
 from meshward.identity.keys import key_pem, write_private, write_public
 from meshward.identity.ledger import SvidLedger
 from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
@@ -64,17 +64,6 @@ class CaMaterial:
     intermediate: x509.Certificate
     intermediate_key: ec.EllipticCurvePrivateKey
     upstream: tuple[x509.Certificate, ...] = ()
-
-
-def _spiffe_trust_domain(cert: x509.Certificate) -> str | None:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
-        if uri.startswith("spiffe://"):
-            return uri[len("spiffe://") :].split("/", 1)[0]
-    return None
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -139,7 +128,7 @@ def load_operator_ca(cert_path: Path, key_path: Path, trust_domain: str | None) 
             f"{cert_path}: the chain does not end in a self-signed root; append the issuing CAs"
             " up to and including the root (it is needed for the trust bundle)"
         )
-    ca_td = _spiffe_trust_domain(first)
+    ca_td = trust_domain_of(first)
     if trust_domain is None:
         trust_domain = ca_td or DEFAULT_TRUST_DOMAIN
     elif ca_td is not None and ca_td != trust_domain:

@@ -29,6 +29,7 @@ from typing import Any
 from cryptography import x509
 
 from meshward.config.snapshot import MeshSnapshot
+from meshward.identity.authority import trust_domain_of
 from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId, parse_identity
 from meshward.proxy.controlclient import AUDIT_POST_KEY, AgentConfig, ControlAgent, IdentityError
@@ -91,12 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
-    if text.startswith("spiffe://") or text.count("/") != 1:
-        return parse_identity(text, "")
-    roots = x509.load_pem_x509_certificates(bundle_pem)
-    uris = roots[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    trust_domain = str(uris.get_values_for_type(x509.UniformResourceIdentifier)[0]).removeprefix("spiffe://")
-    return parse_identity(text, trust_domain)
+    """``--id`` in any spelling; the short form takes the trust domain of the bundle's root."""
+    root = x509.load_pem_x509_certificates(bundle_pem)[0]
+    return parse_identity(text, trust_domain_of(root) or "")
 
 
 async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: argparse.Namespace) -> None:
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             admin=parse_address(args.admin),
             state_dir=args.dir,
         )
-    except (OSError, ValueError, IndexError, x509.ExtensionNotFound) as exc:
+    except (OSError, ValueError) as exc:
         print(f"meshward sidecar: {exc}", file=sys.stderr)
         return 2
     workload = args.workload or identity.short
