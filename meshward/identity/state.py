@@ -188,9 +188,6 @@ class MeshState:
         self._require()
         return self._read(self.bundle_path)
 
-    def trusted_roots(self) -> list[x509.Certificate]:
-        return load_pem_chain(self.bundle_pem(), str(self.bundle_path))
-
     # -- database --------------------------------------------------------------------------------
     def connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
         """A connection to ``meshward.db`` in WAL mode with a busy timeout; callers close it."""
