@@ -73,12 +73,13 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
         ctx.response_status = status
         ctx.upstream_duration = self.loop.time() - self.forwarded_at
     drop = _dropped_fields(rh.connection) if rh.connection else HOP_BY_HOP
-    headers = [(n, v) for n, v in rh.headers if n.lower() not in drop]
     no_body = self.head.method == "HEAD" or status in (204, 304)
     rewrite = False
     chain = self.chain
     if chain is not None and ctx is not None and chain.headers:
-        str_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        str_headers = [
+            (n.decode("latin-1"), v.decode("latin-1")) for n, v in rh.headers if n.lower() not in drop
+        ]
         try:
             for f in chain.headers:
                 if f.on_response_headers(ctx, status, str_headers):
@@ -86,13 +87,21 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
         except ResponseDenied as refused:
             self.deny(refused.denial)  # nothing was sent: the upstream response is dropped
             return
-        headers = clean_fields([(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers])
+        # a body the filters may rewrite is re-framed below: its old length goes
+        strip_length = rewrite and not no_body
+        headers = clean_fields(
+            [
+                (n.encode("latin-1"), v.encode("latin-1"))
+                for n, v in str_headers
+                if not (strip_length and n.lower() == "content-length")
+            ]
+        )
+    else:
+        headers = [(n, v) for n, v in rh.headers if n.lower() not in drop]
     self.resp_started = True
     if no_body:
         self.resp_mode = MODE_NONE
     elif rewrite or rh.content_length is None:
-        if rewrite:
-            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
         if self.head.version == "1.1":
             self.resp_mode = MODE_CHUNKED
             headers.append((b"transfer-encoding", b"chunked"))
