@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from meshward.authz.engine import select_policies
+from meshward.authz.matchers import normalize_principal_pattern
 from meshward.config.snapshot import MeshSnapshot
-from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
 from meshward.ratelimit.keyed import bounded_key
 from meshward.resources.ratelimit import PERIOD_SECONDS, RateLimit, RateLimitPolicy
 
@@ -77,16 +77,6 @@ class Pattern:
         return (bool(self.prefixes) and value.startswith(self.prefixes)) or (
             bool(self.suffixes) and value.endswith(self.suffixes)
         )
-
-
-def _principal_pattern(text: str, trust_domain: str) -> str:
-    """Normalize one principal (any of the three spellings, or a glob) to Istio's form."""
-    if "*" in text:
-        return text[len("spiffe://") :] if text.startswith("spiffe://") else text
-    try:
-        return parse_identity(text, trust_domain).principal
-    except InvalidSpiffeId as exc:
-        raise ValueError(f"RateLimitPolicy principal: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -206,7 +196,7 @@ def compile_limit(policy: str, backend: str, spec: RateLimit, trust_domain: str)
     m = spec.match
     if m is not None:
         if m.principals:
-            limit.principals = Pattern(_principal_pattern(p, trust_domain) for p in m.principals)
+            limit.principals = Pattern(normalize_principal_pattern(p, trust_domain) for p in m.principals)
         limit.namespaces = _pattern(m.namespaces)
         limit.models = _pattern(m.models)
         limit.operations = frozenset(m.ai_operations) if m.ai_operations else None
