@@ -28,9 +28,6 @@ HEAVY = (
     "meshward.proxy",
 )
 
-# demo.py imports meshward.demo.run at its top (its owner makes that lazy): left out until then.
-EAGER_OWNERS: set[str] = set()
-
 
 def _loaded_after(code: str) -> list[str]:
     script = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
@@ -40,7 +37,7 @@ def _loaded_after(code: str) -> list[str]:
     return list(json.loads(out.stdout.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("command", sorted(set(command_names()) - EAGER_OWNERS))
+@pytest.mark.parametrize("command", sorted(command_names()))
 def test_a_commands_parser_imports_nothing_heavy(command: str) -> None:
     loaded = _loaded_after(f"from meshward.cli.main import build_parser\nbuild_parser({command!r})")
     assert f"meshward.cli.commands.{command}" in loaded
