@@ -9,6 +9,8 @@ protocol, buffer the body if a filter asks for it (then classify again, now know
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from meshward.filters.base import RequestContext
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
@@ -23,6 +25,12 @@ _HOP = frozenset(h.decode() for h in HOP_BY_HOP) | {
     "content-length",
     "x-forwarded-proto",
 }
+
+
+@lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
+def _not_forwarded(connection: bytes | None) -> frozenset[str]:
+    """Fields never copied to the app: hop-by-hop, set by us, or named by ``Connection``."""
+    return _HOP | {t.decode("latin-1") for t in connection_tokens(connection)}
 
 
 def header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -83,11 +91,11 @@ async def handle_inbound(ex: Exchange) -> None:
         ex.fail("no_app", None)
         return
     body = ctx.body if ctx.body_rewritten else None
-    drop = {t.decode("latin-1") for t in connection_tokens(head.connection)} if head.connection else ()
+    skip = _not_forwarded(head.connection)
     target = f"{path}?{query}" if query else path
     lines = [f"{head.method} {target} HTTP/1.1\r\n"]
     for name, value in ctx.headers.items():
-        if name in _HOP or name in drop:
+        if name in skip:
             continue
         if name == "expect" and (ex.continue_sent or body is not None):
             continue
