@@ -10,6 +10,7 @@ Extra fields beyond the contract: ``warnings``, per workload ``state``, ``restar
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from meshward.identity.issuance import IdentityService
 from meshward.identity.state import MeshState
 from meshward.mesh.records import WorkloadRecord, read_run
 
-__all__ = ["mesh_status", "render_status"]
+__all__ = ["align_columns", "mesh_status", "render_status"]
 
 
 def _cert_not_after(sidecar_dir: str) -> str | None:
@@ -98,6 +99,12 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
     }
 
 
+def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows (the header first) as text lines, each column as wide as its widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
 def render_status(doc: dict[str, Any]) -> str:
     control = doc["control"]
     lines = [f"mesh {doc['trust_domain']}"]
@@ -137,8 +144,7 @@ def render_status(doc: dict[str, Any]) -> str:
                     w["cert_not_after"] or "-",
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+        lines += align_columns(rows)
     else:
         lines.append("no workloads running (start them with `meshward up -f MESH.yaml`)")
     for w in doc["workloads"]:

@@ -34,6 +34,7 @@ from meshward.identity.issuance import IdentityService
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.records import RunRecord, WorkloadRecord, mesh_dir, write_run
+from meshward.mesh.status import align_columns
 from meshward.mesh.workload import (
     CONTROL_PORT,
     MAX_RESTART_DELAY,
@@ -264,6 +265,4 @@ def format_table(record: RunRecord, state_dir: Path) -> str:
     rows = [("WORKLOAD", "IDENTITY", "APP", "INBOUND", "OUTBOUND (HTTP_PROXY)", "ADMIN")]
     for w in record.workloads:
         rows.append((w.ref, w.identity, w.app or "-", w.inbound or "-", w.outbound or "-", w.admin or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
-    return "\n".join([*lines, f"control plane {record.control_url}  (state {state_dir})"])
+    return "\n".join([*align_columns(rows), f"control plane {record.control_url}  (state {state_dir})"])
