@@ -172,10 +172,6 @@ class AuthzEngine:
         # Decisions with dry-run/audit results, built once per combination seen.
         self._combined: dict[tuple[int, int, tuple[str, ...]], AuthzDecision] = {}
 
-    @property
-    def has_dry_run(self) -> bool:
-        return self._has_dry_run
-
     def evaluate(self, r: RequestAttributes) -> AuthzDecision:
         """Decide one request. Pure: reads ``r``, returns a decision."""
         allow: AuthzDecision | None = None

@@ -104,10 +104,6 @@ class RateLimiter:
             backend.prepare([lim for lim in limits if lim.backend == name])
         self._bound = [(lim, backends[lim.backend]) for lim in limits]
 
-    @property
-    def has_token_budgets(self) -> bool:
-        return any("tokens" in lim.dimensions for lim in self.limits)
-
     async def admit(
         self, facts: RequestFacts, lease: str, prompt_estimate: int = 0, max_output: int | None = None
     ) -> Admission:

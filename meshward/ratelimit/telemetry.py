@@ -119,10 +119,6 @@ class RateLimitTelemetry:
             self._series[(model, operation, principal, estimated)] = series
         return series
 
-    def token_totals(self) -> tuple[int, int]:
-        """Input and output tokens counted so far (all series)."""
-        return sum(s[0] for s in self._series.values()), sum(s[1] for s in self._series.values())
-
 
 def _bounded(seen: set[str], value: str, cap: int) -> str:
     """``value`` while fewer than ``cap`` distinct values were seen, then ``"other"``."""
