@@ -93,7 +93,8 @@ def test_invalid_specs_are_refused(spec: dict[str, Any], complaint: str) -> None
     ["", "source.principal", "request.model", "request.headers[x-api-key]", "request.headers[X-Tenant]"],
 )
 def test_valid_keys(key: str) -> None:
-    RateLimitPolicy.model_validate(doc(limits=[{"name": "a", "key": key, "concurrency": 1}]))
+    policy = RateLimitPolicy.model_validate(doc(limits=[{"name": "a", "key": key, "concurrency": 1}]))
+    assert policy.spec.limits[0].key == key
 
 
 def test_redis_backend_accepted() -> None:
