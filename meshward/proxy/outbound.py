@@ -16,6 +16,8 @@ takes an authority string, not a parsed absolute URL, so only the listener chang
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.normalize import split_target
@@ -27,6 +29,12 @@ __all__ = ["handle_outbound"]
 
 _DROP = HOP_BY_HOP | {b"host", b"x-forwarded-client-cert"}
 _MAX_TRIES = 3
+
+
+@lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
+def _not_forwarded(connection: bytes | None) -> frozenset[bytes]:
+    """Fields never copied across: hop-by-hop, set by us, or named by ``Connection``."""
+    return _DROP | connection_tokens(connection)
 
 
 async def handle_outbound(ex: Exchange) -> None:
@@ -48,7 +56,7 @@ async def handle_outbound(ex: Exchange) -> None:
     if route is None and not cfg.allow_any_outbound:
         ex.fail("no_route", host)
         return
-    drop = _DROP | connection_tokens(head.connection) if head.connection else _DROP
+    drop = _not_forwarded(head.connection)
     parts = [f"{head.method} {path}{'?' + query if query else ''} HTTP/1.1\r\nhost: {authority}\r\n".encode()]
     upgrade = b""
     for name, value in head.headers:

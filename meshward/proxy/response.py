@@ -12,6 +12,7 @@ They are methods of :class:`~meshward.proxy.exchange.Exchange`, kept here to kee
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from meshward.filters.base import ResponseDenied, StreamAbort
@@ -42,17 +43,10 @@ MODE_NONE, MODE_RAW, MODE_CHUNKED, MODE_CLOSE = 0, 1, 2, 3
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-_DROP_SEEN: dict[bytes, frozenset[bytes]] = {}
-
-
-def _dropped_fields(connection: bytes) -> frozenset[bytes]:
-    """Hop-by-hop fields plus those a Connection header names (cached: a handful of values)."""
-    drop = _DROP_SEEN.get(connection)
-    if drop is None:
-        drop = HOP_BY_HOP | connection_tokens(connection)
-        if len(_DROP_SEEN) < 64:
-            _DROP_SEEN[connection] = drop
-    return drop
+@lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
+def _dropped_fields(connection: bytes | None) -> frozenset[bytes]:
+    """Hop-by-hop fields plus those a Connection header names."""
+    return HOP_BY_HOP | connection_tokens(connection)
 
 
 def on_response_head(self: Exchange, rh: ResponseHead) -> None:
@@ -72,7 +66,7 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
     if ctx is not None:
         ctx.response_status = status
         ctx.upstream_duration = self.loop.time() - self.forwarded_at
-    drop = _dropped_fields(rh.connection) if rh.connection else HOP_BY_HOP
+    drop = _dropped_fields(rh.connection)
     no_body = self.head.method == "HEAD" or status in (204, 304)
     rewrite = False
     chain = self.chain
