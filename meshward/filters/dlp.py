@@ -140,8 +140,7 @@ class DlpFilter(Filter):
                 outcome,
             )
         except Uninspectable as exc:
-            note = _note(ctx)
-            note["uninspectable"] = str(exc)
+            _note(ctx)["uninspectable"] = str(exc)
             if plan.fail_closed:
                 return Denial(
                     "dlp",
@@ -150,8 +149,7 @@ class DlpFilter(Filter):
                     policy=plan.fail_policy,
                     body={"policy": plan.fail_policy, "reason": "uninspectable"},
                 )
-            note["fail_open"] = plan.fail_policy
-            ctx.audit_marks.append(f"dlp-fail-open:{plan.fail_policy}")
+            _fail_open(ctx, plan)
             return None
         if outcome.blocked_by is not None:
             _note(ctx)["blocked"] = outcome.blocked_by
