@@ -198,12 +198,6 @@ class UpstreamPool:
                 return conn
         return None
 
-    async def acquire(self, target: UpstreamTarget) -> UpstreamConnection:
-        conn = self.take_idle(target)
-        if conn is not None:
-            return conn
-        return await self.connect(target)
-
     async def connect(self, target: UpstreamTarget) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         ctx = self.identity.client_context if target.tls else None
