@@ -36,6 +36,7 @@ from meshward.control.operations import ConfigError, apply_text, get_resources, 
 from meshward.control.tls import bundle_digest, control_id
 from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
+from meshward.identity.ledger import iso
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.resources.mesh import parse_duration
@@ -304,5 +305,5 @@ def _svid_json(chain: bytes, bundle: bytes, not_after: dt.datetime) -> dict[str,
     return {
         "chain": chain.decode("ascii"),
         "bundle": bundle.decode("ascii"),
-        "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": iso(not_after),
     }

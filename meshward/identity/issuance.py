@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshward.identity.authority import DEFAULT_SVID_TTL, Authority, CsrRefused, pem
 from meshward.identity.keys import generate_key, key_pem, write_private, write_public
-from meshward.identity.ledger import RefusalRecord, SvidLedger, SvidRecord, serial_hex
+from meshward.identity.ledger import RefusalRecord, SvidLedger, SvidRecord, iso, serial_hex
 from meshward.identity.rotation import next_overlap_end, refresh_bundle
 from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId, parse_identity
 from meshward.identity.state import MeshState
@@ -255,7 +255,7 @@ class IdentityService:
             if end > horizon:
                 continue
             name = cert.subject.rfc4514_string()
-            when = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+            when = iso(end)
             if end <= now:
                 warnings.append(f"{what} {name} expired at {when}; {fix}")
             else:

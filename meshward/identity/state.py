@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshward.identity.authority import Authority
 from meshward.identity.keys import generate_key, key_pem, load_key, write_private, write_public
-from meshward.identity.ledger import SvidLedger
+from meshward.identity.ledger import SvidLedger, iso
 from meshward.identity.spiffe import SpiffeId
 
 __all__ = [
@@ -136,7 +136,7 @@ class MeshState:
         return self._trust_domain
 
     def write_mesh_file(self, trust_domain: str) -> None:
-        created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = iso(dt.datetime.now(dt.UTC))
         doc = {"trust_domain": trust_domain, "created": created}
         write_public(self.mesh_file, (json.dumps(doc, indent=2) + "\n").encode())
         self._trust_domain = trust_domain

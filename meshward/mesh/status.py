@@ -19,6 +19,7 @@ from cryptography import x509
 from meshward.config.store import ConfigStore
 from meshward.control.client import pid_alive, read_control_info
 from meshward.identity.issuance import IdentityService
+from meshward.identity.ledger import iso
 from meshward.identity.state import MeshState
 from meshward.mesh.records import WorkloadRecord, read_run
 
@@ -33,7 +34,7 @@ def _cert_not_after(sidecar_dir: str) -> str | None:
         leaf = x509.load_pem_x509_certificates(data[data.find(b"-----BEGIN CERTIFICATE-----") :])[0]
     except (OSError, ValueError):
         return None
-    return leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(leaf.not_valid_after_utc)
 
 
 def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ def register(
 
 def create(args: argparse.Namespace) -> int:
     from meshward.identity.issuance import IdentityService
+    from meshward.identity.ledger import iso
     from meshward.identity.spiffe import InvalidSpiffeId
     from meshward.identity.state import MeshState
 
@@ -48,7 +49,7 @@ def create(args: argparse.Namespace) -> int:
             token = service.create_token(sid, ttl, args.uses)
         except (InvalidSpiffeId, ValueError) as exc:
             raise CliError(str(exc)) from None
-    expires = (dt.datetime.now(dt.UTC) + ttl).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expires = iso(dt.datetime.now(dt.UTC) + ttl)
     uses = "1 use" if args.uses == 1 else f"{args.uses} uses"
     print(token)
     print(f"join token for {sid.uri}: {uses}, expires {expires}", file=sys.stderr)
