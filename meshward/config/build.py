@@ -19,6 +19,7 @@ from typing import Any
 
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry, WorkloadInfo
 from meshward.config.store import SidecarRecord
+from meshward.identity.spiffe import SpiffeId
 from meshward.resources import Resource
 from meshward.resources.mesh import Mesh, MeshSpec, Workload
 
@@ -73,7 +74,7 @@ def services_table(
         ns = r.metadata.namespace
         endpoints, identities = grouped.setdefault((r.service, ns), ([], set()))
         endpoints.extend(inbound.get((ns, r.metadata.name), []))
-        identities.add(f"spiffe://{trust_domain}/ns/{ns}/sa/{r.service_account}")
+        identities.add(SpiffeId(trust_domain, ns, r.service_account).uri)
     table: dict[str, ServiceEntry] = {}
     for (service, ns), (endpoints, identities) in sorted(grouped.items()):
         entry = ServiceEntry(service, ns, tuple(sorted(set(endpoints))), tuple(sorted(identities)))

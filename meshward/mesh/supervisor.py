@@ -31,6 +31,7 @@ from meshward.control.client import operator_client, read_control_info
 from meshward.control.operations import LocalConfig, RemoteConfig
 from meshward.identity.bootstrap import CaSetupRefused, init_mesh
 from meshward.identity.issuance import IdentityService
+from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.records import RunRecord, WorkloadRecord, mesh_dir, write_run
@@ -172,9 +173,7 @@ class MeshSupervisor:
             td = self.state.trust_domain
             for w in (r for r in self.resources if isinstance(r, Workload)):
                 ns = w.metadata.namespace
-                rec = WorkloadRecord(
-                    w.metadata.name, ns, w.service, f"spiffe://{td}/ns/{ns}/sa/{w.service_account}"
-                )
+                rec = WorkloadRecord(w.metadata.name, ns, w.service, SpiffeId(td, ns, w.service_account).uri)
                 self.record.workloads.append(rec)
                 self.runners.append(WorkloadRunner(self, w, rec))
             errors: list[str] = []
