@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from meshward.authn.enduser import claim_value
 from meshward.authz.matchers import ip_to_int
 
 __all__ = ["AuthzDecision", "RequestAttributes"]
@@ -45,7 +46,10 @@ class RequestAttributes:
     headers: Mapping[str, str] = field(default_factory=dict)
     model: str | None = None
     operation: str = "other"
-    request_principal: str | None = None  # JWT "iss/sub": no request authentication yet
+    request_principal: str | None = None  # the end user: JWT "iss/sub" or an API key's principal
+    auth_audiences: tuple[str, ...] = ()
+    auth_presenter: str | None = None
+    auth_claims: Mapping[str, Any] = field(default_factory=dict)
     now: float = 0.0
     host_lower: str = field(init=False, default="")
     _source_ip_int: int | None = field(init=False, default=_UNSET, repr=False)
@@ -53,6 +57,10 @@ class RequestAttributes:
 
     def __post_init__(self) -> None:
         self.host_lower = self.host.lower()
+
+    def claim(self, path: tuple[str, ...]) -> list[str]:
+        """``request.auth.claims[a][b]``: the string values there (none when absent)."""
+        return claim_value(self.auth_claims, path)
 
     def source_ip_int(self) -> int | None:
         if self._source_ip_int == _UNSET:

@@ -17,7 +17,7 @@ from typing import Any, Final, cast
 from meshward.authz.attributes import RequestAttributes
 from meshward.authz.matchers import ip_ranges, normalize_principal_pattern, template_regex
 from meshward.authz.timewindow import parse_time_window
-from meshward.resources.authorization import Condition, Operation, Rule, Source
+from meshward.resources.authorization import Condition, Operation, Rule, Source, claim_path
 
 __all__ = [
     "CodeBuilder",
@@ -190,11 +190,16 @@ def _condition_term(c: Condition, trust_domain: str, code: CodeBuilder) -> str:
         values = [normalize_principal_pattern(v, trust_domain) for v in c.values]
         not_values = [normalize_principal_pattern(v, trust_domain) for v in c.not_values]
         _strings(terms, "r.principal", values, not_values, code)
+    elif key == "request.auth.audiences":
+        _each_strings(terms, "r.auth_audiences", c.values, c.not_values, code)
+    elif (path := claim_path(key)) is not None:
+        _each_strings(terms, f"r.claim({code.const(path)})", c.values, c.not_values, code)
     else:
         attr = {
             "source.namespace": "r.namespace",
             "request.model": "r.model",
             "request.auth.principal": "r.request_principal",
+            "request.auth.presenter": "r.auth_presenter",
         }[key]
         _strings(terms, attr, c.values, c.not_values, code)
     return _all_of(terms)
@@ -210,6 +215,17 @@ def _strings(
         terms.append(_string_match(attr, values, code))
     if not_values:
         terms.append(f"not {_string_match(attr, not_values, code)}")
+
+
+def _each_strings(
+    terms: list[str], attr: str, values: Sequence[str], not_values: Sequence[str], code: CodeBuilder
+) -> None:
+    """For a list attribute (audiences, a list claim): some element matches ``values`` and none
+    matches ``notValues`` (Istio's meaning for multi-valued claims)."""
+    if values:
+        terms.append(f"any({_string_match('_e', values, code)} for _e in {attr})")
+    if not_values:
+        terms.append(f"not any({_string_match('_e', not_values, code)} for _e in {attr})")
 
 
 def _string_match(attr: str, values: Iterable[str], code: CodeBuilder) -> str:

@@ -21,9 +21,10 @@ from meshward.config.snapshot import MeshSnapshot, ServiceEntry, WorkloadInfo
 from meshward.config.store import SidecarRecord
 from meshward.identity.spiffe import SpiffeId
 from meshward.resources import Resource
+from meshward.resources.gateway import Gateway
 from meshward.resources.mesh import Mesh, MeshSpec, Workload
 
-__all__ = ["build_snapshot", "find_workload", "mesh_spec", "services_table"]
+__all__ = ["build_snapshot", "find_workload", "gateway_identities", "mesh_spec", "services_table"]
 
 _NOT_POLICY = ("Mesh", "Workload")
 
@@ -50,7 +51,16 @@ def find_workload(resources: Iterable[Resource[Any]], namespace: str, name: str)
 def workload_info(resources: Sequence[Resource[Any]], namespace: str, name: str) -> WorkloadInfo:
     w = find_workload(resources, namespace, name)
     if w is None:
-        return WorkloadInfo(name=name, namespace=namespace, service=name, service_account=name)
+        gw = next(
+            (
+                r
+                for r in resources
+                if isinstance(r, Gateway) and r.metadata.namespace == namespace and r.metadata.name == name
+            ),
+            None,
+        )
+        labels = dict(gw.metadata.labels) if gw is not None else {}
+        return WorkloadInfo(name=name, namespace=namespace, service=name, service_account=name, labels=labels)
     return WorkloadInfo(
         name=w.metadata.name,
         namespace=namespace,
@@ -106,4 +116,16 @@ def build_snapshot(
         workload=workload_info(resources, namespace, name),
         services=services if services is not None else services_table(resources, sidecars, trust_domain),
         resources=policies,
+        gateways=gateway_identities(resources, trust_domain),
+    )
+
+
+def gateway_identities(resources: Iterable[Resource[Any]], trust_domain: str) -> tuple[str, ...]:
+    """The SPIFFE URIs of every ``Gateway`` (``ns/<namespace>/sa/<name>``)."""
+    return tuple(
+        sorted(
+            SpiffeId(trust_domain, r.metadata.namespace, r.metadata.name).uri
+            for r in resources
+            if isinstance(r, Gateway)
+        )
     )

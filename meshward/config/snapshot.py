@@ -52,6 +52,7 @@ class MeshSnapshot:
     workload: WorkloadInfo
     services: dict[str, ServiceEntry]  # keyed by "service.namespace"
     resources: tuple[Resource[Any], ...]  # policies that may concern this workload
+    gateways: tuple[str, ...] = ()  # SPIFFE URIs of the mesh's ingress gateways (trusted for end users)
 
     def of_kind(self, kind: str) -> list[Resource[Any]]:
         return [r for r in self.resources if r.kind == kind]
@@ -78,6 +79,7 @@ class MeshSnapshot:
                 for s in self.services.values()
             ],
             "resources": [r.to_doc() for r in self.resources],
+            "gateways": list(self.gateways),
         }
 
     @classmethod
@@ -102,4 +104,5 @@ class MeshSnapshot:
             ),
             services=services,
             resources=tuple(resources),
+            gateways=tuple(str(g) for g in data.get("gateways", [])),
         )

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from meshward.ai.protocol import needs_body
+from meshward.authn.enduser import EndUser
 from meshward.authz.attributes import AuthzDecision, RequestAttributes
 from meshward.authz.engine import AuthzEngine, engine_from_snapshot
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
 
-__all__ = ["COUNTERS_KEY", "AuthzCounters", "AuthzFilter", "attributes_of", "build", "counters"]
+__all__ = ["COUNTERS_KEY", "AuthzCounters", "AuthzFilter", "attributes_of", "build", "counters", "end_user_attributes"]
 
 COUNTERS_KEY = "authz.counters"
 AuthzCounters = dict[str, dict[str, int]]
@@ -126,4 +128,17 @@ def attributes_of(ctx: RequestContext, now: float) -> RequestAttributes:
         model=ctx.ai.model,
         operation=ctx.ai.operation,
         now=now,
+        **end_user_attributes(ctx.end_user),
     )
+
+
+def end_user_attributes(user: EndUser | None) -> dict[str, Any]:
+    """The ``request.auth.*`` attributes of an authenticated end user (none: all absent)."""
+    if user is None:
+        return {}
+    return {
+        "request_principal": user.principal,
+        "auth_audiences": user.audiences,
+        "auth_presenter": user.presenter,
+        "auth_claims": user.claims,
+    }

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from meshward.ai.types import AIRequest, TokenUsage
+from meshward.authn.enduser import EndUser
 from meshward.config.snapshot import WorkloadInfo
 
 __all__ = [
@@ -51,11 +52,11 @@ class Peer:
 class Denial:
     """A local answer instead of forwarding. ``kind`` picks the status mapping in one place.
 
-    kinds: ``authz`` 403, ``ratelimit`` 429, ``dlp`` 403, ``export`` 403, ``bad_request`` 400,
+    kinds: ``authn`` 401, ``authz`` 403, ``ratelimit`` 429, ``dlp`` 403, ``export`` 403, ``bad_request`` 400,
     ``too_large`` 413, ``unavailable`` 503.
     """
 
-    kind: Literal["authz", "ratelimit", "dlp", "export", "bad_request", "too_large", "unavailable"]
+    kind: Literal["authn", "authz", "ratelimit", "dlp", "export", "bad_request", "too_large", "unavailable"]
     status: int
     message: str
     policy: str | None = None  # "ns/name" of the deciding policy
@@ -107,6 +108,7 @@ class RequestContext:
     body: bytes | None = None  # the buffered request body, when a filter asked for it
     body_rewritten: bool = False  # set when a filter replaced ``body`` (sidecar re-frames it)
     trace_id: str | None = None
+    end_user: EndUser | None = None  # set by the authn filter (a JWT or an API key)
     # Outcomes, filled along the way (telemetry and audit read them).
     decision: str = "allow"  # allow | deny | dry_run_deny | ...
     policy: str | None = None

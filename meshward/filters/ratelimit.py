@@ -79,8 +79,21 @@ class _Pending:
 def _facts(ctx: RequestContext) -> RequestFacts:
     peer = ctx.peer
     ai = ctx.ai
+    user = ctx.end_user
+    if user is None:
+        return RequestFacts(
+            peer.principal, peer.namespace, ctx.method, ctx.path, ctx.headers, ai.model, ai.operation
+        )
     return RequestFacts(
-        peer.principal, peer.namespace, ctx.method, ctx.path, ctx.headers, ai.model, ai.operation
+        peer.principal,
+        peer.namespace,
+        ctx.method,
+        ctx.path,
+        ctx.headers,
+        ai.model,
+        ai.operation,
+        end_user=user.principal,
+        claims=user.claims,
     )
 
 

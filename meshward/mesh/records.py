@@ -14,7 +14,7 @@ from typing import Any
 
 from meshward.identity.keys import write_public
 
-__all__ = ["RunRecord", "WorkloadRecord", "mesh_dir", "read_run", "run_path", "write_run"]
+__all__ = ["GatewayRecord", "RunRecord", "WorkloadRecord", "mesh_dir", "read_run", "run_path", "write_run"]
 
 
 def mesh_dir(state_dir: Path) -> Path:
@@ -50,6 +50,27 @@ class WorkloadRecord:
 
 
 @dataclass
+class GatewayRecord:
+    """What ``status`` shows of a gateway (part of the run record)."""
+
+    name: str
+    namespace: str
+    identity: str  # SPIFFE URI
+    address: str | None = None  # where outside callers connect (HOST:PORT)
+    scheme: str = "http"
+    admin: str | None = None
+    pid: int | None = None
+    ready: bool = False
+    state: str = "starting"
+    restarts: int = 0
+    message: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
 class RunRecord:
     supervisor_pid: int
     mesh_file: str
@@ -60,13 +81,15 @@ class RunRecord:
     control_managed: bool = True  # False: `up` reused a control plane it did not start
     control_restarts: int = 0
     workloads: list[WorkloadRecord] = field(default_factory=list)
+    gateways: list[GatewayRecord] = field(default_factory=list)
 
     def pgids(self) -> list[int]:
         """Every process group the runner started (apps first, then sidecars, then control)."""
         apps = [w.pid for w in self.workloads if w.pid]
         sidecars = [w.sidecar_pid for w in self.workloads if w.sidecar_pid]
         control = [self.control_pid] if self.control_pid and self.control_managed else []
-        return [p for p in [*apps, *sidecars, *control] if p]
+        gateways = [g.pid for g in self.gateways if g.pid]
+        return [p for p in [*apps, *gateways, *sidecars, *control] if p]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,8 +100,12 @@ class RunRecord:
         workloads = [
             WorkloadRecord(**{k: v for k, v in w.items() if k in names}) for w in data.get("workloads", [])
         ]
-        top = {f.name for f in fields(cls)} - {"workloads"}
-        return cls(**{k: v for k, v in data.items() if k in top}, workloads=workloads)
+        gw_names = {f.name for f in fields(GatewayRecord)}
+        gateways = [
+            GatewayRecord(**{k: v for k, v in g.items() if k in gw_names}) for g in data.get("gateways", [])
+        ]
+        top = {f.name for f in fields(cls)} - {"workloads", "gateways"}
+        return cls(**{k: v for k, v in data.items() if k in top}, workloads=workloads, gateways=gateways)
 
 
 def read_run(state_dir: Path) -> RunRecord | None:

@@ -88,7 +88,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inbound", default="127.0.0.1:0")
     p.add_argument("--outbound", default="127.0.0.1:0")
     p.add_argument("--admin", default="127.0.0.1:0")
+    p.add_argument(
+        "--gateway",
+        action="store_true",
+        help="ingress gateway mode: listen as the Gateway resource of --workload says, route to services",
+    )
     return p
+
+
+def _gateway_options(sidecar: Any, options: Any) -> None:
+    """Gateway mode: the inbound listener faces the outside as the ``Gateway`` resource says."""
+    from meshward.gateway.filter import gateway_of
+
+    gateway = gateway_of(sidecar.config.snapshot)
+    if gateway is None:
+        w = sidecar.config.snapshot.workload
+        raise ValueError(f"no Gateway {w.namespace}/{w.name} in the mesh config")
+    options.inbound = (gateway.spec.address, gateway.spec.port)
+    if gateway.spec.tls is None:
+        options.inbound_tls = "plain"
+    else:
+        options.inbound_tls = "server"
+        options.inbound_cert = Path(gateway.spec.tls.cert_file)
+        options.inbound_key = Path(gateway.spec.tls.key_file)
+        from meshward.gateway.tls import public_server_context
+
+        public_server_context(options.inbound_cert, options.inbound_key)  # refuse bad files now
 
 
 def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
@@ -104,6 +129,9 @@ async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: a
     target.loop = loop
     await sidecar.start()
     addresses: dict[str, str] = sidecar.addresses()
+    if args.gateway:  # requests the gateway accepts leave through its own outbound listener
+        host, _, port = addresses["outbound"].rpartition(":")
+        sidecar.route_inbound_to((host, int(port)))
     inbound = addresses.get("inbound") if args.app else None
     if inbound is not None:
         agent.inbound = inbound
@@ -170,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent.obtain_identity()
         agent.initial_snapshot()
+        if args.gateway:
+            _gateway_options(sidecar, options)
     except (IdentityError, ValueError) as exc:
         print(f"meshward sidecar: {exc}", file=sys.stderr)
         return 1

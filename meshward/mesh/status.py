@@ -92,6 +92,21 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
             "generation": store.generation(),
         },
         "workloads": workloads,
+        "gateways": [
+            {
+                "name": g.name,
+                "namespace": g.namespace,
+                "address": g.address,
+                "url": f"{g.scheme}://{g.address}" if g.address else None,
+                "identity": g.identity,
+                "admin": g.admin,
+                "pid": g.pid,
+                "ready": g.ready,
+                "state": g.state,
+                "restarts": g.restarts,
+            }
+            for g in (run.gateways if run else [])
+        ],
         "sidecars": others,
         "runner": None
         if run is None
@@ -148,6 +163,19 @@ def render_status(doc: dict[str, Any]) -> str:
         lines += align_columns(rows)
     else:
         lines.append("no workloads running (start them with `meshward up -f MESH.yaml`)")
+    if doc.get("gateways"):
+        rows = [("GATEWAY", "READY", "IDENTITY", "URL", "RESTARTS")]
+        for g in doc["gateways"]:
+            rows.append(
+                (
+                    f"{g['namespace']}/{g['name']}",
+                    "yes" if g["ready"] else g["state"],
+                    g["identity"],
+                    g["url"] or "-",
+                    str(g["restarts"]),
+                )
+            )
+        lines += align_columns(rows)
     for w in doc["workloads"]:
         if w["message"] and not w["ready"]:
             lines.append(f"{w['namespace']}/{w['name']}: {w['message']}")

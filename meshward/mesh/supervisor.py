@@ -34,7 +34,8 @@ from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import Child, start_child, stop_groups
-from meshward.mesh.records import RunRecord, WorkloadRecord, mesh_dir, write_run
+from meshward.mesh.gateway import GatewayProcess
+from meshward.mesh.records import GatewayRecord, RunRecord, WorkloadRecord, mesh_dir, write_run
 from meshward.mesh.status import align_columns
 from meshward.mesh.workload import (
     CONTROL_PORT,
@@ -49,6 +50,7 @@ from meshward.mesh.workload import (
 )
 from meshward.resources import Resource
 from meshward.resources.loader import load_file
+from meshward.resources.gateway import Gateway
 from meshward.resources.mesh import Mesh, Workload
 
 __all__ = ["CONTROL_PORT", "MeshError", "MeshSupervisor", "format_table"]
@@ -76,6 +78,7 @@ class MeshSupervisor:
         self.control_failures = 0
         self.next_control_start = 0.0
         self.runners: list[WorkloadRunner] = []
+        self.gateways: list[GatewayProcess] = []
         self.record = RunRecord(supervisor_pid=os.getpid(), mesh_file=str(self.mesh_file))
         self._save_lock = threading.Lock()
         self._started = time.monotonic()
@@ -194,6 +197,7 @@ class MeshSupervisor:
                 raise MeshError("stopped while starting")
             if errors:
                 raise MeshError(errors[0])
+            self.start_gateways()
             self.record.state = "running"
             self.save()
         except BaseException as exc:
@@ -201,6 +205,21 @@ class MeshSupervisor:
             self.save()
             self.stop()
             raise
+
+    def start_gateways(self) -> None:
+        """One gateway process per ``Gateway`` resource, once the workloads are ready."""
+        td = self.state.trust_domain
+        for g in (r for r in self.resources if isinstance(r, Gateway)):
+            ns, name = g.metadata.namespace, g.metadata.name
+            rec = GatewayRecord(name, ns, SpiffeId(td, ns, name).uri)
+            self.record.gateways.append(rec)
+            proc = GatewayProcess(
+                self.identity, self.state.path, self.state.bundle_path, self.control_url, rec, g.spec.tls is not None
+            )
+            self.gateways.append(proc)
+            proc.start(self.stopping)
+            self.log(f"gateway {rec.ref} listening on {rec.scheme}://{rec.address}")
+        self.save()
 
     # -- run -------------------------------------------------------------------------------------
     def check_control(self) -> None:
@@ -233,6 +252,9 @@ class MeshSupervisor:
                 if self.stopping.is_set():
                     break
                 runner.check()
+            for gateway in self.gateways:
+                if not self.stopping.is_set() and gateway.check(self.stopping):
+                    self.save()
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM / `meshward down`: stop (distinct from stopping after a failure)."""
@@ -245,6 +267,8 @@ class MeshSupervisor:
         self.record.state = "stopping"
         with contextlib.suppress(OSError):
             self.save()
+        for gateway in self.gateways:
+            gateway.stop()
         apps = [r.app for r in self.runners if r.app is not None]
         stop_groups([c.pid for c in apps], 5.0, [c.popen for c in apps])
         sidecars = [r.sidecar for r in self.runners if r.sidecar is not None]

@@ -7,9 +7,11 @@ Requests go through the filters in this order; responses go back through them in
 
 from __future__ import annotations
 
+import meshward.filters.authn
 import meshward.filters.authz
 import meshward.filters.ratelimit
 import meshward.filters.telemetry
+import meshward.gateway.filter
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Filter, SidecarRuntime
 
@@ -19,7 +21,14 @@ __all__ = ["build_chain"]
 def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]:
     """Compile ``snapshot`` into the ordered filters for one generation (raises if it cannot)."""
     chain: list[Filter | None] = []
-    # Authentication already happened: mTLS verified the peer's SVID before any byte was read.
+    # Peer authentication already happened: mTLS verified the peer's SVID before any byte was
+    # read. End-user authentication (JWTs, API keys) comes first: authz reads what it found,
+    # and a request with a bad token is refused 401 before anything else spends effort on it.
+    chain.append(meshward.filters.authn.build(snapshot, runtime))
+
+    # gateway routing (gateways only): a request no route takes is refused 404 before any
+    # policy work; the forwarded Host becomes the mesh service the gateway's outbound calls.
+    chain.append(meshward.gateway.filter.build(snapshot, runtime))
 
     # authz first: who may call which model and operation. Nothing else should spend effort
     # (or budget) on a caller that is not allowed at all.

@@ -93,7 +93,7 @@ class DownstreamConnection(asyncio.Protocol):
         peername = transport.get_extra_info("peername") or ("", 0)
         self.peer = Peer(str(peername[0]), int(peername[1]))
         sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None:
+        if sslobj is not None and self.sidecar.options.inbound_tls == "mesh":
             try:
                 ident = peer_identity(sslobj, self.sidecar.trust_domain)
             except PeerIdentityError as exc:

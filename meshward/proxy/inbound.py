@@ -92,7 +92,7 @@ async def handle_inbound(ex: Exchange) -> None:
         return
     body = ctx.body if ctx.body_rewritten else None
     skip = _not_forwarded(head.connection)
-    target = f"{path}?{query}" if query else path
+    target = f"{path}?{ctx.query}" if ctx.query else path
     lines = [f"{head.method} {target} HTTP/1.1\r\n"]
     for name, value in ctx.headers.items():
         if name in skip:

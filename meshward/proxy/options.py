@@ -44,6 +44,11 @@ class SidecarOptions:
     write_buffer_high: int = 256 * 1024  # backpressure threshold per transport
     reuse_port: bool = False  # SO_REUSEPORT, for several worker processes
     state_dir: Path | None = None
+    # Gateways: the inbound faces the outside. "mesh" = mTLS with SVIDs (sidecars); "server" =
+    # TLS with inbound_cert/inbound_key and no client certificate; "plain" = HTTP.
+    inbound_tls: Literal["mesh", "server", "plain"] = "mesh"
+    inbound_cert: Path | None = None
+    inbound_key: Path | None = None
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> SidecarOptions:

@@ -18,6 +18,7 @@ __all__ = ["DENIAL_STATUS", "FAILURES", "Failure", "LocalReply", "denial_reply",
 
 # Denial kind → status when the filter left ``status`` at 0.
 DENIAL_STATUS: dict[str, int] = {
+    "authn": 401,
     "authz": 403,
     "ratelimit": 429,
     "dlp": 403,
@@ -29,6 +30,7 @@ DENIAL_STATUS: dict[str, int] = {
 
 # Denial kind → response flag (Envoy's where one exists).
 _DENIAL_FLAGS: dict[str, str] = {
+    "authn": "UAEX",
     "authz": "RBAC",
     "ratelimit": "RL",
     "dlp": "DLP",

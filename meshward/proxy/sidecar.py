@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -182,6 +183,11 @@ class Sidecar:
         """``{"inbound": "127.0.0.1:15006", ...}`` for every started listener."""
         return {name: f"{lst.address[0]}:{lst.address[1]}" for name, lst in self._listeners.items()}
 
+    def route_inbound_to(self, address: Address) -> None:
+        """Forward inbound requests to ``address`` (a gateway: its own outbound listener)."""
+        self.options.app = address
+        self.app_target = UpstreamTarget(address[0], address[1])
+
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self, admin: bool = True) -> None:
         """Bind the listeners (port 0 = a free port; see :meth:`addresses`)."""
@@ -192,8 +198,22 @@ class Sidecar:
         def server_tls() -> ssl.SSLContext:
             return self.identity.server_context
 
+        inbound_tls: Callable[[], ssl.SSLContext] | None = server_tls
+        if opts.inbound_tls == "plain":
+            inbound_tls = None
+        elif opts.inbound_tls == "server":
+            from meshward.gateway.tls import public_server_context
+
+            assert opts.inbound_cert is not None and opts.inbound_key is not None
+            public = public_server_context(opts.inbound_cert, opts.inbound_key)
+
+            def public_tls() -> ssl.SSLContext:
+                return public
+
+            inbound_tls = public_tls
+
         def permissive() -> bool:
-            return self.config.mtls_mode == "PERMISSIVE"
+            return opts.inbound_tls == "mesh" and self.config.mtls_mode == "PERMISSIVE"
 
         def inbound_factory() -> DownstreamConnection:
             return DownstreamConnection(self.inbound)
@@ -214,7 +234,7 @@ class Sidecar:
         for name, sock in socks:
             if name == "inbound":
                 lst = Listener(
-                    name, sock, inbound_factory, self.stats, server_tls, permissive, opts.handshake_timeout
+                    name, sock, inbound_factory, self.stats, inbound_tls, permissive, opts.handshake_timeout
                 )
             elif name == "outbound":
                 lst = Listener(name, sock, outbound_factory, self.stats)

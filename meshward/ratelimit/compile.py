@@ -9,10 +9,11 @@ questions: does it apply to this request (:meth:`CompiledLimit.applies`) and whi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from meshward.authn.enduser import claim_value
 from meshward.authz.engine import select_policies
 from meshward.authz.matchers import normalize_principal_pattern
 from meshward.config.snapshot import MeshSnapshot
@@ -44,6 +45,8 @@ class RequestFacts:
     headers: dict[str, str]
     model: str | None
     operation: str
+    end_user: str | None = None  # request.auth.principal (JWT iss/sub or an API key's principal)
+    claims: Mapping[str, Any] = field(default_factory=dict)  # a verified JWT's claims
 
 
 class Pattern:
@@ -86,10 +89,11 @@ class CompiledLimit:
     policy: str  # "ns/name"
     name: str
     backend: str  # "local" or a redis URL
-    key_kind: Literal["", "principal", "model", "header"]
+    key_kind: Literal["", "principal", "model", "header", "end_user", "claim"]
     header: str  # lower-case header name when key_kind == "header"
     mode: Literal["enforce", "shadow"]
     failure_mode: Literal["closed", "open"]
+    claim: tuple[str, ...] = ()  # the claim path when key_kind == "claim"
     principals: Pattern | None = None
     namespaces: Pattern | None = None
     models: Pattern | None = None
@@ -139,6 +143,10 @@ class CompiledLimit:
             value = facts.principal or "-"
         elif kind == "model":
             value = facts.model or "-"
+        elif kind == "end_user":
+            value = facts.end_user or "-"
+        elif kind == "claim":
+            value = ",".join(claim_value(facts.claims, self.claim)) or "-"
         else:
             value = facts.headers.get(self.header, "-")
         return bounded_key(value)
@@ -174,8 +182,14 @@ def _pattern(values: Sequence[str]) -> Pattern | None:
 def compile_limit(policy: str, backend: str, spec: RateLimit, trust_domain: str) -> CompiledLimit:
     key = spec.key
     header = ""
-    key_kind: Literal["", "principal", "model", "header"]
-    if key == "source.principal":
+    key_kind: Literal["", "principal", "model", "header", "end_user", "claim"]
+    claim: tuple[str, ...] = ()
+    if key == "request.auth.principal":
+        key_kind = "end_user"
+    elif key.startswith("request.auth.claims["):
+        key_kind = "claim"
+        claim = tuple(key[len("request.auth.claims[") : -1].split("]["))
+    elif key == "source.principal":
         key_kind = "principal"
     elif key == "request.model":
         key_kind = "model"
@@ -190,6 +204,7 @@ def compile_limit(policy: str, backend: str, spec: RateLimit, trust_domain: str)
         backend=backend,
         key_kind=key_kind,
         header=header,
+        claim=claim,
         mode=spec.mode,
         failure_mode=spec.effective_failure_mode,
     )

@@ -3,7 +3,7 @@
 Importing this package registers every kind in :data:`KINDS`.
 """
 
-from meshward.resources import authorization, dataprotection, mesh, ratelimit
+from meshward.resources import authentication, authorization, dataprotection, gateway, mesh, ratelimit
 from meshward.resources.base import API_VERSION, KINDS, Metadata, Resource, Selector
 
 __all__ = [
@@ -12,8 +12,10 @@ __all__ = [
     "Metadata",
     "Resource",
     "Selector",
+    "authentication",
     "authorization",
     "dataprotection",
+    "gateway",
     "mesh",
     "ratelimit",
 ]

@@ -50,10 +50,19 @@ _SIMPLE_KEYS: Final = frozenset(
         "source.ip",
         "remote.ip",
         "destination.port",
-        "request.auth.principal",  # JWT: there is no request authentication yet, never present
+        "request.auth.principal",  # the end user: a JWT's iss/sub, or an API key's principal
+        "request.auth.audiences",
+        "request.auth.presenter",
     }
 )
+_CLAIM_KEY: Final = re.compile(r"^request\.auth\.claims((\[[^\[\]]+\])+)$")
 _UNSUPPORTED_PREFIXES: Final = ("request.auth.", "destination.ip", "connection.sni", "experimental.")
+
+
+def claim_path(key: str) -> tuple[str, ...] | None:
+    """``request.auth.claims[a][b]`` → ("a", "b"); None for any other key."""
+    m = _CLAIM_KEY.match(key)
+    return tuple(m.group(1)[1:-1].split("][")) if m else None
 
 StrList = list[str]
 
@@ -167,13 +176,11 @@ class Condition(Strict):
     @field_validator("key")
     @classmethod
     def _key(cls, key: str) -> str:
-        if key in _SIMPLE_KEYS or _HEADER_KEY.match(key):
+        if key in _SIMPLE_KEYS or _HEADER_KEY.match(key) or claim_path(key):
             return key
         if key.startswith(_UNSUPPORTED_PREFIXES):
-            raise ValueError(
-                f"condition key {key!r} is not supported by meshward (no request authentication)"
-            )
-        supported = ", ".join(sorted(_SIMPLE_KEYS | {"request.headers[NAME]"}))
+            raise ValueError(f"condition key {key!r} is not supported by meshward")
+        supported = ", ".join(sorted(_SIMPLE_KEYS | {"request.headers[NAME]", "request.auth.claims[NAME]"}))
         raise ValueError(f"unknown condition key {key!r} (supported: {supported})")
 
     @model_validator(mode="after")

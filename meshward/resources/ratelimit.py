@@ -33,7 +33,10 @@ __all__ = [
 Period = Literal["second", "minute", "hour", "day"]
 PERIOD_SECONDS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
-_KEY = re.compile(r"^(|source\.principal|request\.model|request\.headers\[[A-Za-z0-9!#$%&'*+.^_`|~-]+\])$")
+_KEY = re.compile(
+    r"^(|source\.principal|request\.model|request\.auth\.principal|request\.auth\.claims(\[[^\[\]]+\])+"
+    r"|request\.headers\[[A-Za-z0-9!#$%&'*+.^_`|~-]+\])$"
+)
 _BACKEND = re.compile(r"^(local|rediss?://[^\s]+)$")
 _AI_OPERATIONS = ("infer", "chat", "completion", "embed", "metadata", "admin", "health", "other")
 
@@ -111,7 +114,8 @@ class RateLimit(Strict):
     def _known_key(cls, v: str) -> str:
         if not _KEY.match(v):
             raise ValueError(
-                f"key {v!r} must be source.principal, request.model, request.headers[NAME] or '' (one bucket)"
+                f"key {v!r} must be source.principal, request.model, request.auth.principal, "
+                "request.auth.claims[NAME], request.headers[NAME] or '' (one bucket)"
             )
         return v
 
