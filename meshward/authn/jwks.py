@@ -56,15 +56,17 @@ class RemoteKeySet:
         with self._lock:
             self.last_attempt = time.monotonic()
             try:
-                with httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False, trust_env=False) as client:
-                    with client.stream("GET", self.uri, headers={"accept": "application/json"}) as resp:
-                        if resp.status_code != 200:
-                            raise ValueError(f"HTTP {resp.status_code}")
-                        body = b""
-                        for chunk in resp.iter_bytes():
-                            body += chunk
-                            if len(body) > MAX_JWKS_BYTES:
-                                raise ValueError(f"larger than {MAX_JWKS_BYTES} bytes")
+                with (
+                    httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False, trust_env=False) as client,
+                    client.stream("GET", self.uri, headers={"accept": "application/json"}) as resp,
+                ):
+                    if resp.status_code != 200:
+                        raise ValueError(f"HTTP {resp.status_code}")
+                    body = b""
+                    for chunk in resp.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_JWKS_BYTES:
+                            raise ValueError(f"larger than {MAX_JWKS_BYTES} bytes")
                 keys = keys_from_jwks(body.decode("utf-8"))
             except (httpx.HTTPError, ValueError, UnicodeDecodeError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"

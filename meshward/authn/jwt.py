@@ -161,9 +161,7 @@ class JwtVerifier:
         if rule is None:
             raise TokenRefused("token issuer is not trusted here")
         kid = header.get("kid")
-        candidates = [
-            k for k in rule.keys if (kid is None or k.key_id == kid) and alg in _algorithms_for(k)
-        ]
+        candidates = [k for k in rule.keys if (kid is None or k.key_id == kid) and alg in _algorithms_for(k)]
         if not candidates:
             raise TokenRefused("no key of the issuer matches the token")
         payload: dict[str, Any] | None = None
@@ -173,7 +171,12 @@ class JwtVerifier:
                     token,
                     key=key.key,
                     algorithms=[alg],
-                    options={"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+                    options={
+                        "verify_aud": False,
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                        "verify_iat": False,
+                    },
                 )
                 break
             except jwt.InvalidSignatureError:

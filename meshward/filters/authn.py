@@ -66,10 +66,10 @@ class _Issuer:
 
     def __init__(self, rule: JwtRule) -> None:
         self.rule = rule
-        self.locations: tuple[Location, ...] = tuple(
-            Location("header", h.name.lower(), h.prefix) for h in rule.from_headers
-        ) + tuple(Location("param", p) for p in rule.from_params) + tuple(
-            Location("cookie", c) for c in rule.from_cookies
+        self.locations: tuple[Location, ...] = (
+            tuple(Location("header", h.name.lower(), h.prefix) for h in rule.from_headers)
+            + tuple(Location("param", p) for p in rule.from_params)
+            + tuple(Location("cookie", c) for c in rule.from_cookies)
         )
         if not self.locations:
             self.locations = DEFAULT_LOCATIONS
@@ -84,7 +84,9 @@ class _Issuer:
 class AuthnFilter(Filter):
     name = "authn"
 
-    def __init__(self, issuers: Sequence[_Issuer], api_keys: ApiKeyTable | None, gateways: frozenset[str]) -> None:
+    def __init__(
+        self, issuers: Sequence[_Issuer], api_keys: ApiKeyTable | None, gateways: frozenset[str]
+    ) -> None:
         self.issuers = list(issuers)
         self.api_keys = api_keys
         self.gateways = gateways
@@ -128,7 +130,9 @@ class AuthnFilter(Filter):
         headers = ctx.headers
         forwarded = headers.pop(END_USER_HEADER, None)
         if forwarded is not None and ctx.peer.spiffe_id in self.gateways:
-            ctx.end_user = EndUser(principal=forwarded, via="apikey" if forwarded.startswith("apikeys/") else "jwt")
+            ctx.end_user = EndUser(
+                principal=forwarded, via="apikey" if forwarded.startswith("apikeys/") else "jwt"
+            )
         if not self.issuers and self.api_keys is None:
             if ctx.end_user is not None:
                 headers[END_USER_HEADER] = ctx.end_user.principal
@@ -169,7 +173,9 @@ class AuthnFilter(Filter):
             return
         if rule.output_payload_to_header:
             raw = json.dumps(dict(ctx.end_user.claims), separators=(",", ":"), sort_keys=True).encode()
-            ctx.headers[rule.output_payload_to_header.lower()] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            ctx.headers[rule.output_payload_to_header.lower()] = (
+                base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            )
         for item in rule.output_claim_to_headers:
             values = claim_value(ctx.end_user.claims, tuple(item.claim.split(".")))
             if values:

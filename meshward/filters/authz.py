@@ -36,7 +36,15 @@ from meshward.authz.engine import AuthzEngine, engine_from_snapshot
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
 
-__all__ = ["COUNTERS_KEY", "AuthzCounters", "AuthzFilter", "attributes_of", "build", "counters", "end_user_attributes"]
+__all__ = [
+    "COUNTERS_KEY",
+    "AuthzCounters",
+    "AuthzFilter",
+    "attributes_of",
+    "build",
+    "counters",
+    "end_user_attributes",
+]
 
 COUNTERS_KEY = "authz.counters"
 AuthzCounters = dict[str, dict[str, int]]

@@ -164,9 +164,9 @@ def render_status(doc: dict[str, Any]) -> str:
     else:
         lines.append("no workloads running (start them with `meshward up -f MESH.yaml`)")
     if doc.get("gateways"):
-        rows = [("GATEWAY", "READY", "IDENTITY", "URL", "RESTARTS")]
+        gw_rows: list[tuple[str, ...]] = [("GATEWAY", "READY", "IDENTITY", "URL", "RESTARTS")]
         for g in doc["gateways"]:
-            rows.append(
+            gw_rows.append(
                 (
                     f"{g['namespace']}/{g['name']}",
                     "yes" if g["ready"] else g["state"],
@@ -175,7 +175,7 @@ def render_status(doc: dict[str, Any]) -> str:
                     str(g["restarts"]),
                 )
             )
-        lines += align_columns(rows)
+        lines += align_columns(gw_rows)
     for w in doc["workloads"]:
         if w["message"] and not w["ready"]:
             lines.append(f"{w['namespace']}/{w['name']}: {w['message']}")

@@ -33,8 +33,8 @@ from meshward.identity.bootstrap import CaSetupRefused, init_mesh
 from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
-from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.gateway import GatewayProcess
+from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.records import GatewayRecord, RunRecord, WorkloadRecord, mesh_dir, write_run
 from meshward.mesh.status import align_columns
 from meshward.mesh.workload import (
@@ -49,8 +49,8 @@ from meshward.mesh.workload import (
     wait_until,
 )
 from meshward.resources import Resource
-from meshward.resources.loader import load_file
 from meshward.resources.gateway import Gateway
+from meshward.resources.loader import load_file
 from meshward.resources.mesh import Mesh, Workload
 
 __all__ = ["CONTROL_PORT", "MeshError", "MeshSupervisor", "format_table"]
@@ -214,7 +214,12 @@ class MeshSupervisor:
             rec = GatewayRecord(name, ns, SpiffeId(td, ns, name).uri)
             self.record.gateways.append(rec)
             proc = GatewayProcess(
-                self.identity, self.state.path, self.state.bundle_path, self.control_url, rec, g.spec.tls is not None
+                self.identity,
+                self.state.path,
+                self.state.bundle_path,
+                self.control_url,
+                rec,
+                g.spec.tls is not None,
             )
             self.gateways.append(proc)
             proc.start(self.stopping)

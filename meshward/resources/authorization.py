@@ -64,6 +64,7 @@ def claim_path(key: str) -> tuple[str, ...] | None:
     m = _CLAIM_KEY.match(key)
     return tuple(m.group(1)[1:-1].split("][")) if m else None
 
+
 StrList = list[str]
 
 
