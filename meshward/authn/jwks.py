@@ -2,7 +2,7 @@
 
 Key rotation: an identity provider publishes its next key before it signs with it. The cache
 refreshes every :data:`REFRESH_SECONDS` (20 min, Istio's default), and at once when a token names
-a ``kid`` it has not seen (at most once per :data:`MIN_REFETCH_SECONDS`, so a flood of tokens
+a ``kid`` it has not seen (at most once per :data:`MIN_REFETCH_SECONDS`, 5 s, so a flood of tokens
 with made-up ``kid`` values cannot make the sidecar hammer the provider). A failed fetch keeps
 the last good keys; with no keys at all every token is refused (fail closed, 401), while requests
 without a token still pass to authorization, as in Istio.
@@ -27,7 +27,7 @@ from meshward.authn.jwt import keys_from_jwks
 __all__ = ["MAX_JWKS_BYTES", "MIN_REFETCH_SECONDS", "REFRESH_SECONDS", "RemoteKeySet", "remote_key_set"]
 
 REFRESH_SECONDS: Final = 20 * 60.0
-MIN_REFETCH_SECONDS: Final = 30.0
+MIN_REFETCH_SECONDS: Final = 5.0
 MAX_JWKS_BYTES: Final = 256 * 1024
 FETCH_TIMEOUT: Final = 5.0
 

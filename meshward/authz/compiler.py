@@ -222,10 +222,11 @@ def _each_strings(
 ) -> None:
     """For a list attribute (audiences, a list claim): some element matches ``values`` and none
     matches ``notValues`` (Istio's meaning for multi-valued claims)."""
+    some = code.const(any)  # generated code runs without builtins
     if values:
-        terms.append(f"any({_string_match('_e', values, code)} for _e in {attr})")
+        terms.append(f"{some}({_string_match('_e', values, code)} for _e in {attr})")
     if not_values:
-        terms.append(f"not any({_string_match('_e', not_values, code)} for _e in {attr})")
+        terms.append(f"not {some}({_string_match('_e', not_values, code)} for _e in {attr})")
 
 
 def _string_match(attr: str, values: Iterable[str], code: CodeBuilder) -> str:

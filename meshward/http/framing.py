@@ -40,6 +40,7 @@ STATUS_REASONS = {
     101: b"Switching Protocols",
     200: b"OK",
     400: b"Bad Request",
+    401: b"Unauthorized",
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from meshward.cli.errors import CliError
 
 if TYPE_CHECKING:
+    from meshward.authn.enduser import EndUser
     from meshward.authz.attributes import AuthzDecision
     from meshward.config.snapshot import WorkloadInfo
     from meshward.resources import Resource
@@ -71,6 +72,11 @@ def register(
     p.add_argument(
         "--time", dest="at", metavar="ISO8601", help="decide at this instant (request.time windows)"
     )
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--jwt", type=Path, metavar="FILE", help="the end user's token, verified as the sidecar would"
+    )
+    who.add_argument("--claims", metavar="JSON", help="the end user's verified claims (iss, sub, aud, ...)")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.add_argument(
         "-f", "--file", action="append", default=[], type=Path, metavar="FILE", help="resources (YAML)"
@@ -83,6 +89,7 @@ def check(args: argparse.Namespace) -> int:
     from meshward.authz.attributes import RequestAttributes
     from meshward.authz.engine import compile_engine
     from meshward.config.snapshot import WorkloadInfo
+    from meshward.filters.authz import end_user_attributes
     from meshward.http.errors import RemoteProtocolError
     from meshward.http.normalize import normalize_path, split_target
     from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
@@ -130,6 +137,14 @@ def check(args: argparse.Namespace) -> int:
             root_namespace=mesh.root_namespace,
             default_policy=mesh.default_policy,
         )
+        try:
+            user = _end_user(args, resources, info, mesh.root_namespace, now)
+        except ValueError as exc:
+            report.update({"allowed": False, "decision": "reject", "reason": f"401 from the sidecar: {exc}"})
+            _print(args, report, [])
+            return 1
+        if user is not None:
+            report["request_principal"] = user.principal
         attrs = RequestAttributes(
             method=args.method,
             path=path,
@@ -142,6 +157,7 @@ def check(args: argparse.Namespace) -> int:
             model=ai.model,
             operation=ai.operation,
             now=now,
+            **end_user_attributes(user),
         )
         results.append((info, engine.evaluate(attrs)))
     allowed = all(d.allowed for _, d in results)
@@ -164,7 +180,7 @@ def _resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]], str
         try:
             trust_domain = mesh_state.trust_domain
             access = config_access(mesh_state)
-            for kind in ("Mesh", "Workload", "AuthorizationPolicy"):
+            for kind in ("Mesh", "Workload", "AuthorizationPolicy", "Gateway", "RequestAuthentication"):
                 base.extend(KINDS[kind].model_validate(doc) for doc in access.get(kind, None, None)["items"])
         except (ConfigError, MeshStateError) as exc:
             raise CliError(f"cannot read the mesh's config: {exc}", _USAGE_ERROR) from None
@@ -181,10 +197,18 @@ def _resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]], str
 
 
 def _serving(resources: list[Resource[Any]], target: str) -> list[Workload]:
+    from meshward.resources.gateway import Gateway
     from meshward.resources.mesh import Workload
 
     service, _, namespace = target.partition(".")
     workloads = [r for r in resources if isinstance(r, Workload)]
+    workloads += [  # a gateway is checked like the workload it is (its labels select its policies)
+        Workload.model_validate(
+            {"apiVersion": r.api_version, "kind": "Workload", "metadata": r.metadata, "spec": {}}
+        )
+        for r in resources
+        if isinstance(r, Gateway)
+    ]
     found = [
         w for w in workloads if w.service == service and (not namespace or w.metadata.namespace == namespace)
     ]
@@ -195,6 +219,63 @@ def _serving(resources: list[Resource[Any]], target: str) -> list[Workload]:
         spaces = ", ".join(sorted({f"{service}.{w.metadata.namespace}" for w in found}))
         raise CliError(f"{service!r} is ambiguous: say which namespace ({spaces})", _USAGE_ERROR)
     return sorted(found, key=lambda w: w.metadata.name)
+
+
+def _end_user(
+    args: argparse.Namespace,
+    resources: list[Resource[Any]],
+    info: WorkloadInfo,
+    root_namespace: str,
+    now: float,
+) -> EndUser | None:
+    """``--claims``: taken as verified; ``--jwt``: verified with the RequestAuthentication rules
+    that select the workload (keys fetched from ``jwksUri`` as the sidecar would). Raises
+    ValueError with the reason a sidecar would answer 401."""
+    from meshward.authn.enduser import EndUser
+    from meshward.authn.jwt import IssuerKeys, JwtVerifier, TokenRefused, keys_from_jwks
+    from meshward.authz.engine import select_policies
+    from meshward.resources.authentication import RequestAuthentication
+
+    if args.claims is not None:
+        try:
+            claims = json.loads(args.claims)
+        except ValueError as exc:
+            raise CliError(f"--claims: not JSON: {exc}", _USAGE_ERROR) from None
+        if not isinstance(claims, dict) or not isinstance(claims.get("iss"), str):
+            raise CliError('--claims: a JSON object with at least "iss" and "sub"', _USAGE_ERROR)
+        aud = claims.get("aud")
+        audiences = (aud,) if isinstance(aud, str) else tuple(a for a in aud or [] if isinstance(a, str))
+        azp = claims.get("azp")
+        return EndUser(
+            f"{claims['iss']}/{claims.get('sub', '')}",
+            "jwt",
+            audiences,
+            azp if isinstance(azp, str) else None,
+            claims,
+        )
+    if args.jwt is None:
+        return None
+    try:
+        token = args.jwt.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.jwt}: {exc.strerror}", _USAGE_ERROR) from None
+    policies = select_policies(resources, info, root_namespace, RequestAuthentication)
+    issuers = []
+    for rule in (r for p in policies for r in p.spec.jwt_rules):
+        if rule.jwks is not None:
+            keys = keys_from_jwks(rule.jwks)
+        else:
+            from meshward.authn.jwks import RemoteKeySet
+
+            remote = RemoteKeySet(str(rule.jwks_uri))
+            remote.fetch()
+            keys = remote.keys
+        issuers.append(IssuerKeys(rule.issuer, tuple(rule.audiences), keys))
+    try:
+        claims_ = JwtVerifier(issuers).verify(token, now)
+    except TokenRefused as exc:
+        raise ValueError(exc.reason) from None
+    return EndUser(claims_.principal, "jwt", claims_.audiences, claims_.presenter, claims_.payload)
 
 
 def _default_host(workload: Workload) -> str:
