@@ -193,12 +193,24 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(port: int, connections: int, duration: int, script: Path | None = None) -> dict[str, float]:
+def wrk(
+    port: int,
+    connections: int,
+    duration: int,
+    script: Path | None = None,
+    headers: dict[str, str] | None = None,
+    scheme: str = "http",
+) -> dict[str, float]:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-H", "Host: nginx.bench"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
     if script is not None:
         args += ["-s", str(script)]
     out = subprocess.run(
-        [*args, f"http://127.0.0.1:{port}/data.json"], capture_output=True, text=True, timeout=duration + 30
+        [*args, f"{scheme}://127.0.0.1:{port}/data.json"],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]

@@ -119,6 +119,8 @@ def http_activity(ctx: RequestContext, time_ms: int, duration_ms: int) -> dict[s
         if dlp.get("uninspectable"):
             notes["uninspectable"] = "true"
         meshward["dlp"] = notes
+    if ctx.end_user is not None:  # the authenticated end user (JWT iss/sub or API key principal)
+        meshward["end_user"] = {"principal": ctx.end_user.principal, "via": ctx.end_user.via}
     event: dict[str, Any] = {
         "class_uid": 4002,
         "category_uid": 4,

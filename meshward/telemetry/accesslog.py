@@ -1,7 +1,8 @@
 """The sidecar's access log: one JSON line per request, written off the event loop.
 
 Fields: ``time`` (RFC 3339, UTC), ``request_id``, ``trace_id``, ``direction``, ``source``
-(SPIFFE ID, or null for plaintext) and ``source_ip``, ``destination`` (this workload's SPIFFE
+(SPIFFE ID, or null for plaintext), ``source_ip``, ``end_user`` (the authenticated end user: a
+JWT's iss/sub or an API key's principal, else null), ``destination`` (this workload's SPIFFE
 ID) and ``destination_service``, ``method``, ``path`` (normalized, WITHOUT the query string:
 a query may carry keys or personal data), ``model``, ``operation``, ``status``, ``decision``,
 ``policy``, ``rule``, ``response_flags``, ``bytes_received``, ``bytes_sent``, ``duration_ms``,
@@ -61,6 +62,7 @@ def access_record(
         "direction": ctx.direction,
         "source": peer.spiffe_id,
         "source_ip": peer.ip,
+        "end_user": ctx.end_user.principal if ctx.end_user is not None else None,
         "destination": destination,
         "destination_service": destination_service,
         "method": ctx.method,
@@ -110,6 +112,7 @@ def access_line(
     return (
         f'{{"time":"{_rfc3339(now)}","request_id":{_s(ctx.request_id)},"trace_id":{_opt(ctx.trace_id)},'
         f'"direction":"{ctx.direction}","source":{_opt(peer.spiffe_id)},"source_ip":{_s(peer.ip)},'
+        f'"end_user":{_opt(ctx.end_user.principal if ctx.end_user is not None else None)},'
         f'"destination":{destination_json},"destination_service":{service_json},'
         f'"method":{_s(ctx.method)},"path":{_s(ctx.path)},"model":{_opt(ai.model)},'
         f'"operation":{_s(ai.operation)},"status":{int(ctx.response_status)},"decision":{_s(ctx.decision)},'

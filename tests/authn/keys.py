@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
-__all__ = ["Idp", "make_idp"]
+__all__ = ["Idp", "make_idp", "server_cert"]
 
 
 @dataclass
@@ -55,3 +59,30 @@ def make_idp(issuer: str = "https://idp.example", alg: str = "ES256", kid: str =
     jwk = json.loads(algo.to_jwk(private.public_key()))
     jwk.update({"kid": kid, "use": "sig"})
     return Idp(issuer, alg, kid, private, jwk)
+
+
+def server_cert(d: Path) -> tuple[Path, Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the gateway's and HAProxy's outside face)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway.bench")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file, both = d / "gw.pem", d / "gw.key", d / "gw-both.pem"
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    cert_file.write_bytes(cert_pem)
+    key_file.write_bytes(key_pem)
+    key_file.chmod(0o600)
+    both.write_bytes(cert_pem + key_pem)
+    return cert_file, key_file, both

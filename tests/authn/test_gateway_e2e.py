@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from tests.authn.keys import Idp, make_idp
+from tests.authn.keys import Idp, make_idp, server_cert
 from tests.authn.test_jwt import _hs256_with_public_key, unsigned
 from tests.mesh.meshctl import Mesh
 from tests.support.proc import wait_for
@@ -61,7 +61,7 @@ class Jwks:
         self.server.server_close()
 
 
-def mesh_file(jwks_url: str) -> str:
+def mesh_file(jwks_url: str, cert: Path, key: Path) -> str:
     return textwrap.dedent(
         f"""\
         apiVersion: meshward.dev/v1alpha1
@@ -82,6 +82,15 @@ def mesh_file(jwks_url: str) -> str:
         spec:
           routes:
           - match: {{pathPrefix: /v1/}}
+            to: {{service: echo.llm}}
+        ---
+        apiVersion: meshward.dev/v1alpha1
+        kind: Gateway
+        metadata: {{name: public-tls, namespace: edge, labels: {{app: public-gateway}}}}
+        spec:
+          tls: {{certFile: "{cert}", keyFile: "{key}"}}
+          routes:
+          - match: {{path: /v1/chat/completions, methods: [POST]}}
             to: {{service: echo.llm}}
         ---
         apiVersion: security.istio.io/v1
@@ -131,7 +140,7 @@ def mesh_file(jwks_url: str) -> str:
           selector: {{matchLabels: {{app: echo}}}}
           action: ALLOW
           rules:
-          - from: [{{source: {{principals: ["edge/public"], requestPrincipals: ["*"]}}}}]
+          - from: [{{source: {{principals: ["edge/public", "edge/public-tls"], requestPrincipals: ["*"]}}}}]
         """
     )
 
@@ -140,6 +149,8 @@ class Edge:
     def __init__(self, mesh: Mesh, url: str, idp: Idp, jwks: Jwks) -> None:
         self.mesh, self.url, self.idp, self.jwks = mesh, url, idp, jwks
         self.http = httpx.Client(base_url=url, timeout=20, trust_env=False)
+        self.tls_url = ""
+        self.cert = Path()
 
     def chat(
         self, headers: dict[str, str] | None = None, path: str = "/v1/chat/completions"
@@ -156,15 +167,18 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     root = tmp_path_factory.mktemp("edge")
     idp = make_idp(ISSUER, "ES256", "k1")
     jwks = Jwks(idp.jwks())
-    (root / "mesh.yaml").write_text(mesh_file(jwks.url))
+    cert, key, _ = server_cert(root)
+    (root / "mesh.yaml").write_text(mesh_file(jwks.url, cert, key))
     mesh = Mesh(root / "state")
     try:
         mesh.cli("up", "-f", str(root / "mesh.yaml"), "--detach", "--control-port", "0")
         doc = json.loads(mesh.cli("status", "--json").stdout)
-        (gw,) = doc["gateways"]
+        gw, tls_gw = sorted(doc["gateways"], key=lambda g: str(g["name"]))
         assert gw["name"] == "public" and gw["namespace"] == "edge"
         assert gw["identity"] == "spiffe://demo.local/ns/edge/sa/public" and gw["address"]
+        assert tls_gw["url"].startswith("https://")
         e = Edge(mesh, f"http://{gw['address']}", idp, jwks)
+        e.tls_url, e.cert = tls_gw["url"], cert
         yield e
         e.http.close()
     finally:
@@ -211,6 +225,14 @@ def test_a_partner_gets_only_the_endpoint_it_was_granted(edge: Edge) -> None:
     assert edge.http.get("/v1/models", headers=headers).status_code == 403
     assert edge.http.get("/other", headers=headers).status_code == 404  # no route
     assert edge.chat(edge.bearer(sub="dan", plan={"tier": "bronze"})).status_code == 403  # nested claim
+    # The refusal is audited as the end user, next to the gateway's workload identity.
+    wait_for(
+        lambda: f"{ISSUER}/carol" in edge.mesh.cli("audit", "tail", "-n", "200", "--format", "ocsf").stdout,
+        timeout=20,
+        what="the denial of carol in the audit trail",
+    )
+    log = edge.mesh.state / "gateways" / "edge.public" / "access.log"
+    assert f'"end_user":"{ISSUER}/carol"' in log.read_text()
 
 
 def test_the_end_user_header_cannot_be_forged_from_outside(edge: Edge) -> None:
@@ -282,3 +304,15 @@ def test_check_answers_for_end_users(edge: Edge, tmp_path: Path) -> None:
     assert done.returncode == 1 and "401" in done.stdout
     bronze = '{"iss": "https://idp.example", "sub": "z", "plan": {"tier": "bronze"}}'
     assert edge.mesh.cli(*args, "--claims", bronze, check=False).returncode == 1
+
+
+def test_https_gateway_with_its_own_certificate(edge: Edge) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(verify=str(edge.cert), timeout=20, trust_env=False) as client:
+        r = client.post(f"{edge.tls_url}/v1/chat/completions", json=body, headers=edge.bearer(sub="judy"))
+        assert r.status_code == 200, r.text
+        assert r.json()["headers"]["x-meshward-end-user"] == f"{ISSUER}/judy"
+        assert client.get(f"{edge.tls_url}/v1/chat/completions", headers=edge.bearer()).status_code == 404
+    plain = edge.tls_url.replace("https://", "http://")
+    with pytest.raises(httpx.HTTPError):  # no plaintext on the TLS gateway
+        httpx.post(f"{plain}/v1/chat/completions", json=body, timeout=5, trust_env=False)

@@ -182,8 +182,8 @@ INVALID = [
         "unknown condition key 'request.path'",
     ),
     (
-        "when-jwt-claims",
-        _rule(when=[{"key": "request.auth.claims[iss]", "values": ["x"]}]),
+        "when-unknown-auth-key",
+        _rule(when=[{"key": "request.auth.groups", "values": ["x"]}]),
         "not supported by meshward",
     ),
     ("when-sni", _rule(when=[{"key": "connection.sni", "values": ["x"]}]), "not supported by meshward"),

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshward.resources import KINDS
 from meshward.resources.loader import LoadError, load_file, load_text
 
 GOOD = textwrap.dedent(
@@ -74,9 +75,9 @@ CASES = [
         "f.yaml:6: document 1: spec.port: duplicate key 'port'",
     ),
     (
-        "apiVersion: meshward.dev/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec: {}\n",
-        "f.yaml:2: Gateway default/g: kind: unknown kind 'Gateway' (known: AuthorizationPolicy, "
-        "DataProtectionPolicy, Mesh, RateLimitPolicy, Workload)",
+        "apiVersion: meshward.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: g}\nspec: {}\n",
+        "f.yaml:2: VirtualService default/g: kind: unknown kind 'VirtualService' "
+        f"(known: {', '.join(sorted(KINDS))})",
     ),
     (
         "apiVersion: v1\nkind: Workload\nmetadata: {name: g}\nspec: {}\n",
