@@ -9,6 +9,7 @@ in this test serves, policies on the end users, a per-user token budget, and API
 from __future__ import annotations
 
 import json
+import ssl
 import textwrap
 import threading
 import time
@@ -308,7 +309,8 @@ def test_check_answers_for_end_users(edge: Edge, tmp_path: Path) -> None:
 
 def test_https_gateway_with_its_own_certificate(edge: Edge) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(verify=str(edge.cert), timeout=20, trust_env=False) as client:
+    trust = ssl.create_default_context(cafile=str(edge.cert))
+    with httpx.Client(verify=trust, timeout=20, trust_env=False) as client:
         r = client.post(f"{edge.tls_url}/v1/chat/completions", json=body, headers=edge.bearer(sub="judy"))
         assert r.status_code == 200, r.text
         assert r.json()["headers"]["x-meshward-end-user"] == f"{ISSUER}/judy"
