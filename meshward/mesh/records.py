@@ -43,6 +43,9 @@ class WorkloadRecord:
     last_exit: int | None = None
     message: str = ""
     sidecar_dir: str = ""
+    address: str | None = None  # its network namespace's IP (isolation: netns)
+    netns: str | None = None  # its network namespace's name (isolation: netns)
+    app_uid: int | None = None  # the app's user (isolation: netns)
 
     @property
     def ref(self) -> str:
@@ -82,6 +85,7 @@ class RunRecord:
     control_restarts: int = 0
     workloads: list[WorkloadRecord] = field(default_factory=list)
     gateways: list[GatewayRecord] = field(default_factory=list)
+    isolation_tag: str = ""  # the network namespaces' tag (isolation: netns), for teardown
 
     def pgids(self) -> list[int]:
         """Every process group the runner started (apps first, then sidecars, then control)."""

@@ -4,12 +4,17 @@ Read from the state directory only (no control plane call is needed): ``control.
 runner's ``mesh/run.json``, the config store (generation, each sidecar's ACK/NACK) and each
 sidecar's cached SVID (its ``not_after``), plus the CA expiry warnings of the identity service.
 Extra fields beyond the contract: ``warnings``, per workload ``state``, ``restarts``,
-``last_exit``, ``message`` and ``config`` (the generation its sidecar runs, or a NACK's reason).
+``last_exit``, ``message`` and ``config`` (the generation its sidecar runs, or a NACK's reason);
+in isolation mode ``address``, ``netns`` and ``app_uid``; when the mesh is PERMISSIVE,
+``plaintext`` (plaintext connections by source address, read from each sidecar's admin metrics)
+with a warning per source, to follow a PERMISSIVE → STRICT migration.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,7 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "inbound": w.inbound,
         "outbound": w.outbound,
         "admin": w.admin,
+        **({"address": w.address, "netns": w.netns, "app_uid": w.app_uid} if w.address else {}),
         "pid": w.pid if app_alive else None,
         "sidecar_pid": w.sidecar_pid if sidecar_alive else None,
         "cert_not_after": _cert_not_after(w.sidecar_dir),
@@ -60,6 +66,20 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "message": w.message,
         "config": None if ack is None else ack.summary(),
     }
+
+
+_PLAINTEXT = re.compile(r'^meshward_proxy_plaintext_connections_total\{source="([^"]*)"\} ([0-9.e+]+)$', re.M)
+
+
+def plaintext_sources(admin: str) -> dict[str, int]:
+    """A sidecar's plaintext connections by source (its admin metrics; {} if unreachable)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{admin}/stats/prometheus", timeout=1.0) as resp:
+            text = resp.read(4 * 1024 * 1024).decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return {}
+    return {source: int(float(n)) for source, n in _PLAINTEXT.findall(text)}
 
 
 def mesh_status(state: MeshState) -> dict[str, Any]:
@@ -75,6 +95,14 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
     with contextlib.closing(IdentityService(state)) as identity:
         warnings.extend(identity.expiry_warnings())
     workloads = [_workload(w, acks) for w in run.workloads] if run else []
+    if workloads and any(m.spec.mtls.mode == "PERMISSIVE" for m in store.get("Mesh")):
+        for w in workloads:  # PERMISSIVE → STRICT: who still sends plaintext, per source
+            w["plaintext"] = plaintext_sources(w["admin"]) if w["admin"] and w["sidecar_pid"] else {}
+            for source, n in sorted(w["plaintext"].items()):
+                warnings.append(
+                    f"{w['namespace']}/{w['name']}: {n} plaintext connections from {source} (PERMISSIVE; "
+                    "STRICT would refuse them)"
+                )
     for w in workloads:
         if w["config"] and w["config"]["status"] == "NACK":
             warnings.append(

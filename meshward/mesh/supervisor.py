@@ -33,6 +33,7 @@ from meshward.identity.bootstrap import CaSetupRefused, init_mesh
 from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
+from meshward.isolation.plan import IsolationPlan
 from meshward.mesh.gateway import GatewayProcess
 from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.records import GatewayRecord, RunRecord, WorkloadRecord, mesh_dir, write_run
@@ -79,6 +80,8 @@ class MeshSupervisor:
         self.next_control_start = 0.0
         self.runners: list[WorkloadRunner] = []
         self.gateways: list[GatewayProcess] = []
+        self.control_host = "127.0.0.1"  # isolation: the bridge's address (namespaces reach it there)
+        self.isolation: IsolationPlan | None = None
         self.record = RunRecord(supervisor_pid=os.getpid(), mesh_file=str(self.mesh_file))
         self._save_lock = threading.Lock()
         self._started = time.monotonic()
@@ -126,9 +129,9 @@ class MeshSupervisor:
             wanted = self.wanted_control_port
             self.control_port = wanted if wanted and port_free(wanted) else free_port()
         args = [sys.executable, "-m", "meshward.control", "--state", str(self.state.path)]
-        args += ["--listen", f"127.0.0.1:{self.control_port}"]
+        args += ["--listen", f"{self.control_host}:{self.control_port}"]
         self.control = start_child("control", args, mesh_dir(self.state.path) / "control.log")
-        self.control_url = self.record.control_url = f"https://127.0.0.1:{self.control_port}"
+        self.control_url = self.record.control_url = f"https://{self.control_host}:{self.control_port}"
         self.record.control_pid = self.control.pid
         self.save()
 
@@ -172,13 +175,14 @@ class MeshSupervisor:
             self.log(
                 f"applied {self.mesh_file.name}: generation {result['generation']} ({len(changed)} changed)"
             )
-            self.launch_control()
             td = self.state.trust_domain
             for w in (r for r in self.resources if isinstance(r, Workload)):
                 ns = w.metadata.namespace
                 rec = WorkloadRecord(w.metadata.name, ns, w.service, SpiffeId(td, ns, w.service_account).uri)
                 self.record.workloads.append(rec)
                 self.runners.append(WorkloadRunner(self, w, rec))
+            self.isolate()
+            self.launch_control()
             errors: list[str] = []
 
             def start_one(runner: WorkloadRunner) -> None:
@@ -205,6 +209,57 @@ class MeshSupervisor:
             self.save()
             self.stop()
             raise
+
+    def isolate(self) -> None:
+        """``isolation: netns``: namespaces, bridge, users and rules for the isolated workloads."""
+        spec = next((r.spec for r in self.resources if isinstance(r, Mesh)), None)
+        default = spec.isolation if spec is not None else "none"
+        isolated = [r for r in self.runners if (r.workload.spec.isolation or default) == "netns"]
+        if not isolated:
+            return
+        from meshward.isolation import network
+        from meshward.isolation.plan import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, hosts_file, make_plan
+
+        try:
+            network.require_root()
+            plan = make_plan(
+                str(self.state.path),
+                [(r.record.ref, r.app_port) for r in isolated],
+                spec.interception.exclude_outbound_ports if spec else (),
+                spec.interception.exclude_outbound_cidrs if spec else (),
+                network.taken_subnets(),
+            )
+            self.record.isolation_tag = plan.tag
+            self.isolation = plan
+            self.save()
+            network.apply_plan(plan)
+        except (network.IsolationError, ValueError) as exc:
+            raise MeshError(str(exc)) from None
+        self.control_host = plan.gateway
+        addresses: dict[str, str] = {}
+        for runner in self.runners:
+            ns_plan = plan.of(runner.record.ref)
+            if ns_plan is None:  # an unisolated workload: reachable from the namespaces too
+                runner.listeners["inbound"] = f"{plan.gateway}:0"
+                addresses[runner.record.ref] = plan.gateway
+                continue
+            runner.isolation = ns_plan
+            runner.record.address = ns_plan.address
+            runner.record.netns, runner.record.app_uid = ns_plan.netns, ns_plan.uid
+            runner.listeners = {
+                "inbound": f"{ns_plan.address}:{INBOUND_PORT}",
+                "outbound": f"127.0.0.1:{OUTBOUND_PORT}",
+                "admin": f"{ns_plan.address}:{ADMIN_PORT}",
+            }
+            addresses[runner.record.ref] = ns_plan.address
+        services = [
+            (r.workload.service, r.workload.metadata.namespace, addresses[r.record.ref]) for r in self.runners
+        ]
+        for ns_plan in plan.namespaces:
+            network.write_hosts(ns_plan, hosts_file(services))
+        self.log(
+            f"isolation: {len(plan.namespaces)} network namespaces on bridge {plan.bridge} ({plan.subnet})"
+        )
 
     def start_gateways(self) -> None:
         """One gateway process per ``Gateway`` resource, once the workloads are ready."""
@@ -280,6 +335,13 @@ class MeshSupervisor:
         stop_groups([c.pid for c in sidecars], 5.0, [c.popen for c in sidecars])
         if self.control is not None:
             self.control.stop()
+        if self.isolation is not None:
+            from meshward.isolation.network import IsolationError, teardown
+
+            try:
+                teardown(self.isolation.tag)
+            except IsolationError as exc:
+                self.log(f"isolation teardown: {exc} (run `meshward down --force`)")
         for rec in self.record.workloads:
             rec.ready, rec.state = False, "stopped"
         with contextlib.suppress(OSError):

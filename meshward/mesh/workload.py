@@ -25,6 +25,7 @@ from meshward.mesh.records import WorkloadRecord
 from meshward.resources.mesh import Workload, parse_duration
 
 if TYPE_CHECKING:
+    from meshward.isolation.plan import NamespacePlan
     from meshward.mesh.supervisor import MeshSupervisor
 
 __all__ = [
@@ -118,6 +119,7 @@ class WorkloadRunner:
         self.directory = mesh.state.path / "sidecars" / f"{record.namespace}.{record.name}"
         self.listeners = {"inbound": "127.0.0.1:0", "outbound": "127.0.0.1:0", "admin": "127.0.0.1:0"}
         self.app_port = workload.spec.port or free_port()
+        self.isolation: NamespacePlan | None = None  # set by the supervisor in isolation mode
         self.sidecar_failures = 0
         self.app_failures = 0
         self.next_app_start = 0.0
@@ -143,6 +145,8 @@ class WorkloadRunner:
             listeners=self.listeners,
             parent_pid=os.getpid(),
         )
+        if self.isolation is not None:  # the sidecar runs in the workload's namespace, as root
+            args = ["ip", "netns", "exec", self.isolation.netns, *args]
         env = dict(os.environ, MESHWARD_TOKEN=token, PYTHONUNBUFFERED="1")
         self.sidecar = start_child(f"sidecar {rec.ref}", args, self.directory / "sidecar.log", env)
         rec.sidecar_pid = self.sidecar.pid
@@ -169,14 +173,16 @@ class WorkloadRunner:
 
     # -- app -------------------------------------------------------------------------------------
     def app_env(self) -> dict[str, str]:
-        proxy = f"http://{self.record.outbound}"
         env = dict(os.environ)
         env.update(self.workload.spec.env)
+        if self.isolation is None:
+            proxy = f"http://{self.record.outbound}"
+            env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY=NO_PROXY, no_proxy=NO_PROXY)
+        else:  # transparent interception: the app needs no proxy settings (and gets none)
+            for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+                env.pop(name, None)
+            env["HOME"] = "/nonexistent"
         env.update(
-            HTTP_PROXY=proxy,
-            http_proxy=proxy,
-            NO_PROXY=NO_PROXY,
-            no_proxy=NO_PROXY,
             PORT=str(self.app_port),
             MESHWARD_WORKLOAD=self.record.ref,
             MESHWARD_IDENTITY=self.record.identity,
@@ -193,6 +199,13 @@ class WorkloadRunner:
         if command[0] in ("python", "python3"):
             command[0] = sys.executable  # the mesh's own interpreter, not whatever is on PATH
         cwd = (self.mesh.mesh_file.parent / spec.workdir) if spec.workdir else self.mesh.cwd
+        if self.isolation is not None:  # its namespace, its own user, no capabilities
+            uid = str(self.isolation.uid)
+            command = [
+                "ip", "netns", "exec", self.isolation.netns,
+                "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--",
+                *command,
+            ]  # fmt: skip
         self.app = start_child(f"app {rec.ref}", command, self.directory / "app.log", self.app_env(), cwd)
         rec.pid = self.app.pid
         self.mesh.save()
@@ -211,6 +224,8 @@ class WorkloadRunner:
         self.mesh.log(f"{rec.ref}: ready")
 
     def _probe(self) -> bool:
+        if self.isolation is not None:
+            return self._probe_in_namespace(self.isolation.netns)
         path = self.workload.spec.readiness.http_get
         if path is None:
             try:
@@ -224,6 +239,25 @@ class WorkloadRunner:
                 return 200 <= int(resp.status) < 400
         except (urllib.error.URLError, OSError, ValueError):
             return False
+
+    def _probe_in_namespace(self, netns: str) -> bool:
+        """The app listens on its namespace's loopback: probe it from inside."""
+        from meshward.isolation.network import netns_connect
+
+        path = self.workload.spec.readiness.http_get
+        try:
+            sock = netns_connect(netns, ("127.0.0.1", self.app_port), 1.0)
+        except OSError:
+            return False
+        with sock:
+            if path is None:
+                return True
+            try:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n".encode())
+                status_line = sock.recv(64).split(b"\r\n", 1)[0].split()
+                return len(status_line) >= 2 and status_line[1].isdigit() and 200 <= int(status_line[1]) < 400
+            except OSError:
+                return False
 
     def start(self) -> None:
         try:

@@ -136,6 +136,10 @@ class Listener:
         elif first[0] == _TLS_HANDSHAKE and self.tls is not None:
             self._start(conn, self.tls())
         else:
+            try:
+                self.stats.count_plaintext(str(conn.getpeername()[0]))
+            except OSError:
+                pass
             self._start(conn, None)
 
     def _sniff_timeout(self, fd: int) -> None:

@@ -16,6 +16,8 @@ takes an authority string, not a parsed absolute URL, so only the listener chang
 
 from __future__ import annotations
 
+import socket
+import struct
 from functools import lru_cache
 
 from meshward.http.errors import RemoteProtocolError
@@ -25,7 +27,29 @@ from meshward.proxy.exchange import Exchange
 from meshward.proxy.routes import split_authority
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 
-__all__ = ["handle_outbound"]
+__all__ = ["handle_outbound", "original_destination"]
+
+_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+
+
+def original_destination(transport: object) -> tuple[str, int] | None:
+    """Where a connection redirected by iptables (REDIRECT) was going, or None (not redirected,
+    or not IPv4). Read only when the Host names no mesh service: nothing on the hot path."""
+    get_extra = getattr(transport, "get_extra_info", None)
+    sock = get_extra("socket") if get_extra is not None else None
+    if sock is None or sock.family != socket.AF_INET:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, _SO_ORIGINAL_DST, 16)
+    except OSError:
+        return None
+    port = struct.unpack_from("!H", raw, 2)[0]
+    address = socket.inet_ntoa(raw[4:8])
+    local = sock.getsockname()
+    if (address, port) == (local[0], local[1]):
+        return None  # not redirected: the original destination is this listener
+    return address, port
+
 
 _DROP = HOP_BY_HOP | {b"host", b"x-forwarded-client-cert"}
 _MAX_TRIES = 3
@@ -53,6 +77,8 @@ async def handle_outbound(ex: Exchange) -> None:
     except ValueError as exc:
         raise RemoteProtocolError(str(exc)) from None
     route = cfg.routes.resolve(host)
+    if route is None and (original := original_destination(ex.conn.transport)) is not None:
+        route = cfg.routes.resolve(original[0])  # transparently redirected: where the app dialled
     if route is None and not cfg.allow_any_outbound:
         ex.fail("no_route", host)
         return

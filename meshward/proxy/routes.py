@@ -62,6 +62,18 @@ class RouteTable:
                 self.routes[name] = route
             if entry.namespace == own_ns:
                 self.routes.setdefault(entry.service.lower(), route)
+        # A workload's own address (isolation: netns) names its service too: a connection
+        # redirected there keeps that address as its original destination. An address that
+        # several services share (loopback, in local mode) names none.
+        owners: dict[str, list[Route]] = {}
+        for route in {id(r): r for r in self.routes.values()}.values():
+            for host in {t.host for t in route.targets}:
+                owners.setdefault(host, []).append(route)
+        self.by_address = {
+            host: found[0]
+            for host, found in owners.items()
+            if len(found) == 1 and not host.startswith("127.") and host not in ("::1", "localhost")
+        }
 
     def resolve(self, host: str) -> Route | None:
-        return self.routes.get(host)
+        return self.routes.get(host) or self.by_address.get(host)

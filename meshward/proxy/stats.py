@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["ProxyCollector", "ProxyStats"]
+__all__ = ["PLAINTEXT_SOURCES_MAX", "ProxyCollector", "ProxyStats"]
+
+PLAINTEXT_SOURCES_MAX = 1024
 
 
 class ProxyStats:
@@ -28,6 +30,14 @@ class ProxyStats:
         self.config_rejected = 0
         self.bytes_in: Counter[str] = Counter()
         self.bytes_out: Counter[str] = Counter()
+        # PERMISSIVE: plaintext connections accepted, by source address (bounded), so a
+        # migration to STRICT can see who still sends plaintext.
+        self.plaintext: Counter[str] = Counter()
+
+    def count_plaintext(self, source: str) -> None:
+        if source not in self.plaintext and len(self.plaintext) >= PLAINTEXT_SOURCES_MAX:
+            source = "other"
+        self.plaintext[source] += 1
 
 
 class ProxyCollector(Collector):
@@ -61,6 +71,14 @@ class ProxyCollector(Collector):
         for reason, n in sorted(s.tls_failures.items()):
             tls.add_metric([reason], n)
         yield tls
+        plain = CounterMetricFamily(
+            "meshward_proxy_plaintext_connections",
+            "Plaintext connections accepted in PERMISSIVE mode, by source address",
+            labels=["source"],
+        )
+        for source, n in sorted(s.plaintext.items()):
+            plain.add_metric([source], n)
+        yield plain
         perr = CounterMetricFamily(
             "meshward_proxy_protocol_errors", "Requests refused by the strict parser", labels=["side", "code"]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -85,6 +86,32 @@ class TelemetrySettings(Strict):
     otlp_endpoint: str | None = Field(default=None, alias="otlpEndpoint", pattern=r"^https?://")
 
 
+class InterceptionSettings(Strict):
+    """What transparent interception leaves alone (``isolation: netns``), like Istio's
+    ``excludeOutboundPorts`` / ``excludeOutboundIPRanges`` annotations."""
+
+    exclude_outbound_ports: list[int] = Field(default_factory=list, alias="excludeOutboundPorts")
+    exclude_outbound_cidrs: list[str] = Field(default_factory=list, alias="excludeOutboundCIDRs")
+
+    @field_validator("exclude_outbound_ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for port in v:
+            if not 0 < port <= 65535:
+                raise ValueError(f"{port} is not a port number (1-65535)")
+        return v
+
+    @field_validator("exclude_outbound_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP range (e.g. 192.0.2.0/24)") from None
+        return v
+
+
 class MeshSpec(Strict):
     trust_domain: str = Field(default="demo.local", alias="trustDomain", pattern=r"^[a-z0-9._-]+$")
     mtls: MtlsSettings = Field(default_factory=MtlsSettings)
@@ -96,6 +123,10 @@ class MeshSpec(Strict):
     root_namespace: str = Field(default="meshward-system", alias="rootNamespace")
     audit: AuditSettings = Field(default_factory=AuditSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    # netns: every Workload in its own network namespace, its app as its own user, traffic
+    # redirected through its sidecar with iptables (root only; see meshward.isolation).
+    isolation: Literal["none", "netns"] = "none"
+    interception: InterceptionSettings = Field(default_factory=InterceptionSettings)
 
     @field_validator("certificate_ttl")
     @classmethod
@@ -124,6 +155,7 @@ class WorkloadSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     readiness: Readiness = Field(default_factory=Readiness)
     workdir: str | None = None
+    isolation: Literal["none", "netns"] | None = None  # None: the Mesh's setting
 
 
 @register

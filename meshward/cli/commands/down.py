@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["register"]
 
@@ -20,7 +21,19 @@ RUNNER_STOP_TIMEOUT = 20.0
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("down", parents=[common], help="stop what `meshward up --detach` started")
+    p = sub.add_parser(
+        "down",
+        parents=[common],
+        help="stop what `meshward up --detach` started",
+        description="Stop the mesh of --state: apps, gateways, sidecars, control plane, then its "
+        "network namespaces (isolation: netns).",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also remove the network namespaces, bridge and hosts files of this state directory "
+        "when no runner record is left (after a kill -9 of `up`)",
+    )
     p.set_defaults(func=down)
 
 
@@ -33,6 +46,8 @@ def down(args: argparse.Namespace) -> int:
     state = MeshState(args.state)
     run = read_run(state.path)
     if run is None:
+        if args.force:
+            _teardown_isolation(_tag_of(state.path))
         print(f"no mesh is up in {state.path}", file=sys.stderr)
         return 0
     if pid_alive(run.supervisor_pid):
@@ -43,6 +58,8 @@ def down(args: argparse.Namespace) -> int:
         if pid_alive(run.supervisor_pid) and _leads_group(run.supervisor_pid):
             os.killpg(run.supervisor_pid, signal.SIGKILL)
     stop_groups(run.pgids(), 5.0)  # whatever the runner could not stop (or it was killed)
+    if run.isolation_tag or args.force:
+        _teardown_isolation(run.isolation_tag or _tag_of(state.path))
     run_path(state.path).unlink(missing_ok=True)
     print(f"mesh in {state.path} stopped ({len(run.workloads)} workloads)", file=sys.stderr)
     return 0
@@ -53,3 +70,24 @@ def _leads_group(pid: int) -> bool:
         return os.getpgid(pid) == pid
     except ProcessLookupError:
         return False
+
+
+def _tag_of(state: Path) -> str:
+    from meshward.isolation.plan import make_plan
+
+    return make_plan(str(state), []).tag
+
+
+def _teardown_isolation(tag: str) -> None:
+    """Namespaces, bridge and hosts files of isolation mode (nothing to do without root or them)."""
+    from meshward.cli.errors import CliError
+    from meshward.isolation.network import IsolationError, leftovers, teardown
+
+    if os.geteuid() != 0:
+        return
+    try:
+        if any(leftovers(tag).values()):
+            teardown(tag)
+            print(f"removed the network namespaces of mesh {tag}", file=sys.stderr)
+    except IsolationError as exc:
+        raise CliError(str(exc)) from None
