@@ -27,11 +27,14 @@ MESH_FILE = REPO / "examples" / "demo" / "mesh.yaml"
 EXIT_SKIPPED = 3
 
 
-def prepare_mesh_file(source: Path, target: Path) -> Path:
-    """The demo file with ``python`` bound to this interpreter and commands run from the repo."""
+def prepare_mesh_file(source: Path, target: Path, isolation: str = "none") -> Path:
+    """The demo file with ``python`` bound to this interpreter and commands run from the repo
+    (and, with ``isolation="netns"``, every workload in its own network namespace)."""
     docs = [d for d in yaml.safe_load_all(source.read_text()) if d]
     for doc in docs:
         spec = doc.get("spec") or {}
+        if doc.get("kind") == "Mesh" and isolation != "none":
+            spec["isolation"] = isolation
         if doc.get("kind") == "Workload":
             command = spec.get("command") or []
             if command and command[0] in ("python", "python3"):
@@ -99,11 +102,11 @@ def _all_ready(cli: MeshCli, expected: int) -> dict[str, Any] | None:
     return None
 
 
-def run_demo(state: Path, once: bool) -> int:
+def run_demo(state: Path, once: bool, isolation: str = "none") -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # SIGTERM stops the mesh too, like Ctrl-C
     state = state.resolve()
     workdir = state / "demo"
-    mesh_file = prepare_mesh_file(MESH_FILE, workdir / "mesh.yaml")
+    mesh_file = prepare_mesh_file(MESH_FILE, workdir / "mesh.yaml", isolation)
     cli = MeshCli(state)
     print(f"meshward demo: bringing up {MESH_FILE.relative_to(REPO)} (state in {state}) …", flush=True)
     results: list[StepResult] = []

@@ -25,10 +25,16 @@ def register(
     p.add_argument(
         "--once", action="store_true", help="stop after the scenario; exit 0 only if every step held"
     )
+    p.add_argument(
+        "--isolation",
+        choices=["none", "netns"],
+        default="none",
+        help="netns: every workload in its own network namespace, as its own user (root only)",
+    )
     p.set_defaults(func=demo)
 
 
 def demo(args: argparse.Namespace) -> int:
     from meshward.demo.run import run_demo
 
-    return run_demo(args.state, args.once)
+    return run_demo(args.state, args.once, args.isolation)
