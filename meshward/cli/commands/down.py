@@ -46,7 +46,13 @@ def down(args: argparse.Namespace) -> int:
     state = MeshState(args.state)
     run = read_run(state.path)
     if run is None:
-        if args.force:
+        if args.force:  # a runner killed -9 whose record is gone: its control plane may live on
+            from meshward.control.client import read_control_info
+
+            control = read_control_info(state.path)
+            if control is not None and pid_alive(control.pid):
+                stop_groups([control.pid], 5.0)
+                print(f"stopped the control plane (pid {control.pid})", file=sys.stderr)
             _teardown_isolation(_tag_of(state.path))
         print(f"no mesh is up in {state.path}", file=sys.stderr)
         return 0
