@@ -12,9 +12,11 @@ what it printed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -130,9 +132,13 @@ def leftovers(tag: str) -> dict[str, list[str]]:
 
 
 def teardown(tag: str) -> None:
-    """Remove everything of the mesh ``tag`` (idempotent; best effort, then verified)."""
+    """Remove everything of the mesh ``tag``: processes still in its namespaces (killed), the
+    namespaces, links and hosts files (idempotent; best effort, then verified)."""
     found = leftovers(tag)
-    for name in found["namespaces"]:
+    for name in found["namespaces"]:  # a process keeps a deleted namespace alive: end them first
+        for pid in _run(["ip", "netns", "pids", name], check=False).split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
         _run(["ip", "netns", "delete", name], check=False)
     for link in found["links"]:
         _run(["ip", "link", "delete", link], check=False)

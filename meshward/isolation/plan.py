@@ -26,9 +26,10 @@ __all__ = [
 INBOUND_PORT = 15006  # Istio's ports: inside a namespace the sidecar owns the whole port space
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
-APP_UID_BASE = 20000  # app users: 20000 + index (numeric: nothing is added to /etc/passwd)
+APP_UID_BASE = 20000  # app users: 20000 + 100 × (tag mod 1000) + index (numeric: nothing is
+# added to /etc/passwd); each mesh on a machine gets its own block of 100
 SIDECAR_UID = 0  # the sidecar runs as the mesh's operator (root): its traffic is not redirected
-_MAX_WORKLOADS = 200
+_MAX_WORKLOADS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ def make_plan(
             host_veth=f"mw{tag}h{i}",
             ns_veth=f"mw{tag}n{i}",
             address=f"{base}.{10 + i}",
-            uid=APP_UID_BASE + i,
+            uid=APP_UID_BASE + 100 * (seed % 1000) + i,
             app_port=port,
         )
         for i, (ref, port) in enumerate(workloads)

@@ -17,7 +17,7 @@ def test_plan_names_carry_the_tag_and_fit_linux_limits() -> None:
         assert ns.netns == f"mw-{plan.tag}-{i}"
         assert len(ns.host_veth) <= 15 and len(ns.ns_veth) <= 15
         assert ipaddress.ip_address(ns.address) in ipaddress.ip_network(plan.subnet)
-        assert ns.uid == 20000 + i
+        assert ns.uid == plan.namespaces[0].uid + i and 20000 <= ns.uid < 120000
     assert plan.gateway.endswith(".1") and ipaddress.ip_network(plan.subnet).is_private
     assert plan.of("web/webapp") is plan.namespaces[1] and plan.of("x/y") is None
 
