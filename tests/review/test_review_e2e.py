@@ -11,6 +11,8 @@ import html.parser
 import json
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,11 @@ class ReviewMesh(Mesh):
     def report(self, *args: str) -> dict[str, Any]:
         return dict(json.loads(self.cli(*args, "--json", "--since", SINCE, "--until", UNTIL).stdout))
 
+    @cached_property
+    def review_text(self) -> str:
+        """``review --json`` over the scripted traffic (made once, read by several tests)."""
+        return self.cli("review", "--json", "--since", SINCE, "--until", UNTIL).stdout
+
 
 def _requests(state: Path) -> int:
     return len(read_audit(state)[0])
@@ -71,9 +78,15 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReviewMesh]:
     try:
         m.cli("up", "-f", str(mesh_file), "--detach", "--control-port", "0")
         m.cli("certs", "issue", "--id", "ml/old-batch", "--out", str(base / "old-batch"))  # a stale identity
-        assert m.calls("web/webapp", CHAT, CHAT, LIST_MODELS) == [200, 200, 200]
-        assert m.calls("ml/preprocessor", INFER, INFER, INFER, FRAUD_METADATA) == [200, 200, 200, 200]
-        assert m.calls("lab/intruder", INFER, CHAT, SUMMARIZE) == [403, 403, 403]
+        scripts = {
+            "web/webapp": ([CHAT, CHAT, LIST_MODELS], [200, 200, 200]),
+            "ml/preprocessor": ([INFER, INFER, INFER, FRAUD_METADATA], [200, 200, 200, 200]),
+            "lab/intruder": ([INFER, CHAT, SUMMARIZE], [403, 403, 403]),
+        }
+        with ThreadPoolExecutor(3) as pool:  # three callers at once, each with its own sidecar
+            results = {who: pool.submit(m.calls, who, *calls) for who, (calls, _) in scripts.items()}
+            for who, (_, expected) in scripts.items():
+                assert results[who].result() == expected, who
         inbound = m.workload("chat")["inbound"]  # PERMISSIVE: a plaintext caller, no identity
         with httpx.Client(trust_env=False) as plain:
             assert plain.get(f"http://{inbound}/v1/models", timeout=10).status_code == 403
@@ -124,7 +137,7 @@ def test_discover_lists_every_service_with_its_exposure(mesh: ReviewMesh) -> Non
 
 
 def test_review_finds_the_planted_problems(mesh: ReviewMesh) -> None:
-    doc = mesh.report("review")
+    doc = json.loads(mesh.review_text)
     assert {(u["policy"], u["rule"]) for u in doc["unusedGrants"]} == {("llm/chat-batch", 0)}
     assert [s["identity"] for s in doc["staleIdentities"]] == ["spiffe://demo.local/ns/ml/sa/old-batch"]
     broad = {(b["policy"], b["field"]): b for b in doc["broadRules"]}
@@ -145,22 +158,35 @@ def test_review_finds_the_planted_problems(mesh: ReviewMesh) -> None:
 
 
 def test_reports_are_reproducible_and_signed(mesh: ReviewMesh, tmp_path: Path) -> None:
-    args = ("review", "--since", SINCE, "--until", UNTIL)
-    first, second = mesh.cli(*args, "--json").stdout, mesh.cli(*args, "--json").stdout
-    assert first == second
+    from meshward.review.signing import SignatureError, public_key, verify_bytes, verify_report
+
+    again = mesh.cli("review", "--json", "--since", SINCE, "--until", UNTIL).stdout
+    assert again == mesh.review_text  # same data, same window: the same bytes
     report = tmp_path / "review.json"
-    report.write_text(first)
-    assert mesh.cli("review", "--verify", str(report)).returncode == 0
-    tampered = json.loads(first)
+    report.write_text(again)
+    assert "signature OK" in mesh.cli("review", "--verify", str(report)).stdout
+    tampered = json.loads(again)
     tampered["unusedGrants"] = []
-    report.write_text(json.dumps(tampered))
-    refused = mesh.cli("review", "--verify", str(report), check=False)
-    assert refused.returncode == 1 and "does not verify" in refused.stderr
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_report(tampered, public_key(mesh.state))
     page, sig = tmp_path / "review.html", tmp_path / "review.html.sig"
-    mesh.cli(*args, "--format", "html", "--out", str(page), "--signature", str(sig))
-    assert mesh.cli("review", "--verify", str(page), "--signature", str(sig)).returncode == 0
-    page.write_bytes(page.read_bytes().replace(b"chat-batch", b"chat-botch"))
-    assert mesh.cli("review", "--verify", str(page), "--signature", str(sig), check=False).returncode == 1
+    mesh.cli(
+        "discover",
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--format",
+        "html",
+        "--out",
+        str(page),
+        "--signature",
+        str(sig),
+    )
+    verify_bytes(page.read_bytes(), sig.read_text(), public_key(mesh.state))  # the detached form
+    page.write_bytes(page.read_bytes().replace(b"summarizer", b"summarize"))
+    refused = mesh.cli("discover", "--verify", str(page), "--signature", str(sig), check=False)
+    assert refused.returncode == 1 and "does not verify" in refused.stderr
 
 
 class _Page(html.parser.HTMLParser):
@@ -187,8 +213,9 @@ class _Page(html.parser.HTMLParser):
             self.cells.append(data)
 
 
-def test_markdown_and_html_reports(mesh: ReviewMesh) -> None:
-    markdown = mesh.cli("review", "--since", SINCE, "--until", UNTIL, "--format", "md").stdout
+def test_markdown_and_html_reports_and_siem_export(mesh: ReviewMesh) -> None:
+    done = mesh.cli("review", "--since", SINCE, "--until", UNTIL, "--format", "md", "--export", "findings")
+    markdown = done.stdout
     assert markdown.startswith("# Access review: demo.local")
     assert "## Unused grants" in markdown and "| llm/chat-batch | 0 |" in markdown
     page = _Page()
@@ -196,15 +223,9 @@ def test_markdown_and_html_reports(mesh: ReviewMesh) -> None:
     assert not {"script", "link", "img", "iframe"} & set(page.tags) and page.urls == []
     assert page.headings == ["Services", "Callers", "Findings"]
     assert "summarizer.tools" in page.cells and "PERMISSIVE" in page.cells
-    table = mesh.cli("discover", "--since", SINCE, "--until", UNTIL).stdout
-    assert "fraud-model.ml" in table and "== Findings" in table
-
-
-def test_findings_are_exported_to_the_siem_sink(mesh: ReviewMesh) -> None:
-    done = mesh.cli("review", "--since", SINCE, "--until", UNTIL, "--export", "findings", "--format", "md")
+    # The findings went to the Mesh's file sink as OCSF Compliance Findings.
     assert "exported" in done.stderr
-    sink = mesh.state.parent / "siem.jsonl"
-    records = [json.loads(line) for line in sink.read_text().splitlines()]
+    records = [json.loads(line) for line in (mesh.state.parent / "siem.jsonl").read_text().splitlines()]
     findings = [r for r in records if r.get("class_uid") == 2003]
     assert any(
         r["finding_info"]["title"] == "unused-grant"
