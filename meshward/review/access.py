@@ -30,7 +30,7 @@ from meshward.review.inventory import identity_index, is_model_service, rule_all
 from meshward.review.suggest import path_template, suggest_policy
 from meshward.review.topology import PolicyRule, Service, applicable, policy_name, rules_of, services
 
-__all__ = ["review", "suggestion_for"]
+__all__ = ["common_labels", "review", "suggestion_for"]
 
 _EXPIRY_WARN_DAYS = 30
 _PERSISTENT_DENIALS = 3
@@ -148,7 +148,7 @@ def suggestion_for(
         if r.decision in ("allow", "dry_run_deny")
         or (include_denied and r.decision == "deny" and r.policy is None)
     ]
-    labels = _common_labels(service)
+    labels = common_labels(service)
     doc = suggest_policy(
         allowed,
         name=f"{service.name}-least-privilege",
@@ -160,7 +160,7 @@ def suggestion_for(
     own = {
         policy_name(p)
         for p in applicable(data, service, AuthorizationPolicy)
-        if _only_selects(data, p, service)
+        if p.spec.action == "ALLOW" and not p.dry_run and _only_selects(data, p, service)
     }
     kept = [r for r in data.resources if not (isinstance(r, AuthorizationPolicy) and policy_name(r) in own)]
     engines = engines_for(service, [*kept, *policy], data.mesh, data.trust_domain)
@@ -191,10 +191,13 @@ def _yaml(doc: dict[str, Any]) -> str:
     return str(yaml.safe_dump(doc, sort_keys=False))
 
 
-def _common_labels(service: Service) -> dict[str, str]:
+def common_labels(service: Service) -> dict[str, str]:
+    """The selector for a service's workloads: their shared ``app`` label if they have one
+    (versions come and go), else every label they share."""
     sets = [set(w.metadata.labels.items()) for w in service.workloads]
     common = set.intersection(*sets) if sets else set()
-    return dict(sorted(common))
+    apps = [(k, v) for k, v in common if k == "app"]
+    return dict(sorted(apps or common))
 
 
 def _only_selects(data: MeshData, policy: AuthorizationPolicy, service: Service) -> bool:
@@ -457,7 +460,7 @@ def review(data: MeshData, window: Window, *, signed_audit: bool = False) -> dic
     suggestions = [
         suggestion_for(data, s, requests)
         for s in all_services
-        if _common_labels(s)
+        if common_labels(s)
         and any(r.destination in s.identities and r.decision in ("allow", "dry_run_deny") for r in requests)
     ]
     expiry = _expiry_sections(data, window, findings)

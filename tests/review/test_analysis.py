@@ -154,7 +154,7 @@ def test_review_tables() -> None:
         "CA intermediate",
     ) in checks
     (suggestion,) = doc["suggestions"]
-    assert suggestion["replaces"] == ["ml/a-any", "ml/b-unused", "ml/c-deny-all", "ml/d-lab"]
+    assert suggestion["replaces"] == ["ml/a-any", "ml/b-unused", "ml/d-lab"]  # DENY policies stay
     assert suggestion["stillAllowed"] == 2 and sum(d["requests"] for d in suggestion["wouldDeny"]) == 3
 
 
@@ -175,7 +175,7 @@ def test_alerts_plug_in_as_findings() -> None:
     assert any(f["check"] == "alert:detection" for f in doc["findings"])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(st.randoms(use_true_random=False))
 def test_same_data_in_any_order_gives_the_same_report(rng: random.Random) -> None:
     shuffled = list(REQUESTS)

@@ -200,7 +200,7 @@ def _engine(rule: dict[str, Any]) -> AuthzEngine:
     return AuthzEngine([AuthorizationPolicy.model_validate(doc)], trust_domain=TD)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(rules, rules, st.lists(requests, min_size=1, max_size=12))
 def test_a_covering_rule_matches_every_request_the_covered_one_does(
     a: dict[str, Any], b: dict[str, Any], sample: list[RequestAttributes]
@@ -213,7 +213,7 @@ def test_a_covering_rule_matches_every_request_the_covered_one_does(
             assert engine_a.evaluate(r).allowed, (a, b, r)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(rules)
 def test_every_rule_covers_itself_and_a_narrower_copy(a: dict[str, Any]) -> None:
     narrower = {**a, "when": [{"key": "request.headers[x-team]", "values": ["fraud"]}]}

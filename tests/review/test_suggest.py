@@ -105,7 +105,7 @@ def _engine(seen: list[ObservedRequest]) -> AuthzEngine:
     return AuthzEngine([policy], trust_domain=TD)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(observed, max_size=10), st.lists(observed, max_size=10))
 def test_the_suggestion_allows_what_was_seen_and_nothing_else(
     seen: list[ObservedRequest], probes: list[ObservedRequest]

@@ -47,7 +47,7 @@ def suggest(args: argparse.Namespace) -> int:
     import yaml
 
     from meshward.resources.authorization import AuthorizationPolicy
-    from meshward.review.access import suggestion_for
+    from meshward.review.access import common_labels, suggestion_for
     from meshward.review.publish import load
     from meshward.review.topology import policy_name, services
 
@@ -60,9 +60,7 @@ def suggest(args: argparse.Namespace) -> int:
         what = "is ambiguous: say SERVICE.NAMESPACE" if found else "is not a service of this mesh"
         raise CliError(f"--for {args.target!r} {what} (services: {known})")
     service = found[0]
-    if not all(w.metadata.labels for w in service.workloads) or not set.intersection(
-        *(set(w.metadata.labels.items()) for w in service.workloads)
-    ):
+    if not common_labels(service):
         raise CliError(
             f"{service.ref}: its Workloads share no label to select them by (add e.g. app: {service.name})"
         )
