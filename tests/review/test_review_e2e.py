@@ -128,7 +128,7 @@ def test_discover_lists_every_service_with_its_exposure(mesh: ReviewMesh) -> Non
     fraud = _service(doc, "fraud-model.ml")
     assert fraud["identity"] == "spiffe://demo.local/ns/ml/sa/fraud-model"
     assert fraud["models"] == ["fraud"] and {"infer", "metadata"} <= set(fraud["operations"])
-    assert (fraud["servesModel"] and fraud["protocols"] == ["oip-v2"]) or "oip" in fraud["protocols"][0]
+    assert fraud["servesModel"] and fraud["protocols"] == ["oip"]
     callers = {c["identity"]: c for c in fraud["callers"]}
     assert callers["spiffe://demo.local/ns/ml/sa/preprocessor"]["allowed"] == 4
     assert callers["spiffe://demo.local/ns/lab/sa/intruder"]["denied"] == 1
