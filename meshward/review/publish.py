@@ -28,6 +28,7 @@ from meshward.cli.args import duration_arg
 from meshward.cli.errors import CliError
 
 if TYPE_CHECKING:
+    from meshward.resources.mesh import AuditSink
     from meshward.review.data import MeshData, Window
 
 __all__ = ["add_report_options", "load", "publish", "verify"]
@@ -88,6 +89,7 @@ def publish(args: argparse.Namespace, make: Callable[[MeshData, Window], dict[st
     if args.verify is not None:
         return verify(args)
     data, window = load(args)
+    sinks = _sinks(args, data) if args.export is not None else []
     doc = make(data, window)
     signer: ReportSigner | None
     try:
@@ -109,8 +111,8 @@ def publish(args: argparse.Namespace, make: Callable[[MeshData, Window], dict[st
         sys.stdout.write(text)
     if args.signature is not None and signer is not None:
         _write(args.signature, (signer.sign_bytes(data_bytes) + "\n").encode())
-    if args.export is not None:
-        _export(args, data, doc, window)
+    if sinks:
+        _export(sinks, doc, window)
     return 0
 
 
@@ -121,13 +123,18 @@ def _write(path: Path, data: bytes) -> None:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _export(args: argparse.Namespace, data: MeshData, doc: dict[str, Any], window: Window) -> None:
-    from meshward.review.export import export_findings
-
+def _sinks(args: argparse.Namespace, data: MeshData) -> list[AuditSink]:
+    """The sinks ``--export`` names (checked before any output is written)."""
     sinks = [s for s in data.mesh.audit.sinks if args.export in ("*", s.name)]
     if not sinks:
         known = ", ".join(s.name for s in data.mesh.audit.sinks) or "none"
         raise CliError(f"--export: no audit sink {args.export!r} in the Mesh resource (sinks: {known})")
+    return sinks
+
+
+def _export(sinks: list[AuditSink], doc: dict[str, Any], window: Window) -> None:
+    from meshward.review.export import export_findings
+
     try:
         sent = export_findings(doc, sinks, window.end_ms)
     except (OSError, ConnectionError, TimeoutError) as exc:
