@@ -166,9 +166,10 @@ def suggestion_for(
     engines = engines_for(service, [*kept, *policy], data.mesh, data.trust_domain)
     would_deny: Counter[tuple[str, str, str]] = Counter()
     kept_working = 0
+    allowed_ids = {id(r) for r in allowed}
     for r in served:
         if decide(engines, r).allowed:
-            kept_working += r in allowed
+            kept_working += id(r) in allowed_ids
         else:
             would_deny[(principal_of(r.source) if r.source else "plaintext", r.method, r.path)] += 1
     return {

@@ -14,6 +14,7 @@ Plaintext requests (no caller identity) cannot be named by a policy and are left
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ def _is_id(segment: str) -> bool:
     return len(segment) >= 20 and any(c.isdigit() for c in segment) and any(c.isalpha() for c in segment)
 
 
+@functools.lru_cache(maxsize=8192)  # paths repeat: a review templates each distinct one once
 def path_template(path: str, model: str | None = None) -> str:
     """The path with ids (and the model's name after ``models/``) as ``{*}``; segments a
     policy could not hold literally (``*``, braces, odd characters) are templated too."""

@@ -280,5 +280,7 @@ def test_suggested_policy_applied_keeps_observed_calls_and_denies_the_rest(mesh:
     )
     denied = mesh.cli("check", "--to", "fraud-model.ml", *never_seen, check=False)
     assert denied.returncode == 1 and "no ALLOW policy matched" in denied.stdout
+    unknown = mesh.cli("policy", "suggest", "--for", "nope.ml", check=False)
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "not a service" in unknown.stderr
     # Through the real sidecars: what was seen still works, what never was is denied.
     assert mesh.calls_as_workload("preprocessor", INFER, FRAUD_METADATA, FRAUD_LOAD) == [200, 200, 403]
