@@ -17,6 +17,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
+from meshward.authz.engine import AuthzEngine
 from meshward.resources.authorization import AuthorizationPolicy
 from meshward.resources.dataprotection import DataProtectionPolicy
 from meshward.resources.loader import load_text
@@ -49,11 +50,24 @@ def _workload_names(data: MeshData, rule: PolicyRule, all_services: list[Service
     return out
 
 
-def _usage(requests: list[ObservedRequest]) -> dict[tuple[str, int], list[ObservedRequest]]:
+def _usage(data: MeshData, requests: list[ObservedRequest]) -> dict[tuple[str, int], list[ObservedRequest]]:
+    """The requests each rule decided, by (policy, rule index).
+
+    A ``dry_run_deny`` record names the dry-run policy that would have denied; the enforced
+    rule that allowed it is found by replaying the request through the current policies."""
     out: dict[tuple[str, int], list[ObservedRequest]] = {}
+    engines: dict[str, list[AuthzEngine]] = {}
+    by_identity = {identity: s for s in services(data) for identity in s.identities}
     for r in requests:
         if r.policy is not None and r.rule is not None:
             out.setdefault((r.policy, r.rule), []).append(r)
+        service = by_identity.get(r.destination)
+        if r.decision == "dry_run_deny" and service is not None:
+            if service.ref not in engines:
+                engines[service.ref] = engines_for(service, data.resources, data.mesh, data.trust_domain)
+            enforced = decide(engines[service.ref], r)
+            if enforced.allowed and enforced.policy is not None and enforced.rule is not None:
+                out.setdefault((enforced.policy, enforced.rule), []).append(r)
     return out
 
 
@@ -244,7 +258,7 @@ def _identities(data: MeshData, requests: list[ObservedRequest], window: Window)
 def _rule_sections(
     data: MeshData, requests: list[ObservedRequest], audited_allowed: bool, findings: list[Finding]
 ) -> dict[str, list[dict[str, Any]]]:
-    usage = _usage(requests)
+    usage = _usage(data, requests)
     docs: list[dict[str, Any]] = []
     unused: list[dict[str, Any]] = []
     broad: list[dict[str, Any]] = []

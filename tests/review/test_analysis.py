@@ -60,6 +60,14 @@ metadata: {name: d-lab, namespace: ml}
 spec:
   selector: {matchLabels: {app: model}}
   rules: [{from: [{source: {principals: ["lab/x"]}}], to: [{operation: {methods: [GET]}}]}]
+---
+apiVersion: meshward.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: e-dry, namespace: ml, annotations: {meshward.dev/dry-run: "true"}}
+spec:
+  selector: {matchLabels: {app: model}}
+  action: DENY
+  rules: [{to: [{operation: {methods: [GET]}}]}]
 """
 TD = "demo.local"
 MODEL = "spiffe://demo.local/ns/ml/sa/model"
@@ -108,6 +116,19 @@ REQUESTS = [
         )
         for i in range(3)
     ],
+    # Allowed by ml/a-any; the audit names the dry-run policy that would have denied it.
+    ObservedRequest(
+        END - DAY,
+        MODEL,
+        CALLER,
+        "GET",
+        "/v2/models/fraud/infer",
+        model="fraud",
+        operation="infer",
+        decision="dry_run_deny",
+        policy="ml/e-dry",
+        rule=0,
+    ),
     ObservedRequest(
         END - 90 * DAY, MODEL, CALLER, "GET", "/old", policy="ml/b-unused", rule=0
     ),  # outside the window
@@ -133,6 +154,9 @@ def _data(requests: list[ObservedRequest] = REQUESTS, alerts: tuple[Alert, ...] 
 
 def test_review_tables() -> None:
     doc = review(_data(), WINDOW)
+    use = {(r["policy"], r["rule"]): r["matches"] for r in doc["rules"]}
+    assert use[("ml/a-any", 0)] == 3 and use[("ml/e-dry", 0)] == 1  # the dry-run deny credits both
+    assert [(d["policy"], d["requests"]) for d in doc["dryRunDenials"]] == [("ml/e-dry", 1)]
     assert [(u["policy"], u["rule"]) for u in doc["unusedGrants"]] == [("ml/b-unused", 0), ("ml/d-lab", 0)]
     assert [(b["policy"], b["field"], b["seen"]) for b in doc["broadRules"]] == [
         ("ml/a-any", "principals", ["demo.local/ns/ml/sa/caller"]),
@@ -155,7 +179,7 @@ def test_review_tables() -> None:
     ) in checks
     (suggestion,) = doc["suggestions"]
     assert suggestion["replaces"] == ["ml/a-any", "ml/b-unused", "ml/d-lab"]  # DENY policies stay
-    assert suggestion["stillAllowed"] == 2 and sum(d["requests"] for d in suggestion["wouldDeny"]) == 3
+    assert suggestion["stillAllowed"] == 3 and sum(d["requests"] for d in suggestion["wouldDeny"]) == 3
 
 
 def test_discover_tables() -> None:
