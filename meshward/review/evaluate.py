@@ -12,6 +12,7 @@ from typing import Any
 
 from meshward.authz.attributes import AuthzDecision, RequestAttributes
 from meshward.authz.engine import AuthzEngine, compile_engine
+from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId
 from meshward.resources.base import Resource
 from meshward.resources.mesh import MeshSpec
 from meshward.review.data import ObservedRequest, principal_of
@@ -38,11 +39,7 @@ def engines_for(
 
 def attributes(request: ObservedRequest) -> RequestAttributes:
     """What the serving sidecar's policies saw of ``request`` (as far as the audit tells)."""
-    principal = principal_of(request.source) if request.source else None
-    namespace = None
-    if principal is not None:
-        parts = principal.split("/")
-        namespace = parts[2] if len(parts) == 5 and parts[1] == "ns" else None
+    principal, namespace = _caller(request.source)
     return RequestAttributes(
         method=request.method,
         path=request.path,
@@ -53,6 +50,17 @@ def attributes(request: ObservedRequest) -> RequestAttributes:
         operation=request.operation,
         now=request.time_ms / 1000,
     )
+
+
+def _caller(source: str | None) -> tuple[str | None, str | None]:
+    """The caller's principal (Istio form) and namespace; (None, None) for plaintext."""
+    if source is None:
+        return None, None
+    try:
+        caller = SpiffeId.from_uri(source)
+    except InvalidSpiffeId:
+        return principal_of(source), None
+    return caller.principal, caller.namespace
 
 
 def decide(engines: list[AuthzEngine], request: ObservedRequest) -> AuthzDecision:
