@@ -72,6 +72,7 @@ def layout(title: str, active: str, nav: Sequence[tuple[str, str]], body: str, c
 <meta name="csrf-token" content="{esc(csrf)}">
 <title>{esc(title)} · Meshward</title>
 <link rel="stylesheet" href="/static/app.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <script src="/static/app.js" defer></script>
 </head><body data-page="{esc(active)}">
 <header><span class="brand">Meshward</span><span class="mesh">{esc(mesh)}</span><nav>{links}</nav>

@@ -53,7 +53,11 @@ SECURITY_HEADERS = (
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
 )
-STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+STATIC = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 MAX_TAP_STREAMS = 16
 MAX_FORM = 4096
 KEEPALIVE_SECONDS = 15.0
@@ -185,6 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, b"ok\n", "text/plain")
             elif url.path == "/login" and not post:
                 self._login(query.get("token", ""))
+            elif url.path.startswith("/static/") and url.path[8:] in STATIC and not post:
+                name = url.path[8:]  # public code and styles: the message pages use them too
+                self._send(200, (resources.files("meshward.dashboard") / "static" / name).read_bytes(), STATIC[name])
+            elif url.path == "/favicon.ico" and not post:
+                self._redirect("/static/favicon.svg")
             elif url.path == "/logged-out":
                 self._message(200, "Logged out", "Run `meshward dashboard` for a new login link.")
             else:
@@ -215,10 +224,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _get(self, path: str, query: dict[str, str], session: Session) -> None:
         if path == "/":
             self._redirect("/graph")
-        elif path.startswith("/static/") and path[8:] in STATIC:
-            name = path[8:]
-            data = (resources.files("meshward.dashboard") / "static" / name).read_bytes()
-            self._send(200, data, STATIC[name])
         elif path == "/api/tap":
             self._tap(query)
         else:

@@ -32,11 +32,13 @@ class WorkloadNode:
     version: str = ""
     running: bool = False
     models: set[str] = field(default_factory=set)
+    operations: set[str] = field(default_factory=set)  # AI operations it served (chat, infer, ...)
     dlp_findings: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_model(self) -> bool:
-        return bool(self.models)
+        """Served AI calls: a model name or an AI operation was seen in its traffic."""
+        return bool(self.models or self.operations)
 
 
 class MeshView:

@@ -19,7 +19,7 @@ from meshward.dashboard.view import MeshView, WorkloadNode
 __all__ = ["GraphModel", "build_graph", "layers", "render"]
 
 WINDOWS = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
-_NODE_W, _NODE_H, _COL, _ROW = 200, 54, 300, 90
+_NODE_W, _NODE_H, _COL, _ROW = 200, 54, 400, 90
 
 
 @dataclass(slots=True)
@@ -97,6 +97,7 @@ def build_graph(view: MeshView, window: float) -> GraphModel:
         if destination not in nodes:
             nodes[destination] = WorkloadNode(destination, "", "")
         nodes[destination].models |= c.models
+        nodes[destination].operations |= c.operations
         edges.append(GraphEdge(src, destination, c, rates.get((source, destination))))
     for ref, node_counts in latest.nodes.items():
         if ref in nodes:
@@ -194,7 +195,9 @@ def _svg(model: GraphModel) -> Html:
             kinds.append("unprotected")
         if not node.running and node.service:
             kinds.append("stopped")
-        sub = "model " + ", ".join(sorted(node.models)) if node.is_model else node.service or node.identity
+        sub = node.service or node.identity
+        if node.is_model:
+            sub = "model " + ", ".join(sorted(node.models or node.operations))
         if node.version:
             sub += f" · {node.version}"
         parts.append(
@@ -228,6 +231,7 @@ def render(view: MeshView, query: dict[str, str]) -> Html:
             "version": n.version,
             "model": n.is_model,
             "models": sorted(n.models),
+            "ai_operations": sorted(n.operations),
             "running": n.running,
             "unprotected": ref in model.unprotected,
             "dlp_findings": {k: int(v) for k, v in sorted(n.dlp_findings.items())},
