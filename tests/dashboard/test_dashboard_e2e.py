@@ -12,9 +12,7 @@ import http.client
 import io
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import textwrap
 import threading
 import time
@@ -102,11 +100,11 @@ class Traffic:
     """Requests into the mesh through its workloads (each a real app → sidecar → mTLS call)."""
 
     def __init__(self, mesh: Mesh) -> None:
-        self.mesh = mesh
+        self.workloads = {w["name"]: w for w in mesh.status()["workloads"]}
 
     def ask(self, workload: str) -> int:
         """``workload``'s app asks tiny-model (one call on the edge workload → ml/tiny-model)."""
-        app = self.mesh.workload(workload)["app"]
+        app = self.workloads[workload]["app"]
         try:
             with _DIRECT.open(f"http://{app}/ask?q=hello", timeout=15) as resp:
                 return int(resp.status)
@@ -115,7 +113,7 @@ class Traffic:
 
     def admin_as_webapp(self) -> int:
         """GET /admin on tiny-model with the webapp's identity (its sidecar's outbound proxy)."""
-        outbound = self.mesh.workload("webapp")["outbound"]
+        outbound = self.workloads["webapp"]["outbound"]
         proxied = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://{outbound}"}))
         try:
             with proxied.open("http://tiny-model.ml/admin", timeout=15) as resp:
@@ -151,32 +149,41 @@ def login(mesh: Mesh) -> str:
     return out[-1]
 
 
+class Browser:
+    """Headless Chromium with a logged-in context; every request any context makes is recorded."""
+
+    def __init__(self, chromium: Any) -> None:
+        self.chromium = chromium
+        self.seen: list[str] = []
+        self.context = self.new_context()
+
+    def new_context(self) -> Any:
+        context = self.chromium.new_context(viewport={"width": 1280, "height": 820})
+        context.on("request", lambda request: self.seen.append(request.url))
+        return context
+
+    def new_page(self) -> Any:
+        return self.context.new_page()
+
+
 @pytest.fixture(scope="module")
-def browser(mesh: Mesh, login: str) -> Iterator[Any]:
+def browser(mesh: Mesh, login: str) -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (see .ci/run)")
-    profile = tempfile.mkdtemp(prefix="meshward-chromium-")
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1280, "height": 820},
-        )
-        context.seen = []  # type: ignore[attr-defined]
-        context.on("request", lambda request: context.seen.append(request.url))  # type: ignore[attr-defined]
+        # A fresh temporary profile (user-data-dir) per launch.
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            first = context.new_page()
+            b = Browser(chromium)
+            first = b.new_page()
             first.goto(login)  # the one-time token, redeemed for the context's session cookie
             assert first.url == _origin(login) + "/graph"
             first.close()
-            yield context
+            yield b
         finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+            chromium.close()
 
 
 def _origin(url: str) -> str:
@@ -303,11 +310,9 @@ def test_access_matrix_agrees_with_meshward_check_on_every_pair(mesh: Mesh, brow
     page.close()
 
 
-def test_login_is_required_and_a_wrong_token_is_refused(browser: Any, login: str) -> None:
-    anonymous = browser.browser.new_context() if browser.browser else None
-    page = (anonymous or browser).new_page()
-    if anonymous is None:
-        page.context.clear_cookies()
+def test_login_is_required_and_a_wrong_token_is_refused(browser: Browser, login: str) -> None:
+    anonymous = browser.new_context()  # no session cookie
+    page = anonymous.new_page()
     origin = _origin(login)
     response = page.goto(origin + "/graph")
     assert response is not None and response.status == 401 and "Login required" in page.content()
@@ -317,7 +322,7 @@ def test_login_is_required_and_a_wrong_token_is_refused(browser: Any, login: str
     assert response is not None and response.status == 401
     response = page.goto(origin + "/api/tap")
     assert response is not None and response.status == 401
-    page.close()
+    anonymous.close()
 
 
 def test_every_page_renders_and_no_request_leaves_the_dashboard(browser: Any, login: str) -> None:
@@ -339,7 +344,7 @@ def test_every_page_renders_and_no_request_leaves_the_dashboard(browser: Any, lo
         page.goto(origin + f"/{name}")
         assert page.locator("main h1").inner_text()
         _shot(page, name)
-    cookies = {c["name"]: c for c in browser.cookies()}
+    cookies = {c["name"]: c for c in browser.context.cookies()}
     session = next(c for n, c in cookies.items() if n.startswith("meshward_session"))
     assert session["httpOnly"] and session["sameSite"] == "Strict"
     page.close()
@@ -371,18 +376,19 @@ def test_meshward_tap_prints_a_denied_request_live(mesh: Mesh, traffic: Traffic)
 
 
 def test_meshward_top_counts_live_traffic(mesh: Mesh, traffic: Traffic) -> None:
-    before = _top(mesh, interval=0.2)
+    before = _top(mesh, interval=0.1)
     stop = threading.Event()
+    answered: list[int] = []
 
     def load() -> None:
         deadline = time.monotonic() + 20
         while not stop.is_set() and time.monotonic() < deadline:
-            traffic.ask("webapp")
+            answered.append(traffic.ask("webapp"))
 
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
     try:
-        wait_for(lambda: _webapp_row(before)["requests"] < _webapp_row(_top(mesh, 0.2))["requests"], 20)
+        wait_for(lambda: len(answered) >= 2, 20, what="traffic flowing")
         during = _top(mesh, interval=1.0)
     finally:
         stop.set()
