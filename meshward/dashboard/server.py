@@ -191,7 +191,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._login(query.get("token", ""))
             elif url.path.startswith("/static/") and url.path[8:] in STATIC and not post:
                 name = url.path[8:]  # public code and styles: the message pages use them too
-                self._send(200, (resources.files("meshward.dashboard") / "static" / name).read_bytes(), STATIC[name])
+                self._send(
+                    200, (resources.files("meshward.dashboard") / "static" / name).read_bytes(), STATIC[name]
+                )
             elif url.path == "/favicon.ico" and not post:
                 self._redirect("/static/favicon.svg")
             elif url.path == "/logged-out":

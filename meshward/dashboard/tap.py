@@ -56,7 +56,9 @@ class TapFilter:
         if self.source:
             uri = self.source_uri() if source_uri is None else source_uri
             src = str(event.get("source", ""))
-            if src != uri and (uri or self.source not in src):
+            # Without the mesh's trust domain a short ns/sa matches any trust domain.
+            tail = uri[uri.find("/ns/") :] if uri and not self.trust_domain else None
+            if src != uri and not (tail and src.endswith(tail)) and (uri or self.source not in src):
                 return False
         if self.destination:
             service = str(event.get("destination_service", ""))

@@ -82,7 +82,8 @@ def parse_sample(texts: Mapping[str, str], at: float, trust_domain: str) -> Samp
     for workload, text in texts.items():
         node = sample.nodes.setdefault(workload, NodeCounts())
         for family in text_string_to_metric_families(text):
-            if family.name == "meshward_requests":
+            name = family.name.removesuffix("_total")  # the text format names counters either way
+            if name == "meshward_requests":
                 for s in family.samples:
                     if not s.name.endswith("_total"):
                         continue
@@ -103,19 +104,19 @@ def parse_sample(texts: Mapping[str, str], at: float, trust_domain: str) -> Samp
                         edge.models.add(labels["model"])
                     if labels.get("ai_operation") not in (None, "", "other"):
                         edge.operations.add(labels["ai_operation"])
-            elif family.name == "meshward_request_duration_seconds":
+            elif name == "meshward_request_duration_seconds":
                 for s in family.samples:
                     if s.name.endswith("_bucket"):
                         edge = _edge(sample, _source(s.labels, trust_domain), workload)
                         bound = float(s.labels["le"])
                         edge.buckets[bound] = edge.buckets.get(bound, 0.0) + s.value
-            elif family.name == "gen_ai_client_token_usage":
+            elif name == "gen_ai_client_token_usage":
                 for s in family.samples:
                     if s.name.endswith("_sum"):
                         principal = s.labels.get("source_principal", "")
                         source = f"spiffe://{principal}" if principal and principal != "other" else "unknown"
                         _edge(sample, source, workload).tokens += s.value
-            elif family.name == "meshward_dlp_findings":
+            elif name == "meshward_dlp_findings":
                 for s in family.samples:
                     if s.name.endswith("_total"):
                         detector = s.labels.get("detector", "?")
