@@ -9,11 +9,16 @@ header value or a finding's value.
 Each subscriber (an SSE connection on the admin listener, :mod:`meshward.proxy.admin`) has a
 bounded queue: while its socket cannot take more (the transport paused writing) new events go
 to the queue and the oldest are dropped past ``limit``; the data plane never waits for a reader.
+
+``MESHWARD_TAP=off`` in the sidecar's environment disables the tap: the hub takes no
+subscribers and the admin ``/tap`` answers 404 (for operators who want no request metadata on
+the admin port at all; also the "no tap" baseline of ``bench.dashboard``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,13 +66,16 @@ class TapSubscriber:
 class TapHub:
     """Fan-out of request events to the current subscribers (one per sidecar process)."""
 
-    __slots__ = ("published", "subscribers")
+    __slots__ = ("enabled", "published", "subscribers")
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.subscribers: list[TapSubscriber] = []  # empty: the telemetry filter skips the tap
         self.published = 0
 
     def subscribe(self, subscriber: TapSubscriber) -> None:
+        if not self.enabled:
+            raise PermissionError("the tap is disabled in this sidecar (MESHWARD_TAP=off)")
         self.subscribers = [*self.subscribers, subscriber]
 
     def unsubscribe(self, subscriber: TapSubscriber) -> None:
@@ -115,5 +123,5 @@ def tap_hub(shared: dict[str, Any]) -> TapHub:
     """This process's hub (made on first use)."""
     hub = shared.get(TAP_KEY)
     if not isinstance(hub, TapHub):
-        hub = shared[TAP_KEY] = TapHub()
+        hub = shared[TAP_KEY] = TapHub(enabled=os.environ.get("MESHWARD_TAP") != "off")
     return hub

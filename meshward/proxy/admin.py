@@ -82,7 +82,7 @@ class AdminConnection(asyncio.Protocol):
         elif path == "/config_dump":
             doc = self.sidecar.config_dump()
             self._send(200, b"application/json", _json(doc), close)
-        elif path == "/tap" and head.method == "GET":
+        elif path == "/tap" and head.method == "GET" and tap_hub(self.sidecar.runtime.shared).enabled:
             self._start_tap()
         else:
             self._send(404, b"text/plain", b"not found: /ready /stats/prometheus /config_dump /tap\n", close)
