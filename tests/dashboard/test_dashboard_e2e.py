@@ -398,14 +398,22 @@ def test_meshward_top_counts_live_traffic(mesh: Mesh, traffic: Traffic) -> None:
     assert row["requests"] > _webapp_row(before)["requests"] and row["p99_ms"] is not None
     batch = next(r for r in during if r["source"] == "jobs/batch")
     assert batch["denied"] == batch["requests"] > 0
-    text = mesh.cli("top", "--once", "--interval", "0.2").stdout
+    text = _cli_in_process(["top", "--state", str(mesh.state), "--once", "--interval", "0.1"])
     assert text.splitlines()[0].split()[:3] == ["SOURCE", "DESTINATION", "RPS"] and "web/webapp" in text
 
 
+def _cli_in_process(argv: list[str]) -> str:
+    """``meshward ARGV`` in this process (the same code, no interpreter start); its stdout."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert meshward_main(argv) == 0
+    return out.getvalue()
+
+
 def _top(mesh: Mesh, interval: float) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(
-        mesh.cli("top", "--once", "--json", "--interval", str(interval)).stdout
-    )
+    """``meshward top --once --json``."""
+    argv = ["top", "--state", str(mesh.state), "--once", "--json", "--interval", str(interval)]
+    rows: list[dict[str, Any]] = json.loads(_cli_in_process(argv))
     return rows
 
 
