@@ -47,13 +47,21 @@ def dashboard(args: argparse.Namespace) -> int:
             raise CliError(f"dashboard: {exc}") from None
     login = login_url(state.path, url)
     if not args.print_url:
-        import webbrowser
-
-        opened = False
-        try:
-            opened = webbrowser.open(login)
-        except webbrowser.Error:
-            pass
+        opened = _open_browser(login)
         print(f"dashboard {url} ({'opened in a browser' if opened else 'open this link in a browser'}):")
     print(login, flush=True)
     return 0
+
+
+def _open_browser(url: str) -> bool:
+    """Ask the desktop to open ``url``; only with a display (never a text browser in this terminal)."""
+    import os
+    import sys
+    import webbrowser
+
+    if sys.platform != "darwin" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        return webbrowser.open(url)
+    except webbrowser.Error:
+        return False
