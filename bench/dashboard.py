@@ -12,7 +12,9 @@ alternating rounds:
 - ``tap idle``: the default sidecar, nobody watching;
 - ``tap watched``: the same sidecar with a ``curl -N`` reading its ``/tap`` stream.
 
-Targets: tap idle ≥ 0.95 of no tap (nothing measurable beyond noise); watched is reported.
+Target: with the tap idle the server sidecar's capacity (the inverse of its CPU time per
+request, robust to other load on the machine) is ≥ 0.95 of no tap: nothing measurable beyond
+noise. Best-of-rounds throughput ratios and the watched cost are reported beside it.
 """
 
 from __future__ import annotations
@@ -43,20 +45,22 @@ def bench_in_process(n: int) -> dict[str, float]:
 
     from tests.support.sidecar import make_snapshot
 
-    snapshot = make_snapshot("llm/chat", trust_domain="bench.local")
-    runtime = SidecarRuntime(
-        snapshot.workload, "bench.local", state_dir=None, metrics_registry=CollectorRegistry()
-    )
-    flt = build(snapshot, runtime)
-    assert isinstance(flt, TelemetryFilter)
-    ctx = _ctx()
-    idle = _per_op_us(lambda: flt.record(ctx, time.monotonic()), n)
-    sink: list[int] = []
-    subscriber = TapSubscriber(lambda data: sink.append(len(data)))
-    hub = tap_hub(runtime.shared)
-    hub.subscribe(subscriber)
-    watched = _per_op_us(lambda: flt.record(ctx, time.monotonic()), n)
-    hub.unsubscribe(subscriber)
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
+        snapshot = make_snapshot("llm/chat", trust_domain="bench.local")
+        runtime = SidecarRuntime(
+            snapshot.workload, "bench.local", state_dir=Path(tmp), metrics_registry=CollectorRegistry()
+        )
+        flt = build(snapshot, runtime)
+        assert isinstance(flt, TelemetryFilter)
+        ctx = _ctx()
+        idle = _per_op_us(lambda: flt.record(ctx, time.monotonic()), n)
+        sink: list[int] = []
+        subscriber = TapSubscriber(lambda data: sink.append(len(data)))
+        hub = tap_hub(runtime.shared)
+        hub.subscribe(subscriber)
+        watched = _per_op_us(lambda: flt.record(ctx, time.monotonic()), n)
+        hub.unsubscribe(subscriber)
+        flt.shared.close()
     return {"record_tap_idle_us": idle, "record_tap_watched_us": watched, "events": float(len(sink))}
 
 
@@ -86,9 +90,10 @@ def bench_pair(seconds: float, rounds: int, connections: int = 8) -> dict[str, A
 
                 runs: dict[str, list[tuple[float, float]]] = {"no_tap": [], "idle": [], "watched": []}
                 events_file = tmp_path / "tap.out"
-                for _ in range(rounds):
-                    runs["no_tap"].append(measure(no_tap))
-                    runs["idle"].append(measure(tapped))
+                for n in range(rounds):
+                    # Alternate which goes first: on a shared machine the order alone shows.
+                    for name in ("no_tap", "idle") if n % 2 == 0 else ("idle", "no_tap"):
+                        runs[name].append(measure(no_tap if name == "no_tap" else tapped))
                     with open(events_file, "wb") as out:
                         watcher = subprocess.Popen(
                             [curl, "-sN", f"{tapped.server.admin_url}/tap"],
@@ -111,16 +116,20 @@ def bench_pair(seconds: float, rounds: int, connections: int = 8) -> dict[str, A
     best = {k: max(r for r, _ in v) for k, v in runs.items()}
     cpu = {k: min(c for _, c in v) for k, v in runs.items()}
     idle_ratio = best["idle"] / best["no_tap"]
+    # The server sidecar's CPU per request is robust to other load on the machine (throughput on
+    # a shared 2-core box is not): its inverse ratio is the throughput ratio of a CPU-bound sidecar.
+    capacity = cpu["no_tap"] / cpu["idle"]
     return {
         "no_tap_rps": round(best["no_tap"], 1),
         "tap_idle_rps": round(best["idle"], 1),
         "tap_watched_rps": round(best["watched"], 1),
-        "ratio": round(idle_ratio, 3),
+        "ratio": round(capacity, 3),
         "ratio_target": IDLE_TARGET,
-        "met": idle_ratio >= IDLE_TARGET,
+        "met": capacity >= IDLE_TARGET,
+        "throughput_ratio_idle": round(idle_ratio, 3),
         "watched_ratio": round(best["watched"] / best["no_tap"], 3),
         "server_cpu_us_per_request": {k: round(v, 1) for k, v in cpu.items()},
-        "cpu_capacity_ratio_idle": round(cpu["no_tap"] / cpu["idle"], 3),
+        "cpu_capacity_ratio_watched": round(cpu["no_tap"] / cpu["watched"], 3),
         "last_round_tap_events": events,
         "rounds": rounds,
         "seconds_per_round": seconds,
@@ -150,20 +159,18 @@ def run() -> dict[str, Any]:
     add_pair_row(
         results,
         rows,
-        "pair throughput, tap idle / no tap",
+        "pair capacity (server CPU/request), tap idle vs no tap",
         f">= {IDLE_TARGET}",
-        lambda: bench_pair(2.0 if QUICK else 4.0, 2 if QUICK else 3),
+        lambda: bench_pair(2.0 if QUICK else 3.0, 2 if QUICK else 4),
     )
     if "pair" in results:
-        rows.append(
-            {
-                "name": "pair throughput, tap watched / no tap",
-                "value": results["pair"]["watched_ratio"],
-                "unit": "ratio",
-                "target": "-",
-                "met": True,
-            }
-        )
+        pair = results["pair"]
+        for name, key in (
+            ("pair capacity, tap watched vs no tap", "cpu_capacity_ratio_watched"),
+            ("pair throughput, tap idle / no tap", "throughput_ratio_idle"),
+            ("pair throughput, tap watched / no tap", "watched_ratio"),
+        ):
+            rows.append({"name": name, "value": pair[key], "unit": "ratio", "target": "-", "met": True})
     results["results"] = rows
     return results
 
