@@ -5,8 +5,8 @@ It is a server of its own (stdlib ``ThreadingHTTPServer``), apart from the contr
 and it only reads the mesh.
 
 - Every response carries a Content-Security-Policy that allows nothing but this origin (no
-  inline script or style, no other host), ``X-Frame-Options: DENY``, ``nosniff``, no referrer,
-  no caching.
+  inline script or style, no other host), ``X-Frame-Options: DENY``, ``nosniff``, a referrer
+  only to this origin, no caching.
 - The Host header must name this loopback address (a DNS-rebinding page cannot talk to us).
 - ``GET /login?token=T`` redeems a one-time login token for a session cookie (HttpOnly,
   SameSite=Strict) and redirects to the graph; anything else without a session is a 401.
@@ -48,7 +48,7 @@ SECURITY_HEADERS = (
     ("Content-Security-Policy", CSP),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),  # (no-referrer would make form POSTs say Origin: null)
     ("Cache-Control", "no-store"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
@@ -239,11 +239,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, layout(found.title, found.slug, nav, body, session.csrf, mesh))
 
     def _post(self, path: str, sid: str, session: Session) -> None:
+        form = self._form()  # read first: an unread body would be parsed as the next request
         origin = self.headers.get("Origin")
         if origin is not None and origin.removeprefix("http://") not in self.app.hosts:
             self._message(403, "Refused", "Cross-origin request.")
             return
-        form = self._form()
         presented = self.headers.get("X-CSRF-Token") or form.get("csrf")
         if not self.app.sessions.csrf_ok(session, presented):
             self._message(403, "Refused", "Missing or wrong CSRF token.")

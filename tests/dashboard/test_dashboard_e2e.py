@@ -325,6 +325,25 @@ def test_login_is_required_and_a_wrong_token_is_refused(browser: Browser, login:
     anonymous.close()
 
 
+def test_logging_out_needs_the_csrf_token_and_ends_the_session(
+    mesh: Mesh, browser: Browser, login: str
+) -> None:
+    from meshward.dashboard.launch import login_url
+
+    origin = _origin(login)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(login_url(mesh.state, origin))  # a fresh one-time token, as `meshward dashboard` mints
+    assert page.url == origin + "/graph"
+    forged = context.request.post(origin + "/logout", form={"csrf": "wrong"}, max_redirects=0)
+    assert forged.status == 403  # the session cookie alone is not enough
+    assert page.goto(origin + "/graph").status == 200  # type: ignore[union-attr]
+    page.click("form.logout button")
+    page.wait_for_url(origin + "/logged-out")
+    assert page.goto(origin + "/graph").status == 401  # type: ignore[union-attr]
+    context.close()
+
+
 def test_every_page_renders_and_no_request_leaves_the_dashboard(browser: Any, login: str) -> None:
     page = _page(browser, login)
     origin = _origin(login)

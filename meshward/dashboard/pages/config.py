@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from typing import Any
 
 import yaml
 
@@ -14,8 +15,19 @@ from meshward.dashboard.view import MeshView
 __all__ = ["generation_yaml", "render"]
 
 
+def _pruned(value: Any) -> Any:
+    """The document without empty fields (None, {}, []): what was written, not every default."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def generation_yaml(view: MeshView, generation: int | None) -> str:
-    """A generation's resources as one YAML stream, in kind/namespace/name order."""
+    """A generation's resources as one YAML stream (empty fields left out), in kind/namespace/name
+    order."""
     if generation is not None and generation <= 0:
         return ""
     docs = sorted(
@@ -26,7 +38,7 @@ def generation_yaml(view: MeshView, generation: int | None) -> str:
             d.get("metadata", {}).get("name", ""),
         ),
     )
-    return "---\n".join(yaml.safe_dump(json.loads(json.dumps(d)), sort_keys=False) for d in docs)
+    return "---\n".join(yaml.safe_dump(_pruned(json.loads(json.dumps(d))), sort_keys=False) for d in docs)
 
 
 def _int(text: str | None, default: int) -> int:
@@ -55,7 +67,7 @@ def render(view: MeshView, query: dict[str, str]) -> Html:
         for line in diff:
             cls = "add" if line.startswith("+") else "del" if line.startswith("-") else "ctx"
             lines.append(f'<span class="{cls}">{esc(line.rstrip(chr(10)))}</span>')
-        diff_html = f'<pre class="diff" id="diff">{chr(10).join(lines) or "(no difference)"}</pre>'
+        diff_html = f'<pre class="diff" id="diff">{"".join(lines) or "(no difference)"}</pre>'
     rows = [
         (
             g.generation,
