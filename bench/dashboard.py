@@ -189,7 +189,7 @@ def run() -> dict[str, Any]:
         rows,
         "pair capacity (server CPU/request), tap idle vs no tap",
         f">= {IDLE_TARGET}",
-        lambda: bench_pair(2.0 if QUICK else 3.0, 2 if QUICK else 4),
+        lambda: bench_pair(2.0 if QUICK else 1.5, 2 if QUICK else 8),
     )
     if "pair" in results:
         pair = results["pair"]
