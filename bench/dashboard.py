@@ -9,7 +9,8 @@ Then, when the sidecar is runnable, requests/s through real client sidecar → s
 app pairs (8 keep-alive connections posting OpenAI-style chat requests), side by side in
 alternating rounds:
 
-- ``no tap``:  the server sidecar started with ``MESHWARD_TAP=off`` (no hub, ``/tap`` is a 404);
+- ``no tap``:  the server sidecar started with ``MESHWARD_TAP=off`` (tap disabled, ``/tap`` is a 404;
+  the hot path still runs the same check, so the hook itself is measured in process above);
 - ``tap idle``: the default sidecar, nobody watching;
 - ``tap watched``: the same sidecar with a ``curl -N`` reading its ``/tap`` stream.
 
