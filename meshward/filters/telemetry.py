@@ -36,6 +36,7 @@ from meshward.audit.ocsf import api_activity, application_lifecycle, http_activi
 from meshward.audit.shipper import AuditPost, AuditShipper
 from meshward.audit.spool import AuditSpool
 from meshward.config.snapshot import MeshSnapshot
+from meshward.dashboard.taphub import tap_event, tap_hub
 from meshward.filters.base import Filter, Peer, RequestContext, SidecarRuntime
 from meshward.telemetry.accesslog import AccessLog, access_line
 from meshward.telemetry.metrics import TelemetryCollector, TelemetryMetrics
@@ -245,6 +246,7 @@ class TelemetryFilter(Filter):
         self.workload_of[shared.reporter] = w.name
         self._sources: dict[tuple[str, str | None], tuple[str, str, str, str, str]] = {}
         self._due: list[tuple[RequestContext, float]] = []  # finished, recorded at the next tick
+        self.tap = tap_hub(shared.runtime.shared)  # the live tap (meshward.dashboard.taphub)
 
     def _source_labels(self, direction: str, peer: Peer) -> tuple[str, str, str, str, str]:
         """reporter, source_workload, source_namespace, source_principal, security policy."""
@@ -316,6 +318,8 @@ class TelemetryFilter(Filter):
             ),
             duration,
         )
+        if self.tap.subscribers:  # someone watches `meshward tap` / the dashboard: else no cost
+            self.tap.publish(tap_event(ctx, self.destination, self.destination_service, duration))
         if ctx.findings:
             for detector, count in ctx.findings.items():
                 m.dlp_findings[m.detectors(detector)] += count

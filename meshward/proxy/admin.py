@@ -1,4 +1,9 @@
-"""The admin listener (plain HTTP, loopback only): ``/ready``, ``/stats/prometheus``, ``/config_dump``.
+"""The admin listener (plain HTTP, loopback only): ``/ready``, ``/stats/prometheus``, ``/config_dump``,
+``/tap``.
+
+``/tap`` is a Server-Sent Events stream of request metadata (:mod:`meshward.dashboard.taphub`)
+for ``meshward tap`` and the dashboard; the stream lasts until the reader hangs up, and a reader
+that falls behind loses the oldest events instead of slowing the sidecar.
 
 Nothing secret is ever served: the config dump shows the identity's SPIFFE ID, serial and
 expiry, never key material.
@@ -12,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from meshward.dashboard.taphub import TapSubscriber, tap_hub
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import response_head
 from meshward.http.normalize import split_target
@@ -28,12 +34,28 @@ class AdminConnection(asyncio.Protocol):
         self.sidecar = sidecar
         self.parser = RequestParser(16384, 50, 0)
         self.transport: asyncio.Transport | None = None
+        self.tap: TapSubscriber | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.tap is not None:
+            tap_hub(self.sidecar.runtime.shared).unsubscribe(self.tap)
+            self.tap = None
+
+    def pause_writing(self) -> None:
+        if self.tap is not None:
+            self.tap.pause()
+
+    def resume_writing(self) -> None:
+        if self.tap is not None:
+            self.tap.resume()
+
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
+        if self.tap is not None:
+            return  # a tap stream reads nothing more
         try:
             events = self.parser.feed(data)
         except RemoteProtocolError as exc:
@@ -60,8 +82,18 @@ class AdminConnection(asyncio.Protocol):
         elif path == "/config_dump":
             doc = self.sidecar.config_dump()
             self._send(200, b"application/json", _json(doc), close)
+        elif path == "/tap" and head.method == "GET" and tap_hub(self.sidecar.runtime.shared).enabled:
+            self._start_tap()
         else:
-            self._send(404, b"text/plain", b"not found: /ready /stats/prometheus /config_dump\n", close)
+            self._send(404, b"text/plain", b"not found: /ready /stats/prometheus /config_dump /tap\n", close)
+
+    def _start_tap(self) -> None:
+        assert self.transport is not None
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
+        self.transport.write(response_head(200, None, [*headers, (b"connection", b"close")]) + b": tap\n\n")
+        self.transport.set_write_buffer_limits(high=256 * 1024)
+        self.tap = TapSubscriber(self.transport.write)
+        tap_hub(self.sidecar.runtime.shared).subscribe(self.tap)
 
     def _send(self, status: int, ctype: bytes, body: bytes, close: bool) -> None:
         assert self.transport is not None

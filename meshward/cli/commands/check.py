@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from meshward.resources import Resource
     from meshward.resources.mesh import Workload
 
-__all__ = ["register"]
+__all__ = ["decide_call", "load_resources", "register"]
 
 _USAGE_ERROR = 2
 
@@ -85,6 +85,39 @@ def register(
 
 
 def check(args: argparse.Namespace) -> int:
+    resources, trust_domain = load_resources(args.state, args.file)
+    report, results = decide_call(
+        resources,
+        trust_domain,
+        args.source,
+        args.target,
+        args.method,
+        args.path,
+        _headers(args.header),
+        model=args.model,
+        port=args.port,
+        source_ip=args.source_ip,
+        now=_instant(args.at),
+    )
+    _print(args, report, results)
+    return 0 if report["allowed"] else 1
+
+
+def decide_call(
+    resources: list[Resource[Any]],
+    trust_domain: str | None,
+    source: str,
+    target: str,
+    method: str,
+    target_path: str,
+    headers: dict[str, str],
+    model: str | None = None,
+    port: int | None = None,
+    source_ip: str = "127.0.0.1",
+    now: float | None = None,
+) -> tuple[dict[str, Any], list[tuple[WorkloadInfo, AuthzDecision]]]:
+    """Decide one call as the serving sidecars would: the report ``check --json`` prints (without
+    ``workloads``) and each serving Workload's decision. Also the dashboard's access matrix."""
     from meshward.ai.protocol import classify
     from meshward.authz.attributes import RequestAttributes
     from meshward.authz.engine import compile_engine
@@ -95,34 +128,26 @@ def check(args: argparse.Namespace) -> int:
     from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
     from meshward.resources.mesh import Mesh, MeshSpec
 
-    resources, trust_domain = _resources(args.state, args.file)
     mesh = next((r.spec for r in resources if isinstance(r, Mesh)), MeshSpec())
     trust_domain = trust_domain or mesh.trust_domain
     try:
-        caller = parse_identity(args.source, trust_domain)
+        caller = parse_identity(source, trust_domain)
     except InvalidSpiffeId as exc:
         raise CliError(f"--from: {exc}", _USAGE_ERROR) from None
-    workloads = _serving(resources, args.target)
-    headers = _headers(args.header)
-    now = _instant(args.at)
-    report: dict[str, Any] = {
-        "from": caller.uri,
-        "to": args.target,
-        "method": args.method,
-        "path": args.path,
-    }
+    workloads = _serving(resources, target)
+    now = time.time() if now is None else now
+    report: dict[str, Any] = {"from": caller.uri, "to": target, "method": method, "path": target_path}
     try:
-        _parse_head(args.method, args.path, headers.get("host") or _default_host(workloads[0]), headers)
-        _, path, _query = split_target(args.path)
+        _parse_head(method, target_path, headers.get("host") or _default_host(workloads[0]), headers)
+        _, path, _query = split_target(target_path)
         path = normalize_path(path)
     except RemoteProtocolError as exc:
         report.update({"allowed": False, "decision": "reject", "reason": f"400 from the sidecar: {exc}"})
-        _print(args, report, [])
-        return 1
+        return report, []
     report["normalized_path"] = path
-    ai = classify(args.method, path, headers, None)
-    if args.model:
-        ai.model = args.model
+    ai = classify(method, path, headers, None)
+    if model:
+        ai.model = model
     report.update({"model": ai.model, "ai_operation": ai.operation, "ai_protocol": ai.protocol})
     results: list[tuple[WorkloadInfo, AuthzDecision]] = []
     for w in workloads:
@@ -146,13 +171,13 @@ def check(args: argparse.Namespace) -> int:
         if user is not None:
             report["request_principal"] = user.principal
         attrs = RequestAttributes(
-            method=args.method,
+            method=method,
             path=path,
             host=host,
-            port=_port(args.port, w),
+            port=_port(port, w),
             principal=caller.principal,
             namespace=caller.namespace,
-            source_ip=args.source_ip,
+            source_ip=source_ip,
             headers={**headers, "host": host},  # as the sidecar sees them: Host included
             model=ai.model,
             operation=ai.operation,
@@ -162,11 +187,10 @@ def check(args: argparse.Namespace) -> int:
         results.append((info, engine.evaluate(attrs)))
     allowed = all(d.allowed for _, d in results)
     report.update({"allowed": allowed, "decision": "allow" if allowed else "deny"})
-    _print(args, report, results)
-    return 0 if allowed else 1
+    return report, results
 
 
-def _resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]], str | None]:
+def load_resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]], str | None]:
     """The current config (if a mesh exists in ``state``) with ``files`` laid over it."""
     from meshward.control.operations import ConfigError, config_access
     from meshward.identity.state import MeshState, MeshStateError
