@@ -98,6 +98,8 @@ def check(args: argparse.Namespace) -> int:
         port=args.port,
         source_ip=args.source_ip,
         now=_instant(args.at),
+        jwt=args.jwt,
+        claims=args.claims,
     )
     _print(args, report, results)
     return 0 if report["allowed"] else 1
@@ -115,6 +117,8 @@ def decide_call(
     port: int | None = None,
     source_ip: str = "127.0.0.1",
     now: float | None = None,
+    jwt: Path | None = None,
+    claims: str | None = None,
 ) -> tuple[dict[str, Any], list[tuple[WorkloadInfo, AuthzDecision]]]:
     """Decide one call as the serving sidecars would: the report ``check --json`` prints (without
     ``workloads``) and each serving Workload's decision. Also the dashboard's access matrix."""
@@ -163,11 +167,10 @@ def decide_call(
             default_policy=mesh.default_policy,
         )
         try:
-            user = _end_user(args, resources, info, mesh.root_namespace, now)
+            user = _end_user(jwt, claims, resources, info, mesh.root_namespace, now)
         except ValueError as exc:
             report.update({"allowed": False, "decision": "reject", "reason": f"401 from the sidecar: {exc}"})
-            _print(args, report, [])
-            return 1
+            return report, []
         if user is not None:
             report["request_principal"] = user.principal
         attrs = RequestAttributes(
@@ -246,7 +249,8 @@ def _serving(resources: list[Resource[Any]], target: str) -> list[Workload]:
 
 
 def _end_user(
-    args: argparse.Namespace,
+    jwt: Path | None,
+    claims_json: str | None,
     resources: list[Resource[Any]],
     info: WorkloadInfo,
     root_namespace: str,
@@ -260,9 +264,9 @@ def _end_user(
     from meshward.authz.engine import select_policies
     from meshward.resources.authentication import RequestAuthentication
 
-    if args.claims is not None:
+    if claims_json is not None:
         try:
-            claims = json.loads(args.claims)
+            claims = json.loads(claims_json)
         except ValueError as exc:
             raise CliError(f"--claims: not JSON: {exc}", _USAGE_ERROR) from None
         if not isinstance(claims, dict) or not isinstance(claims.get("iss"), str):
@@ -277,12 +281,12 @@ def _end_user(
             azp if isinstance(azp, str) else None,
             claims,
         )
-    if args.jwt is None:
+    if jwt is None:
         return None
     try:
-        token = args.jwt.read_text().strip()
+        token = jwt.read_text().strip()
     except OSError as exc:
-        raise CliError(f"cannot read {args.jwt}: {exc.strerror}", _USAGE_ERROR) from None
+        raise CliError(f"cannot read {jwt}: {exc.strerror}", _USAGE_ERROR) from None
     policies = select_policies(resources, info, root_namespace, RequestAuthentication)
     issuers = []
     for rule in (r for p in policies for r in p.spec.jwt_rules):
