@@ -238,6 +238,22 @@ class ControlService:
                     self._changed.wait(left)
         return None
 
+    def secret(self, query: dict[str, str], peer: SpiffeId) -> dict[str, Any]:
+        """A credential for the sidecar of ``workload``, only if an EgressPolicy lets it reach an
+        ExternalService that names the secret (:func:`meshward.egress.secrets.may_receive`)."""
+        from meshward.egress.secrets import release_secret
+
+        ns, name = self._authorize_workload(peer, query.get("workload", ""))
+        view = self._current()
+        try:
+            return release_secret(
+                self.state.path, view.resources, self.trust_domain, ns, name, query.get("name", "")
+            )
+        except PermissionError as exc:
+            raise ApiError(403, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(404, str(exc)) from None
+
     def ingest_audit(self, batch: bytes, peer: SpiffeId) -> dict[str, Any]:
         try:
             return self.audit.ingest(peer.uri, batch).to_json()
