@@ -12,8 +12,9 @@ import contextlib
 import json
 import os
 import select
+import socket
+import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,8 +307,6 @@ def test_server_with_a_certificate_for_another_host_is_refused(egress: Egress) -
 def test_connect_gets_a_host_level_decision(egress: Egress) -> None:
     proxy = _sidecar_ready(egress)["outbound"]
     host, port = proxy.rsplit(":", 1)
-    import socket
-    import ssl
 
     def connect(target: str) -> tuple[bytes, socket.socket]:
         sock = socket.create_connection((host, int(port)), timeout=10)
@@ -359,13 +358,15 @@ def test_the_secret_appears_nowhere_but_its_store(egress: Egress) -> None:
         "name",
         "updated",
     }
+    dump = httpx.get(f"http://{_sidecar_ready(egress)['admin']}/config_dump", timeout=10)
+    assert dump.status_code == 200 and "api.llm.example" in dump.text
     outputs = [
+        dump.text,
         cli(state, "get", "ExternalService", "-o", "yaml").stdout,
         cli(state, "get", "ExternalService", "-o", "json").stdout,
         cli(state, "secret", "list").stdout,
         cli(state, "audit", "export", "--format", "ocsf").stdout,
         cli(state, "status", "--json").stdout,
-        httpx.get(f"http://{_sidecar_ready(egress)['admin']}/config_dump", timeout=10).text,
     ]
     assert "llm-provider" in outputs[0]
     files = [p for p in egress.tmp.rglob("*") if p.is_file() and p != store]
