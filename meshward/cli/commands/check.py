@@ -2,7 +2,7 @@
 
 ::
 
-    meshward check --from ID --to SERVICE[.NS] --method M --path P [--header K=V ...]
+    meshward check --from ID --to SERVICE[.NS]|EXTERNAL-HOST --method M --path P [--header K=V ...]
                    [--model NAME] [--port N] [--source-ip IP] [--time ISO8601] [--json]
                    [-f FILE ...]
 
@@ -14,6 +14,9 @@ compiled for each Workload that serves the service. Policies come from the mesh'
 generation (through the control plane if it runs, else the state directory's store);
 ``-f FILE`` lays the files' resources over it (same kind/namespace/name replaced), or stands
 alone when there is no mesh in ``--state``.
+
+``--to`` an ExternalService host (``api.llm.example``) answers for egress instead: the caller's
+EgressPolicies, as its outbound sidecar decides (:mod:`meshward.egress.check`).
 
 Exit status: 0 allowed, 1 denied (or refused by the sidecar before authorization, e.g. a
 malformed path or method: printed as REJECT), 2 usage or config error.
@@ -83,6 +86,7 @@ def check(args: argparse.Namespace) -> int:
     from meshward.authz.attributes import RequestAttributes
     from meshward.authz.engine import compile_engine
     from meshward.config.snapshot import WorkloadInfo
+    from meshward.egress.check import check_egress, is_external, print_report
     from meshward.http.errors import RemoteProtocolError
     from meshward.http.normalize import normalize_path, split_target
     from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
@@ -95,9 +99,25 @@ def check(args: argparse.Namespace) -> int:
         caller = parse_identity(args.source, trust_domain)
     except InvalidSpiffeId as exc:
         raise CliError(f"--from: {exc}", _USAGE_ERROR) from None
-    workloads = _serving(resources, args.target)
     headers = _headers(args.header)
     now = _instant(args.at)
+    if is_external(resources, args.target):  # an ExternalService host: the caller's egress rules
+        egress = check_egress(
+            resources,
+            mesh,
+            trust_domain,
+            caller,
+            args.target,
+            args.method,
+            normalize_path(split_target(args.path)[1]),
+            headers,
+            args.model,
+            args.port,
+            now,
+        )
+        print_report(egress, args.json)
+        return 0 if egress["allowed"] else 1
+    workloads = _serving(resources, args.target)
     report: dict[str, Any] = {
         "from": caller.uri,
         "to": args.target,
@@ -164,7 +184,7 @@ def _resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]], str
         try:
             trust_domain = mesh_state.trust_domain
             access = config_access(mesh_state)
-            for kind in ("Mesh", "Workload", "AuthorizationPolicy"):
+            for kind in ("Mesh", "Workload", "AuthorizationPolicy", "ExternalService", "EgressPolicy"):
                 base.extend(KINDS[kind].model_validate(doc) for doc in access.get(kind, None, None)["items"])
         except (ConfigError, MeshStateError) as exc:
             raise CliError(f"cannot read the mesh's config: {exc}", _USAGE_ERROR) from None

@@ -1,0 +1,66 @@
+"""``meshward check --to <external host>`` answers with the caller's egress rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from meshward.cli.main import main
+
+FILE = """\
+apiVersion: meshward.dev/v1alpha1
+kind: Workload
+metadata: {name: summarizer, namespace: llm, labels: {app: summarizer}}
+spec: {serviceAccount: summarizer-sa}
+---
+apiVersion: meshward.dev/v1alpha1
+kind: ExternalService
+metadata: {name: llm-provider, namespace: llm}
+spec: {hosts: [api.llm.example], protocol: openai, credential: {secret: llm-key}}
+---
+apiVersion: meshward.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: summarizer-may-chat, namespace: llm}
+spec:
+  selector: {matchLabels: {app: summarizer}}
+  rules:
+  - to: [{hosts: [api.llm.example], methods: [POST], paths: ["/v1/chat/*"], models: ["gpt-4o-mini"]}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("caller", "path", "model", "code", "reason"),
+    [
+        (
+            "llm/summarizer-sa",
+            "/v1/chat/completions",
+            "gpt-4o-mini",
+            0,
+            "allowed by llm/summarizer-may-chat rules[0]",
+        ),
+        ("llm/summarizer-sa", "/v1//chat/./completions", "gpt-4o-mini", 0, "allowed by"),  # normalized
+        ("llm/summarizer-sa", "/v1/chat/completions", "gpt-4o", 1, "no EgressPolicy rule allows"),
+        ("llm/summarizer-sa", "/v1/embeddings", "gpt-4o-mini", 1, "no EgressPolicy rule allows"),
+        ("llm/other", "/v1/chat/completions", "gpt-4o-mini", 1, "no EgressPolicy selects"),
+    ],
+)
+def test_check_answers_for_egress(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caller: str,
+    path: str,
+    model: str,
+    code: int,
+    reason: str,
+) -> None:
+    file = tmp_path / "egress.yaml"
+    file.write_text(FILE)
+    argv = ["check", "--state", str(tmp_path / "none"), "-f", str(file), "--from", caller]
+    argv += ["--to", "api.llm.example", "--method", "POST", "--path", path, "--model", model, "--json"]
+    assert main(argv) == code
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["to"] == "api.llm.example" and doc["external_service"] == "llm/llm-provider"
+    assert doc["reason"].startswith(reason) and doc["allowed"] == (code == 0)
+    assert doc["ai_operation"] == ("chat" if "chat" in path else "embed") and doc["port"] == 443
