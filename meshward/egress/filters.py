@@ -108,6 +108,8 @@ class EgressAuthzFilter(Filter):
         self.entry = entry
         self.metrics = metrics
         self._body = engine.uses_model and entry.protocol == "openai"
+        self._allowed = metrics.requests.labels(entry.host, "allow")  # children looked up once
+        self._denied = metrics.requests.labels(entry.host, "deny")
 
     def wants_request_body(self, ctx: RequestContext) -> bool:
         return self._body and needs_body(ctx.ai, ctx.method, ctx.headers)
@@ -118,10 +120,10 @@ class EgressAuthzFilter(Filter):
         ctx.scratch["egress.service"] = self.entry.service
         if decision.allowed:
             ctx.policy, ctx.rule = decision.policy, decision.rule
-            self.metrics.requests.labels(self.entry.host, "allow").inc()
+            self._allowed.inc()
             return None
         ctx.decision = "deny"
-        self.metrics.requests.labels(self.entry.host, "deny").inc()
+        self._denied.inc()
         return egress_denial(ctx.host, decision.reason, "egress_policy")
 
 

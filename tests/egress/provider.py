@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from examples.models.chat import ChatHandler
 
-__all__ = ["FakeProvider", "Seen", "make_ca"]
+__all__ = ["FakeProvider", "Seen", "leaf_certificate", "make_ca"]
 
 
 @dataclass
@@ -73,7 +73,7 @@ def make_ca(directory: Path, name: str) -> tuple[ec.EllipticCurvePrivateKey, x50
     return key, cert, path
 
 
-def _leaf(directory: Path, ca_key: Any, ca: x509.Certificate, host: str) -> tuple[Path, Path]:
+def leaf_certificate(directory: Path, ca_key: Any, ca: x509.Certificate, host: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (
@@ -108,7 +108,7 @@ class FakeProvider:
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.ca_key, self.ca_cert, self.ca_path = ca or make_ca(directory, "provider")
-        cert, key = _leaf(directory, self.ca_key, self.ca_cert, cert_host)
+        cert, key = leaf_certificate(directory, self.ca_key, self.ca_cert, cert_host)
         log = self.log = _Log()
 
         class Recording(ChatHandler):

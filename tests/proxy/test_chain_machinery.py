@@ -241,7 +241,9 @@ def test_outbound_traffic_policy(app: RecordingApp, tmp_path: Path) -> None:
             async with httpx.AsyncClient(proxy=proxy, timeout=10, trust_env=False) as c:
                 r = await c.get(f"http://127.0.0.1:{app.port}/external")
                 doc = r.json()
-                assert r.status_code == 403 and doc["host"] == "127.0.0.1" and doc["reason"] == "not_registered"
+                assert (
+                    r.status_code == 403 and doc["host"] == "127.0.0.1" and doc["reason"] == "not_registered"
+                )
                 r = await c.get("http://chat.llm/x")  # known service, nobody serving it
                 assert r.status_code == 503 and r.json()["error"].startswith("no healthy upstream")
                 sidecar.set_snapshot(
