@@ -28,7 +28,7 @@ from meshward.egress.engine import ExternalEntry
 from meshward.egress.filters import egress_denial
 from meshward.filters.base import RequestContext, SidecarRuntime
 from meshward.http.errors import RemoteProtocolError
-from meshward.http.framing import HOP_BY_HOP
+from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.normalize import normalize_path
 from meshward.proxy.classify import classify
 from meshward.proxy.compiled import CompiledChain
@@ -155,8 +155,9 @@ def _request_head(
     default = 443 if tls else 80
     authority = entry.host if port == default else f"{entry.host}:{port}"
     lines = [f"{head.method} {target} HTTP/1.1\r\n", f"host: {authority}\r\n"]
+    named = {t.decode("latin-1") for t in connection_tokens(head.connection)} if head.connection else ()
     for name, value in ctx.headers.items():
-        if name in _NOT_FORWARDED:
+        if name in _NOT_FORWARDED or name in named:
             continue
         if name == "expect" and (ex.continue_sent or body is not None):
             continue
