@@ -166,6 +166,10 @@ class SpendFilter(Filter):
         self.host = entry.host
         self.metrics = metrics
 
+    def wants_request_body(self, ctx: RequestContext) -> bool:
+        """The model of a JSON call (spend is counted per model) and the prompt estimate."""
+        return ctx.ai.operation in _METERED and needs_body(ctx.ai, ctx.method, ctx.headers)
+
     async def on_request(self, ctx: RequestContext) -> Denial | None:
         if ctx.ai.operation in _METERED:
             ctx.scratch["egress.meter"] = UsageMeter()

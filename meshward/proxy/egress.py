@@ -93,8 +93,8 @@ def _context(
 
 
 def _refuse(ex: Exchange, side: EgressSide, ctx: RequestContext, reason: str, why: str) -> None:
-    if ex.chain is None:
-        ex.chain = side.unregistered
+    if ex.chain is None:  # telemetry with the host as destination when it is a declared one
+        ex.chain = side.tunnels.get(ctx.host, side.unregistered)
     ctx.scratch["authz.reason"] = reason
     ex.deny(egress_denial(ctx.host, reason, why))
 

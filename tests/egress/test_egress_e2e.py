@@ -9,12 +9,14 @@ HTTPS server on loopback with its own CA, reached as ``api.llm.example`` through
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import select
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshward.cli.main import main
 from meshward.control.client import read_control_info
 from tests.egress.provider import FakeProvider
 from tests.support.proc import PYTHON, ROOT, Proc, spawn, wait_for
@@ -105,20 +108,18 @@ spec:
 """
 
 
-def cli(
-    state: Path, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [PYTHON, "-m", "meshward", *args, "--state", str(state)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"meshward {' '.join(args)} failed: {result.stderr}")
-    return result
+def cli(state: Path, *args: str, stdin: str | None = None) -> str:
+    """``meshward ARGS --state STATE`` in this process (its stdout); a failure fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*args, "--state", str(state)])
+    finally:
+        sys.stdin = saved
+    assert code == 0, f"meshward {' '.join(args)} failed: {err.getvalue()}"
+    return out.getvalue()
 
 
 class App:
@@ -236,6 +237,15 @@ def test_allowed_identity_gets_answers_with_the_injected_key(egress: Egress) -> 
     seen = egress.provider.seen[before:]
     assert len(seen) == 2
     assert {s.authorization for s in seen} == {f"Bearer {KEY_1}"}  # the app's key never left
+    metrics = httpx.get(f"http://{_sidecar_ready(egress)['admin']}/stats/prometheus", timeout=10).text
+    spent = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("meshward_egress_tokens_total{")
+        and 'model="gpt-4o-mini"' in line
+        and 'source_principal="demo.local/ns/llm/sa/summarizer-sa"' in line
+    ]
+    assert len(spent) == 2 and all(n > 0 for n in spent)  # input and output tokens, per identity and model
 
 
 def test_other_model_path_identity_and_undeclared_host_are_refused(egress: Egress) -> None:
@@ -262,7 +272,7 @@ def test_other_model_path_identity_and_undeclared_host_are_refused(egress: Egres
     assert len(egress.provider.seen) == before  # nothing reached the provider
 
     def audited() -> bool:
-        out = cli(egress.state, "audit", "tail", "-n", "200", "--format", "ocsf").stdout
+        out = cli(egress.state, "audit", "tail", "-n", "200", "--format", "ocsf")
         records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         hosts = {
             (r.get("http_request", {}).get("url", {}).get("hostname"), r.get("http_response", {}).get("code"))
@@ -353,7 +363,7 @@ def test_the_secret_appears_nowhere_but_its_store(egress: Egress) -> None:
     state = egress.state
     store = state / "secrets" / "llm-key"
     assert store.read_text() == KEY_2 and (store.stat().st_mode & 0o777) == 0o600
-    listed = json.loads(cli(state, "secret", "list", "--json").stdout)
+    listed = json.loads(cli(state, "secret", "list", "--json"))
     assert [s["name"] for s in listed["secrets"]] == ["llm-key"] and set(listed["secrets"][0]) == {
         "name",
         "updated",
@@ -362,11 +372,11 @@ def test_the_secret_appears_nowhere_but_its_store(egress: Egress) -> None:
     assert dump.status_code == 200 and "api.llm.example" in dump.text
     outputs = [
         dump.text,
-        cli(state, "get", "ExternalService", "-o", "yaml").stdout,
-        cli(state, "get", "ExternalService", "-o", "json").stdout,
-        cli(state, "secret", "list").stdout,
-        cli(state, "audit", "export", "--format", "ocsf").stdout,
-        cli(state, "status", "--json").stdout,
+        cli(state, "get", "ExternalService", "-o", "yaml"),
+        cli(state, "get", "ExternalService", "-o", "json"),
+        cli(state, "secret", "list"),
+        cli(state, "audit", "export", "--format", "ocsf"),
+        cli(state, "status", "--json"),
     ]
     assert "llm-provider" in outputs[0]
     files = [p for p in egress.tmp.rglob("*") if p.is_file() and p != store]
