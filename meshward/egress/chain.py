@@ -46,7 +46,8 @@ UNREGISTERED = "unregistered"
 
 
 def _is_egress(r: Resource[Any]) -> bool:
-    return r.metadata.annotations.get(APPLIES_TO, "").strip().lower() == "egress"
+    """A rate-limit or DLP policy meant for the selected workloads' external calls."""
+    return r.kind in _SHARED_KINDS and r.metadata.annotations.get(APPLIES_TO, "").strip().lower() == "egress"
 
 
 def inbound_view(snapshot: MeshSnapshot) -> MeshSnapshot:
@@ -58,7 +59,7 @@ def inbound_view(snapshot: MeshSnapshot) -> MeshSnapshot:
 
 def egress_view(snapshot: MeshSnapshot) -> MeshSnapshot:
     """The snapshot as the egress chain's shared filters see it: egress-annotated policies only."""
-    kept = tuple(r for r in snapshot.resources if r.kind in _SHARED_KINDS and _is_egress(r))
+    kept = tuple(r for r in snapshot.resources if _is_egress(r))
     return dataclasses.replace(snapshot, resources=kept)
 
 

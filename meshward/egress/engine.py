@@ -49,6 +49,16 @@ class ExternalEntry:
     secret: str | None
     header: str
     format: str
+    prices: tuple[tuple[str, float, float], ...] = ()  # (model pattern, input, output per 1M tokens)
+
+    def price(self, model: str | None) -> tuple[float, float] | None:
+        """Per-million-token prices of ``model`` (first matching entry), or None."""
+        if model is None:
+            return None
+        for pattern, per_input, per_output in self.prices:
+            if model == pattern or (pattern.endswith("*") and model.startswith(pattern[:-1])):
+                return per_input, per_output
+        return None
 
     @property
     def default_port(self) -> int:
@@ -105,6 +115,9 @@ class ExternalTable:
                         secret=cred.secret if cred else None,
                         header=cred.header if cred else "",
                         format=cred.format if cred else "",
+                        prices=tuple(
+                            (p.model, p.input_per_million, p.output_per_million) for p in spec.pricing
+                        ),
                     ),
                 )
 

@@ -10,7 +10,8 @@ DLP, telemetry):
   ``x-api-key``, the service's own header) and sets the service's header from the secret
   (503 when the sidecar cannot have it: fail closed, nothing leaves without the right key).
 - :class:`SpendFilter` reads the token usage of OpenAI-compatible answers (JSON or streamed)
-  and counts it per calling identity, host and model (``meshward_egress_tokens_total``).
+  and counts it per calling identity, host and model (``meshward_egress_tokens_total``), with its
+  cost when the ExternalService has ``pricing`` (``meshward_egress_cost_total``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ class EgressMetrics:
             "meshward_egress_tokens",
             "Tokens spent on external AI APIs, by calling identity, host and model",
             ["source_principal", "host", "model", "type"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "meshward_egress_cost",
+            "Cost of the tokens spent on external AI APIs (ExternalService pricing), by identity and model",
+            ["source_principal", "host", "model"],
             registry=registry,
         )
         self._models: set[str] = set()
@@ -164,6 +171,7 @@ class SpendFilter(Filter):
 
     def __init__(self, entry: ExternalEntry, metrics: EgressMetrics) -> None:
         self.host = entry.host
+        self.entry = entry
         self.metrics = metrics
 
     def wants_request_body(self, ctx: RequestContext) -> bool:
@@ -209,3 +217,8 @@ class SpendFilter(Filter):
             self.metrics.tokens.labels(*labels, "input").inc(usage.input)
         if usage.output:
             self.metrics.tokens.labels(*labels, "output").inc(usage.output)
+        price = self.entry.price(ctx.ai.model)
+        if price is not None and usage.total:
+            cost = (usage.input * price[0] + usage.output * price[1]) / 1_000_000
+            ctx.scratch["egress.cost"] = cost
+            self.metrics.cost.labels(*labels).inc(cost)

@@ -4,7 +4,9 @@
 sidecar, the ports and whether the sidecar originates TLS to them (``HTTPS``) or not
 (``HTTP``), optional fixed ``addresses`` (tests, private links; else DNS), the CA bundle that
 verifies the server (default: the system trust store), the AI ``protocol`` (``openai``: models,
-operations and token usage are understood on the way out) and an optional ``credential``: a
+operations and token usage are understood on the way out), an optional ``pricing`` per model
+(the cost of the tokens each identity spends, a denial-of-wallet signal) and an optional
+``credential``: a
 secret stored by the control plane (``meshward secret set``) that the caller's sidecar injects
 as a header, replacing whatever key the app sent.
 
@@ -35,6 +37,7 @@ __all__ = [
     "ExternalPort",
     "ExternalService",
     "ExternalServiceSpec",
+    "ModelPrice",
 ]
 
 _HOST = re.compile(
@@ -75,6 +78,21 @@ class ExternalCredential(Strict):
         return v
 
 
+class ModelPrice(Strict):
+    """What a model costs at this provider, per million tokens (any currency: the metric's unit)."""
+
+    model: str = Field(min_length=1)  # exact, or "prefix*"
+    input_per_million: float = Field(ge=0, alias="inputPerMillion")
+    output_per_million: float = Field(ge=0, alias="outputPerMillion")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if "*" in v[:-1]:
+            raise ValueError(f"{v!r}: only a trailing '*' (prefix match) is allowed")
+        return v
+
+
 class ExternalServiceSpec(Strict):
     hosts: list[str] = Field(min_length=1)
     ports: list[ExternalPort] = Field(default_factory=lambda: [ExternalPort(number=443, protocol="HTTPS")])
@@ -82,6 +100,7 @@ class ExternalServiceSpec(Strict):
     ca_bundle: str | None = Field(default=None, alias="caBundle")
     protocol: Literal["openai", "http"] = "http"
     credential: ExternalCredential | None = None
+    pricing: list[ModelPrice] = Field(default_factory=list)  # optional: cost of the tokens spent
 
     @field_validator("hosts")
     @classmethod

@@ -58,6 +58,7 @@ spec:
   caBundle: {ca}
   protocol: openai
   credential: {{secret: llm-key, header: Authorization, format: "Bearer {{secret}}"}}
+  pricing: [{{model: "gpt-4o*", inputPerMillion: 150, outputPerMillion: 600}}]
 ---
 apiVersion: meshward.dev/v1alpha1
 kind: ExternalService
@@ -246,6 +247,8 @@ def test_allowed_identity_gets_answers_with_the_injected_key(egress: Egress) -> 
         and 'source_principal="demo.local/ns/llm/sa/summarizer-sa"' in line
     ]
     assert len(spent) == 2 and all(n > 0 for n in spent)  # input and output tokens, per identity and model
+    cost = [line for line in metrics.splitlines() if line.startswith("meshward_egress_cost_total{")]
+    assert len(cost) == 1 and 'model="gpt-4o-mini"' in cost[0] and float(cost[0].rsplit(" ", 1)[1]) > 0
 
 
 def test_other_model_path_identity_and_undeclared_host_are_refused(egress: Egress) -> None:

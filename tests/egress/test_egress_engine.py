@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from meshward.authz.attributes import RequestAttributes
 from meshward.config.snapshot import WorkloadInfo
+from meshward.egress.chain import egress_view, inbound_view
 from meshward.egress.engine import EgressEngine, ExternalTable, compile_egress
 from meshward.resources.egress import EgressPolicy
 from meshward.resources.loader import LoadError, load_text
+from tests.support.sidecar import make_snapshot
 
 TD = "demo.local"
 ROOT = "meshward-system"
@@ -30,6 +32,8 @@ spec:
   addresses: ["127.0.0.1:8443", "[::1]"]
   protocol: openai
   credential: {secret: llm-key}
+  pricing: [{model: gpt-4o-mini, inputPerMillion: 0.15, outputPerMillion: 0.6},
+            {model: "gpt-4o*", inputPerMillion: 2.5, outputPerMillion: 10}]
 ---
 apiVersion: meshward.dev/v1alpha1
 kind: EgressPolicy
@@ -158,6 +162,30 @@ def test_external_table_resolves_hosts_ports_and_endpoints() -> None:
         ("127.0.0.1", 8443),
     ]
     assert entry.secret == "llm-key" and entry.header == "Authorization" and entry.format == "Bearer {secret}"
+    assert entry.price("gpt-4o-mini") == (0.15, 0.6) and entry.price("gpt-4o-2024") == (2.5, 10)
+    assert entry.price("e5") is None and entry.price(None) is None
+
+
+def test_egress_annotated_policies_leave_the_inbound_chain_for_the_outbound_one() -> None:
+    def doc(kind: str, name: str, egress: bool, spec: dict[str, Any]) -> dict[str, Any]:
+        annotations = {"meshward.dev/applies-to": "egress"} if egress else {}
+        meta = {"name": name, "namespace": "llm", "annotations": annotations}
+        return {"apiVersion": "meshward.dev/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
+
+    limit = {"limits": [{"name": "l", "requests": {"limit": 1, "per": "second"}}]}
+    snapshot = make_snapshot(
+        "llm/summarizer",
+        policies=[
+            doc("RateLimitPolicy", "in", False, limit),
+            doc("RateLimitPolicy", "out", True, limit),
+            doc("DataProtectionPolicy", "out-dlp", True, {"detectors": ["email"]}),
+            doc("AuthorizationPolicy", "authz", True, {}),  # the annotation means nothing here
+        ],
+    )
+    assert [r.metadata.name for r in inbound_view(snapshot).resources] == ["in", "authz"]
+    assert [r.metadata.name for r in egress_view(snapshot).resources] == ["out", "out-dlp"]
+    plain = make_snapshot("llm/summarizer", policies=[doc("RateLimitPolicy", "in", False, limit)])
+    assert inbound_view(plain) is plain
 
 
 @pytest.mark.parametrize(
@@ -173,6 +201,11 @@ def test_external_table_resolves_hosts_ports_and_endpoints() -> None:
         ("{hosts: [a.example], credential: {secret: '../x'}}", "secret"),
         ("{hosts: [a.example], addresses: ['1.2.3.4:99999']}", "HOST:PORT"),
         ("{hosts: [a.example], unknown: 1}", "unknown"),
+        (
+            "{hosts: [a.example], pricing: [{model: 'a*b', inputPerMillion: 1, outputPerMillion: 1}]}",
+            "trailing",
+        ),
+        ("{hosts: [a.example], pricing: [{model: m, inputPerMillion: -1, outputPerMillion: 1}]}", "pricing"),
     ],
 )
 def test_bad_external_services_are_refused_at_load(spec: str, error: str) -> None:
