@@ -14,6 +14,7 @@ from meshward.egress.chain import egress_view, inbound_view
 from meshward.egress.engine import EgressEngine, ExternalTable, compile_egress
 from meshward.resources.egress import EgressPolicy
 from meshward.resources.loader import LoadError, load_text
+from tests.authz.test_authz_properties import _string as _matches  # Istio's string matching, plainly
 from tests.support.sidecar import make_snapshot
 
 TD = "demo.local"
@@ -235,18 +236,6 @@ PATH_PATTERNS = [*PATHS, "/v1/*", "*/completions", "*"]
 MODELS = ["gpt-4o-mini", "gpt-4o", "e5"]
 METHODS = ["GET", "POST"]
 OPS = ["chat", "embed", "other"]
-
-
-def _matches(pattern: str, value: str | None) -> bool:
-    if value is None:
-        return False
-    if pattern == "*":
-        return value != ""
-    if pattern.endswith("*"):
-        return value.startswith(pattern[:-1])
-    if pattern.startswith("*"):
-        return value.endswith(pattern[1:])
-    return value == pattern
 
 
 def _field(to: dict[str, Any], name: str, value: str | None) -> bool:
