@@ -87,9 +87,6 @@ class EgressConfig:
     self_peer: Peer
     contexts: dict[str, Any]  # host → ssl.SSLContext (HTTPS ports) built at compile time
 
-    def handles(self, host: str) -> bool:
-        return host in self.table.entries
-
 
 def _chain(
     entry: ExternalEntry,

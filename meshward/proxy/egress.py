@@ -34,7 +34,7 @@ from meshward.proxy.classify import classify
 from meshward.proxy.compiled import CompiledChain
 from meshward.proxy.exchange import Exchange
 from meshward.proxy.inbound import header_dict
-from meshward.proxy.routes import split_authority
+from meshward.proxy.routes import RouteTable, split_authority
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 
 __all__ = ["EgressSide", "compile_egress_side", "handle_connect", "handle_external"]
@@ -181,7 +181,7 @@ def _request_head(
     return text.encode("latin-1")
 
 
-async def handle_connect(ex: Exchange, side: EgressSide, allow_any: bool) -> None:
+async def handle_connect(ex: Exchange, side: EgressSide, routes: RouteTable, allow_any: bool) -> None:
     """``CONNECT host:port``: a host/port-level decision, then a raw tunnel (see the docstring)."""
     try:
         host, port = split_authority(ex.head.target)
@@ -189,6 +189,9 @@ async def handle_connect(ex: Exchange, side: EgressSide, allow_any: bool) -> Non
         raise RemoteProtocolError(str(exc)) from None
     if port is None:
         raise RemoteProtocolError("CONNECT needs host:port")
+    if routes.resolve(host) is not None:
+        ex.fail("connect_method", None)  # mesh services are called over http://
+        return
     ctx = _context(ex, side, host, port, "", "")
     ctx.ai = AIRequest()
     entry = side.config.table.resolve(host)

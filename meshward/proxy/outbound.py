@@ -44,10 +44,10 @@ async def handle_outbound(ex: Exchange) -> None:
     cfg = sidecar.config
     head = ex.head
     if head.method == "CONNECT":
-        if cfg.egress is None or cfg.routes.resolve(split_authority(head.target)[0]) is not None:
-            ex.fail("connect_method", None)  # mesh services are called over http://
+        if cfg.egress is None:
+            ex.fail("connect_method", None)
             return
-        await handle_connect(ex, cfg.egress, cfg.allow_any_outbound)
+        await handle_connect(ex, cfg.egress, cfg.routes, cfg.allow_any_outbound)
         return
     authority, path, query = split_target(head.target) if head.target != "*" else (None, "*", "")
     authority = authority or head.host
