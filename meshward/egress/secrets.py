@@ -28,7 +28,15 @@ from meshward.identity.ledger import iso
 from meshward.resources.base import Resource
 from meshward.resources.egress import SECRET_NAME, ExternalService
 
-__all__ = ["MAX_SECRET_BYTES", "SecretError", "SecretInfo", "SecretStore", "may_receive", "release_secret"]
+__all__ = [
+    "MAX_SECRET_BYTES",
+    "SecretError",
+    "SecretInfo",
+    "SecretStore",
+    "may_receive",
+    "refusal_event",
+    "release_secret",
+]
 
 MAX_SECRET_BYTES = 8192
 _NAME = re.compile(SECRET_NAME)
@@ -145,3 +153,18 @@ def release_secret(
     store = SecretStore(state_dir)
     value = store.get(secret)
     return {"name": secret, "value": value, "via": via}
+
+
+def refusal_event(peer: str, secret: str, reason: str) -> dict[str, Any]:
+    """The control plane's audit record of a refused credential fetch (names only, no value)."""
+    from meshward.audit.ocsf import api_activity
+
+    return api_activity(
+        "ReleaseSecret",
+        activity="read",
+        actor=peer,
+        time_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000),
+        success=False,
+        resource={"type": "Secret", "uid": secret[:64]},
+        message=f"credential refused: {reason[:300]}",
+    )
