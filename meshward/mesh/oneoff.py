@@ -88,14 +88,12 @@ def _workload_identity(state: MeshState, sid: SpiffeId) -> tuple[SpiffeId, str]:
     from meshward.config.build import find_workload
     from meshward.config.store import ConfigStore
 
-    found = find_workload(
-        ConfigStore(state.db_path, sid.trust_domain).resources(), sid.namespace, sid.service_account
-    )
+    resources = ConfigStore(state.db_path, sid.trust_domain).resources()
+    found = find_workload(resources, sid.namespace, sid.service_account)
     if found is None:
         return sid, sid.short
-    return SpiffeId(
-        sid.trust_domain, sid.namespace, found.service_account
-    ), f"{sid.namespace}/{found.metadata.name}"
+    as_workload = SpiffeId(sid.trust_domain, sid.namespace, found.service_account)
+    return as_workload, f"{sid.namespace}/{found.metadata.name}"
 
 
 def _wait_ready(popen: subprocess.Popen[bytes], ready_file: Path, log: Path) -> Any:
