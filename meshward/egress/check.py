@@ -4,7 +4,8 @@ The caller's sidecar decides external calls, so the caller (``--from``) is resol
 Workload (its labels select the EgressPolicies; an identity without a Workload has no labels)
 and the request is prepared as the outbound sidecar prepares it: path normalization, the AI
 classification when the ExternalService speaks ``openai``, the external port (``--port`` or the
-service's first port). Undeclared hosts are answered as REGISTRY_ONLY answers them.
+service's first port). A host name that is not declared (``api.unknown.example``) is answered as
+the outbound traffic policy answers it: denied under REGISTRY_ONLY.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ __all__ = ["check_egress", "is_external", "print_report"]
 
 
 def is_external(resources: Sequence[Resource[Any]], target: str) -> bool:
-    """Is ``--to`` a declared external host (rather than a mesh service)?"""
-    return ExternalTable(resources).resolve(target.lower().rstrip(".")) is not None
+    """Is ``--to`` an external host: declared, or a DNS name that cannot be ``service.namespace``
+    (namespaces have no dots; ``.svc`` forms are mesh services)?"""
+    host = target.lower().rstrip(".")
+    if ExternalTable(resources).resolve(host) is not None:
+        return True
+    return host.count(".") >= 2 and not host.endswith((".svc", ".svc.cluster.local"))
 
 
 def check_egress(
@@ -46,16 +51,24 @@ def check_egress(
     """The report (``allowed``, ``decision``, ``reason``, ``policy``, ``rule``, …) for one call."""
     host = target.lower().rstrip(".")
     entry = ExternalTable(resources).resolve(host)
-    assert entry is not None
     workload = workload_info(resources, caller.namespace, caller.service_account)
     report: dict[str, Any] = {
         "from": caller.uri,
         "to": host,
-        "external_service": entry.service,
+        "external_service": entry.service if entry else None,
         "workload": f"{workload.namespace}/{workload.name}",
         "method": method,
         "path": path,
     }
+    if entry is None:  # what the outbound sidecar does with an undeclared host
+        allow_any = mesh.outbound_traffic_policy.mode == "ALLOW_ANY"
+        reason = (
+            f"{host} is not a declared ExternalService; outboundTrafficPolicy ALLOW_ANY lets it pass unchecked"
+            if allow_any
+            else f"{host} is neither a mesh service nor a declared ExternalService (outboundTrafficPolicy REGISTRY_ONLY)"
+        )
+        report.update(allowed=allow_any, decision="allow" if allow_any else "deny", reason=reason)
+        return report
     external_port = entry.port_for(port)
     if external_port is None:
         report.update(

@@ -64,3 +64,15 @@ def test_check_answers_for_egress(
     assert doc["to"] == "api.llm.example" and doc["external_service"] == "llm/llm-provider"
     assert doc["reason"].startswith(reason) and doc["allowed"] == (code == 0)
     assert doc["ai_operation"] == ("chat" if "chat" in path else "embed") and doc["port"] == 443
+
+
+def test_check_answers_registry_only_for_an_undeclared_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "egress.yaml"
+    file.write_text(FILE)
+    argv = ["check", "--state", str(tmp_path / "none"), "-f", str(file), "--from", "llm/summarizer-sa"]
+    argv += ["--to", "api.unknown.example", "--method", "GET", "--path", "/v1/models", "--json"]
+    assert main(argv) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["external_service"] is None and "REGISTRY_ONLY" in doc["reason"] and not doc["allowed"]
