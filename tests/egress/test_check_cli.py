@@ -8,26 +8,9 @@ from pathlib import Path
 import pytest
 
 from meshward.cli.main import main
+from tests.egress.config import LLM_CONFIG
 
-FILE = """\
-apiVersion: meshward.dev/v1alpha1
-kind: Workload
-metadata: {name: summarizer, namespace: llm, labels: {app: summarizer}}
-spec: {serviceAccount: summarizer-sa}
----
-apiVersion: meshward.dev/v1alpha1
-kind: ExternalService
-metadata: {name: llm-provider, namespace: llm}
-spec: {hosts: [api.llm.example], protocol: openai, credential: {secret: llm-key}}
----
-apiVersion: meshward.dev/v1alpha1
-kind: EgressPolicy
-metadata: {name: summarizer-may-chat, namespace: llm}
-spec:
-  selector: {matchLabels: {app: summarizer}}
-  rules:
-  - to: [{hosts: [api.llm.example], methods: [POST], paths: ["/v1/chat/*"], models: ["gpt-4o-mini"]}]
-"""
+FILE = LLM_CONFIG
 
 
 @pytest.mark.parametrize(

@@ -12,29 +12,13 @@ from meshward.egress.secrets import SecretStore
 from meshward.identity.state import MeshState
 from tests.control.conftest import mesh_state, operator, plane
 from tests.control.test_server import _join
+from tests.egress.config import LLM_CONFIG
 from tests.support.proc import wait_for
 
 __all__ = ["mesh_state", "operator", "plane"]  # the control plane fixtures, used here too
 
 VALUE = "sk-provider-value-3c9d1e"
-CONFIG = """\
-apiVersion: meshward.dev/v1alpha1
-kind: Workload
-metadata: {name: summarizer, namespace: llm, labels: {app: summarizer}}
-spec: {serviceAccount: summarizer-sa}
----
-apiVersion: meshward.dev/v1alpha1
-kind: ExternalService
-metadata: {name: llm-provider, namespace: llm}
-spec: {hosts: [api.llm.example], credential: {secret: llm-key}}
----
-apiVersion: meshward.dev/v1alpha1
-kind: EgressPolicy
-metadata: {name: summarizer-may-chat, namespace: llm}
-spec:
-  selector: {matchLabels: {app: summarizer}}
-  rules: [{to: [{hosts: [api.llm.example]}]}]
-"""
+CONFIG = LLM_CONFIG
 
 
 def test_release_follows_egress_policy_and_refusals_are_audited(

@@ -10,31 +10,19 @@ import pytest
 from meshward.config.snapshot import WorkloadInfo
 from meshward.egress.secrets import SecretError, SecretStore, may_receive, release_secret
 from meshward.resources.loader import load_text
+from tests.egress.config import LLM_CONFIG
 from tests.support.proc import PYTHON, ROOT
 
-RESOURCES = load_text("""\
-apiVersion: meshward.dev/v1alpha1
-kind: ExternalService
-metadata: {name: llm-provider, namespace: llm}
-spec: {hosts: [api.llm.example], credential: {secret: llm-key}}
+RESOURCES = load_text(
+    LLM_CONFIG
+    + """\
 ---
 apiVersion: meshward.dev/v1alpha1
 kind: ExternalService
 metadata: {name: search, namespace: tools}
 spec: {hosts: [search.example], credential: {secret: search-key, header: x-api-key, format: "{secret}"}}
----
-apiVersion: meshward.dev/v1alpha1
-kind: EgressPolicy
-metadata: {name: summarizer-may-chat, namespace: llm}
-spec:
-  selector: {matchLabels: {app: summarizer}}
-  rules: [{to: [{hosts: [api.llm.example], paths: ["/v1/chat/completions"]}]}]
----
-apiVersion: meshward.dev/v1alpha1
-kind: Workload
-metadata: {name: summarizer, namespace: llm, labels: {app: summarizer}}
-spec: {serviceAccount: summarizer-sa}
-""")
+"""
+)
 SUMMARIZER = WorkloadInfo("summarizer", "llm", "summarizer", "summarizer-sa", {"app": "summarizer"})
 OTHER = WorkloadInfo("other", "llm", "other", "other", {"app": "other"})
 
