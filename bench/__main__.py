@@ -47,6 +47,7 @@ AREAS = (
     "authn",
     "isolation",
     "dashboard",
+    "egress",
 )
 BUDGET_SECONDS = 14 * 60  # the whole run must stay under 15 minutes
 AREA_LIMIT_SECONDS = 5 * 60

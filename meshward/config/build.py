@@ -6,7 +6,9 @@ What a sidecar receives is only what may concern it (least privilege, and less t
 - the services table: every ``Workload``'s service, the inbound endpoints its sidecars registered,
   and the one SPIFFE identity a server for it must present;
 - the policies (every kind but ``Mesh`` and ``Workload``) in the workload's own namespace and in
-  the mesh's root namespace (mesh-wide policies, as Istio's root namespace).
+  the mesh's root namespace (mesh-wide policies, as Istio's root namespace);
+- every ``ExternalService`` (like Istio's ServiceEntry, exported to all namespaces): a host
+  becomes reachable only through an ``EgressPolicy`` that selects the caller.
 
 A sidecar for an identity that has no ``Workload`` (``meshward run --as ns/name``) gets an ad hoc
 workload with that service account and no labels.
@@ -108,7 +110,11 @@ def build_snapshot(
     """
     spec = mesh_spec(resources, trust_domain)
     scope = {namespace, spec.root_namespace}
-    policies = tuple(r for r in resources if r.kind not in _NOT_POLICY and r.metadata.namespace in scope)
+    policies = tuple(
+        r
+        for r in resources
+        if r.kind not in _NOT_POLICY and (r.metadata.namespace in scope or r.kind == "ExternalService")
+    )
     return MeshSnapshot(
         generation=generation,
         trust_domain=trust_domain,

@@ -26,6 +26,8 @@ Endpoints (JSON; ``who`` = what the caller must prove):
 ``GET  /v1/watch``          ``workload=NS/NAME&have=DIGEST`` → snapshot         that workload
 ``POST /v1/sidecars/...``   ``register`` / ``unregister`` inbound, ``ack``       that workload
 ``POST /v1/audit``          a batch of audit records                            any mesh SVID
+``GET  /v1/secrets/value``  ``workload=NS/NAME&name=S`` → an egress credential   that workload,
+                                                                                if egress allows
 ``POST /v1/config/apply``   YAML text (``dry_run``) → changes, new generation   operator
 ``GET  /v1/config/get``     ``kind``, ``name``, ``namespace`` → documents        operator
 ``GET  /v1/config/history`` generations                                         operator
@@ -320,6 +322,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return plane.ack(body, self._peer())
             case ("POST", "/v1/audit"):
                 return plane.ingest_audit(self._raw, self._peer())
+            case ("GET", "/v1/secrets/value"):
+                return plane.secret(query, self._peer())
             case ("POST", "/v1/config/apply"):
                 return plane.apply(body, self._operator())
             case ("POST", "/v1/config/rollback"):

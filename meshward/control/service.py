@@ -18,6 +18,7 @@ after ``meshward ca rotate --root``, which :meth:`ControlService.trust_changed` 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -237,6 +238,27 @@ class ControlService:
                         return None
                     self._changed.wait(left)
         return None
+
+    def secret(self, query: dict[str, str], peer: SpiffeId) -> dict[str, Any]:
+        """A credential for the sidecar of ``workload``, only if an EgressPolicy lets it reach an
+        ExternalService that names the secret (:func:`meshward.egress.secrets.may_receive`)."""
+        from meshward.egress.secrets import refusal_event, release_secret
+
+        ns, name = self._authorize_workload(peer, query.get("workload", ""))
+        secret = query.get("name", "")
+        try:
+            return release_secret(
+                self.state.path, self._current().resources, self.trust_domain, ns, name, secret
+            )
+        except (PermissionError, ValueError) as exc:
+            event = refusal_event(peer.uri, secret, str(exc))  # audited: names, never a value
+
+            def record() -> None:
+                with contextlib.suppress(OSError):
+                    self.audit.store.record(event)
+
+            self._audit(record)
+            raise ApiError(403 if isinstance(exc, PermissionError) else 404, str(exc)) from None
 
     def ingest_audit(self, batch: bytes, peer: SpiffeId) -> dict[str, Any]:
         try:

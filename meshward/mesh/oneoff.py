@@ -23,6 +23,7 @@ from typing import Any
 
 from meshward.control.client import read_control_info
 from meshward.identity.issuance import IdentityService
+from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import start_child
 from meshward.mesh.workload import NO_PROXY, START_TIMEOUT, MeshError, sidecar_command
@@ -44,8 +45,8 @@ def run_with_sidecar(state: MeshState, identity: str, command: Sequence[str]) ->
             sid = service.identity(identity)
         except ValueError as exc:
             raise MeshError(str(exc)) from None
+        sid, workload = _workload_identity(state, sid)
         token = service.create_token(sid, dt.timedelta(minutes=10))
-    workload = sid.short
     instance = f"run-{os.getpid()}"
     directory = state.path / "sidecars" / f"{sid.namespace}.{sid.service_account}.{instance}"
     args = sidecar_command(
@@ -79,6 +80,20 @@ def run_with_sidecar(state: MeshState, identity: str, command: Sequence[str]) ->
     finally:
         sidecar.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _workload_identity(state: MeshState, sid: SpiffeId) -> tuple[SpiffeId, str]:
+    """``NS/NAME`` naming a Workload runs as that Workload (its service account, its labels, so
+    the policies selecting it apply, egress included); anything else as the identity itself."""
+    from meshward.config.build import find_workload
+    from meshward.config.store import ConfigStore
+
+    resources = ConfigStore(state.db_path, sid.trust_domain).resources()
+    found = find_workload(resources, sid.namespace, sid.service_account)
+    if found is None:
+        return sid, sid.short
+    as_workload = SpiffeId(sid.trust_domain, sid.namespace, found.service_account)
+    return as_workload, f"{sid.namespace}/{found.metadata.name}"
 
 
 def _wait_ready(popen: subprocess.Popen[bytes], ready_file: Path, log: Path) -> Any:

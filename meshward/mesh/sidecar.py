@@ -29,6 +29,7 @@ from typing import Any
 from cryptography import x509
 
 from meshward.config.snapshot import MeshSnapshot
+from meshward.egress.credentials import SECRET_FETCH_KEY
 from meshward.identity.authority import trust_domain_of
 from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId, parse_identity
@@ -139,6 +140,8 @@ async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: a
     agent.start(inbound)
     # The audit spool (telemetry filter) ships its records to the control plane over our SVID.
     sidecar.runtime.shared[AUDIT_POST_KEY] = agent.post_audit_async
+    # Egress credentials are fetched over the same mTLS identity, kept in memory only.
+    sidecar.runtime.shared[SECRET_FETCH_KEY] = agent.fetch_secret_async
     start_audit_shipper(sidecar.runtime, agent.post_audit_async)
     info = {
         "pid": os.getpid(),

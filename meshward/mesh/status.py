@@ -3,11 +3,12 @@
 Read from the state directory only (no control plane call is needed): ``control.json``, the
 runner's ``mesh/run.json``, the config store (generation, each sidecar's ACK/NACK) and each
 sidecar's cached SVID (its ``not_after``), plus the CA expiry warnings of the identity service.
-Extra fields beyond the contract: ``warnings``, per workload ``state``, ``restarts``,
-``last_exit``, ``message`` and ``config`` (the generation its sidecar runs, or a NACK's reason);
-in isolation mode ``address``, ``netns`` and ``app_uid``; when the mesh is PERMISSIVE,
-``plaintext`` (plaintext connections by source address, read from each sidecar's admin metrics)
-with a warning per source, to follow a PERMISSIVE → STRICT migration.
+Extra fields beyond the contract: ``warnings``, ``outbound_traffic_policy`` (REGISTRY_ONLY or a
+loud ALLOW_ANY), per workload ``state``, ``restarts``, ``last_exit``, ``message`` and ``config``
+(the generation its sidecar runs, or a NACK's reason); in isolation mode ``address``, ``netns``
+and ``app_uid``; when the mesh is PERMISSIVE, ``plaintext`` (plaintext connections by source
+address, read from each sidecar's admin metrics) with a warning per source, to follow a
+PERMISSIVE → STRICT migration.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 
+from meshward.config.build import mesh_spec
 from meshward.config.store import ConfigStore
 from meshward.control.client import pid_alive, read_control_info
 from meshward.identity.issuance import IdentityService
@@ -109,6 +111,12 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
                 f"{w['namespace']}/{w['name']}: sidecar rejected generation {w['config']['generation']}: "
                 f"{w['config']['reason']}"
             )
+    outbound = mesh_spec(store.resources(), trust_domain).outbound_traffic_policy.mode
+    if outbound == "ALLOW_ANY":
+        warnings.append(
+            "outboundTrafficPolicy is ALLOW_ANY: workloads may call ANY external host, unchecked "
+            "(use REGISTRY_ONLY with ExternalService + EgressPolicy; see docs/egress.md)"
+        )
     others = [
         {"sidecar": sidecar, **ack.summary()} for sidecar, ack in sorted(acks.items()) if "#" in sidecar
     ]
@@ -139,6 +147,7 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
         "runner": None
         if run is None
         else {"pid": run.supervisor_pid, "state": run.state, "error": run.error},
+        "outbound_traffic_policy": outbound,
         "warnings": warnings,
     }
 

@@ -13,6 +13,7 @@ import meshward.filters.ratelimit
 import meshward.filters.telemetry
 import meshward.gateway.filter
 from meshward.config.snapshot import MeshSnapshot
+from meshward.egress.chain import inbound_view
 from meshward.filters.base import Filter, SidecarRuntime
 
 __all__ = ["build_chain"]
@@ -20,6 +21,7 @@ __all__ = ["build_chain"]
 
 def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]:
     """Compile ``snapshot`` into the ordered filters for one generation (raises if it cannot)."""
+    snapshot = inbound_view(snapshot)  # policies annotated for egress run in the outbound chain
     chain: list[Filter | None] = []
     # Peer authentication already happened: mTLS verified the peer's SVID before any byte was
     # read. End-user authentication (JWTs, API keys) comes first: authz reads what it found,

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Filter, SidecarRuntime
 from meshward.proxy.chain import build_chain
 from meshward.proxy.routes import RouteTable
+
+if TYPE_CHECKING:
+    from meshward.proxy.egress import EgressSide
 
 __all__ = ["ChainFactory", "CompiledChain", "CompiledConfig", "SnapshotRejected", "compile_snapshot"]
 
@@ -64,6 +67,7 @@ class CompiledConfig:
     routes: RouteTable
     mtls_mode: Literal["STRICT", "PERMISSIVE"]
     allow_any_outbound: bool
+    egress: EgressSide | None = None  # external services (meshward.proxy.egress)
 
     @property
     def generation(self) -> int:
@@ -83,6 +87,9 @@ def compile_snapshot(
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
         routes = RouteTable(snapshot)
+        from meshward.proxy.egress import compile_egress_side  # imports this module
+
+        egress = compile_egress_side(snapshot, runtime)
     except Exception as exc:
         log.warning("config generation %s rejected: %s", snapshot.generation, exc)
         raise SnapshotRejected(snapshot.generation, f"{type(exc).__name__}: {exc}") from exc
@@ -92,4 +99,5 @@ def compile_snapshot(
         routes,
         mtls_override or snapshot.mesh.mtls.mode,
         snapshot.mesh.outbound_traffic_policy.mode == "ALLOW_ANY",
+        egress,
     )

@@ -442,6 +442,19 @@ class ControlAgent:
     async def post_audit_async(self, batch: bytes) -> tuple[int, bytes]:
         return await asyncio.get_running_loop().run_in_executor(None, self.post_audit, batch)
 
+    def fetch_secret(self, name: str) -> str:
+        """An egress credential this workload is entitled to (raises ControlRefused if not)."""
+        query = urllib.parse.urlencode({"workload": self.config.workload, "name": name})
+        with self._client(timeout=10.0) as client:
+            _, body = client.request("GET", f"/v1/secrets/value?{query}")
+        value = body.get("value")
+        if not isinstance(value, str):
+            raise ControlRefused(502, "control plane answered without a value")
+        return value
+
+    async def fetch_secret_async(self, name: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(None, self.fetch_secret, name)
+
     def status(self) -> dict[str, Any]:
         svid = self.svid
         return {

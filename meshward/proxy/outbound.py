@@ -4,8 +4,9 @@ Apps send plain HTTP with ``HTTP_PROXY`` set: absolute-form targets
 (``GET http://fraud-model.ml/v2/... HTTP/1.1``), or origin-form with a ``Host`` header. The
 authority is resolved to a mesh service (:mod:`meshward.proxy.routes`); the request goes to one
 of its serving sidecars over mTLS with our own SVID, and only if the server proves one of the
-SPIFFE IDs the service entry allows (else 502, flag ``UIM``). Unknown hosts get 502 ``NR`` in
-REGISTRY_ONLY mode and plain pass-through in ALLOW_ANY mode.
+SPIFFE IDs the service entry allows (else 502, flag ``UIM``). Other hosts and ``CONNECT`` go to
+:mod:`meshward.proxy.egress` (ExternalServices; REGISTRY_ONLY: 403 for undeclared hosts); in
+ALLOW_ANY mode undeclared hosts pass through plainly.
 
 Transparent redirection (Istio's port 15001, later): connections redirected by iptables keep
 their original destination, readable with ``getsockopt(SOL_IP, SO_ORIGINAL_DST)`` in
@@ -23,6 +24,7 @@ from functools import lru_cache
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.normalize import split_target
+from meshward.proxy.egress import handle_connect, handle_external
 from meshward.proxy.exchange import Exchange
 from meshward.proxy.routes import split_authority
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
@@ -66,7 +68,10 @@ async def handle_outbound(ex: Exchange) -> None:
     cfg = sidecar.config
     head = ex.head
     if head.method == "CONNECT":
-        ex.fail("connect_method", None)
+        if cfg.egress is None:
+            ex.fail("connect_method", None)
+            return
+        await handle_connect(ex, cfg.egress, cfg.routes, cfg.allow_any_outbound)
         return
     authority, path, query = split_target(head.target) if head.target != "*" else (None, "*", "")
     authority = authority or head.host
@@ -79,6 +84,9 @@ async def handle_outbound(ex: Exchange) -> None:
     route = cfg.routes.resolve(host)
     if route is None and (original := original_destination(ex.conn.transport)) is not None:
         route = cfg.routes.resolve(original[0])  # transparently redirected: where the app dialled
+    if route is None and cfg.egress is not None and (cfg.egress.handles(host) or not cfg.allow_any_outbound):
+        await handle_external(ex, cfg.egress, host, port, path, query)  # ExternalService or 403
+        return
     if route is None and not cfg.allow_any_outbound:
         ex.fail("no_route", host)
         return

@@ -38,9 +38,12 @@ class UpstreamTarget:
     server_name: str | None = None
     identities: frozenset[str] = frozenset()
     key: tuple[object, ...] = ()  # the pool key, computed once (targets are built per snapshot)
+    # TLS to a server outside the mesh (meshward.egress.tls): verified by CA and host name, not SPIFFE
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", (self.host, self.port, self.tls, self.server_name, self.identities))
+        key = (self.host, self.port, self.tls, self.server_name, self.identities, self.ssl_context)
+        object.__setattr__(self, "key", key)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -200,7 +203,7 @@ class UpstreamPool:
 
     async def connect(self, target: UpstreamTarget) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
-        ctx = self.identity.client_context if target.tls else None
+        ctx = target.ssl_context or (self.identity.client_context if target.tls else None)
         self.connects += 1
         try:
             # wait_for, not asyncio.timeout(): this may run eagerly, outside any Task
@@ -222,7 +225,7 @@ class UpstreamPool:
             raise UpstreamError("upstream_tls", f"{target}: {exc.reason or exc}") from None
         except OSError as exc:
             raise UpstreamError("upstream_connect", f"{target}: {exc.strerror or exc}") from None
-        if ctx is not None:
+        if ctx is not None and target.ssl_context is None:
             try:
                 sslobj = transport.get_extra_info("ssl_object")
                 peer = peer_identity(sslobj, self.trust_domain())

@@ -3,7 +3,15 @@
 Importing this package registers every kind in :data:`KINDS`.
 """
 
-from meshward.resources import authentication, authorization, dataprotection, gateway, mesh, ratelimit
+from meshward.resources import (
+    authentication,
+    authorization,
+    dataprotection,
+    egress,
+    gateway,
+    mesh,
+    ratelimit,
+)
 from meshward.resources.base import API_VERSION, KINDS, Metadata, Resource, Selector
 
 __all__ = [
@@ -15,6 +23,7 @@ __all__ = [
     "authentication",
     "authorization",
     "dataprotection",
+    "egress",
     "gateway",
     "mesh",
     "ratelimit",

@@ -226,7 +226,7 @@ def test_chain_hooks_end_to_end(app: RecordingApp, tmp_path: Path) -> None:
 
 
 def test_outbound_traffic_policy(app: RecordingApp, tmp_path: Path) -> None:
-    """REGISTRY_ONLY (default): unknown hosts get 502 NR; ALLOW_ANY passes them through; a
+    """REGISTRY_ONLY (default): unknown hosts get 403 naming the host; ALLOW_ANY passes them through; a
     known service without serving sidecars is 503."""
     svid = issue_svid(tmp_path / "svid", "web/webapp")
 
@@ -240,7 +240,10 @@ def test_outbound_traffic_policy(app: RecordingApp, tmp_path: Path) -> None:
         try:
             async with httpx.AsyncClient(proxy=proxy, timeout=10, trust_env=False) as c:
                 r = await c.get(f"http://127.0.0.1:{app.port}/external")
-                assert r.status_code == 502 and r.json()["error"].startswith("no route")
+                doc = r.json()
+                assert (
+                    r.status_code == 403 and doc["host"] == "127.0.0.1" and doc["reason"] == "not_registered"
+                )
                 r = await c.get("http://chat.llm/x")  # known service, nobody serving it
                 assert r.status_code == 503 and r.json()["error"].startswith("no healthy upstream")
                 sidecar.set_snapshot(

@@ -223,13 +223,13 @@ def test_oversized_body_is_413_and_nothing_reaches_the_app(pair: MeshPair, app: 
     assert app.count() == before
 
 
-def test_unknown_service_is_502_no_route(pair: MeshPair, app: RecordingApp) -> None:
+def test_unknown_service_is_403_registry_only(pair: MeshPair, app: RecordingApp) -> None:
     before = app.count()
     with pair.http_client() as c:
         r = c.get("http://nowhere.ml/x")
-    assert r.status_code == 502
+    assert r.status_code == 403
     doc = r.json()
-    assert doc["error"].startswith("no route") and "nowhere.ml" in doc["error"] and doc["request_id"]
+    assert doc["host"] == "nowhere.ml" and "REGISTRY_ONLY" in doc["error"] and doc["request_id"]
     assert app.count() == before
 
 
@@ -241,7 +241,7 @@ def test_same_namespace_short_name_and_host_header_form(pair: MeshPair) -> None:
     assert reply.startswith(b"HTTP/1.1 200")
     # the client lives in namespace "web": a bare "chat" is web's chat, which does not exist
     reply = _raw(pair, b"GET http://chat/x HTTP/1.1\r\nHost: chat\r\n\r\n", b"}")
-    assert reply.startswith(b"HTTP/1.1 502")
+    assert reply.startswith(b"HTTP/1.1 403")
 
 
 def test_connect_is_refused(pair: MeshPair) -> None:

@@ -2,7 +2,7 @@
 
 ::
 
-    meshward check --from ID --to SERVICE[.NS] --method M --path P [--header K=V ...]
+    meshward check --from ID --to SERVICE[.NS]|EXTERNAL-HOST --method M --path P [--header K=V ...]
                    [--model NAME] [--port N] [--source-ip IP] [--time ISO8601] [--json]
                    [-f FILE ...]
 
@@ -14,6 +14,9 @@ compiled for each Workload that serves the service. Policies come from the mesh'
 generation (through the control plane if it runs, else the state directory's store);
 ``-f FILE`` lays the files' resources over it (same kind/namespace/name replaced), or stands
 alone when there is no mesh in ``--state``.
+
+``--to`` an ExternalService host (``api.llm.example``) answers for egress instead: the caller's
+EgressPolicies, as its outbound sidecar decides (:mod:`meshward.egress.check`).
 
 Exit status: 0 allowed, 1 denied (or refused by the sidecar before authorization, e.g. a
 malformed path or method: printed as REJECT), 2 usage or config error.
@@ -85,7 +88,11 @@ def register(
 
 
 def check(args: argparse.Namespace) -> int:
+    from meshward.egress.check import is_external
+
     resources, trust_domain = load_resources(args.state, args.file)
+    if is_external(resources, args.target):  # an ExternalService host: the caller's egress rules
+        return _check_egress(args, resources, trust_domain)
     report, results = decide_call(
         resources,
         trust_domain,
@@ -103,6 +110,35 @@ def check(args: argparse.Namespace) -> int:
     )
     _print(args, report, results)
     return 0 if report["allowed"] else 1
+
+
+def _check_egress(args: argparse.Namespace, resources: list[Resource[Any]], trust_domain: str | None) -> int:
+    from meshward.egress.check import check_egress, print_report
+    from meshward.http.normalize import normalize_path, split_target
+    from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
+    from meshward.resources.mesh import Mesh, MeshSpec
+
+    mesh = next((r.spec for r in resources if isinstance(r, Mesh)), MeshSpec())
+    trust_domain = trust_domain or mesh.trust_domain
+    try:
+        caller = parse_identity(args.source, trust_domain)
+    except InvalidSpiffeId as exc:
+        raise CliError(f"--from: {exc}", _USAGE_ERROR) from None
+    egress = check_egress(
+        resources,
+        mesh,
+        trust_domain,
+        caller,
+        args.target,
+        args.method,
+        normalize_path(split_target(args.path)[1]),
+        _headers(args.header),
+        args.model,
+        args.port,
+        _instant(args.at),
+    )
+    print_report(egress, args.json)
+    return 0 if egress["allowed"] else 1
 
 
 def decide_call(
@@ -207,7 +243,15 @@ def load_resources(state: Path, files: list[Path]) -> tuple[list[Resource[Any]],
         try:
             trust_domain = mesh_state.trust_domain
             access = config_access(mesh_state)
-            for kind in ("Mesh", "Workload", "AuthorizationPolicy", "Gateway", "RequestAuthentication"):
+            for kind in (
+                "Mesh",
+                "Workload",
+                "AuthorizationPolicy",
+                "Gateway",
+                "RequestAuthentication",
+                "ExternalService",
+                "EgressPolicy",
+            ):
                 base.extend(KINDS[kind].model_validate(doc) for doc in access.get(kind, None, None)["items"])
         except (ConfigError, MeshStateError) as exc:
             raise CliError(f"cannot read the mesh's config: {exc}", _USAGE_ERROR) from None
