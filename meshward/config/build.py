@@ -6,7 +6,9 @@ What a sidecar receives is only what may concern it (least privilege, and less t
 - the services table: every ``Workload``'s service, the inbound endpoints its sidecars registered,
   and the one SPIFFE identity a server for it must present;
 - the policies (every kind but ``Mesh`` and ``Workload``) in the workload's own namespace and in
-  the mesh's root namespace (mesh-wide policies, as Istio's root namespace).
+  the mesh's root namespace (mesh-wide policies, as Istio's root namespace);
+- every ``ModelRoute`` (routing, as Istio's exported VirtualServices: a caller in any namespace
+  routes by the route of the service it calls).
 
 A sidecar for an identity that has no ``Workload`` (``meshward run --as ns/name``) gets an ad hoc
 workload with that service account and no labels.
@@ -65,6 +67,7 @@ def services_table(
 ) -> dict[str, ServiceEntry]:
     """``service.namespace`` → endpoints (registered inbound listeners) and the expected identity."""
     inbound: dict[tuple[str, str], list[str]] = {}
+    labels: dict[str, dict[str, str]] = {}
     for s in sidecars:
         inbound.setdefault((s.namespace, s.workload), []).append(s.inbound)
     grouped: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
@@ -73,11 +76,14 @@ def services_table(
             continue
         ns = r.metadata.namespace
         endpoints, identities = grouped.setdefault((r.service, ns), ([], set()))
-        endpoints.extend(inbound.get((ns, r.metadata.name), []))
+        served = inbound.get((ns, r.metadata.name), [])
+        endpoints.extend(served)
+        labels.update((ep, dict(r.metadata.labels)) for ep in served)
         identities.add(SpiffeId(trust_domain, ns, r.service_account).uri)
     table: dict[str, ServiceEntry] = {}
     for (service, ns), (endpoints, identities) in sorted(grouped.items()):
-        entry = ServiceEntry(service, ns, tuple(sorted(set(endpoints))), tuple(sorted(identities)))
+        eps = tuple(sorted(set(endpoints)))
+        entry = ServiceEntry(service, ns, eps, tuple(sorted(identities)), {e: labels[e] for e in eps})
         table[entry.host] = entry
     return table
 
@@ -98,7 +104,11 @@ def build_snapshot(
     """
     spec = mesh_spec(resources, trust_domain)
     scope = {namespace, spec.root_namespace}
-    policies = tuple(r for r in resources if r.kind not in _NOT_POLICY and r.metadata.namespace in scope)
+    policies = tuple(
+        r
+        for r in resources
+        if r.kind not in _NOT_POLICY and (r.metadata.namespace in scope or r.kind == "ModelRoute")
+    )
     return MeshSnapshot(
         generation=generation,
         trust_domain=trust_domain,

@@ -82,7 +82,7 @@ def compile_snapshot(
     """Build every per-generation structure; any failure becomes :class:`SnapshotRejected`."""
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
-        routes = RouteTable(snapshot)
+        routes = RouteTable(snapshot, runtime.shared)
     except Exception as exc:
         log.warning("config generation %s rejected: %s", snapshot.generation, exc)
         raise SnapshotRejected(snapshot.generation, f"{type(exc).__name__}: {exc}") from exc

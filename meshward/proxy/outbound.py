@@ -23,12 +23,12 @@ from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.normalize import split_target
 from meshward.proxy.exchange import Exchange
 from meshward.proxy.routes import split_authority
-from meshward.proxy.upstream import UpstreamError, UpstreamTarget
+from meshward.proxy.upstream import UpstreamTarget
+from meshward.rollout.forward import forward_to_service
 
 __all__ = ["handle_outbound"]
 
 _DROP = HOP_BY_HOP | {b"host", b"x-forwarded-client-cert"}
-_MAX_TRIES = 3
 
 
 @lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
@@ -81,11 +81,5 @@ async def handle_outbound(ex: Exchange) -> None:
     if not route.targets:
         ex.fail("no_endpoints", route.entry.host)
         return
-    tries = min(_MAX_TRIES, len(route.targets))
-    for attempt in range(tries):
-        try:
-            await ex.forward(route.pick(), data)
-            return
-        except UpstreamError as exc:
-            if exc.name != "upstream_connect" or attempt == tries - 1:
-                raise
+    # subsets, balancing, ejection, retries, mirroring: meshward.rollout
+    await forward_to_service(ex, route, data, f"{path}{'?' + query if query else ''}")

@@ -3,7 +3,7 @@
 Importing this package registers every kind in :data:`KINDS`.
 """
 
-from meshward.resources import authorization, dataprotection, mesh, ratelimit
+from meshward.resources import authorization, dataprotection, mesh, modelroute, ratelimit
 from meshward.resources.base import API_VERSION, KINDS, Metadata, Resource, Selector
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "authorization",
     "dataprotection",
     "mesh",
+    "modelroute",
     "ratelimit",
 ]

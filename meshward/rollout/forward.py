@@ -1,0 +1,274 @@
+"""The outbound glue: send one request to a service through its :class:`ServicePlan`.
+
+:func:`forward_to_service` is what :mod:`meshward.proxy.outbound` calls once it has built the
+request head for a mesh service. It
+
+1. reads the body when the service's ``ModelRoute`` needs the model name (rules on ``models``,
+   aliases) or mirrors, and asks :meth:`CompiledRoute.decide` for the subset (and an alias);
+2. picks an endpoint of that subset (:class:`~meshward.rollout.balancer.Balancer`: least
+   request, ejected endpoints skipped) and forwards;
+3. stays on the exchange as its ``observer``: a connect failure, a reset before the answer, or
+   a 502/503/504 answer to an idempotent, fully buffered request is retried on another endpoint
+   (at most ``MAX_TRIES`` in all) before the caller sees anything; every outcome feeds outlier
+   detection and the service's window of outcomes (shipped as an audit event every second);
+4. shadows a mirrored request to the mirror subset (:mod:`meshward.rollout.mirror`) and
+   compares the two answers when both are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from meshward.ai.protocol import classify
+from meshward.proxy.upstream import UpstreamError, UpstreamTarget
+from meshward.rollout.compare import answers_differ
+from meshward.rollout.mirror import MirrorResult, send_mirror
+from meshward.rollout.rewrite import rewrite_body_model, rewrite_path_model
+
+if TYPE_CHECKING:
+    from meshward.proxy.exchange import Exchange
+    from meshward.proxy.routes import Route
+    from meshward.rollout.plan import ServicePlan
+
+__all__ = ["IDEMPOTENT", "MAX_BODY", "MAX_TRIES", "Attempt", "forward_to_service", "reframe"]
+
+MAX_TRIES = 3
+MAX_BODY = 1 << 20  # a body read to route by model (or to replay) is at most this large
+MAX_CAPTURE = 1 << 20  # a primary answer kept for the mirror comparison
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_RETRY_STATUS = frozenset({502, 503, 504})
+_FLUSH_SECONDS = 1.0
+
+
+def reframe(head: bytes, length: int, path: str | None = None) -> bytes:
+    """``head`` (a serialized request head) framed by ``Content-Length: length``, with its
+    request target replaced by ``path`` when given."""
+    lines = head.split(b"\r\n")
+    first = lines[0]
+    if path is not None:
+        method, _, rest = first.partition(b" ")
+        _, _, version = rest.rpartition(b" ")
+        first = b"%s %s %s" % (method, path.encode(), version)
+    kept = [
+        line
+        for line in lines[1:]
+        if line and not line.lower().startswith((b"content-length:", b"transfer-encoding:"))
+    ]
+    return b"\r\n".join([first, *kept, b"content-length: %d" % length, b"", b""])
+
+
+class Attempt:
+    """The exchange's observer while it is served by a service plan."""
+
+    __slots__ = ("capture", "data", "key", "mirror", "plan", "route", "started", "subset", "tried")
+
+    def __init__(self, route: Route, subset: str | None) -> None:
+        self.route = route
+        self.plan: ServicePlan = route.plan
+        self.subset = subset
+        self.key = ""
+        self.tried: set[str] = set()
+        self.data: bytes | None = None  # the whole request, when it may be replayed
+        self.started = 0.0
+        self.capture: list[bytes] | None = None
+        self.mirror: asyncio.Task[MirrorResult | None] | None = None
+
+    def target(self, key: str) -> UpstreamTarget:
+        return self.route.targets[self.plan.keys.index(key)]
+
+    def next_key(self, now: float) -> str | None:
+        candidates = self.plan.candidates(self.subset)
+        i = self.plan.balancer.pick(candidates, now, frozenset(self.tried))
+        return None if i < 0 else candidates[i]
+
+    async def send(self, ex: Exchange, head: bytes, body: bytes | None) -> None:
+        """Forward to endpoints of the subset until one accepts the connection."""
+        balancer = self.plan.balancer
+        last: UpstreamError | None = None
+        while len(self.tried) < MAX_TRIES:
+            key = self.next_key(ex.loop.time())
+            if key is None:
+                break
+            self.tried.add(key)
+            self.key = key
+            balancer.started(key)
+            try:
+                await ex.forward(self.target(key), head, body)
+                return
+            except UpstreamError as exc:  # nothing was sent (connect, TLS, identity): try another
+                balancer.finished(key, False, ex.loop.time())
+                self.key = ""
+                last = exc
+        if last is not None:
+            raise last
+        ex.fail("no_endpoints", self.route.entry.host)
+
+    def _retry(self, ex: Exchange) -> bool:
+        """Start the request again on another endpoint (the current one failed it)."""
+        data = self.data
+        if data is None or len(self.tried) >= MAX_TRIES or ex.finished:
+            return False
+        if self.next_key(ex.loop.time()) is None:
+            return False
+        if self.key:
+            self.plan.balancer.finished(self.key, False, ex.loop.time())
+            self.key = ""
+        ex._release_upstream(False)
+        ex.task = ex.loop.create_task(self._resend(ex, data))
+        return True
+
+    async def _resend(self, ex: Exchange, data: bytes) -> None:
+        try:
+            await self.send(ex, data, b"")
+        except UpstreamError as exc:
+            ex.fail(exc.name, exc.detail)
+
+    # -- observer hooks (called by the exchange) -------------------------------------------------
+    def on_head(self, ex: Exchange, status: int) -> bool:
+        """True when this answer is dropped and the request retried elsewhere."""
+        return status in _RETRY_STATUS and self._retry(ex)
+
+    def on_error(self, ex: Exchange, name: str) -> bool:
+        return name in ("upstream_reset", "upstream_timeout") and self._retry(ex)
+
+    def on_data(self, data: bytes) -> None:
+        cap = self.capture
+        if cap is not None:
+            if sum(map(len, cap)) + len(data) > MAX_CAPTURE:
+                self.capture = None
+            else:
+                cap.append(data)
+
+    def on_finish(self, ex: Exchange) -> None:
+        now = ex.loop.time()
+        plan = self.plan
+        status = ex.status
+        if self.key:
+            plan.balancer.finished(self.key, 0 < status < 500, now)
+        window = plan.window
+        route = plan.route
+        if window is None or route is None:
+            return
+        latency = now - self.started
+        subset = plan.subset_of(self.key) if self.key else self.subset
+        window.observe(subset or self.subset or route.stable, status, latency)
+        mirror = self.mirror
+        if mirror is not None:
+            body = b"".join(self.capture) if self.capture is not None else None
+            mirror.add_done_callback(lambda t: _compare(plan, t, status, body, latency))
+        _schedule_flush(ex, plan)
+
+
+def _compare(
+    plan: ServicePlan,
+    task: asyncio.Task[MirrorResult | None],
+    status: int,
+    body: bytes | None,
+    latency: float,
+) -> None:
+    if task.cancelled() or task.exception() is not None or plan.window is None:
+        return
+    shadow = task.result()
+    if shadow is None or body is None:
+        return
+    differ = answers_differ(status, body, shadow.status, shadow.body)
+    plan.window.compared_mirror(shadow.subset, differ, status != shadow.status, shadow.latency - latency)
+
+
+def _schedule_flush(ex: Exchange, plan: ServicePlan) -> None:
+    window = plan.window
+    if window is None or window.scheduled:
+        return
+    window.scheduled = True
+    runtime = ex.conn.sidecar.runtime
+    route_name = plan.route.name if plan.route is not None else ""
+
+    def flush() -> None:
+        from meshward.filters.telemetry import telemetry_state
+
+        window.scheduled = False
+        event = window.drain(route_name, plan.generation, int(time.time() * 1000))
+        if event is not None:
+            telemetry_state(runtime).audit(event)
+
+    ex.loop.call_later(_FLUSH_SECONDS, flush)
+
+
+def _header(ex: Exchange, name: str) -> str | None:
+    wanted = name.encode("latin-1")
+    for n, v in ex.head.headers:
+        if n.lower() == wanted:
+            return v.decode("latin-1")
+    return None
+
+
+async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str) -> None:
+    """Serve ``ex`` (whose head for the upstream is ``head``, target ``path``) from ``route``."""
+    plan = route.plan
+    compiled = plan.route
+    req = ex.head
+    body: bytes | None = None
+    method = req.method
+    complete = not req.has_body
+    if req.has_body and not req.upgrade and (req.content_length or 0) <= MAX_BODY:
+        wants = compiled is not None and (compiled.needs_model or compiled.mirror_subset is not None)
+        if wants or (method in IDEMPOTENT and req.content_length is not None):
+            body = await ex.read_body(MAX_BODY)
+            complete = True
+    subset: str | None = None
+    mirror_subset: str | None = None
+    mirror_head, mirror_body = head, body
+    if compiled is not None:
+        model = None
+        if compiled.needs_model:
+            lower = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in req.headers}
+            model = classify(method, path.partition("?")[0], lower, body).model
+        plan.requests += 1
+        decision = compiled.decide(plan.principal, lambda n: _header(ex, n), model, plan.requests)
+        subset, mirror_subset = decision.subset, decision.mirror
+        if decision.model is not None and model is not None:
+            head, body = _aliased(head, body, path, model, decision.model)
+        if mirror_subset is not None and model is not None:
+            alias = compiled.aliases.get(model, {}).get(mirror_subset)
+            if alias is not None:
+                mirror_head, mirror_body = _aliased(mirror_head, mirror_body, path, model, alias)
+    if body is not None:
+        head = reframe(head, len(body))
+        ex.up_chunked = False
+    attempt = Attempt(route, subset)
+    attempt.started = ex.loop.time()
+    if complete and not req.upgrade and method in IDEMPOTENT:
+        attempt.data = head + (body or b"")
+    if mirror_subset is not None and complete and not req.upgrade:
+        if mirror_body is not None:
+            mirror_head = reframe(mirror_head, len(mirror_body))
+        attempt.capture = []
+        attempt.mirror = ex.loop.create_task(
+            send_mirror(ex.conn.sidecar, route, mirror_subset, mirror_head + (mirror_body or b""))
+        )
+    ex.observer = attempt
+    await attempt.send(ex, head, body)
+
+
+def _aliased(
+    head: bytes, body: bytes | None, path: str, model: str, alias: str
+) -> tuple[bytes, bytes | None]:
+    new_path = rewrite_path_model(path, model, alias)
+    if new_path is not None:
+        return reframe(head, len(body or b""), new_path) if body is not None else _retarget(
+            head, new_path
+        ), body
+    if body is not None:
+        rewritten = rewrite_body_model(body, alias)
+        if rewritten is not None:
+            return head, rewritten
+    return head, body
+
+
+def _retarget(head: bytes, path: str) -> bytes:
+    first, sep, rest = head.partition(b"\r\n")
+    method, _, target = first.partition(b" ")
+    _, _, version = target.rpartition(b" ")
+    return b"%s %s %s%s%s" % (method, path.encode(), version, sep, rest)
