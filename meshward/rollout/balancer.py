@@ -66,10 +66,14 @@ class Balancer:
             h = self.health[key] = EndpointHealth()
         return h
 
-    def pick(self, candidates: Sequence[str], now: float, exclude: frozenset[str] = frozenset()) -> int:
+    def pick(
+        self, candidates: Sequence[str], now: float, exclude: frozenset[str] = frozenset(), panic: bool = True
+    ) -> int:
         """Index in ``candidates`` of the endpoint to use; -1 when there is none.
 
         ``exclude``: endpoints this request already tried (a retry goes elsewhere when it can).
+        ``panic``: when every candidate is ejected, use them anyway (else -1: the caller has a
+        wider set to fall back to).
         """
         n = len(candidates)
         if n == 0:
@@ -92,7 +96,7 @@ class Balancer:
             if load < best_load:
                 best, best_load = i, load
         if best < 0:
-            if any_available and exclude:
+            if (any_available and exclude) or not panic:
                 return -1  # every healthy endpoint was tried already
             # panic: all ejected, use them anyway (those not tried yet)
             untried = [i for i in range(n) if candidates[i] not in exclude]

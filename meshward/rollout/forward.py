@@ -79,9 +79,15 @@ class Attempt:
         return self.route.targets[self.plan.keys.index(key)]
 
     def next_key(self, now: float) -> str | None:
-        candidates = self.plan.candidates(self.subset)
-        i = self.plan.balancer.pick(candidates, now, frozenset(self.tried))
-        return None if i < 0 else candidates[i]
+        """An endpoint of the subset not tried yet; when the subset has none left, any other
+        endpoint of the service (a failing version must not fail requests another can serve)."""
+        tried = frozenset(self.tried)
+        plan = self.plan
+        for candidates, panic in ((plan.candidates(self.subset), False), (plan.keys, True)):
+            i = plan.balancer.pick(candidates, now, tried, panic)
+            if i >= 0:
+                return candidates[i]
+        return None
 
     async def send(self, ex: Exchange, head: bytes, body: bytes | None) -> None:
         """Forward to endpoints of the subset until one accepts the connection."""
