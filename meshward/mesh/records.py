@@ -43,6 +43,7 @@ class WorkloadRecord:
     last_exit: int | None = None
     message: str = ""
     sidecar_dir: str = ""
+    version: str | None = None  # the Workload's ``version`` label (one service, several versions)
 
     @property
     def ref(self) -> str:

@@ -9,6 +9,11 @@ Sidecars ship their audit records to the control plane's store (chains by sender
 - denied requests, by the identity of the caller that was denied;
 - detection findings (OCSF class 2004), with the identities they name.
 
+Facts are dated when they ARRIVE (the poll that read them), not by the sender's clock: an
+interval is analysed with what reached the control plane during it, so a record shipped a
+second late counts in the next interval instead of being missed. Records stored before the
+controller started are skipped (their intervals were analysed by the previous process).
+
 :meth:`AuditFacts.window` assembles the :class:`~meshward.rollout.checks.Window` of one route
 for one interval. Thread-compatible: used by the controller's one thread.
 """
@@ -42,13 +47,14 @@ class _Fact:
 class AuditFacts:
     def __init__(self, store: AuditStore) -> None:
         self.store = store
-        self.cursors: dict[str, int] = {}
+        self.cursors: dict[str, int] = {c.slug: c.seq for c in store.chains()}
         self.facts: deque[_Fact] = deque(maxlen=_MAX_FACTS)
 
     def poll(self) -> int:
         """Read what arrived since the last poll; the number of records read."""
         read = 0
-        horizon = time.time() - RETENTION
+        now = time.time()
+        horizon = now - RETENTION
         for chain in self.store.chains():
             after = self.cursors.get(chain.slug, 0)
             if chain.seq <= after:
@@ -56,8 +62,8 @@ class AuditFacts:
             for record in self.store.read(chain.slug, after, _READ_LIMIT):
                 self.cursors[chain.slug] = record.seq
                 read += 1
-                fact = _fact(chain.source, record.event)
-                if fact is not None and fact.time >= horizon:
+                fact = _fact(chain.source, record.event, now)
+                if fact is not None:
                     self.facts.append(fact)
         while self.facts and self.facts[0].time < horizon:
             self.facts.popleft()
@@ -94,9 +100,8 @@ class AuditFacts:
         return w
 
 
-def _fact(source: str, event: dict[str, Any]) -> _Fact | None:
+def _fact(source: str, event: dict[str, Any], t: float) -> _Fact | None:
     try:
-        t = float(event.get("time", 0)) / 1000.0
         cls = event.get("class_uid")
         meshward = (event.get("unmapped") or {}).get("meshward") or {}
         if cls == 0 and isinstance(meshward.get("rollout"), dict):
