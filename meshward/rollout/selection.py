@@ -21,7 +21,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from meshward.authz.matchers import normalize_principal_pattern
 from meshward.resources.modelroute import Destination, ModelRoute
@@ -40,6 +41,7 @@ class Decision:
     mirror: str | None  # a subset to shadow this request to, or None
 
 
+@lru_cache(maxsize=4096)  # sticky keys repeat (callers, users): hash each once
 def bucket_of(key: str) -> int:
     """A stable bucket in ``0..BUCKETS-1`` for a sticky key (BLAKE2b, not Python's salted hash)."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
@@ -77,17 +79,25 @@ def _choose(cumulative: tuple[tuple[int, str], ...], bucket: int, fallback: str)
     return cumulative[-1][1] if cumulative else fallback
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Rule:
     principals: tuple[str, ...]  # Istio-form patterns
     headers: tuple[tuple[str, str], ...]  # lower-case name, exact value
     models: frozenset[str]
     weights: tuple[tuple[int, str], ...]
+    # principal → does it match (an outbound sidecar has one principal: matched once)
+    _seen: dict[str, bool] = field(default_factory=dict)
+
+    def principal_matches(self, principal: str) -> bool:
+        hit = self._seen.get(principal)
+        if hit is None:
+            hit = any(p == "*" or fnmatch.fnmatchcase(principal, p) for p in self.principals)
+            if len(self._seen) < 1024:
+                self._seen[principal] = hit
+        return hit
 
     def matches(self, principal: str, header: Callable[[str], str | None], model: str | None) -> bool:
-        if self.principals and not any(
-            p == "*" or fnmatch.fnmatchcase(principal, p) for p in self.principals
-        ):
+        if self.principals and not self.principal_matches(principal):
             return False
         if self.models and model not in self.models:
             return False
