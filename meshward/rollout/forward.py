@@ -10,7 +10,7 @@ request head for a mesh service. It
 3. stays on the exchange as its ``observer``: a connect failure, a reset before the answer, or
    a 502/503/504 answer to an idempotent, fully buffered request is retried on another endpoint
    (at most ``MAX_TRIES`` in all) before the caller sees anything; every outcome feeds outlier
-   detection and the service's window of outcomes (shipped as an audit event every second);
+   detection and the service's window of outcomes (an audit event, four per analysis interval);
 4. shadows a mirrored request to the mirror subset (:mod:`meshward.rollout.mirror`) and
    compares the two answers when both are in.
 """
@@ -39,7 +39,6 @@ MAX_BODY = 1 << 20  # a body read to route by model (or to replay) is at most th
 MAX_CAPTURE = 1 << 20  # a primary answer kept for the mirror comparison
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _RETRY_STATUS = frozenset({502, 503, 504})
-_FLUSH_SECONDS = 1.0
 
 
 def reframe(head: bytes, length: int, path: str | None = None) -> bytes:
@@ -189,7 +188,8 @@ def _schedule_flush(ex: Exchange, plan: ServicePlan) -> None:
         return
     window.scheduled = True
     runtime = ex.conn.sidecar.runtime
-    route_name = plan.route.name if plan.route is not None else ""
+    route = plan.route
+    route_name = route.name if route is not None else ""
 
     def flush() -> None:
         from meshward.filters.telemetry import telemetry_state
@@ -199,7 +199,7 @@ def _schedule_flush(ex: Exchange, plan: ServicePlan) -> None:
         if event is not None:
             telemetry_state(runtime).audit(event)
 
-    ex.loop.call_later(_FLUSH_SECONDS, flush)
+    ex.loop.call_later(route.report_every if route is not None else 5.0, flush)
 
 
 def _header(ex: Exchange, name: str) -> str | None:

@@ -135,6 +135,9 @@ class CompiledRoute:
         self.mirror_percent = spec.mirror.percent if spec.mirror else 0.0
         self.aliases = {m: dict(v) for m, v in spec.aliases.items()}
         self.needs_model = bool(self.aliases) or any(r.models for r in self.rules)
+        # how often callers report this route's outcomes: 4 reports per analysis interval
+        interval = spec.rollout.interval_seconds if spec.rollout is not None else 20.0
+        self.report_every = min(5.0, max(0.25, interval / 4))
         self._mirror_acc = 0.0
 
     def decide(

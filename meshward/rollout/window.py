@@ -3,7 +3,8 @@
 Outcomes (status, latency) per subset and the mirror's comparisons accumulate in
 :class:`WindowStats`; :meth:`WindowStats.drain` turns them into one audit event (OCSF Base
 Event, ``unmapped.meshward.rollout``) that the sidecar's audit spool ships to the control plane,
-where :mod:`meshward.rollout.analysis` reads them. Latencies are kept as a bounded sample per
+where :mod:`meshward.rollout.analysis` reads them (a window is flushed a quarter of the route's
+analysis interval after its first request, between 0.25 s and 5 s). Latencies are kept as a bounded sample per
 window (the first ``MAX_SAMPLES``), enough for a p99 over a few seconds of traffic.
 """
 
