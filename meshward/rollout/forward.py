@@ -39,6 +39,8 @@ MAX_BODY = 1 << 20  # a body read to route by model (or to replay) is at most th
 MAX_CAPTURE = 1 << 20  # a primary answer kept for the mirror comparison
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _RETRY_STATUS = frozenset({502, 503, 504})
+MAX_MIRRORS = 64  # shadow requests in flight per sidecar; more are skipped, never queued
+_MIRRORS: set[asyncio.Task[MirrorResult | None]] = set()  # strong references while they run
 
 
 def reframe(head: bytes, length: int, path: str | None = None) -> bytes:
@@ -247,13 +249,16 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
     attempt.started = ex.loop.time()
     if complete and not req.upgrade and method in IDEMPOTENT:
         attempt.data = head + (body or b"")
-    if mirror_subset is not None and complete and not req.upgrade:
+    if mirror_subset is not None and complete and not req.upgrade and len(_MIRRORS) < MAX_MIRRORS:
         if mirror_body is not None:
             mirror_head = reframe(mirror_head, len(mirror_body))
         attempt.capture = []
-        attempt.mirror = ex.loop.create_task(
+        task = ex.loop.create_task(
             send_mirror(ex.conn.sidecar, route, mirror_subset, mirror_head + (mirror_body or b""))
         )
+        _MIRRORS.add(task)
+        task.add_done_callback(_MIRRORS.discard)
+        attempt.mirror = task
     ex.observer = attempt
     await attempt.send(ex, head, body)
 
