@@ -8,7 +8,8 @@ with that interval's :class:`~meshward.rollout.checks.Window`:
   **rolledBack** (canary weight 0) with the failing check as its reason;
 - an interval where every check passes (or has no data) and the canary served at least
   ``minRequests`` moves to the next step's weight; after the last step it is **promoted**
-  (canary weight 100);
+  (canary weight 100); an interval with fewer requests is not closed: its window grows until
+  it has them (so a report arriving late is analysed as soon as it arrives);
 - an operator may ``pause`` (no analysis, weights hold), ``resume``, ``promote`` or ``abort``.
 
 Every change of weight or state is a :class:`Transition`: the caller writes it as a config
@@ -107,11 +108,11 @@ def tick(status: RolloutStatus, rollout: Rollout, window: Window, now: float) ->
     """Analyse one interval; the transition it causes, if any (``status`` is updated)."""
     if status.state != "progressing":
         return None
-    status.last_eval = now
     results = evaluate(rollout.checks, window)
     status.checks = _results_json(results)
     failed = [r for r in results if r.ok is False]
     if failed:
+        status.last_eval = now
         status.failed += 1
         reason = "; ".join(r.describe() for r in failed)
         if status.failed >= rollout.threshold:
@@ -121,8 +122,10 @@ def tick(status: RolloutStatus, rollout: Rollout, window: Window, now: float) ->
             return Transition("rolledBack", 0, status.reason)
         return Transition("checkFailed", status.weight, f"{reason} ({status.failed}/{rollout.threshold})")
     if window.canary.requests < rollout.min_requests:
+        # not enough data: the window keeps growing (last_eval stays) until it has some
         status.reason = f"waiting for traffic: {window.canary.requests} canary requests this interval"
         return None
+    status.last_eval = now
     status.reason = ""
     if status.step < len(rollout.steps):
         status.step += 1
