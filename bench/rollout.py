@@ -95,6 +95,21 @@ def _per_request_us(n: int) -> dict[str, float]:
     return best
 
 
+def _python_call_us() -> float:
+    """What one empty Python function call costs on this machine now (context for the above)."""
+
+    def nothing(i: int) -> None:
+        return None
+
+    best = 1e9
+    for _ in range(3):
+        t0 = time.perf_counter_ns()
+        for i in range(100_000):
+            nothing(i)
+        best = min(best, (time.perf_counter_ns() - t0) / 100_000 / 1000)
+    return round(best, 4)
+
+
 class _Mesh:
     def __init__(self, state: Path) -> None:
         self.state = state
@@ -224,7 +239,11 @@ def run() -> dict[str, Any]:
             "unit": "µs",
         },
     ]
-    out: dict[str, Any] = {"per_request_us": cost}
+    out: dict[str, Any] = {
+        "per_request_us": cost,
+        "python_call_us": _python_call_us(),
+        "load": os.getloadavg(),
+    }
     try:
         mesh = _mesh_run()
     except Exception as exc:

@@ -265,6 +265,10 @@ class ControlService:
             self._audit(lambda: self.audit.update_sinks(self._current().resources))
         return result
 
+    def current_resources(self) -> list[Any]:
+        """The current generation's resources (cached until the next change: cheap to poll)."""
+        return list(self._current().resources)
+
     def apply_resources(self, resources: list[Any], who: str) -> int | None:
         """Store ``resources`` as a new generation on behalf of a control-plane component (the
         rollout controller), distribute and audit it like an apply; the generation if changed."""

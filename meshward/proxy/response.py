@@ -60,7 +60,7 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
             self.continue_sent = True
             self.conn.write(CONTINUE)
         return
-    if self.observer is not None and self.observer.on_head(self, status):
+    if self.observer is not None and self.observer.on_head(self, rh):
         return  # dropped: the request is retried on another endpoint
     self.status = status
     self.resp_keep_alive_up = rh.keep_alive

@@ -107,21 +107,25 @@ class Balancer:
         return best
 
     def started(self, key: str) -> None:
-        h = self.state(key)
+        h = self.health.get(key) or self.state(key)
         h.in_flight += 1
         h.requests += 1
 
     def finished(self, key: str, ok: bool, now: float) -> bool:
         """Record the outcome of a request to ``key``; True when it got ejected by it."""
-        h = self.state(key)
+        h = self.health.get(key) or self.state(key)
         if h.in_flight > 0:
             h.in_flight -= 1
-        return self.outcome(key, ok, now)
+        return self._outcome(h, ok, now)
 
     def outcome(self, key: str, ok: bool, now: float) -> bool:
-        h = self.state(key)
+        """An outcome without an in-flight request (e.g. a failed connect)."""
+        return self._outcome(self.health.get(key) or self.state(key), ok, now)
+
+    def _outcome(self, h: EndpointHealth, ok: bool, now: float) -> bool:
         if ok:
-            h.failures = 0
+            if h.failures:
+                h.failures = 0
             if h.ejections and now >= h.ejected_until:
                 h.ejections -= 1  # back on probation and answering: the back-off decays
             return False

@@ -86,7 +86,7 @@ class RolloutController:
 
     # -- the loop --------------------------------------------------------------------------------
     def routes(self) -> list[ModelRoute]:
-        return [r for r in self.service.store.resources() if isinstance(r, ModelRoute)]
+        return [r for r in self.service.current_resources() if isinstance(r, ModelRoute)]
 
     def tick(self, now: float) -> None:
         self.facts.poll()
@@ -117,7 +117,7 @@ class RolloutController:
         """SPIFFE IDs of the Workloads in the canary and stable subsets of the route's service."""
         td = self.service.trust_domain
         found: dict[str, set[str]] = {"canary": set(), "stable": set()}
-        for r in self.service.store.resources():
+        for r in self.service.current_resources():
             if not isinstance(r, Workload) or r.metadata.namespace != route.metadata.namespace:
                 continue
             if r.service != route.spec.service:

@@ -7,10 +7,13 @@ request head for a mesh service. It
    aliases) or mirrors, and asks :meth:`CompiledRoute.decide` for the subset (and an alias);
 2. picks an endpoint of that subset (:class:`~meshward.rollout.balancer.Balancer`: least
    request, ejected endpoints skipped) and forwards;
-3. stays on the exchange as its ``observer``: a connect failure, a reset before the answer, or
-   a 502/503/504 answer to an idempotent, fully buffered request is retried on another endpoint
-   (at most ``MAX_TRIES`` in all) before the caller sees anything; every outcome feeds outlier
-   detection and the service's window of outcomes (an audit event, four per analysis interval);
+3. stays on the exchange as its ``observer``: a connect failure, an answer saying the request
+   never reached an app (``x-meshward-not-delivered``: the peer sidecar could not connect to
+   it), or — for an idempotent request — a reset before the answer or a 502/503/504, is retried
+   on another endpoint (at most ``MAX_TRIES`` in all) before the caller sees anything, when the
+   request was buffered whole (small bodies are: up to ``SMALL_BODY``, or ``MAX_BODY`` for
+   idempotent methods); every outcome feeds outlier detection and the service's window of
+   outcomes (an audit event, four per analysis interval);
 4. shadows a mirrored request to the mirror subset (:mod:`meshward.rollout.mirror`) and
    compares the two answers when both are in.
 """
@@ -22,6 +25,8 @@ import time
 from typing import TYPE_CHECKING
 
 from meshward.ai.protocol import classify
+from meshward.http.parser import ResponseHead
+from meshward.proxy.responses import NOT_DELIVERED_HEADER
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 from meshward.rollout.compare import answers_differ
 from meshward.rollout.mirror import MirrorResult, send_mirror
@@ -36,6 +41,7 @@ __all__ = ["IDEMPOTENT", "MAX_BODY", "MAX_TRIES", "Attempt", "forward_to_service
 
 MAX_TRIES = 3
 MAX_BODY = 1 << 20  # a body read to route by model (or to replay) is at most this large
+SMALL_BODY = 64 << 10  # any request up to this size is buffered whole, so it can be replayed
 MAX_CAPTURE = 1 << 20  # a primary answer kept for the mirror comparison
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _RETRY_STATUS = frozenset({502, 503, 504})
@@ -63,7 +69,18 @@ def reframe(head: bytes, length: int, path: str | None = None) -> bytes:
 class Attempt:
     """The exchange's observer while it is served by a service plan."""
 
-    __slots__ = ("capture", "data", "key", "mirror", "plan", "route", "started", "subset", "tried")
+    __slots__ = (
+        "capture",
+        "data",
+        "idempotent",
+        "key",
+        "mirror",
+        "plan",
+        "route",
+        "started",
+        "subset",
+        "tried",
+    )
 
     def __init__(self, route: Route, subset: str | None) -> None:
         self.route = route
@@ -72,6 +89,7 @@ class Attempt:
         self.key = ""
         self.tried: set[str] = set()
         self.data: bytes | None = None  # the whole request, when it may be replayed
+        self.idempotent = False
         self.started = 0.0
         self.capture: list[bytes] | None = None
         self.mirror: asyncio.Task[MirrorResult | None] | None = None
@@ -112,15 +130,20 @@ class Attempt:
             raise last
         ex.fail("no_endpoints", self.route.entry.host)
 
-    def _retry(self, ex: Exchange) -> bool:
+    def _retry(self, ex: Exchange, status: int) -> bool:
         """Start the request again on another endpoint (the current one failed it)."""
         data = self.data
         if data is None or len(self.tried) >= MAX_TRIES or ex.finished:
             return False
-        if self.next_key(ex.loop.time()) is None:
+        now = ex.loop.time()
+        if self.next_key(now) is None:
             return False
         if self.key:
-            self.plan.balancer.finished(self.key, False, ex.loop.time())
+            plan = self.plan
+            plan.balancer.finished(self.key, False, now)
+            subset = plan.subset_of(self.key)
+            if plan.window is not None and subset is not None:  # the failed try counts against it
+                plan.window.observe(subset, status, now - self.started)
             self.key = ""
         ex._release_upstream(False)
         ex.task = ex.loop.create_task(self._resend(ex, data))
@@ -133,12 +156,18 @@ class Attempt:
             ex.fail(exc.name, exc.detail)
 
     # -- observer hooks (called by the exchange) -------------------------------------------------
-    def on_head(self, ex: Exchange, status: int) -> bool:
+    def on_head(self, ex: Exchange, rh: ResponseHead) -> bool:
         """True when this answer is dropped and the request retried elsewhere."""
-        return status in _RETRY_STATUS and self._retry(ex)
+        if rh.status not in _RETRY_STATUS:
+            return False
+        if self.idempotent or _not_delivered(rh):
+            return self._retry(ex, rh.status)
+        return False
 
     def on_error(self, ex: Exchange, name: str) -> bool:
-        return name in ("upstream_reset", "upstream_timeout") and self._retry(ex)
+        if not self.idempotent or name not in ("upstream_reset", "upstream_timeout"):
+            return False
+        return self._retry(ex, 504 if name == "upstream_timeout" else 502)
 
     def on_data(self, data: bytes) -> None:
         cap = self.capture
@@ -204,6 +233,13 @@ def _schedule_flush(ex: Exchange, plan: ServicePlan) -> None:
     ex.loop.call_later(route.report_every if route is not None else 5.0, flush)
 
 
+_NOT_DELIVERED = NOT_DELIVERED_HEADER.encode()
+
+
+def _not_delivered(rh: ResponseHead) -> bool:
+    return any(n.lower() == _NOT_DELIVERED for n, _ in rh.headers)
+
+
 def _header(ex: Exchange, name: str) -> str | None:
     wanted = name.encode("latin-1")
     for n, v in ex.head.headers:
@@ -220,9 +256,11 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
     body: bytes | None = None
     method = req.method
     complete = not req.has_body
-    if req.has_body and not req.upgrade and (req.content_length or 0) <= MAX_BODY:
+    length = req.content_length
+    if req.has_body and not req.upgrade and (length or 0) <= MAX_BODY:
         wants = compiled is not None and (compiled.needs_model or compiled.mirror_subset is not None)
-        if wants or (method in IDEMPOTENT and req.content_length is not None):
+        replayable = length is not None and (length <= SMALL_BODY or method in IDEMPOTENT)
+        if wants or replayable:
             body = await ex.read_body(MAX_BODY)
             complete = True
     subset: str | None = None
@@ -247,7 +285,8 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
         ex.up_chunked = False
     attempt = Attempt(route, subset)
     attempt.started = ex.loop.time()
-    if complete and not req.upgrade and method in IDEMPOTENT:
+    attempt.idempotent = method in IDEMPOTENT
+    if complete and not req.upgrade:
         attempt.data = head + (body or b"")
     if mirror_subset is not None and complete and not req.upgrade and len(_MIRRORS) < MAX_MIRRORS:
         if mirror_body is not None:

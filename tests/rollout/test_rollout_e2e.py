@@ -92,7 +92,7 @@ def test_leaking_canary_is_rolled_back_by_the_dlp_check(mesh: RolloutMesh) -> No
     trail = mesh.cli("audit", "export", "--format", "ocsf").stdout
     assert "RolloutStart" in trail and "RolloutRollback" in trail
     text = mesh.cli("rollout", "status", "chat").stdout
-    assert re.search(r"dlpFindingsPer1k\s+\d+\s+<= 0\s+NO", text), text
+    assert re.search(r"dlpFindingsPer1k\s+[\d.]+\s+<= 0\s+NO", text), text
     # every sidecar at the rollback's generation: all traffic on stable, none failed
     mesh.wait_generation(generations[-1])
     mesh.caller("/stats/reset", "POST")

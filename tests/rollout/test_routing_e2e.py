@@ -173,9 +173,13 @@ def test_mirror_measures_difference_rate(mesh: Mesh) -> None:
 
 
 def test_killed_endpoint_ejected_without_failed_requests(mesh: Mesh) -> None:
-    mesh.v1_proc.stop()
+    mesh.v1_proc.stop()  # its sidecar stays: it answers 503 "not delivered" until ejected
     results = Counter()
-    for _ in range(200):
-        r = mesh.http.get("http://chat.llm/v1/models")
+    body = {"model": "chat", "messages": [{"role": "user", "content": "still there?"}]}
+    for i in range(200):
+        if i % 4:  # idempotent: retried on another endpoint
+            r = mesh.http.get("http://chat.llm/v1/models")
+        else:  # POST: retried too, as the failed endpoint never delivered it to an app
+            r = mesh.http.post("http://chat.llm/v1/chat/completions", json=body)
         results[(r.status_code, r.headers.get("x-model-instance"))] += 1
     assert results == Counter({(200, "v2"): 200})
