@@ -190,6 +190,7 @@ def _mesh_run() -> dict[str, Any]:
             doc = _wait(lambda: (d := m.rollout())["state"] == "rolledBack" and d, 60, "rollback", 0.1)
             history = doc["history"]
             first_fail = next(h["time"] for h in history if h["event"] in ("checkFailed", "rolledBack"))
+            rolled_back = next(h["time"] for h in history if h["event"] == "rolledBack")
             gen = next(h["generation"] for h in history if h["event"] == "rolledBack")
             _wait(lambda: m.all_at(gen, admins), 30, "rollback in force", 0.01)
             _wait(lambda: any(g >= gen for _, g in timeline), 10, "the poller to see it", 0.01)
@@ -206,6 +207,8 @@ def _mesh_run() -> dict[str, Any]:
             after = m.get(f"http://{caller}/stats")
             return {
                 "failing_check_to_stable_s": round(in_force - first_fail, 3),
+                "failing_check_to_rollback_generation_s": round(rolled_back - first_fail, 3),
+                "rollback_generation_to_in_force_s": round(in_force - rolled_back, 3),
                 "rollback_failed": rollback_failed,
                 "rollback_sent": stats["sent"],
                 "promotion_failed": after["failed"],

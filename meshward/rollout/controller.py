@@ -39,7 +39,7 @@ __all__ = ["ACTOR", "TICK", "RolloutController", "find_route"]
 
 log = logging.getLogger("meshward.rollout")
 
-TICK = 0.2
+TICK = 0.1  # how often intervals are checked for being due (and audit records read)
 ACTOR = "meshward-control/rollout"
 
 
