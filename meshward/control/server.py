@@ -175,7 +175,7 @@ def rollout_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         return call()
     except LookupError as exc:
-        raise ApiError(404, str(exc).strip("'\"")) from None
+        raise ApiError(404, str(exc.args[0]) if exc.args else "not found") from None
     except ValueError as exc:
         raise ApiError(409, str(exc)) from None
 
