@@ -48,6 +48,7 @@ AREAS = (
     "isolation",
     "dashboard",
     "egress",
+    "rollout",
 )
 BUDGET_SECONDS = 14 * 60  # the whole run must stay under 15 minutes
 AREA_LIMIT_SECONDS = 5 * 60

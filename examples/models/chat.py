@@ -21,6 +21,9 @@ true - a last chunk with ``choices: []`` and the ``usage`` (every earlier chunk 
 ``--test-hooks`` (tests only) honours two request headers: ``X-Test-Append: TEXT`` appends TEXT to
 the answer (streamed token by token, so e.g. a card number crosses chunk boundaries) and
 ``X-Test-Delay-Ms: N`` waits N ms before each streamed chunk (or once, when not streaming).
+``--leak-emails`` (the bad ``chat-v2`` of ``examples/rollout``): every answer ends with a
+customer's email address, which a DataProtectionPolicy finds and a rollout's DLP check rolls back.
+``--instance NAME`` adds ``X-Model-Instance: NAME`` to every JSON answer (which replica served).
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ class ChatHandler(JsonHandler):
     served_models: list[str] = ["tiny-chat"]
     echo = False
     test_hooks = False
+    leak_emails = False
+    instance = ""
     created = int(time.time())
 
     def error_payload(self, status: int, message: str) -> Any:
@@ -159,6 +164,11 @@ class ChatHandler(JsonHandler):
         return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
     # -- helpers ---------------------------------------------------------------------------
+    def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        if self.instance:
+            headers = {**(headers or {}), "X-Model-Instance": self.instance}
+        super().send_json(status, payload, headers)
+
     def _hook(self, name: str) -> str:
         return self.headers.get(name, "") if self.test_hooks else ""
 
@@ -176,6 +186,8 @@ class ChatHandler(JsonHandler):
                 raise BadRequest("max_tokens must be a positive integer")
             text, reason = self.model.generate(prompt, min(limit, 512))
         extra = self._hook("X-Test-Append")
+        if self.leak_emails:
+            extra = f"{extra} Contact jane.doe@example.com for details.".strip()
         if extra:
             text = f"{text} {extra}" if text else extra
         return text, reason
@@ -335,7 +347,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--echo", action="store_true", help="answer with the last user message verbatim")
     parser.add_argument("--test-hooks", action="store_true", help="honour X-Test-* request headers (tests)")
     parser.add_argument("--verbose", action="store_true", help="log request lines (never payloads)")
+    parser.add_argument("--leak-emails", action="store_true", help="end every answer with an email address")
+    parser.add_argument("--instance", default="", help="sent as X-Model-Instance on JSON answers")
     args = parser.parse_args(argv)
+    ChatHandler.leak_emails = args.leak_emails
+    ChatHandler.instance = args.instance
     ChatHandler.served_models = args.model or ["tiny-chat"]
     ChatHandler.echo = args.echo
     ChatHandler.test_hooks = args.test_hooks

@@ -22,7 +22,8 @@ Endpoints (https://kserve.github.io/website/docs/concepts/architecture/data-plan
     POST /v2/repository/models/fraud/load       load the model (admin)
     POST /v2/repository/models/fraud/unload     unload the model (admin)
 
-Paths with ``/versions/<v>`` after the model name are accepted too.
+Paths with ``/versions/<v>`` after the model name are accepted too. ``--drift X`` adds X to every
+score (the drifted ``fraud-v2`` of ``examples/rollout``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def sample_rows(count: int, fraud: bool | None = None) -> list[list[float]]:
 class FraudHandler(JsonHandler):
     model_name = "fraud"
     model_version = "1"
+    drift = 0.0
     classifier: Pipeline | None = None
     loaded = True
     lock = threading.Lock()
@@ -152,6 +154,8 @@ class FraudHandler(JsonHandler):
             return
         rows = _input_rows(request)
         proba = self.classifier.predict_proba(rows)[:, 1]
+        if self.drift:  # the bad fraud-v2 of examples/rollout: every score pushed up
+            proba = np.minimum(1.0, proba + self.drift)
         predict = (proba >= 0.5).astype(np.int64)
         wanted = {o.get("name") for o in request.get("outputs") or [] if isinstance(o, dict)}
         outputs = [
@@ -218,8 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-name", default="fraud")
     parser.add_argument("--model-version", default="1")
     parser.add_argument("--verbose", action="store_true", help="log request lines (never payloads)")
+    parser.add_argument("--drift", type=float, default=0.0, help="add this to every score (a drifted model)")
     args = parser.parse_args(argv)
     classifier, accuracy = train()
+    FraudHandler.drift = max(0.0, min(1.0, args.drift))
     FraudHandler.classifier = classifier
     FraudHandler.model_name = args.model_name
     FraudHandler.model_version = args.model_version

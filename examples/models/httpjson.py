@@ -24,6 +24,7 @@ class BadRequest(Exception):
 
 class JsonHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; we always frame our responses
+    disable_nagle_algorithm = True  # head and body are separate writes: no 40 ms delayed-ACK stall
     server_version = "meshward-example/0.1"
     routes: dict[tuple[str, str], str] = {}
     prefix_routes: list[tuple[str, str, str]] = []

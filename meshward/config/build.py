@@ -9,6 +9,8 @@ What a sidecar receives is only what may concern it (least privilege, and less t
   the mesh's root namespace (mesh-wide policies, as Istio's root namespace);
 - every ``ExternalService`` (like Istio's ServiceEntry, exported to all namespaces): a host
   becomes reachable only through an ``EgressPolicy`` that selects the caller.
+- every ``ModelRoute`` (routing, as Istio's exported VirtualServices: a caller in any namespace
+  routes by the route of the service it calls).
 
 A sidecar for an identity that has no ``Workload`` (``meshward run --as ns/name``) gets an ad hoc
 workload with that service account and no labels.
@@ -77,6 +79,7 @@ def services_table(
 ) -> dict[str, ServiceEntry]:
     """``service.namespace`` → endpoints (registered inbound listeners) and the expected identity."""
     inbound: dict[tuple[str, str], list[str]] = {}
+    labels: dict[str, dict[str, str]] = {}
     for s in sidecars:
         inbound.setdefault((s.namespace, s.workload), []).append(s.inbound)
     grouped: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
@@ -85,11 +88,14 @@ def services_table(
             continue
         ns = r.metadata.namespace
         endpoints, identities = grouped.setdefault((r.service, ns), ([], set()))
-        endpoints.extend(inbound.get((ns, r.metadata.name), []))
+        served = inbound.get((ns, r.metadata.name), [])
+        endpoints.extend(served)
+        labels.update((ep, dict(r.metadata.labels)) for ep in served)
         identities.add(SpiffeId(trust_domain, ns, r.service_account).uri)
     table: dict[str, ServiceEntry] = {}
     for (service, ns), (endpoints, identities) in sorted(grouped.items()):
-        entry = ServiceEntry(service, ns, tuple(sorted(set(endpoints))), tuple(sorted(identities)))
+        eps = tuple(sorted(set(endpoints)))
+        entry = ServiceEntry(service, ns, eps, tuple(sorted(identities)), {e: labels[e] for e in eps})
         table[entry.host] = entry
     return table
 
@@ -113,7 +119,8 @@ def build_snapshot(
     policies = tuple(
         r
         for r in resources
-        if r.kind not in _NOT_POLICY and (r.metadata.namespace in scope or r.kind == "ExternalService")
+        if r.kind not in _NOT_POLICY
+        and (r.metadata.namespace in scope or r.kind in ("ExternalService", "ModelRoute"))
     )
     return MeshSnapshot(
         generation=generation,

@@ -38,6 +38,8 @@ class ServiceEntry:
     namespace: str
     endpoints: tuple[str, ...]  # "host:port" of the serving sidecars' inbound listeners
     identities: tuple[str, ...]  # SPIFFE URIs a server for this service must present
+    # endpoint ("host:port") → the labels of the Workload behind it (version, ...): subsets
+    endpoint_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -75,6 +77,7 @@ class MeshSnapshot:
                     "namespace": s.namespace,
                     "endpoints": list(s.endpoints),
                     "identities": list(s.identities),
+                    "endpoint_labels": {ep: dict(labels) for ep, labels in s.endpoint_labels.items()},
                 }
                 for s in self.services.values()
             ],
@@ -92,7 +95,13 @@ class MeshSnapshot:
             resources.append(kind.model_validate(doc))
         services = {}
         for s in data.get("services", []):
-            entry = ServiceEntry(s["service"], s["namespace"], tuple(s["endpoints"]), tuple(s["identities"]))
+            entry = ServiceEntry(
+                s["service"],
+                s["namespace"],
+                tuple(s["endpoints"]),
+                tuple(s["identities"]),
+                {ep: dict(labels) for ep, labels in s.get("endpoint_labels", {}).items()},
+            )
             services[entry.host] = entry
         w = data["workload"]
         return cls(

@@ -48,6 +48,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -59,6 +60,7 @@ from meshward.control.tls import control_id, peer_serial, peer_spiffe_id, server
 from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
+from meshward.rollout.controller import RolloutController
 
 __all__ = ["DEFAULT_LISTEN", "TLS_CHECK_SECONDS", "ControlPlane"]
 
@@ -77,6 +79,7 @@ class ControlPlane:
     def __init__(self, state: MeshState, listen: tuple[str, int] = DEFAULT_LISTEN) -> None:
         self.state = state
         self.service = ControlService(state)
+        self.rollouts = RolloutController(self.service)  # automated canary analysis
         self.trust_domain = state.trust_domain
         self._stop = threading.Event()
         self._cert_dir = state.path / "control"
@@ -150,6 +153,7 @@ class ControlPlane:
         """Serve in background threads; :meth:`close` stops."""
         self.write_info()
         self.service.announce()
+        self.rollouts.start()
         for target in (self._server.serve_forever, self._renew_loop):
             threading.Thread(target=target, name=f"control-{target.__name__}", daemon=True).start()
 
@@ -158,6 +162,7 @@ class ControlPlane:
             return
         self._stop.set()
         self.service.closing = True
+        self.rollouts.close()
         self._server.shutdown()
         self.service.close()
         self._server.server_close()
@@ -165,6 +170,16 @@ class ControlPlane:
         with contextlib.suppress(OSError, ValueError):
             if json.loads(info.read_text()).get("pid") == os.getpid():
                 info.unlink()
+
+
+def rollout_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A rollout API call: an unknown route is 404, an impossible action 409."""
+    try:
+        return call()
+    except LookupError as exc:
+        raise ApiError(404, str(exc.args[0]) if exc.args else "not found") from None
+    except ValueError as exc:
+        raise ApiError(409, str(exc)) from None
 
 
 class _Server(ThreadingHTTPServer):
@@ -337,6 +352,18 @@ class _Handler(BaseHTTPRequestHandler):
             case ("GET", "/v1/status"):
                 self._operator()
                 return plane.status()
+            case ("GET", "/v1/rollout/status"):
+                self._operator()
+                return rollout_call(lambda: self.plane.rollouts.status(query.get("service", "")))
+            case (
+                "POST",
+                "/v1/rollout/promote" | "/v1/rollout/pause" | "/v1/rollout/resume" | "/v1/rollout/abort",
+            ):
+                who = self._operator()
+                action = path.rsplit("/", 1)[1]
+                return rollout_call(
+                    lambda: self.plane.rollouts.command(str(body.get("service", "")), action, who)
+                )
         raise ApiError(404, f"no endpoint {method} {path}")
 
     def do_GET(self) -> None:

@@ -287,6 +287,24 @@ class ControlService:
             self._audit(lambda: self.audit.update_sinks(self._current().resources))
         return result
 
+    def current_resources(self) -> list[Any]:
+        """The current generation's resources (cached until the next change: cheap to poll)."""
+        return list(self._current().resources)
+
+    def apply_resources(self, resources: list[Any], who: str) -> int | None:
+        """Store ``resources`` as a new generation on behalf of a control-plane component (the
+        rollout controller), distribute and audit it like an apply; the generation if changed."""
+        result = self.store.apply(resources, who)
+        if not result.changed:
+            return None
+        self._notify()
+        self._audit(lambda: self.audit.config_applied(result.generation, who, len(resources)))
+        return result.generation
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        """One of the control plane's own audit events (written off the caller's thread)."""
+        self._audit(lambda: self.audit._record(event))
+
     def get(self, query: dict[str, str]) -> dict[str, Any]:
         return self._config(get_resources, query.get("kind", ""), query.get("name"), query.get("namespace"))
 

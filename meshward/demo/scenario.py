@@ -139,6 +139,7 @@ class Scenario:
             self.ops_admin_window,
             self.token_budget,
             self.live_policy_change,
+            self.rollout_canary,
             self.audit_verifies,
         ]
 
@@ -333,6 +334,11 @@ class Scenario:
             f"rollback (generation {after}): {_status_text(allowed)}"
         )
         return _held(title, expected, observed, denied.get("status") == 403 and allowed.get("status") == 200)
+
+    def rollout_canary(self) -> StepResult:
+        from meshward.demo.rollout import rollout_canary
+
+        return rollout_canary(self)
 
     def audit_verifies(self) -> StepResult:
         title = "meshward audit verify: the hash chains and signed checkpoints"

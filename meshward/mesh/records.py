@@ -46,6 +46,7 @@ class WorkloadRecord:
     address: str | None = None  # its network namespace's IP (isolation: netns)
     netns: str | None = None  # its network namespace's name (isolation: netns)
     app_uid: int | None = None  # the app's user (isolation: netns)
+    version: str | None = None  # the Workload's ``version`` label (one service, several versions)
 
     @property
     def ref(self) -> str:

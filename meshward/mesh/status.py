@@ -52,6 +52,7 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "name": w.name,
         "namespace": w.namespace,
         "service": w.service,
+        "version": w.version,
         "identity": w.identity,
         "app": w.app,
         "inbound": w.inbound,
@@ -171,6 +172,7 @@ def render_status(doc: dict[str, Any]) -> str:
         rows = [
             (
                 "WORKLOAD",
+                "VERSION",
                 "READY",
                 "IDENTITY",
                 "APP",
@@ -187,6 +189,7 @@ def render_status(doc: dict[str, Any]) -> str:
             rows.append(
                 (
                     f"{w['namespace']}/{w['name']}",
+                    w.get("version") or "-",
                     "yes" if w["ready"] else w["state"],
                     w["identity"],
                     w["app"] or "-",

@@ -13,7 +13,8 @@ Order of a start, and why:
 Then it watches: an app, sidecar or control plane that exits is restarted with exponential
 backoff (a sidecar on the same ports, so its app's ``HTTP_PROXY`` stays right), and the restart
 is recorded for ``meshward status``. SIGINT/SIGTERM stop apps, then sidecars (they unregister),
-then the control plane, each process group as a whole.
+then the control plane, each process group as a whole. Workloads a later ``apply`` adds, changes
+or removes are started, restarted or stopped by :mod:`meshward.mesh.reconcile`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from meshward.identity.state import MeshState
 from meshward.isolation.plan import IsolationPlan
 from meshward.mesh.gateway import GatewayProcess
 from meshward.mesh.processes import Child, start_child, stop_groups
+from meshward.mesh.reconcile import Reconciler
 from meshward.mesh.records import GatewayRecord, RunRecord, WorkloadRecord, mesh_dir, write_run
 from meshward.mesh.status import align_columns
 from meshward.mesh.workload import (
@@ -88,6 +90,7 @@ class MeshSupervisor:
         self._log = log or (lambda line: print(f"meshward up: {line}", file=sys.stderr, flush=True))
         self.resources: list[Resource[Any]] = []
         self.identity: IdentityService
+        self.reconciler: Reconciler | None = None
 
     def log(self, line: str) -> None:
         self._log(f"[{time.monotonic() - self._started:5.1f}s] {line}")
@@ -204,6 +207,7 @@ class MeshSupervisor:
             self.start_gateways()
             self.record.state = "running"
             self.save()
+            self.reconciler = Reconciler(self)
         except BaseException as exc:
             self.record.state, self.record.error = "failed", str(exc)
             self.save()
@@ -308,6 +312,8 @@ class MeshSupervisor:
         """Keep everything running until :meth:`request_stop`."""
         while not self.stopping.wait(interval):
             self.check_control()
+            if self.reconciler is not None:
+                self.reconciler.check()
             for runner in self.runners:
                 if self.stopping.is_set():
                     break
@@ -329,9 +335,10 @@ class MeshSupervisor:
             self.save()
         for gateway in self.gateways:
             gateway.stop()
-        apps = [r.app for r in self.runners if r.app is not None]
+        runners = self.runners + (self.reconciler.pending() if self.reconciler is not None else [])
+        apps = [r.app for r in runners if r.app is not None]
         stop_groups([c.pid for c in apps], 5.0, [c.popen for c in apps])
-        sidecars = [r.sidecar for r in self.runners if r.sidecar is not None]
+        sidecars = [r.sidecar for r in runners if r.sidecar is not None]
         stop_groups([c.pid for c in sidecars], 5.0, [c.popen for c in sidecars])
         if self.control is not None:
             self.control.stop()

@@ -125,6 +125,7 @@ class WorkloadRunner:
         self.next_app_start = 0.0
         self.next_sidecar_start = 0.0
         record.sidecar_dir = str(self.directory)
+        record.version = workload.metadata.labels.get("version")
         record.app = f"127.0.0.1:{self.app_port}" if workload.spec.command or workload.spec.port else None
 
     # -- sidecar ---------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def compile_snapshot(
     """Build every per-generation structure; any failure becomes :class:`SnapshotRejected`."""
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
-        routes = RouteTable(snapshot)
+        routes = RouteTable(snapshot, runtime.shared)
         from meshward.proxy.egress import compile_egress_side  # imports this module
 
         egress = compile_egress_side(snapshot, runtime)

@@ -34,6 +34,7 @@ from meshward.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamT
 
 if TYPE_CHECKING:
     from meshward.proxy.downstream import DownstreamConnection
+    from meshward.rollout.forward import Attempt
 
 __all__ = ["Exchange"]
 
@@ -65,6 +66,7 @@ class Exchange:
         "informational",
         "keep_alive",
         "loop",
+        "observer",
         "raw_buf",
         "replay",
         "req_buf",
@@ -125,6 +127,9 @@ class Exchange:
         self.activity = 0
         self.finished = False
         self.task: asyncio.Task[None] | None = None
+        # meshward.rollout.forward.Attempt when a service plan serves this request (outbound):
+        # sees the answer's status first (retries), its body (mirror compare), the outcome
+        self.observer: Attempt | None = None
 
     # ---- request side: events from the client -------------------------------------------------
     def begin(self) -> None:
@@ -400,6 +405,8 @@ class Exchange:
                         f.on_complete(ctx)
                     except Exception:
                         log.exception("filter %s failed in on_complete", f.name)
+        if self.observer is not None:
+            self.observer.on_finish(self)
         stats = self.conn.sidecar.stats
         side = self.conn.side.name
         stats.requests[(side, self.status, self.flag)] += 1

@@ -27,7 +27,8 @@ from meshward.http.normalize import split_target
 from meshward.proxy.egress import handle_connect, handle_external
 from meshward.proxy.exchange import Exchange
 from meshward.proxy.routes import split_authority
-from meshward.proxy.upstream import UpstreamError, UpstreamTarget
+from meshward.proxy.upstream import UpstreamTarget
+from meshward.rollout.forward import forward_to_service
 
 __all__ = ["handle_outbound", "original_destination"]
 
@@ -54,7 +55,6 @@ def original_destination(transport: object) -> tuple[str, int] | None:
 
 
 _DROP = HOP_BY_HOP | {b"host", b"x-forwarded-client-cert"}
-_MAX_TRIES = 3
 
 
 @lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
@@ -115,11 +115,5 @@ async def handle_outbound(ex: Exchange) -> None:
     if not route.targets:
         ex.fail("no_endpoints", route.entry.host)
         return
-    tries = min(_MAX_TRIES, len(route.targets))
-    for attempt in range(tries):
-        try:
-            await ex.forward(route.pick(), data)
-            return
-        except UpstreamError as exc:
-            if exc.name != "upstream_connect" or attempt == tries - 1:
-                raise
+    # subsets, balancing, ejection, retries, mirroring: meshward.rollout
+    await forward_to_service(ex, route, data, f"{path}{'?' + query if query else ''}")

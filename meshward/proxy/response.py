@@ -60,6 +60,8 @@ def on_response_head(self: Exchange, rh: ResponseHead) -> None:
             self.continue_sent = True
             self.conn.write(CONTINUE)
         return
+    if self.observer is not None and self.observer.on_head(self, rh):
+        return  # dropped: the request is retried on another endpoint
     self.status = status
     self.resp_keep_alive_up = rh.keep_alive
     ctx = self.ctx
@@ -132,6 +134,8 @@ def on_response_data(self: Exchange, data: bytes) -> None:
             self.stream_abort(abort)
             return
     if data:
+        if self.observer is not None:
+            self.observer.on_data(data)
         self.bytes_out += len(data)
         head = self.head_pending
         if head is not None:
@@ -217,6 +221,8 @@ def on_upstream_error(self: Exchange, name: str, detail: str | None) -> None:
         self.retried = True
         self.task = self.loop.create_task(self._replay(up.target, replay))
         return
+    if self.observer is not None and not self.resp_started and self.observer.on_error(self, name):
+        return  # retried on another endpoint
     if self.tunnel:
         self.finish()
         self.conn.close()

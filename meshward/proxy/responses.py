@@ -14,7 +14,17 @@ from typing import Any
 from meshward.filters.base import Denial
 from meshward.http.framing import clean_fields, response_head
 
-__all__ = ["DENIAL_STATUS", "FAILURES", "Failure", "LocalReply", "denial_reply", "failure_reply", "render"]
+__all__ = [
+    "DENIAL_STATUS",
+    "FAILURES",
+    "NOT_DELIVERED",
+    "NOT_DELIVERED_HEADER",
+    "Failure",
+    "LocalReply",
+    "denial_reply",
+    "failure_reply",
+    "render",
+]
 
 # Denial kind → status when the filter left ``status`` at 0.
 DENIAL_STATUS: dict[str, int] = {
@@ -68,6 +78,12 @@ FAILURES: dict[str, Failure] = {
     "connect_method": Failure(405, "DPE", "CONNECT is not supported; call mesh services over http://"),
     "internal": Failure(500, "DPE", "internal proxy error"),
 }
+
+
+# Failures where the request never reached an app: a caller's sidecar may send it elsewhere,
+# whatever its method (meshward.rollout.forward). Said in this response header.
+NOT_DELIVERED = frozenset({"upstream_connect", "no_app", "not_ready", "no_endpoints"})
+NOT_DELIVERED_HEADER = "x-meshward-not-delivered"
 
 
 @dataclass(slots=True)
@@ -125,6 +141,10 @@ def failure_reply(
     failure = FAILURES[name]
     message = f"{failure.message}: {detail}" if detail else failure.message
     code = failure.status
+    headers = [(NOT_DELIVERED_HEADER, "1")] if name in NOT_DELIVERED else None
     return LocalReply(
-        render(code, message, request_id, close=close, head_only=head_only), code, failure.flag, close
+        render(code, message, request_id, headers=headers, close=close, head_only=head_only),
+        code,
+        failure.flag,
+        close,
     )

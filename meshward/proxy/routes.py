@@ -2,17 +2,21 @@
 
 Apps call ``http://<service>.<namespace>[:port]/…`` or ``http://<service>/…`` (a service of
 their own namespace); ``.svc`` and ``.svc.cluster.local`` suffixes are accepted as in
-Kubernetes. The table is pure data built once per snapshot; picking an endpoint is a
-round-robin over the service's serving sidecars.
+Kubernetes. The table is pure data built once per snapshot. Which endpoint serves a request
+(subsets of a ``ModelRoute``, least request, outlier ejection) is decided by
+:mod:`meshward.rollout`; the per-endpoint state it keeps outlives generations (in the runtime's
+``shared`` dict).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry
 from meshward.proxy.options import parse_address
 from meshward.proxy.upstream import UpstreamTarget
+from meshward.rollout.plan import ServicePlan, service_plans
 
 __all__ = ["Route", "RouteTable", "split_authority"]
 
@@ -21,13 +25,7 @@ __all__ = ["Route", "RouteTable", "split_authority"]
 class Route:
     entry: ServiceEntry
     targets: tuple[UpstreamTarget, ...]
-    _next: int = field(default=0)
-
-    def pick(self) -> UpstreamTarget:
-        """The next serving sidecar (round robin); the route must have targets."""
-        i = self._next
-        self._next = (i + 1) % len(self.targets)
-        return self.targets[i]
+    plan: ServicePlan = field(default_factory=ServicePlan)
 
 
 def split_authority(authority: str) -> tuple[str, int | None]:
@@ -47,16 +45,17 @@ def split_authority(authority: str) -> tuple[str, int | None]:
 class RouteTable:
     """Names → routes for one snapshot (every accepted spelling of every service)."""
 
-    def __init__(self, snapshot: MeshSnapshot) -> None:
+    def __init__(self, snapshot: MeshSnapshot, shared: dict[str, Any] | None = None) -> None:
         own_ns = snapshot.workload.namespace
         self.routes: dict[str, Route] = {}
+        plans = service_plans(snapshot, {} if shared is None else shared)
         for entry in snapshot.services.values():
             identities = frozenset(entry.identities)
             targets = []
             for ep in entry.endpoints:
                 host, port = parse_address(ep)
                 targets.append(UpstreamTarget(host, port, True, entry.host, identities))
-            route = Route(entry, tuple(targets))
+            route = Route(entry, tuple(targets), plans[entry.host])
             base = f"{entry.service}.{entry.namespace}".lower()
             for name in (base, f"{base}.svc", f"{base}.svc.cluster.local"):
                 self.routes[name] = route

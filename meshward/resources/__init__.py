@@ -10,6 +10,7 @@ from meshward.resources import (
     egress,
     gateway,
     mesh,
+    modelroute,
     ratelimit,
 )
 from meshward.resources.base import API_VERSION, KINDS, Metadata, Resource, Selector
@@ -26,5 +27,6 @@ __all__ = [
     "egress",
     "gateway",
     "mesh",
+    "modelroute",
     "ratelimit",
 ]
