@@ -98,6 +98,7 @@ def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
 
 
 async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: argparse.Namespace) -> None:
+    from meshward.detection.filter import start_detection_reporter
     from meshward.filters.telemetry import start_audit_shipper
 
     loop = asyncio.get_running_loop()
@@ -112,6 +113,8 @@ async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: a
     # The audit spool (telemetry filter) ships its records to the control plane over our SVID.
     sidecar.runtime.shared[AUDIT_POST_KEY] = agent.post_audit_async
     start_audit_shipper(sidecar.runtime, agent.post_audit_async)
+    # Detection aggregates (and refused handshakes) go to the control plane the same way.
+    start_detection_reporter(sidecar.runtime, sidecar.stats, agent.post_json_async)
     info = {
         "pid": os.getpid(),
         "identity": agent.config.identity.uri,

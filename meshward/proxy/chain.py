@@ -7,6 +7,7 @@ Requests go through the filters in this order; responses go back through them in
 
 from __future__ import annotations
 
+import meshward.detection.filter
 import meshward.filters.authz
 import meshward.filters.ratelimit
 import meshward.filters.telemetry
@@ -36,6 +37,10 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
         import meshward.filters.dlp as dlp_filter
 
         chain.append(dlp_filter.build(snapshot, runtime))
+
+    # detection: per-window counts for the threat detectors (and PRADA on inference inputs); before
+    # telemetry so that on the way back it sees the model's own answer, as DLP has not rewritten it.
+    chain.append(meshward.detection.filter.build(snapshot, runtime))
 
     # telemetry last: it sees every outcome (denials of the filters above included, through
     # on_complete) and, on the response path, is the first to see the model's raw answer.

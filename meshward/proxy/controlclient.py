@@ -442,6 +442,17 @@ class ControlAgent:
     async def post_audit_async(self, batch: bytes) -> tuple[int, bytes]:
         return await asyncio.get_running_loop().run_in_executor(None, self.post_audit, batch)
 
+    def post_json(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST ``body`` to ``path`` over our SVID; (status, answer). Raises if unreachable."""
+        with self._client(timeout=10.0) as client:
+            try:
+                return client.request("POST", path, body)
+            except ControlRefused as exc:
+                return exc.status, exc.body
+
+    async def post_json_async(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.post_json, path, body)
+
     def status(self) -> dict[str, Any]:
         svid = self.svid
         return {

@@ -3,7 +3,7 @@
 Importing this package registers every kind in :data:`KINDS`.
 """
 
-from meshward.resources import authorization, dataprotection, mesh, ratelimit
+from meshward.resources import authorization, dataprotection, detection, mesh, ratelimit
 from meshward.resources.base import API_VERSION, KINDS, Metadata, Resource, Selector
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Selector",
     "authorization",
     "dataprotection",
+    "detection",
     "mesh",
     "ratelimit",
 ]
