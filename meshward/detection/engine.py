@@ -301,7 +301,7 @@ class DetectionEngine:
                 self.store.delivered(item.seq)
                 self._backoff.pop(item.sink, None)
             else:
-                delay = min(60.0, 0.5 * 2 ** min(item.attempts, 7))
+                delay = min(5.0, 0.25 * 2 ** min(item.attempts, 5))
                 self.store.retry_later(item.seq, now + delay)
                 self._backoff[item.sink] = now + delay
 

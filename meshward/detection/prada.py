@@ -2,7 +2,7 @@
 
 Method (per caller, in the model's inbound sidecar, on Open Inference Protocol v2 tensor rows):
 for each query ``x`` with predicted class ``c``, ``d`` = the minimum L2 distance from ``x`` to the
-caller's *growing set* ``G_c`` of earlier queries of that class; ``d`` joins the distance set
+caller's *growing set* ``G_c`` of earlier queries of that class (an exact repeat is skipped); ``d`` joins the distance set
 ``D``; if ``d`` exceeds the class's threshold ``T_c`` the query joins ``G_c`` and
 ``T_c = max(T_c, mean(D_Gc) − std(D_Gc))``. Natural queries give distances that look normally
 distributed; the synthetic queries of an extraction attack (small perturbations of seeds, line
@@ -134,6 +134,8 @@ class PradaState:
             grow.add(x, 0.0)
             return self.verdict()
         d = grow.nearest(x, scale)
+        if d <= 1e-9:  # a repeated query (a retry, a health probe) tells an attacker nothing new
+            return self.verdict()
         self.distances.append(d)
         if len(self.distances) > s.window:
             self.distances.popleft()
