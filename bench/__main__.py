@@ -36,7 +36,7 @@ __all__ = ["AREAS", "machine_info", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
-AREAS = ("identity", "proxy", "authz", "ratelimit", "dlp", "telemetry", "control")
+AREAS = ("identity", "proxy", "authz", "ratelimit", "dlp", "telemetry", "control", "detection")
 BUDGET_SECONDS = 14 * 60  # the whole run must stay under 15 minutes
 AREA_LIMIT_SECONDS = 5 * 60
 RUNNER = ".venv/bin/python -m bench"

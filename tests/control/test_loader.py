@@ -75,8 +75,8 @@ CASES = [
     ),
     (
         "apiVersion: meshward.dev/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec: {}\n",
-        "f.yaml:2: Gateway default/g: kind: unknown kind 'Gateway' (known: AuthorizationPolicy, "
-        "DataProtectionPolicy, Mesh, RateLimitPolicy, Workload)",
+        "f.yaml:2: Gateway default/g: kind: unknown kind 'Gateway' (known: AlertSink, AuthorizationPolicy, "
+        "DataProtectionPolicy, DetectionPolicy, Mesh, RateLimitPolicy, Workload)",
     ),
     (
         "apiVersion: v1\nkind: Workload\nmetadata: {name: g}\nspec: {}\n",
