@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -357,18 +358,7 @@ class DetectionEngine:
         result = self.config.remove(
             [("AuthorizationPolicy", q.namespace, q.name)], who, source="quarantine end"
         )
-        ended = QuarantineRecord(
-            q.id,
-            q.alert_id,
-            q.subject,
-            q.namespace,
-            q.name,
-            q.created_ts,
-            q.expires_ts,
-            state,
-            who,
-            result.generation,
-        )
+        ended = dataclasses.replace(q, state=state, ended_by=who, generation=result.generation)
         self.store.save_quarantine(ended)
         with self._lock:
             self._settings.clear()

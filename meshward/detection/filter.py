@@ -27,8 +27,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from meshward.config.snapshot import MeshSnapshot
 from meshward.detection.aggregate import WindowAggregate
@@ -61,6 +64,8 @@ class DetectionShared:
         self.pending: list[dict[str, Any]] = []
         self.task: asyncio.Task[None] | None = None
         self.failures = 0
+        if runtime.metrics_registry is not None:
+            runtime.metrics_registry.register(_DetectionCollector(self))
 
     def configure(self, detection: WorkloadDetection) -> None:
         params = detection.params("extraction")
@@ -84,6 +89,32 @@ class DetectionShared:
         window = self.window
         self.window = WindowAggregate(time.time())
         return window
+
+
+class _DetectionCollector(Collector):
+    """The sidecar's detector state sizes and unsent reports, at scrape time."""
+
+    def __init__(self, shared: DetectionShared) -> None:
+        self.shared = shared
+
+    def collect(self) -> Iterator[Metric]:
+        prada = self.shared.prada
+        size = GaugeMetricFamily(
+            "meshward_detection_sidecar_state_size",
+            "Entries held by the sidecar's detectors",
+            labels=["detector"],
+        )
+        size.add_metric(["extraction"], float(prada.size()) if prada is not None else 0.0)
+        size.add_metric(["window_callers"], float(len(self.shared.window.callers)))
+        yield size
+        yield GaugeMetricFamily(
+            "meshward_detection_reports_pending",
+            "Reports not yet taken by the control plane",
+            value=len(self.shared.pending),
+        )
+        yield CounterMetricFamily(
+            "meshward_detection_report_failures", "Report deliveries that failed", value=self.shared.failures
+        )
 
 
 def detection_state(runtime: SidecarRuntime) -> DetectionShared:

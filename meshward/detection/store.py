@@ -14,6 +14,7 @@ control plane runs) may share the file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -186,18 +187,7 @@ class DetectionStore:
         with self._lock, self._connect() as db:
             db.execute(
                 "INSERT OR REPLACE INTO quarantines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    q.id,
-                    q.alert_id,
-                    q.subject,
-                    q.namespace,
-                    q.name,
-                    q.created_ts,
-                    q.expires_ts,
-                    q.state,
-                    q.ended_by,
-                    q.generation,
-                ),
+                dataclasses.astuple(q),
             )
 
     def quarantines(self, state: str | None = None) -> list[QuarantineRecord]:

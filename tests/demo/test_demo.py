@@ -89,9 +89,9 @@ def test_demo_once_holds_every_step(tmp_path: Path) -> None:
     log = (state / "demo" / "commands.log").read_text() if (state / "demo" / "commands.log").exists() else ""
     why = f"{out}\n{done.stderr}\n--- commands.log (tail) ---\n{log[-6000:]}"
     rows = re.findall(r"^\| (\d+) +\|.*\| (PASS|FAIL|SKIP \(not built\)) +\|$", out, re.M)
-    assert len(rows) == 12, why
-    assert [label for _, label in rows] == ["PASS"] * 12, why
-    assert "12 of 12 steps held" in out, why
+    assert len(rows) == 13, why
+    assert [label for _, label in rows] == ["PASS"] * 13, why
+    assert "13 of 13 steps held" in out, why
     assert done.returncode == 0, why
     assert "Traceback" not in done.stderr
     # --once leaves nothing running: the mesh's run record says it stopped

@@ -230,6 +230,15 @@ def test_detection_end_to_end(world: dict[str, Any]) -> None:
     assert [a["time"] for a in listed_alerts] == sorted((a["time"] for a in listed_alerts), reverse=True)
     for a in listed_alerts:
         assert {"id", "time", "detector", "severity", "subject", "state", "evidence"} <= set(a)
+    # The model's sidecar exports its detector state size (PRADA kept the callers' queries).
+    admin = mesh.workload("fraud-model-v1")["admin"]
+    scrape = httpx.get(f"http://{admin}/stats/prometheus", timeout=10, trust_env=False).text
+    line = next(
+        ln
+        for ln in scrape.splitlines()
+        if ln.startswith('meshward_detection_sidecar_state_size{detector="extraction"}')
+    )
+    assert float(line.split()[-1]) > 0
     # Acknowledge one.
     acked = json.loads(mesh.cli("alerts", "ack", auth["id"], "--json").stdout)
     assert acked["state"] == "acknowledged"
