@@ -4,6 +4,8 @@ Per caller (SPIFFE ID, or ``address:IP`` for plaintext): requests, server errors
 which kind), DLP findings in responses, export-limit hits, body bytes, LLM tokens, up to
 ``MAX_DISTINCT`` distinct paths and models, up to three sample request ids. Per source address:
 refused TLS handshakes by reason. Per model (and version): a histogram of outputs, latency, errors.
+Per caller of an LLM (extraction on): prompts, distinct prompts and the largest group sharing a
+template prefix, from hashes.
 No body and no prompt leaves the sidecar: only counts, paths, model names and request ids.
 
 Cost: a few dict operations per request (see ``bench/detection.py``: well under 10 µs).
@@ -14,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_CALLERS", "MAX_DISTINCT", "CallerWindow", "ModelWindow", "WindowAggregate"]
+__all__ = ["MAX_CALLERS", "MAX_DISTINCT", "CallerWindow", "ModelWindow", "PromptWindow", "WindowAggregate"]
 
 MAX_DISTINCT = 64  # distinct paths / models kept per caller and window
 MAX_CALLERS = 4096  # callers per window (more: counted under "other")
 MAX_SAMPLES = 3
+PREFIX_CHARS = 32  # a prompt's "template": its first characters
 
 
 @dataclass(slots=True)
@@ -73,6 +76,30 @@ class ModelWindow:
         }
 
 
+@dataclass(slots=True)
+class PromptWindow:
+    """One caller's LLM prompts in a window: counts and hashes only, never the text."""
+
+    prompts: int = 0
+    distinct: set[int] = field(default_factory=set)
+    prefixes: dict[int, int] = field(default_factory=dict)
+
+    def add(self, text: str) -> None:
+        self.prompts += 1
+        if len(self.distinct) < 1024:
+            self.distinct.add(hash(text))
+        key = hash(text[:PREFIX_CHARS])
+        if key in self.prefixes or len(self.prefixes) < 1024:
+            self.prefixes[key] = self.prefixes.get(key, 0) + 1
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "prompts": self.prompts,
+            "distinct": len(self.distinct),
+            "top_prefix": max(self.prefixes.values(), default=0),
+        }
+
+
 @dataclass
 class WindowAggregate:
     """Everything since the last successful report (merged while the control plane is away)."""
@@ -82,6 +109,15 @@ class WindowAggregate:
     handshakes: dict[str, dict[str, int]] = field(default_factory=dict)
     models: dict[str, ModelWindow] = field(default_factory=dict)
     extraction: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prompts: dict[str, PromptWindow] = field(default_factory=dict)
+
+    def prompt(self, caller: str, text: str) -> None:
+        window = self.prompts.get(caller)
+        if window is None:
+            if len(self.prompts) >= MAX_CALLERS:
+                return
+            window = self.prompts[caller] = PromptWindow()
+        window.add(text)
 
     def caller(self, key: str) -> CallerWindow:
         window = self.callers.get(key)
@@ -153,7 +189,7 @@ class WindowAggregate:
         return window
 
     def empty(self) -> bool:
-        return not (self.callers or self.handshakes or self.models or self.extraction)
+        return not (self.callers or self.handshakes or self.models or self.extraction or self.prompts)
 
     def to_json(self, workload: str, version: str | None, end: float) -> dict[str, Any]:
         return {
@@ -164,4 +200,5 @@ class WindowAggregate:
             "handshakes": self.handshakes,
             "models": {k: v.to_json() for k, v in self.models.items()},
             "extraction": self.extraction,
+            "prompts": {k: v.to_json() for k, v in self.prompts.items()},
         }

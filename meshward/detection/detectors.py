@@ -21,8 +21,9 @@ per-minute values (O(1) per subject). Methods, parameters and bounds (``docs/det
   any export-limit hit, response bytes per minute above ``maxResponseBytesPerMinute`` or far
   above the caller's own baseline (``sensitivity``).
 - **extraction**: PRADA's alarm raised in the model's sidecar (:mod:`meshward.detection.prada`);
-  for endpoints without numeric inputs (LLMs), more than ``maxQueriesPerMinute`` queries from
-  one caller.
+  for LLM endpoints, more than ``maxQueriesPerMinute`` queries from one caller, or at least
+  ``minQueries`` prompts in a minute of which ≥ 90 % are distinct and ≥ 50 % share one template
+  prefix (many distinct, templated prompts).
 - **drift**: per workload and model, the histogram of outputs of the latest ``window`` outputs
   against the first ``baseline`` outputs by PSI (``psi``), the mean latency against the
   baseline's (``latencyFactor``) and the error rate (+20 points); the alert names the version.
@@ -159,6 +160,9 @@ class Detectors:
                 "bytes_out",
                 "handshakes",
                 "csr",
+                "prompts",
+                "prompts_distinct",
+                "prompts_templated",
             )
         }
         self.request_minutes = _MinuteBaselines(floor=5.0)
@@ -176,6 +180,7 @@ class Detectors:
             + len(self.request_minutes.baselines)
             + len(self.pairs),
             "auth": self.sums["handshakes"].size() + self.sums["csr"].size(),
+            "extraction": self.sums["prompts"].size(),
             "violations": self.sums["denials"].size() + sum(len(p) for p in self.paths.values()),
             "exfiltration": self.sums["findings"].size()
             + self.sums["bytes_out"].size()
@@ -265,6 +270,12 @@ class Detectors:
                         model=verdict.get("model"),
                         samples=[verdict.get("sample")],
                     )
+        prompts = report.get("prompts")
+        extraction_params = detection.params("extraction")
+        if isinstance(prompts, dict) and extraction_params is not None:
+            for caller, p in prompts.items():
+                if isinstance(p, dict):
+                    self._prompts(str(caller), p, extraction_params, now, raise_)
         models = report.get("models")
         drift = detection.params("drift")
         if isinstance(models, dict) and drift is not None:
@@ -426,6 +437,26 @@ class Detectors:
                     threshold=extraction["maxQueriesPerMinute"],
                     samples=samples,
                 )
+
+    def _prompts(
+        self, caller: str, p: dict[str, Any], params: dict[str, Any], now: float, raise_: Callable[..., None]
+    ) -> None:
+        """Many distinct prompts cut from one template, from one caller: LLM extraction."""
+        n = self.sums["prompts"].add(caller, now, _int(p.get("prompts")))
+        distinct = self.sums["prompts_distinct"].add(caller, now, _int(p.get("distinct")))
+        templated = self.sums["prompts_templated"].add(caller, now, _int(p.get("top_prefix")))
+        minimum = int(params["minQueries"])
+        if n >= minimum and distinct >= 0.9 * n and templated >= 0.5 * n:
+            raise_(
+                "extraction",
+                caller,
+                f"{caller}: {n:.0f} distinct prompts from one template in a minute (LLM extraction heuristic)",
+                method="prompt diversity (LLM)",
+                prompts_per_minute=n,
+                distinct_share=round(distinct / n, 3),
+                template_share=round(templated / n, 3),
+                min_queries=minimum,
+            )
 
     def _drift(
         self, workload: str, key: str, mw: dict[str, Any], params: dict[str, Any], raise_: Callable[..., None]

@@ -8,6 +8,8 @@ operations. Only when this workload's detectors ask for it does the filter read 
 - ``extraction``: the request body of OIP v2 ``infer`` calls (its tensor rows) and the response
   (the predicted class of each row) feed :class:`~meshward.detection.prada.PradaMonitor`; the
   caller's W statistic and alarm travel in the report, the rows never leave the sidecar.
+- ``extraction`` on LLM endpoints: per caller, how many prompts, how many distinct, and the largest
+  group sharing a template prefix (hashes only; no prompt leaves the sidecar).
 - ``drift``: the histogram of outputs (predicted classes; for chat, completion-length buckets),
   latency and errors per model and version.
 
@@ -185,6 +187,22 @@ def _labels(body: bytes) -> list[str]:
     return labels
 
 
+def _prompt(body: bytes) -> str:
+    """The last user message of a chat request, or a completion's prompt (for hashing only)."""
+    doc = json.loads(body)
+    if not isinstance(doc, dict):
+        return ""
+    prompt = doc.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    messages = doc.get("messages")
+    if isinstance(messages, list):
+        for m in reversed(messages):
+            if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+                return str(m["content"])
+    return ""
+
+
 def _length_bucket(tokens: int) -> str:
     """Completion length as a log2 bucket (drift of chat models)."""
     return "0" if tokens <= 0 else f"2^{int(math.log2(tokens))}"
@@ -201,7 +219,12 @@ class DetectionFilter(Filter):
         self.version = shared.version or "-"
 
     def wants_request_body(self, ctx: RequestContext) -> bool:
-        return self.extraction and ctx.ai.protocol == "oip" and ctx.ai.operation == "infer"
+        if not self.extraction:
+            return False
+        ai = ctx.ai
+        return (ai.protocol == "oip" and ai.operation == "infer") or (
+            ai.protocol == "openai" and ai.operation in ("chat", "completion")
+        )
 
     async def on_request(self, ctx: RequestContext) -> None:
         if ctx.findings:  # findings so far are the request's: the response's are counted apart
@@ -247,6 +270,10 @@ class DetectionFilter(Filter):
         )
         if not (self.extraction or self.drift) or ctx.decision == "deny":
             return
+        if self.extraction and ctx.body and ctx.ai.protocol == "openai":
+            text = _prompt(ctx.body)
+            if text:
+                window.prompt(caller, text)
         captured = ctx.scratch.get(_SCRATCH)
         model = f"{ctx.ai.model or '-'}@{self.version}"
         if self.drift and ctx.ai.operation in ("infer", "chat", "completion"):

@@ -106,6 +106,20 @@ def test_each_detector_raises_on_its_attack(
     assert all(s.workload == "ml/m" for s in signals)
 
 
+@pytest.mark.parametrize(
+    ("prompts", "raised"),
+    [
+        ({"prompts": 60, "distinct": 60, "top_prefix": 55}, True),  # templated and all distinct
+        ({"prompts": 60, "distinct": 60, "top_prefix": 5}, False),  # varied conversation
+        ({"prompts": 60, "distinct": 10, "top_prefix": 60}, False),  # the same few questions again
+        ({"prompts": 20, "distinct": 20, "top_prefix": 20}, False),  # too few to say
+    ],
+)
+def test_llm_extraction_by_prompt_diversity(prompts: dict[str, int], raised: bool) -> None:
+    signals = run([(0, report(prompts={CALLER: prompts}))])
+    assert any(s.detector == "extraction" for s in signals) is raised
+
+
 def test_quiet_traffic_raises_nothing() -> None:
     reports = [
         (
@@ -222,5 +236,5 @@ def test_state_is_bounded() -> None:
             T0 + i * 0.01,
         )
     sizes = d.sizes()
-    assert set(sizes) == {"volume", "auth", "violations", "exfiltration", "drift"}
+    assert set(sizes) == {"volume", "auth", "violations", "exfiltration", "extraction", "drift"}
     assert all(len(p) <= 1000 for p in d.paths.values())

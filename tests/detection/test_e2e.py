@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshward.control.operations import config_access
 from meshward.detection.access import DetectionAccess
 from meshward.identity.issuance import IdentityService
 from meshward.identity.state import MeshState
@@ -205,10 +206,8 @@ def test_detection_end_to_end(world: dict[str, Any]) -> None:
     # Release: the caller is served again.
     mesh.cli("quarantine", "release", mine["id"])
     wait_for(lambda: good.infer(rows[:1]) == 200, 20, 0.05, "the caller served after release")
-    assert not any(
-        p["metadata"]["name"] == name
-        for p in json.loads(mesh.cli("get", "authorizationpolicies", "-o", "json").stdout)
-    )
+    left = config_access(state).get("AuthorizationPolicy", None, None)["items"]
+    assert not any(p["metadata"]["name"] == name for p in left)
 
     # Credential stuffing: TLS handshakes without a client certificate, by address.
     host, port = inbound.rsplit(":", 1)

@@ -110,6 +110,16 @@ def test_the_window_keeps_counts_not_content() -> None:
     assert len(doc["paths"]) == MAX_DISTINCT and len(doc["samples"]) == 3
 
 
+def test_prompts_are_counted_by_hash_only() -> None:
+    window = WindowAggregate(0.0)
+    for i in range(10):
+        window.prompt("c", f"Classify this transaction as fraud or not: amount {i}")
+    window.prompt("c", "hello")
+    doc = window.to_json("ml/m", None, 1.0)["prompts"]["c"]
+    assert doc == {"prompts": 11, "distinct": 11, "top_prefix": 10}
+    assert "amount" not in json.dumps(window.to_json("ml/m", None, 1.0))
+
+
 def test_the_filter_counts_every_outcome_in_its_window() -> None:
     snapshot = make_snapshot("ml/fraud-model", policies=load_text(CONTRACT), labels={"app": "fraud-model"})
     runtime = SidecarRuntime(

@@ -27,8 +27,8 @@ def first_alarm(model, queries: list[list[float]], monitor: PradaMonitor | None 
 
 
 def test_benign_callers_raise_no_alarm(model) -> None:  # type: ignore[no-untyped-def]
-    alarms = [first_alarm(model, benign_queries(300, seed=s)) for s in range(20)]
-    assert alarms == [None] * 20
+    alarms = [first_alarm(model, benign_queries(300, seed=s)) for s in range(10)]
+    assert alarms == [None] * 10
 
 
 def test_extraction_attacks_are_flagged_within_200_queries(model) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ samples = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(samples)
 def test_shapiro_wilk_w_matches_scipy(values: list[float]) -> None:
     arr = np.array(values)
@@ -58,6 +58,7 @@ def test_psi_table(expected: dict[str, float], actual: dict[str, float], low: fl
     assert low <= psi(expected, actual) <= high
 
 
+@settings(max_examples=50)
 @given(
     st.dictionaries(st.sampled_from("abcdef"), st.integers(1, 1000), min_size=1),
     st.dictionaries(st.sampled_from("abcdef"), st.integers(1, 1000), min_size=1),
