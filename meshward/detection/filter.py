@@ -46,7 +46,7 @@ log = logging.getLogger("meshward.detection")
 
 REPORT_PATH = "/v1/detection/report"
 MAX_PENDING = 120
-MAX_CAPTURE = 1 << 20  # response bytes kept to read the predicted classes
+MAX_CAPTURE = 1 << 20  # bodies larger than this are counted, not parsed (the loop stays responsive)
 _SCRATCH = "detection"
 
 ReportPost = Callable[[str, dict[str, Any]], Awaitable[tuple[int, Any]]]
@@ -270,7 +270,7 @@ class DetectionFilter(Filter):
         )
         if not (self.extraction or self.drift) or ctx.decision == "deny":
             return
-        if self.extraction and ctx.body and ctx.ai.protocol == "openai":
+        if self.extraction and ctx.body and ctx.ai.protocol == "openai" and len(ctx.body) <= MAX_CAPTURE:
             text = _prompt(ctx.body)
             if text:
                 window.prompt(caller, text)
@@ -294,7 +294,7 @@ class DetectionFilter(Filter):
             bucket = _length_bucket(ctx.tokens.output)
             mw.outputs[bucket] = mw.outputs.get(bucket, 0) + 1
         prada = self.shared.prada
-        if prada is not None and ctx.body and labels:
+        if prada is not None and ctx.body and labels and len(ctx.body) <= MAX_CAPTURE:
             rows = _rows(ctx.body)
             verdict = None
             for row, label in zip(rows, labels, strict=False):

@@ -227,14 +227,13 @@ def test_sliding_sum_is_the_sum_of_the_last_minute(points: list[tuple[float, int
 
 def test_state_is_bounded() -> None:
     d = Detectors()
-    for i in range(3000):
-        d.ingest(
-            report(
-                {f"spiffe://demo.local/ns/x/sa/c{i}": {"requests": 1, "paths": [f"/p{j}" for j in range(64)]}}
-            ),
-            ALL,
-            T0 + i * 0.01,
-        )
+    for i in range(40):  # one caller probing 2,560 paths within a minute
+        paths = [f"/p{i}-{j}" for j in range(64)]
+        d.ingest(report({CALLER: {"requests": 64, "paths": paths}}), ALL, T0 + i)
+    assert len(d.paths[CALLER]) == 1000
     sizes = d.sizes()
     assert set(sizes) == {"volume", "auth", "violations", "exfiltration", "extraction", "drift"}
-    assert all(len(p) <= 1000 for p in d.paths.values())
+    small = SlidingSum(max_subjects=50)
+    for i in range(500):
+        small.add(f"s{i}", T0, 1.0)
+    assert len(small.series) == 50 and "s499" in small.series and "s0" not in small.series
