@@ -556,7 +556,8 @@ class Detectors:
                 )
             ]
         total = self.sums["csr"].add(address, now, 1)
-        if total > int(auth["maxRefusalsPerMinute"]) // 4 or total >= 5:
+        threshold = max(5, int(auth["maxRefusalsPerMinute"]) // 4)  # CSRs are rarer than handshakes
+        if total >= threshold:
             return [
                 Signal(
                     "auth",
@@ -566,7 +567,7 @@ class Detectors:
                     {
                         "kind": "csr_refused",
                         "refused_csrs_per_minute": total,
-                        "threshold": 5,
+                        "threshold": threshold,
                         "last_reason": reason,
                         "identity": identity,
                         "window_seconds": MINUTE,
