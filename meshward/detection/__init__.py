@@ -21,8 +21,29 @@ For other components: :func:`alerts_for_subject` (e.g. a rollout reading the ale
 canary's model version).
 """
 
-from meshward.detection.engine import alerts_for_subject
-from meshward.detection.signals import Alert
-from meshward.detection.store import DetectionStore
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshward.detection.engine import alerts_for_subject
+    from meshward.detection.signals import Alert
+    from meshward.detection.store import DetectionStore
 
 __all__ = ["Alert", "DetectionStore", "alerts_for_subject"]
+
+_LAZY = {
+    "Alert": "meshward.detection.signals",
+    "DetectionStore": "meshward.detection.store",
+    "alerts_for_subject": "meshward.detection.engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use: the sidecar imports this package for its filter alone, and must not
+    load the control plane's side (SQLite, YAML) with it."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)
