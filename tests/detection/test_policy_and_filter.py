@@ -144,3 +144,30 @@ def test_the_filter_counts_every_outcome_in_its_window() -> None:
     window = runtime.shared["detection"].window
     assert window.callers["spiffe://demo.local/ns/a/sa/b"].denials == 1
     assert runtime.shared["detection"].prada is not None  # the extraction detector is on
+
+
+def test_a_failing_detector_never_fails_the_request() -> None:
+    snapshot = make_snapshot("ml/fraud-model", policies=load_text(CONTRACT), labels={"app": "fraud-model"})
+    runtime = SidecarRuntime(
+        WorkloadInfo("fraud-model", "ml", "fraud-model", "fraud-model", {"app": "fraud-model"}), "demo.local"
+    )
+    f = build(snapshot, runtime)
+    assert f is not None
+    ctx = RequestContext(
+        request_id="r2",
+        direction="inbound",
+        peer=Peer("127.0.0.1", 1, "spiffe://demo.local/ns/a/sa/b", "a", "b"),
+        method="POST",
+        path="/v2/models/fraud/infer",
+        query="",
+        host="fraud-model.ml",
+        headers={},
+        destination_port=1,
+        start=0.0,
+    )
+    ctx.ai.protocol, ctx.ai.operation, ctx.response_status = "oip", "infer", 200
+    ctx.body = b'{"inputs": [{"data": [1, 2'  # cut short: the PRADA path cannot parse it
+    f.on_response_headers(ctx, 200, [])
+    assert f.on_response_chunk(ctx, b"not json either") == b"not json either"
+    f.on_complete(ctx)  # logs, does not raise
+    assert runtime.shared["detection"].window.callers["spiffe://demo.local/ns/a/sa/b"].requests == 1
