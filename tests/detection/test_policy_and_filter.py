@@ -9,7 +9,7 @@ import pytest
 from meshward.config.snapshot import WorkloadInfo
 from meshward.detection.aggregate import MAX_DISTINCT, WindowAggregate
 from meshward.detection.filter import _labels, _rows, build
-from meshward.filters.base import Peer, RequestContext, SidecarRuntime
+from meshward.filters.base import Filter, Peer, RequestContext, SidecarRuntime
 from meshward.resources.detection import DetectionPolicy
 from meshward.resources.loader import LoadError, load_text
 from tests.support.sidecar import make_snapshot
@@ -120,7 +120,8 @@ def test_prompts_are_counted_by_hash_only() -> None:
     assert "amount" not in json.dumps(window.to_json("ml/m", None, 1.0))
 
 
-def test_the_filter_counts_every_outcome_in_its_window() -> None:
+def filter_and_request(request_id: str) -> tuple[Filter, SidecarRuntime, RequestContext]:
+    """The detection filter of a fraud-model sidecar under the contract policy, and a request."""
     snapshot = make_snapshot("ml/fraud-model", policies=load_text(CONTRACT), labels={"app": "fraud-model"})
     runtime = SidecarRuntime(
         WorkloadInfo("fraud-model", "ml", "fraud-model", "fraud-model", {"app": "fraud-model"}), "demo.local"
@@ -128,7 +129,7 @@ def test_the_filter_counts_every_outcome_in_its_window() -> None:
     f = build(snapshot, runtime)
     assert f is not None
     ctx = RequestContext(
-        request_id="r1",
+        request_id=request_id,
         direction="inbound",
         peer=Peer("127.0.0.1", 1, "spiffe://demo.local/ns/a/sa/b", "a", "b"),
         method="POST",
@@ -139,6 +140,11 @@ def test_the_filter_counts_every_outcome_in_its_window() -> None:
         destination_port=1,
         start=0.0,
     )
+    return f, runtime, ctx
+
+
+def test_the_filter_counts_every_outcome_in_its_window() -> None:
+    f, runtime, ctx = filter_and_request("r1")
     ctx.decision, ctx.response_status = "deny", 403
     f.on_complete(ctx)
     window = runtime.shared["detection"].window
@@ -147,24 +153,7 @@ def test_the_filter_counts_every_outcome_in_its_window() -> None:
 
 
 def test_a_failing_detector_never_fails_the_request() -> None:
-    snapshot = make_snapshot("ml/fraud-model", policies=load_text(CONTRACT), labels={"app": "fraud-model"})
-    runtime = SidecarRuntime(
-        WorkloadInfo("fraud-model", "ml", "fraud-model", "fraud-model", {"app": "fraud-model"}), "demo.local"
-    )
-    f = build(snapshot, runtime)
-    assert f is not None
-    ctx = RequestContext(
-        request_id="r2",
-        direction="inbound",
-        peer=Peer("127.0.0.1", 1, "spiffe://demo.local/ns/a/sa/b", "a", "b"),
-        method="POST",
-        path="/v2/models/fraud/infer",
-        query="",
-        host="fraud-model.ml",
-        headers={},
-        destination_port=1,
-        start=0.0,
-    )
+    f, runtime, ctx = filter_and_request("r2")
     ctx.ai.protocol, ctx.ai.operation, ctx.response_status = "oip", "infer", 200
     ctx.body = b'{"inputs": [{"data": [1, 2'  # cut short: the PRADA path cannot parse it
     f.on_response_headers(ctx, 200, [])
