@@ -16,6 +16,7 @@ Architecture map (one package per concern, see ``../shared/DESIGN.md``):
 - ``meshward.telemetry`` metrics, access log and tracing.
 - ``meshward.audit``     the tamper-evident audit trail, its spool and its SIEM exports.
 - ``meshward.egress``    external services, egress policy, TLS origination, injected credentials.
+- ``meshward.detection`` threat detection: sidecar aggregates, PRADA, detectors, alerts, quarantine.
 - ``meshward.control``   the control plane: CA over HTTPS, config API, watch, audit sink.
 - ``meshward.mesh``      the local mesh runner (``meshward up``/``down``/``status``/``run``).
 - ``meshward.cli``       the ``meshward`` command.

@@ -311,7 +311,7 @@ class ConfigStore:
         self._check(resources, old)
         return self._diff(old, {r.key: canonical(r) for r in resources}, prune=False)
 
-    def apply(self, resources: Sequence[Resource[Any]], who: str) -> ApplyResult:
+    def apply(self, resources: Sequence[Resource[Any]], who: str, source: str = "apply") -> ApplyResult:
         """Create or update ``resources`` (others stay as they are) as one new generation."""
         with self._write_lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -321,7 +321,23 @@ class ConfigStore:
                 self._check(resources, old)
                 applied = {r.key: canonical(r) for r in resources}
                 changes = self._diff(old, applied, prune=False)
-                result = self._write(db, current, old | applied, changes, who, "apply")
+                result = self._write(db, current, old | applied, changes, who, source)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return result
+
+    def remove(self, keys: Sequence[Key], who: str, source: str = "remove") -> ApplyResult:
+        """Delete the resources ``keys`` (others stay as they are) as one new generation."""
+        with self._write_lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._current(db)
+                old = self._docs(db, current)
+                kept = {key: doc for key, doc in old.items() if key not in set(keys)}
+                changes = self._diff(old, kept, prune=True)
+                result = self._write(db, current, kept, changes, who, source)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

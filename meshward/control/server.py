@@ -33,6 +33,7 @@ Endpoints (JSON; ``who`` = what the caller must prove):
 ``GET  /v1/config/history`` generations                                         operator
 ``POST /v1/config/rollback`` ``generation`` → new generation equal to it        operator
 ``GET  /v1/status``         generation, sidecars, ACK/NACK                      operator
+``/v1/detection/…``          reports in; alerts, quarantines out (detection_api)  see there
 ``GET  /healthz``           liveness                                            nobody
 =========================== =================================================== ===============
 """
@@ -55,6 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from meshward.audit.control import ControlAudit
 from meshward.config.store import ConfigStore
+from meshward.control.detection_api import detection_api
 from meshward.control.service import ApiError, ControlService, RawJson
 from meshward.control.tls import control_id, peer_serial, peer_spiffe_id, server_context
 from meshward.identity.keys import write_public
@@ -364,6 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return rollout_call(
                     lambda: self.plane.rollouts.command(str(body.get("service", "")), action, who)
                 )
+            case (_, p) if p.startswith(("/v1/detection/", "/v1/alerts", "/v1/quarantines")):
+                return detection_api(plane.detection, method, p, body, query, self._peer, self._operator)
         raise ApiError(404, f"no endpoint {method} {path}")
 
     def do_GET(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import queue
 import threading
@@ -32,9 +33,10 @@ from meshward.audit.control import ControlAudit
 from meshward.audit.store import AuditRejected
 from meshward.config.build import find_workload, mesh_spec
 from meshward.config.encode import GenerationEncoder
-from meshward.config.store import ConfigStore, SidecarRecord
+from meshward.config.store import ApplyResult, ConfigStore, SidecarRecord
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
 from meshward.control.tls import bundle_digest, control_id
+from meshward.detection.engine import DetectionEngine
 from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
 from meshward.identity.ledger import iso
@@ -45,6 +47,8 @@ from meshward.resources.mesh import parse_duration
 __all__ = ["MAX_WATCH_SECONDS", "ApiError", "ControlService", "RawJson"]
 
 MAX_WATCH_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class RawJson(bytes):
@@ -79,6 +83,15 @@ class ControlService:
         self._version = 0
         self._view: GenerationEncoder | None = None
         self.closing = False
+        # Threat detection: sidecars' reports → alerts (audit, webhooks) → quarantine generations.
+        self.detection = DetectionEngine(
+            state.path,
+            self.store,
+            self.trust_domain,
+            lambda: self._current().resources,
+            self._record_finding,
+            self._generated,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _record_audit(self) -> None:
@@ -92,10 +105,27 @@ class ControlService:
         """The control plane is serving: record it, and start forwarding to the Mesh's sinks."""
         self._audit(lambda: self.audit.started(control_id(self.trust_domain).uri))
         self._audit(lambda: self.audit.update_sinks(self._current().resources))
+        self.detection.start()
+
+    def _record_finding(self, event: dict[str, Any]) -> None:
+        def record() -> None:
+            try:
+                self.audit.store.record(event)
+            except OSError as exc:
+                log.error("audit: could not record a detection finding: %s", exc)
+
+        self._audit(record)
+
+    def _generated(self, result: ApplyResult, who: str) -> None:
+        """Detection stored a generation (a quarantine, or its end): push it and audit it."""
+        self._notify()
+        changes = sum(1 for c in result.changes if c.action != "unchanged")
+        self._audit(lambda: self.audit.config_applied(result.generation, who, changes))
 
     def close(self) -> None:
         """Wake every watch (they answer 204) and flush the audit trail."""
         self.closing = True
+        self.detection.close()
         with self._changed:
             self._changed.notify_all()
         self._audit(lambda: self.audit.stopped(control_id(self.trust_domain).uri))
@@ -139,6 +169,7 @@ class ControlService:
         except CsrRefused as exc:
             reason = exc.reason
             self._audit(lambda: self.audit.certificate_refused(reason, src_ip=src_ip))
+            self.detection.csr_refused(src_ip, reason)
             raise ApiError(403, exc.reason) from None
         self._audit(
             lambda: self.audit.certificate_issued(
@@ -155,6 +186,7 @@ class ControlService:
         except CsrRefused as exc:
             reason = exc.reason
             self._audit(lambda: self.audit.certificate_refused(reason, peer.uri, src_ip))
+            self.detection.csr_refused(src_ip, reason, peer.uri)
             raise ApiError(403, exc.reason) from None
         self._audit(
             lambda: self.audit.certificate_issued(
@@ -274,6 +306,7 @@ class ControlService:
         result = self._config(apply_text, text, filename, bool(body.get("dry_run")), who)
         if result.get("changed"):
             self._notify()
+            self.detection.config_changed()
             changes = sum(1 for c in result["changes"] if c["action"] != "unchanged")
             self._audit(lambda: self.audit.config_applied(result["generation"], who, changes))
             self._audit(lambda: self.audit.update_sinks(self._current().resources))
@@ -283,6 +316,7 @@ class ControlService:
         result = self._config(rollback_to, body.get("generation"), who)
         if result.get("changed"):
             self._notify()
+            self.detection.config_changed()
             self._audit(lambda: self.audit.config_rolled_back(result["generation"], body["generation"], who))
             self._audit(lambda: self.audit.update_sinks(self._current().resources))
         return result

@@ -140,6 +140,7 @@ class Scenario:
             self.token_budget,
             self.live_policy_change,
             self.rollout_canary,
+            self.extraction_quarantined,
             self.audit_verifies,
         ]
 
@@ -340,6 +341,49 @@ class Scenario:
 
         return rollout_canary(self)
 
+    def extraction_quarantined(self) -> StepResult:
+        title = "threat detection: preprocessor runs a model-extraction attack on fraud-model"
+        expected = "a PRADA alert, the caller quarantined (403) within 200 queries, then released"
+        if not command_exists("alerts"):
+            return _skip(title, expected, "meshward alerts")
+        before = self.generation() or 0
+        policy = self.workdir / "guard-fraud.yaml"
+        policy.write_text(GUARD_FRAUD)
+        applied = self.cli.run("apply", "-f", str(policy))
+        if applied.returncode != 0:
+            return _held(title, expected, f"apply failed: {_last_line(applied.stderr)}", False)
+        self.in_force("fraud-model", before + 1, time.monotonic())
+        attack, _ = self.call("ml/preprocessor", "examples.clients.extract", "--max", "400")
+        who = f"spiffe://{TRUST_DOMAIN}/ns/ml/sa/preprocessor"
+
+        def alert() -> dict[str, Any] | None:
+            done = self.cli.run("alerts", "list", "--json", timeout=20)
+            found = [a for a in json.loads(done.stdout or "[]") if a["detector"] == "extraction"]
+            return next((a for a in found if a["subject"] == who), None)
+
+        found = wait_until(alert, timeout=15, interval=0.5)
+        if not found:
+            return _held(title, expected, f"{_status_text(attack)}; no extraction alert", False)
+        listed = self.cli.run("quarantine", "list", "--json", timeout=20)
+        quarantines = [q for q in json.loads(listed.stdout or "[]") if q["alert"] == found["id"]]
+        released = self.cli.run("quarantine", "release", quarantines[0]["id"]) if quarantines else None
+        observed = (
+            f"alert {found['id']} (W={found['evidence'].get('w')}) after {attack.get('answered')} answered "
+            f"queries; then {_status_text(attack)}; "
+            + (
+                f"quarantine {quarantines[0]['id']} released"
+                if released and released.returncode == 0
+                else "no quarantine"
+            )
+        )
+        ok = (
+            attack.get("refused") is True
+            and int(attack.get("answered") or 10**6) <= 200
+            and released is not None
+            and released.returncode == 0
+        )
+        return _held(title, expected, observed, ok)
+
     def audit_verifies(self) -> StepResult:
         title = "meshward audit verify: the hash chains and signed checkpoints"
         expected = "exit 0, no tampering"
@@ -357,6 +401,18 @@ class Scenario:
         done = self.cli.run("certs", "issue", "--id", identity, "--out", str(out), "--ttl", "1h")
         return out if done.returncode == 0 and (out / "cert.pem").exists() else None
 
+
+GUARD_FRAUD = """\
+apiVersion: meshward.dev/v1alpha1
+kind: DetectionPolicy
+metadata: {name: guard-fraud, namespace: ml}
+spec:
+  selector: {matchLabels: {app: fraud-model}}
+  detectors:
+  - {type: extraction, threshold: 0.90, minQueries: 50}
+  - {type: violations, maxDenialsPerMinute: 20}
+  response: {quarantine: {duration: 10m}, mode: enforce}
+"""
 
 DENY_PREPROCESSOR = """\
 apiVersion: meshward.dev/v1alpha1

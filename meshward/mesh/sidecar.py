@@ -124,6 +124,7 @@ def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
 
 
 async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: argparse.Namespace) -> None:
+    from meshward.detection.filter import start_detection_reporter
     from meshward.filters.telemetry import start_audit_shipper
 
     loop = asyncio.get_running_loop()
@@ -143,6 +144,8 @@ async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: a
     # Egress credentials are fetched over the same mTLS identity, kept in memory only.
     sidecar.runtime.shared[SECRET_FETCH_KEY] = agent.fetch_secret_async
     start_audit_shipper(sidecar.runtime, agent.post_audit_async)
+    # Detection aggregates (and refused handshakes) go to the control plane the same way.
+    start_detection_reporter(sidecar.runtime, sidecar.stats, agent.post_json_async)
     info = {
         "pid": os.getpid(),
         "identity": agent.config.identity.uri,

@@ -7,6 +7,7 @@ Requests go through the filters in this order; responses go back through them in
 
 from __future__ import annotations
 
+import meshward.detection.filter
 import meshward.filters.authn
 import meshward.filters.authz
 import meshward.filters.ratelimit
@@ -32,7 +33,7 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
     # policy work; the forwarded Host becomes the mesh service the gateway's outbound calls.
     chain.append(meshward.gateway.filter.build(snapshot, runtime))
 
-    # authz first: who may call which model and operation. Nothing else should spend effort
+    # authz: who may call which model and operation. Nothing else should spend effort
     # (or budget) on a caller that is not allowed at all.
     chain.append(meshward.filters.authz.build(snapshot, runtime))
 
@@ -47,6 +48,10 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
         import meshward.filters.dlp as dlp_filter
 
         chain.append(dlp_filter.build(snapshot, runtime))
+
+    # detection: per-window counts for the threat detectors (and PRADA on inference inputs); before
+    # telemetry so that on the way back it sees the model's own answer, as DLP has not rewritten it.
+    chain.append(meshward.detection.filter.build(snapshot, runtime))
 
     # telemetry last: it sees every outcome (denials of the filters above included, through
     # on_complete) and, on the response path, is the first to see the model's raw answer.

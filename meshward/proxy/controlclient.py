@@ -142,6 +142,7 @@ class ControlAgent:
         self._renewed = threading.Event()  # set by the renew loop: the watch reconnects with the new SVID
         self._renew_now = threading.Event()  # a new trust bundle (or stop): renew without waiting
         self._svid_lock = threading.Lock()  # the watch (new bundle) and the renew loop both replace svid
+        self._post_client: tuple[Svid | None, ControlClient] | None = None  # see post_json
 
     # -- files -------------------------------------------------------------------------------------
     @property
@@ -454,6 +455,25 @@ class ControlAgent:
 
     async def fetch_secret_async(self, name: str) -> str:
         return await asyncio.get_running_loop().run_in_executor(None, self.fetch_secret, name)
+
+    def post_json(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST ``body`` to ``path`` over our SVID; (status, answer). Raises if unreachable.
+
+        One caller at a time (the detection reporter): the connection is kept alive between
+        calls and replaced when the SVID is.
+        """
+        held = self._post_client
+        if held is None or held[0] is not self.svid:
+            if held is not None:
+                held[1].close()
+            held = self._post_client = (self.svid, self._client(timeout=10.0))
+        try:
+            return held[1].request("POST", path, body)
+        except ControlRefused as exc:
+            return exc.status, exc.body
+
+    async def post_json_async(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.post_json, path, body)
 
     def status(self) -> dict[str, Any]:
         svid = self.svid

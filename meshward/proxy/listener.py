@@ -104,15 +104,19 @@ class Listener:
 
     async def _handshake(self, conn: socket.socket, ctx: ssl.SSLContext) -> None:
         try:
+            source = str(conn.getpeername()[0])  # for the auth detector, if the handshake fails
+        except OSError:
+            source = "unknown"
+        try:
             await self.loop.connect_accepted_socket(
                 self.factory, conn, ssl=ctx, ssl_handshake_timeout=self.handshake_timeout
             )
         except ssl.SSLError as exc:
-            self.stats.tls_failures[(exc.reason or "tls_error").lower()] += 1
+            self.stats.tls_refused(source, (exc.reason or "tls_error").lower())
             log.info("%s: TLS handshake refused: %s", self.name, exc.reason or exc)
             conn.close()
         except (OSError, TimeoutError) as exc:
-            self.stats.tls_failures["handshake_incomplete"] += 1
+            self.stats.tls_refused(source, "handshake_incomplete")
             log.info("%s: TLS handshake did not complete: %r", self.name, exc)
             conn.close()
 

@@ -26,6 +26,8 @@ class ProxyStats:
         self.connections: Counter[str] = Counter()  # side
         self.active: Counter[str] = Counter()  # side → open downstream connections
         self.tls_failures: Counter[str] = Counter()  # reason
+        # (source address, reason) of refused handshakes, drained by the detection reporter
+        self.tls_refused_sources: Counter[tuple[str, str]] = Counter()
         self.protocol_errors: Counter[tuple[str, int]] = Counter()  # (side, status)
         self.config_rejected = 0
         self.bytes_in: Counter[str] = Counter()
@@ -38,6 +40,12 @@ class ProxyStats:
         if source not in self.plaintext and len(self.plaintext) >= PLAINTEXT_SOURCES_MAX:
             source = "other"
         self.plaintext[source] += 1
+
+    def tls_refused(self, source: str, reason: str) -> None:
+        """Count a refused handshake by reason and (bounded) by source address."""
+        self.tls_failures[reason] += 1
+        if len(self.tls_refused_sources) < 4096:
+            self.tls_refused_sources[(source, reason)] += 1
 
 
 class ProxyCollector(Collector):
