@@ -24,7 +24,9 @@ class BadRequest(Exception):
 
 class JsonHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; we always frame our responses
-    disable_nagle_algorithm = True  # head and body are separate writes: no 40 ms delayed-ACK stall
+    # Nagle stays on (head and body are separate writes): turning it off changed the pacing the
+    # detection end-to-end test depends on (see the closing note of issue 16); to revisit.
+    disable_nagle_algorithm = False
     server_version = "meshward-example/0.1"
     routes: dict[tuple[str, str], str] = {}
     prefix_routes: list[tuple[str, str, str]] = []

@@ -298,8 +298,13 @@ class DetectionFilter(Filter):
             rows = _rows(ctx.body)
             verdict = None
             for row, label in zip(rows, labels, strict=False):
-                verdict = prada.observe(caller, row, label)
-            if verdict is not None:
+                seen = prada.observe(caller, row, label)
+                if verdict is None or not verdict.alarm:  # an alarm within the batch sticks
+                    verdict = seen
+            earlier = window.extraction.get(caller)
+            # An alarm sticks for the rest of the window: a fast attacker whose statistic recovers
+            # before the next report must not hide the moment it crossed the threshold.
+            if verdict is not None and (earlier is None or not earlier.get("alarm") or verdict.alarm):
                 window.extraction[caller] = {
                     "model": model,
                     "queries": verdict.queries,
@@ -335,24 +340,32 @@ def _drain_handshakes(stats: Any, window: WindowAggregate) -> None:
 async def _report_loop(shared: DetectionShared, stats: Any, post: ReportPost, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        _drain_handshakes(stats, shared.window)
-        if not shared.window.empty():
-            window = shared.take()
-            shared.pending.append(window.to_json(shared.workload, shared.version, time.time()))
-            del shared.pending[:-MAX_PENDING]
-        if not shared.pending:
-            continue
-        batch = list(shared.pending)
         try:
-            status, _ = await post(REPORT_PATH, {"reports": batch})
-        except Exception as exc:  # the control plane is away: keep the reports
+            await _report_once(shared, stats, post)
+        except Exception:  # a bug in one report must not end reporting for the process
             shared.failures += 1
-            log.debug("detection: report not delivered: %s", exc)
-            continue
-        if 200 <= status < 300 or 400 <= status < 500:  # taken, or refused for good: drop
-            del shared.pending[: len(batch)]
-            if status >= 400:
-                log.warning("detection: the control plane refused a report (HTTP %d)", status)
+            log.exception("detection: report failed")
+
+
+async def _report_once(shared: DetectionShared, stats: Any, post: ReportPost) -> None:
+    _drain_handshakes(stats, shared.window)
+    if not shared.window.empty():
+        window = shared.take()
+        shared.pending.append(window.to_json(shared.workload, shared.version, time.time()))
+        del shared.pending[:-MAX_PENDING]
+    if not shared.pending:
+        return
+    batch = list(shared.pending)
+    try:
+        status, _ = await post(REPORT_PATH, {"reports": batch})
+    except Exception as exc:  # the control plane is away: keep the reports
+        shared.failures += 1
+        log.debug("detection: report not delivered: %s", exc)
+        return
+    if 200 <= status < 300 or 400 <= status < 500:  # taken, or refused for good: drop
+        del shared.pending[: len(batch)]
+        if status >= 400:
+            log.warning("detection: the control plane refused a report (HTTP %d)", status)
 
 
 def start_detection_reporter(

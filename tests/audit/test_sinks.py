@@ -6,8 +6,6 @@ down (or failing), and must deliver every stored record once it is back.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import re
 import socket
@@ -20,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from meshward.audit.sinks import SinkThread
 from meshward.audit.spool import AuditSpool
 from meshward.audit.store import AuditStore
 from meshward.resources.mesh import AuditSink
+from tests.support.certs import self_signed
 from tests.support.proc import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -98,37 +93,6 @@ def _syslog_server(
     return server, messages
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "syslog.pem", directory / "syslog.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 def forwarding(tmp_path: Path) -> Iterator[tuple[AuditStore, SinkThread]]:
     store = _store(tmp_path, 30)
@@ -152,7 +116,7 @@ def test_syslog_receiver_down_then_up_gets_every_record(
     server_ctx = None
     sink = AuditSink(name="siem", type="syslog", address=f"127.0.0.1:{port}", batchSize=7)
     if tls:
-        cert, key = _self_signed(tmp_path)
+        cert, key = self_signed(tmp_path, "syslog")
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server_ctx.load_cert_chain(cert, key)
         sink = AuditSink(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import time
 from dataclasses import dataclass
@@ -11,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+
+from tests.support.certs import self_signed
 
 __all__ = ["Idp", "make_idp", "server_cert"]
 
@@ -63,33 +61,8 @@ def make_idp(issuer: str = "https://idp.example", alg: str = "ES256", kid: str =
 
 
 def server_cert(d: Path) -> tuple[Path, Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (the gateway's and HAProxy's outside face)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway.bench")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file, both = d / "gw.pem", d / "gw.key", d / "gw-both.pem"
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    cert_file.write_bytes(cert_pem)
-    key_file.write_bytes(key_pem)
-    key_file.chmod(0o600)
-    both.write_bytes(cert_pem + key_pem)
+    """The gateway's (and HAProxy's) outside face: certificate, key, and both in one PEM."""
+    cert_file, key_file = self_signed(d, "gw")
+    both = d / "gw-both.pem"
+    both.write_bytes(cert_file.read_bytes() + key_file.read_bytes())
     return cert_file, key_file, both
