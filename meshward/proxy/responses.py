@@ -1,8 +1,16 @@
 """Every local answer the sidecar gives, mapped in ONE place.
 
 A :class:`~meshward.filters.base.Denial` from a filter, a protocol error from the parser, or an
-upstream failure all become a short JSON body ``{"error": ..., "request_id": ...}`` with a
-distinct status, and an Envoy-like response flag recorded for telemetry.
+upstream failure all become a short JSON body with a distinct status, and an Envoy-like response
+flag recorded for telemetry. The body's shape follows the route's AI protocol, so SDKs show why:
+
+- OpenAI-style routes: OpenAI's ``{"error": {"message", "type", "code", "param"}}``, the message
+  naming the reason, the policy (and rule or limit) and the request id (an ``openai`` SDK
+  exception's ``str()`` includes it);
+- Open Inference Protocol v2: ``{"error": "<the same message>"}``;
+- anything else: ``{"error": "<short message>", "request_id": ...}``.
+
+Every shape keeps ``request_id`` and the denial's extra fields (e.g. a 429's ``retry_after``).
 """
 
 from __future__ import annotations
@@ -14,7 +22,17 @@ from typing import Any
 from meshward.filters.base import Denial
 from meshward.http.framing import clean_fields, response_head
 
-__all__ = ["DENIAL_STATUS", "FAILURES", "Failure", "LocalReply", "denial_reply", "failure_reply", "render"]
+__all__ = [
+    "DENIAL_STATUS",
+    "FAILURES",
+    "Failure",
+    "LocalReply",
+    "denial_reply",
+    "error_document",
+    "explain",
+    "failure_reply",
+    "render",
+]
 
 # Denial kind → status when the filter left ``status`` at 0.
 DENIAL_STATUS: dict[str, int] = {
@@ -78,6 +96,49 @@ class LocalReply:
     close: bool
 
 
+# OpenAI's error ``type`` and ``code`` per status of a local answer.
+_OPENAI_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "bad_request"),
+    403: ("permission_error", "access_denied"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    408: ("timeout_error", "request_timeout"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def explain(message: str, request_id: str, denial: Denial | None = None) -> str:
+    """The one-line message an SDK shows: the reason, the deciding policy, the request id."""
+    parts = [message]
+    if denial is not None:
+        if denial.reason and denial.reason not in message:
+            parts[0] = f"{message}: {denial.reason}"
+        if denial.policy and denial.policy not in parts[0]:
+            rule = (
+                f" {'limit' if denial.kind == 'ratelimit' else 'rule'} {denial.rule}" if denial.rule else ""
+            )
+            parts.append(f"policy {denial.policy}{rule}")
+        if "retry_after" in denial.body:
+            parts.append(f"retry after {denial.body['retry_after']}s")
+    parts.append(f"request id {request_id}")
+    return f"{parts[0]} ({'; '.join(parts[1:])})"
+
+
+def error_document(
+    status: int, message: str, request_id: str, protocol: str | None = None, denial: Denial | None = None
+) -> dict[str, Any]:
+    """The JSON body of a local answer on a route of ``protocol`` (see the module docstring)."""
+    if protocol == "openai":
+        kind, code = _OPENAI_ERRORS.get(
+            status, ("api_error", "service_unavailable" if status == 503 else "error")
+        )
+        detail = {"message": explain(message, request_id, denial), "type": kind, "code": code, "param": None}
+        return {"error": detail, "request_id": request_id}
+    if protocol == "oip":
+        return {"error": explain(message, request_id, denial), "request_id": request_id}
+    return {"error": message, "request_id": request_id}
+
+
 def render(
     status: int,
     message: str,
@@ -86,8 +147,10 @@ def render(
     headers: list[tuple[str, str]] | None = None,
     close: bool = False,
     head_only: bool = False,
+    protocol: str | None = None,
+    denial: Denial | None = None,
 ) -> bytes:
-    doc: dict[str, Any] = {"error": message, "request_id": request_id}
+    doc = error_document(status, message, request_id, protocol, denial)
     if extra:
         for key, value in extra.items():
             doc.setdefault(key, value)
@@ -105,10 +168,14 @@ def render(
     return head if head_only else head + body
 
 
-def denial_reply(denial: Denial, request_id: str, close: bool = False, head_only: bool = False) -> LocalReply:
+def denial_reply(
+    denial: Denial, request_id: str, close: bool = False, head_only: bool = False, protocol: str | None = None
+) -> LocalReply:
     """The one mapping from a filter's Denial to the response the caller gets."""
     status = denial.status or DENIAL_STATUS.get(denial.kind, 403)
-    data = render(status, denial.message, request_id, denial.body, denial.headers, close, head_only)
+    data = render(
+        status, denial.message, request_id, denial.body, denial.headers, close, head_only, protocol, denial
+    )
     return LocalReply(data, status, _DENIAL_FLAGS.get(denial.kind, "-"), close)
 
 
@@ -118,11 +185,11 @@ def failure_reply(
     detail: str | None = None,
     close: bool = False,
     head_only: bool = False,
+    protocol: str | None = None,
 ) -> LocalReply:
     """The response for one of the sidecar's own :data:`FAILURES` (``detail`` appended)."""
     failure = FAILURES[name]
     message = f"{failure.message}: {detail}" if detail else failure.message
     code = failure.status
-    return LocalReply(
-        render(code, message, request_id, close=close, head_only=head_only), code, failure.flag, close
-    )
+    data = render(code, message, request_id, close=close, head_only=head_only, protocol=protocol)
+    return LocalReply(data, code, failure.flag, close)

@@ -14,6 +14,7 @@ __all__ = [
     "AuditSink",
     "Mesh",
     "MeshSpec",
+    "ModelPrice",
     "MtlsSettings",
     "OutboundTrafficPolicy",
     "Readiness",
@@ -85,8 +86,19 @@ class TelemetrySettings(Strict):
     otlp_endpoint: str | None = Field(default=None, alias="otlpEndpoint", pattern=r"^https?://")
 
 
+class ModelPrice(Strict):
+    """What one model costs, per million tokens (``model: "*"`` prices every other model)."""
+
+    model: str
+    input_per_million: float = Field(default=0.0, ge=0, alias="inputPerMillion")
+    output_per_million: float = Field(default=0.0, ge=0, alias="outputPerMillion")
+    currency: str = "USD"
+
+
 class MeshSpec(Strict):
     trust_domain: str = Field(default="demo.local", alias="trustDomain", pattern=r"^[a-z0-9._-]+$")
+    # Istio's trustDomainAliases: policy principals in these trust domains mean this mesh's.
+    trust_domain_aliases: list[str] = Field(default_factory=list, alias="trustDomainAliases")
     mtls: MtlsSettings = Field(default_factory=MtlsSettings)
     default_policy: Literal["deny", "allow"] = Field(default="deny", alias="defaultPolicy")
     certificate_ttl: str = Field(default="1h", alias="certificateTTL")
@@ -94,6 +106,8 @@ class MeshSpec(Strict):
         default_factory=OutboundTrafficPolicy, alias="outboundTrafficPolicy"
     )
     root_namespace: str = Field(default="meshward-system", alias="rootNamespace")
+    # Prices for `meshward usage` (optional): per model, cost per 1M input / output tokens.
+    pricing: list[ModelPrice] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 

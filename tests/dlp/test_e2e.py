@@ -68,7 +68,7 @@ def test_a_secret_in_the_prompt_is_refused_with_403_naming_the_policy(client: op
         ask(client, f"my key is {AWS_KEY}")
     reply = info.value.response.json()
     assert reply["policy"] == "llm/secrets" and reply["detector"] == "secrets"
-    assert "llm/secrets" in reply["error"] and AWS_KEY not in info.value.response.text
+    assert "llm/secrets" in reply["error"]["message"] and AWS_KEY not in info.value.response.text
 
 
 def test_a_card_streamed_token_by_token_is_masked(client: openai.OpenAI) -> None:

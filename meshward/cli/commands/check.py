@@ -32,6 +32,7 @@ from meshward.cli.errors import CliError
 
 if TYPE_CHECKING:
     from meshward.authz.attributes import AuthzDecision
+    from meshward.authz.trace import RuleTrace
     from meshward.config.snapshot import WorkloadInfo
     from meshward.resources import Resource
     from meshward.resources.mesh import Workload
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 _USAGE_ERROR = 2
+_IDENTITY_FORMS = "NS/SA, TRUST-DOMAIN/ns/NS/sa/SA, spiffe://TRUST-DOMAIN/ns/NS/sa/SA"
 
 
 def register(
@@ -80,12 +82,15 @@ def register(
 
 def check(args: argparse.Namespace) -> int:
     from meshward.ai.protocol import classify
+    from meshward.authz.aliases import resolve_aliases
     from meshward.authz.attributes import RequestAttributes
-    from meshward.authz.engine import compile_engine
+    from meshward.authz.engine import compile_engine, select_policies
+    from meshward.authz.trace import trace_policies
     from meshward.config.snapshot import WorkloadInfo
     from meshward.http.errors import RemoteProtocolError
     from meshward.http.normalize import normalize_path, split_target
-    from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
+    from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId, parse_identity
+    from meshward.resources.authorization import AuthorizationPolicy
     from meshward.resources.mesh import Mesh, MeshSpec
 
     resources, trust_domain = _resources(args.state, args.file)
@@ -94,7 +99,9 @@ def check(args: argparse.Namespace) -> int:
     try:
         caller = parse_identity(args.source, trust_domain)
     except InvalidSpiffeId as exc:
-        raise CliError(f"--from: {exc}", _USAGE_ERROR) from None
+        raise CliError(f"--from {args.source!r}: {exc} (accepted: {_IDENTITY_FORMS})", _USAGE_ERROR) from None
+    if not args.path.startswith("/"):
+        raise CliError(f"--path {args.path!r}: must start with '/' (e.g. /v1/chat/completions)", _USAGE_ERROR)
     workloads = _serving(resources, args.target)
     headers = _headers(args.header)
     now = _instant(args.at)
@@ -104,12 +111,28 @@ def check(args: argparse.Namespace) -> int:
         "method": args.method,
         "path": args.path,
     }
+    if caller.trust_domain != trust_domain:
+        if caller.trust_domain not in mesh.trust_domain_aliases:
+            reason = (
+                f"the sidecar refuses callers outside trust domain {trust_domain!r} "
+                f"(this one is in {caller.trust_domain!r}; see Mesh spec.trustDomainAliases)"
+            )
+            report.update({"allowed": False, "decision": "reject", "reason": reason})
+            _print(args, report, [])
+            return 1
+        caller = SpiffeId(trust_domain, caller.namespace, caller.service_account)  # an alias: the same
+        report["from"] = caller.uri
     try:
         _parse_head(args.method, args.path, headers.get("host") or _default_host(workloads[0]), headers)
         _, path, _query = split_target(args.path)
         path = normalize_path(path)
     except RemoteProtocolError as exc:
-        report.update({"allowed": False, "decision": "reject", "reason": f"400 from the sidecar: {exc}"})
+        hint = ""
+        if args.method != args.method.upper():
+            hint = f" (methods are case-sensitive: write {args.method.upper()!r})"
+        report.update(
+            {"allowed": False, "decision": "reject", "reason": f"400 from the sidecar: {exc}{hint}"}
+        )
         _print(args, report, [])
         return 1
     report["normalized_path"] = path
@@ -118,6 +141,7 @@ def check(args: argparse.Namespace) -> int:
         ai.model = args.model
     report.update({"model": ai.model, "ai_operation": ai.operation, "ai_protocol": ai.protocol})
     results: list[tuple[WorkloadInfo, AuthzDecision]] = []
+    traces: dict[str, list[RuleTrace]] = {}
     for w in workloads:
         info = WorkloadInfo(
             w.metadata.name, w.metadata.namespace, w.service, w.service_account, dict(w.metadata.labels)
@@ -129,6 +153,7 @@ def check(args: argparse.Namespace) -> int:
             trust_domain=trust_domain,
             root_namespace=mesh.root_namespace,
             default_policy=mesh.default_policy,
+            trust_domain_aliases=mesh.trust_domain_aliases,
         )
         attrs = RequestAttributes(
             method=args.method,
@@ -144,9 +169,12 @@ def check(args: argparse.Namespace) -> int:
             now=now,
         )
         results.append((info, engine.evaluate(attrs)))
+        chosen = select_policies(resources, info, mesh.root_namespace, AuthorizationPolicy)
+        policies = [resolve_aliases(p, trust_domain, mesh.trust_domain_aliases) for p in chosen]
+        traces[f"{info.namespace}/{info.name}"] = trace_policies(policies, trust_domain, attrs)
     allowed = all(d.allowed for _, d in results)
     report.update({"allowed": allowed, "decision": "allow" if allowed else "deny"})
-    _print(args, report, results)
+    _print(args, report, results, traces)
     return 0 if allowed else 1
 
 
@@ -250,10 +278,23 @@ def _port(explicit: int | None, workload: Workload) -> int:
 
 
 def _print(
-    args: argparse.Namespace, report: dict[str, Any], results: list[tuple[WorkloadInfo, AuthzDecision]]
+    args: argparse.Namespace,
+    report: dict[str, Any],
+    results: list[tuple[WorkloadInfo, AuthzDecision]],
+    traces: dict[str, list[RuleTrace]] | None = None,
 ) -> None:
+    from meshward.authz.trace import nearest
+
+    traces = traces or {}
     if args.json:
-        report["workloads"] = [{"workload": f"{w.namespace}/{w.name}", **d.to_json()} for w, d in results]
+        report["workloads"] = [
+            {
+                "workload": f"{w.namespace}/{w.name}",
+                **d.to_json(),
+                "trace": [t.to_json() for t in traces.get(f"{w.namespace}/{w.name}", [])],
+            }
+            for w, d in results
+        ]
         print(json.dumps(report, indent=2))
         return
     verdict = {"allow": "ALLOW", "deny": "DENY", "reject": "REJECT"}[report["decision"]]
@@ -272,3 +313,6 @@ def _print(
             print(f"{where}dry run: would {'allow' if shadow.allowed else 'deny'} ({shadow.reason})")
         if d.audit:
             print(f"{where}audit: {', '.join(d.audit)}")
+        if not d.allowed and d.action != "DENY":
+            for t in nearest(traces.get(f"{w.namespace}/{w.name}", [])):
+                print(f"{where}nearest: {t.policy} rules[{t.rule}] failed {', '.join(t.failed)}")
