@@ -20,7 +20,7 @@ from meshward.authz.compiler import (
     _operation_terms,
     _source_terms,
 )
-from meshward.resources.authorization import AuthorizationPolicy, Operation, Rule, Source
+from meshward.resources.authorization import AuthorizationPolicy, Condition, Operation, Rule, Source
 
 __all__ = ["ConditionTrace", "RuleTrace", "nearest", "trace_policies"]
 
@@ -58,8 +58,15 @@ class RuleTrace:
         }
 
 
-def _evaluate(expression: str, request: RequestAttributes) -> bool:
+def _evaluate(part: Source | Operation | Condition, trust_domain: str, request: RequestAttributes) -> bool:
+    """Compile one condition alone (its constants in a builder of its own) and evaluate it."""
     code = CodeBuilder()
+    if isinstance(part, Source):
+        expression = _all_of(_source_terms(part, trust_domain, code))
+    elif isinstance(part, Operation):
+        expression = _all_of(_operation_terms(part, code))
+    else:
+        expression = _condition_term(part, trust_domain, code)
     name = code.predicate(expression)
     return bool(code.build()[name](request))
 
@@ -68,13 +75,12 @@ def _trace_rule(
     rule: Rule, trust_domain: str, request: RequestAttributes
 ) -> tuple[bool, list[ConditionTrace]]:
     conditions: list[ConditionTrace] = []
-    code = CodeBuilder()
     sources_ok: list[bool] = []
     for i, entry in enumerate(rule.from_):
         ok = True
         for key, values in entry.source.model_dump(by_alias=True, exclude_defaults=True).items():
             one = Source.model_validate({key: values})
-            matched = _evaluate(_all_of(_source_terms(one, trust_domain, code)), request)
+            matched = _evaluate(one, trust_domain, request)
             conditions.append(ConditionTrace(f"from[{i}].source.{key}", values, matched))
             ok = ok and matched
         sources_ok.append(ok)
@@ -83,13 +89,13 @@ def _trace_rule(
         ok = True
         for key, values in target.operation.model_dump(by_alias=True, exclude_defaults=True).items():
             operation = Operation.model_validate({key: values})
-            matched = _evaluate(_all_of(_operation_terms(operation, code)), request)
+            matched = _evaluate(operation, trust_domain, request)
             conditions.append(ConditionTrace(f"to[{i}].operation.{key}", values, matched))
             ok = ok and matched
         operations_ok.append(ok)
     when_ok = True
     for i, cond in enumerate(rule.when):
-        matched = _evaluate(_condition_term(cond, trust_domain, code), request)
+        matched = _evaluate(cond, trust_domain, request)
         values = cond.model_dump(by_alias=True, exclude_defaults=True)
         conditions.append(ConditionTrace(f"when[{i}] {cond.key}", values, matched))
         when_ok = when_ok and matched
