@@ -55,6 +55,7 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "cert_not_after": _cert_not_after(w.sidecar_dir),
         "ready": bool(w.ready and sidecar_alive and (app_alive or w.pid is None)),
         "state": w.state,
+        "type": w.type,
         "restarts": w.restarts,
         "last_exit": w.last_exit,
         "message": w.message,
@@ -106,6 +107,12 @@ def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
 
 
+def _job_state(w: dict[str, Any]) -> str:
+    """A job's READY cell: running, or how it ended (``succeeded (0)``, ``failed (2)``)."""
+    code = w.get("last_exit")
+    return f"{w['state']} ({code})" if code is not None and w["state"] != "running" else w["state"]
+
+
 def render_status(doc: dict[str, Any]) -> str:
     control = doc["control"]
     lines = [f"mesh {doc['trust_domain']}"]
@@ -124,6 +131,7 @@ def render_status(doc: dict[str, Any]) -> str:
                 "APP",
                 "INBOUND",
                 "OUTBOUND",
+                "ADMIN",
                 "CONFIG",
                 "RESTARTS",
                 "CERT UNTIL",
@@ -135,11 +143,12 @@ def render_status(doc: dict[str, Any]) -> str:
             rows.append(
                 (
                     f"{w['namespace']}/{w['name']}",
-                    "yes" if w["ready"] else w["state"],
+                    "yes" if w["ready"] else _job_state(w) if w.get("type") == "Job" else w["state"],
                     w["identity"],
                     w["app"] or "-",
                     w["inbound"] or "-",
                     w["outbound"] or "-",
+                    w["admin"] or "-",
                     config,
                     str(w["restarts"]),
                     w["cert_not_after"] or "-",
@@ -149,7 +158,7 @@ def render_status(doc: dict[str, Any]) -> str:
     else:
         lines.append("no workloads running (start them with `meshward up -f MESH.yaml`)")
     for w in doc["workloads"]:
-        if w["message"] and not w["ready"]:
+        if w["message"] and not w["ready"] and w["state"] != "succeeded":
             lines.append(f"{w['namespace']}/{w['name']}: {w['message']}")
     lines += [f"warning: {text}" for text in doc["warnings"]]
     return "\n".join(lines)

@@ -131,6 +131,16 @@ class Readiness(Strict):
 
 
 class WorkloadSpec(Strict):
+    """``type: Service`` (default) serves on ``port`` and is waited on until ready; ``type: Job``
+    is a batch job or client: a sidecar and an identity, no port, no readiness wait, and it may
+    finish. ``restartPolicy`` has Kubernetes' meanings (default: Always for a Service, Never for
+    a Job): Always restarts whenever it exits, OnFailure only after a non-zero exit, Never never.
+    """
+
+    type: Literal["Service", "Job"] = "Service"
+    restart_policy: Literal["Always", "OnFailure", "Never"] | None = Field(
+        default=None, alias="restartPolicy"
+    )
     service: str | None = None
     service_account: str | None = Field(default=None, alias="serviceAccount")
     port: int = Field(default=0, ge=0, le=65535)
@@ -138,6 +148,19 @@ class WorkloadSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     readiness: Readiness = Field(default_factory=Readiness)
     workdir: str | None = None
+
+    @model_validator(mode="after")
+    def _job(self) -> WorkloadSpec:
+        if self.type == "Job" and self.port:
+            raise ValueError("a Job has no port (it serves nothing): remove port or use type: Service")
+        if self.type == "Job" and not self.command:
+            raise ValueError("a Job needs a command to run")
+        return self
+
+    @property
+    def restart(self) -> Literal["Always", "OnFailure", "Never"]:
+        """The effective restart policy."""
+        return self.restart_policy or ("Never" if self.type == "Job" else "Always")
 
 
 @register
