@@ -40,6 +40,7 @@ from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.records import RunRecord, WorkloadRecord, mesh_dir, write_run
+from meshward.mesh.scrape import write_targets
 from meshward.mesh.status import align_columns
 from meshward.mesh.workload import (
     CONTROL_PORT,
@@ -95,6 +96,7 @@ class MeshSupervisor:
     def save(self) -> None:
         with self._save_lock:
             write_run(self.state.path, self.record)
+            write_targets(self.state.path, self.record)  # Prometheus file_sd follows every change
 
     # -- start -----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -265,6 +267,7 @@ class MeshSupervisor:
             rec.ready, rec.state = False, "stopped"
         with contextlib.suppress(OSError):
             (mesh_dir(self.state.path) / "run.json").unlink()
+            write_targets(self.state.path, None)
         with contextlib.suppress(Exception):
             self.identity.close()
 
