@@ -1,0 +1,211 @@
+"""Day-one operator experience, driven through the CLI against one real mesh (``up --detach``).
+
+A batch Job runs to completion, metering works with no RateLimitPolicy, ``openai`` SDK errors
+say why, ``check`` explains a denial, a deleted policy stops applying, ``apply --wait`` explains a
+rejection in resource terms, ``doctor`` passes, then fails once the control plane is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mesh.meshctl import Mesh
+from tests.support.proc import PYTHON, wait_for
+
+pytestmark = pytest.mark.e2e
+
+MESH = textwrap.dedent(
+    """\
+    apiVersion: meshward.dev/v1alpha1
+    kind: Mesh
+    metadata: {name: ops}
+    spec:
+      trustDomain: demo.local
+      trustDomainAliases: [cluster.local]
+      pricing: [{model: "*", inputPerMillion: 1000, outputPerMillion: 2000, currency: EUR}]
+    ---
+    apiVersion: meshward.dev/v1alpha1
+    kind: Workload
+    metadata: {name: tiny-model, namespace: ml, labels: {app: tiny-model}}
+    spec:
+      command: ["python", "-m", "examples.quickstart.model", "--port", "{port}"]
+      readiness: {httpGet: /health}
+    ---
+    apiVersion: meshward.dev/v1alpha1
+    kind: Workload
+    metadata: {name: batch, namespace: web, labels: {app: batch}}
+    spec:
+      type: Job
+      command: ["python", "-m", "tests.ops.sdk_client", "1", "--strict"]
+    ---
+    # Copied from Istio: the principal's trust domain is an alias of this mesh's.
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: chat-callers, namespace: ml}
+    spec:
+      selector: {matchLabels: {app: tiny-model}}
+      rules:
+      - from: [{source: {principals: ["cluster.local/ns/web/sa/batch", "demo.local/ns/web/sa/webapp"]}}]
+        to: [{operation: {methods: [POST], paths: [/v1/chat/completions]}}]
+    """
+)
+
+ONE_PER_HOUR = textwrap.dedent(
+    """\
+    apiVersion: meshward.dev/v1alpha1
+    kind: RateLimitPolicy
+    metadata: {name: one-per-hour, namespace: ml}
+    spec:
+      selector: {matchLabels: {app: tiny-model}}
+      limits:
+      - name: webapp-requests
+        key: source.principal
+        requests: {limit: 1, per: hour}
+    """
+)
+
+RELABELED = textwrap.dedent(
+    """\
+    apiVersion: meshward.dev/v1alpha1
+    kind: Workload
+    metadata: {name: tiny-model, namespace: ml, labels: {app: tiny-model, tier: gold}}
+    spec:
+      command: ["python", "-m", "examples.quickstart.model", "--port", "{port}"]
+      readiness: {httpGet: /health}
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    home = tmp_path_factory.mktemp("ops")
+    (home / "mesh.yaml").write_text(MESH)
+    m = Mesh(home / "state")
+    m.files = home  # type: ignore[attr-defined]
+    try:
+        m.cli("up", "-f", str(home / "mesh.yaml"), "--detach", "--control-port", "0")
+        yield m
+    finally:
+        if (m.state / "mesh" / "run.json").exists():
+            m.cli("down", check=False)
+        m.kill_everything()
+
+
+def _file(mesh: Mesh, name: str, text: str) -> str:
+    path: Path = mesh.files / name  # type: ignore[attr-defined]
+    path.write_text(text)
+    return str(path)
+
+
+def _sdk(mesh: Mesh, identity: str, calls: int = 1) -> list[dict[str, Any]]:
+    done = mesh.cli("run", "--as", identity, "--", PYTHON, "-m", "tests.ops.sdk_client", str(calls))
+    results: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+def test_a_batch_job_runs_to_completion_and_up_stays_healthy(mesh: Mesh) -> None:
+    batch = wait_for(
+        lambda: (w := mesh.workload("batch"))["state"] in ("succeeded", "failed") and w,
+        30,
+        interval=0.1,
+        what="the batch job to finish",
+    )
+    assert (batch["state"], batch["last_exit"], batch["type"]) == ("succeeded", 0, "Job"), batch["message"]
+    doc = mesh.status()
+    assert doc["runner"]["state"] == "running" and mesh.workload("tiny-model")["ready"] is True
+    assert "batch" in mesh.cli("status").stdout  # exit 0: the mesh runs
+    targets = json.loads((mesh.state / "mesh" / "prometheus-targets.json").read_text())
+    assert {t["labels"]["workload"] for t in targets} == {"ml/tiny-model", "web/batch"}
+
+
+def test_tokens_are_metered_without_a_ratelimitpolicy(mesh: Mesh) -> None:
+    admin = mesh.workload("tiny-model")["admin"]
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    metrics = direct.open(f"http://{admin}/stats/prometheus", timeout=5).read().decode()
+    assert "gen_ai_client_token_usage" in metrics and 'gen_ai_request_model="tiny"' in metrics
+    log = mesh.state / "sidecars" / "ml.tiny-model" / "access.log"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(entry["model"] == "tiny" and entry["tokens"] for entry in lines)
+
+    def batch_row() -> dict[str, Any] | None:
+        rows = json.loads(mesh.cli("usage", "--json").stdout)["rows"]
+        return next((r for r in rows if r["key"] == "spiffe://demo.local/ns/web/sa/batch"), None)
+
+    row = wait_for(batch_row, 20, interval=0.2, what="the batch job's usage in the audit trail")
+    assert row["requests"] == 1 and row["total_tokens"] > 0 and row["cost"] > 0 and row["currency"] == "EUR"
+    by_model = json.loads(mesh.cli("usage", "--by", "model", "--json").stdout)["rows"]
+    assert [r["key"] for r in by_model] == ["tiny"]
+
+
+def test_check_agrees_with_the_sidecar_and_names_the_failing_condition(mesh: Mesh) -> None:
+    call = ["--to", "tiny-model.ml", "--method", "POST", "--path", "/v1/chat/completions"]
+    assert mesh.cli("check", "--from", "cluster.local/ns/web/sa/batch", *call).returncode == 0
+    foreign = mesh.cli("check", "--from", "other.example/ns/web/sa/batch", *call, check=False)
+    assert foreign.returncode == 1 and "trust domain" in foreign.stdout
+    denied = mesh.cli("check", "--from", "lab/intruder", *call, "--json", check=False)
+    assert denied.returncode == 1
+    [trace] = json.loads(denied.stdout)["workloads"][0]["trace"]
+    assert trace["policy"] == "ml/chat-callers" and trace["failed"] == ["from[0].source.principals"]
+    bad = mesh.cli("check", "--from", "intruder", *call[:-1], "v1/chat", check=False)
+    assert bad.returncode == 2 and "NS/SA" in bad.stderr
+
+
+def test_openai_sdk_errors_say_why(mesh: Mesh) -> None:
+    [denied] = _sdk(mesh, "lab/intruder")
+    assert denied["status"] == 403 and "no ALLOW policy matched" in denied["str"]
+    assert "request id" in denied["str"]
+    mesh.cli("apply", "-f", _file(mesh, "limit.yaml", ONE_PER_HOUR), "--wait")
+    first, limited = _sdk(mesh, "web/webapp", calls=2)
+    assert first["status"] == 200 and limited["status"] == 429
+    assert "rate limited" in limited["str"] and "ml/one-per-hour" in limited["str"]
+    assert "webapp-requests" in limited["str"] and int(limited["retry_after"]) > 0
+
+
+def test_a_deleted_policy_stops_applying(mesh: Mesh) -> None:
+    deleted = mesh.cli("delete", "ratelimitpolicy", "one-per-hour", "-n", "ml")
+    assert "ratelimitpolicy ml/one-per-hour deleted" in deleted.stdout
+    generation = mesh.status()["control"]["generation"]
+    mesh.wait_generation(generation)
+    assert [r["status"] for r in _sdk(mesh, "web/webapp", calls=2)] == [200, 200]
+    history = json.loads(mesh.cli("history", "--json").stdout)
+    assert history[-1]["source"] == "delete"
+    assert history[-1]["changes"] == [
+        {"kind": "RateLimitPolicy", "namespace": "ml", "name": "one-per-hour", "action": "deleted"}
+    ]
+    old = mesh.cli("get", "ratelimitpolicy", "--generation", str(generation - 1), "-o", "json").stdout
+    assert json.loads(old)[0]["metadata"]["name"] == "one-per-hour"
+    diff = json.loads(mesh.cli("diff", str(generation - 1), str(generation), "--json").stdout)
+    assert [c["action"] for c in diff["changes"]] == ["deleted"]
+
+
+def test_apply_wait_explains_a_rejection_in_resource_terms(mesh: Mesh) -> None:
+    before = mesh.status()["control"]["generation"]
+    done = mesh.cli("apply", "-f", _file(mesh, "relabel.yaml", RELABELED), "--wait", check=False)
+    assert done.returncode == 1, done.stderr
+    assert "sidecar ml/tiny-model: REJECTED" in done.stderr
+    assert "Workload ml/tiny-model: metadata.labels changed" in done.stderr
+    assert "SnapshotRejected" not in done.stderr
+    mesh.cli("rollback", str(before))
+    mesh.wait_generation(before + 2)
+
+
+def test_doctor_passes_then_fails_once_the_control_plane_stops(mesh: Mesh) -> None:
+    healthy = wait_for(
+        lambda: (d := mesh.cli("doctor", "--json", check=False)).returncode == 0 and d,
+        20,
+        interval=0.2,
+        what="doctor to pass",
+    )
+    checks = {c["check"]: c["outcome"] for c in json.loads(healthy.stdout)["checks"]}
+    assert checks["control plane"] == checks["sidecar config"] == checks["clock"] == "pass"
+    mesh.cli("down")
+    failed = mesh.cli("doctor", check=False)
+    assert failed.returncode == 1 and "FAIL  control plane" in failed.stdout and "fix: " in failed.stdout
+    assert mesh.cli("status", check=False).returncode == 3
