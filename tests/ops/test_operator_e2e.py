@@ -7,6 +7,8 @@ rejection in resource terms, ``doctor`` passes, then fails once the control plan
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import textwrap
 import urllib.request
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from meshward.cli.main import main
 from tests.mesh.meshctl import Mesh
 from tests.support.proc import PYTHON, wait_for
 
@@ -104,6 +107,14 @@ def _file(mesh: Mesh, name: str, text: str) -> str:
     return str(path)
 
 
+def _cli(mesh: Mesh, *args: str) -> tuple[int, str, str]:
+    """A quick command in this process (no interpreter start): exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([args[0], "--state", str(mesh.state), *args[1:]])
+    return code, out.getvalue(), err.getvalue()
+
+
 def _sdk(mesh: Mesh, identity: str, calls: int = 1) -> list[dict[str, Any]]:
     done = mesh.cli("run", "--as", identity, "--", PYTHON, "-m", "tests.ops.sdk_client", str(calls))
     results: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -120,7 +131,8 @@ def test_a_batch_job_runs_to_completion_and_up_stays_healthy(mesh: Mesh) -> None
     assert (batch["state"], batch["last_exit"], batch["type"]) == ("succeeded", 0, "Job"), batch["message"]
     doc = mesh.status()
     assert doc["runner"]["state"] == "running" and mesh.workload("tiny-model")["ready"] is True
-    assert "batch" in mesh.cli("status").stdout  # exit 0: the mesh runs
+    code, out, _ = _cli(mesh, "status")
+    assert code == 0 and "succeeded (0)" in out  # exit 0: the mesh runs
     targets = json.loads((mesh.state / "mesh" / "prometheus-targets.json").read_text())
     assert {t["labels"]["workload"] for t in targets} == {"ml/tiny-model", "web/batch"}
 
@@ -135,26 +147,28 @@ def test_tokens_are_metered_without_a_ratelimitpolicy(mesh: Mesh) -> None:
     assert any(entry["model"] == "tiny" and entry["tokens"] for entry in lines)
 
     def batch_row() -> dict[str, Any] | None:
-        rows = json.loads(mesh.cli("usage", "--json").stdout)["rows"]
+        rows = json.loads(_cli(mesh, "usage", "--json")[1])["rows"]
         return next((r for r in rows if r["key"] == "spiffe://demo.local/ns/web/sa/batch"), None)
 
     row = wait_for(batch_row, 20, interval=0.2, what="the batch job's usage in the audit trail")
     assert row["requests"] == 1 and row["total_tokens"] > 0 and row["cost"] > 0 and row["currency"] == "EUR"
-    by_model = json.loads(mesh.cli("usage", "--by", "model", "--json").stdout)["rows"]
+    by_model = json.loads(_cli(mesh, "usage", "--by", "model", "--json")[1])["rows"]
     assert [r["key"] for r in by_model] == ["tiny"]
 
 
 def test_check_agrees_with_the_sidecar_and_names_the_failing_condition(mesh: Mesh) -> None:
     call = ["--to", "tiny-model.ml", "--method", "POST", "--path", "/v1/chat/completions"]
-    assert mesh.cli("check", "--from", "cluster.local/ns/web/sa/batch", *call).returncode == 0
-    foreign = mesh.cli("check", "--from", "other.example/ns/web/sa/batch", *call, check=False)
-    assert foreign.returncode == 1 and "trust domain" in foreign.stdout
-    denied = mesh.cli("check", "--from", "lab/intruder", *call, "--json", check=False)
-    assert denied.returncode == 1
-    [trace] = json.loads(denied.stdout)["workloads"][0]["trace"]
+    assert _cli(mesh, "check", "--from", "cluster.local/ns/web/sa/batch", *call)[0] == 0
+    code, out, _ = _cli(mesh, "check", "--from", "other.example/ns/web/sa/batch", *call)
+    assert code == 1 and "trust domain" in out
+    code, out, _ = _cli(mesh, "check", "--from", "lab/intruder", *call, "--json")
+    assert code == 1
+    [trace] = json.loads(out)["workloads"][0]["trace"]
     assert trace["policy"] == "ml/chat-callers" and trace["failed"] == ["from[0].source.principals"]
-    bad = mesh.cli("check", "--from", "intruder", *call[:-1], "v1/chat", check=False)
-    assert bad.returncode == 2 and "NS/SA" in bad.stderr
+    code, _, err = _cli(mesh, "check", "--from", "intruder", *call)
+    assert code == 2 and "NS/SA, TRUST-DOMAIN/ns/NS/sa/SA" in err
+    code, _, err = _cli(mesh, "check", "--from", "lab/intruder", *call[:-1], "v1/chat")
+    assert code == 2 and "must start with '/'" in err
 
 
 def test_openai_sdk_errors_say_why(mesh: Mesh) -> None:
@@ -169,43 +183,43 @@ def test_openai_sdk_errors_say_why(mesh: Mesh) -> None:
 
 
 def test_a_deleted_policy_stops_applying(mesh: Mesh) -> None:
-    deleted = mesh.cli("delete", "ratelimitpolicy", "one-per-hour", "-n", "ml")
-    assert "ratelimitpolicy ml/one-per-hour deleted" in deleted.stdout
+    code, out, _ = _cli(mesh, "delete", "ratelimitpolicy", "one-per-hour", "-n", "ml")
+    assert code == 0 and "ratelimitpolicy ml/one-per-hour deleted" in out
     generation = mesh.status()["control"]["generation"]
     mesh.wait_generation(generation)
-    assert [r["status"] for r in _sdk(mesh, "web/webapp", calls=2)] == [200, 200]
-    history = json.loads(mesh.cli("history", "--json").stdout)
+    assert [r["status"] for r in _sdk(mesh, "web/webapp")] == [200]  # its one call this hour was used
+    history = json.loads(_cli(mesh, "history", "--json")[1])
     assert history[-1]["source"] == "delete"
     assert history[-1]["changes"] == [
         {"kind": "RateLimitPolicy", "namespace": "ml", "name": "one-per-hour", "action": "deleted"}
     ]
-    old = mesh.cli("get", "ratelimitpolicy", "--generation", str(generation - 1), "-o", "json").stdout
+    old = _cli(mesh, "get", "ratelimitpolicy", "--generation", str(generation - 1), "-o", "json")[1]
     assert json.loads(old)[0]["metadata"]["name"] == "one-per-hour"
-    diff = json.loads(mesh.cli("diff", str(generation - 1), str(generation), "--json").stdout)
+    diff = json.loads(_cli(mesh, "diff", str(generation - 1), str(generation), "--json")[1])
     assert [c["action"] for c in diff["changes"]] == ["deleted"]
 
 
 def test_apply_wait_explains_a_rejection_in_resource_terms(mesh: Mesh) -> None:
     before = mesh.status()["control"]["generation"]
-    done = mesh.cli("apply", "-f", _file(mesh, "relabel.yaml", RELABELED), "--wait", check=False)
-    assert done.returncode == 1, done.stderr
-    assert "sidecar ml/tiny-model: REJECTED" in done.stderr
-    assert "Workload ml/tiny-model: metadata.labels changed" in done.stderr
-    assert "SnapshotRejected" not in done.stderr
-    mesh.cli("rollback", str(before))
+    code, _, err = _cli(mesh, "apply", "-f", _file(mesh, "relabel.yaml", RELABELED), "--wait")
+    assert code == 1, err
+    assert "sidecar ml/tiny-model: REJECTED" in err
+    assert "Workload ml/tiny-model: metadata.labels changed" in err
+    assert "SnapshotRejected" not in err
+    assert _cli(mesh, "rollback", str(before))[0] == 0
     mesh.wait_generation(before + 2)
 
 
 def test_doctor_passes_then_fails_once_the_control_plane_stops(mesh: Mesh) -> None:
     healthy = wait_for(
-        lambda: (d := mesh.cli("doctor", "--json", check=False)).returncode == 0 and d,
+        lambda: (d := _cli(mesh, "doctor", "--json"))[0] == 0 and d,
         20,
         interval=0.2,
         what="doctor to pass",
     )
-    checks = {c["check"]: c["outcome"] for c in json.loads(healthy.stdout)["checks"]}
+    checks = {c["check"]: c["outcome"] for c in json.loads(healthy[1])["checks"]}
     assert checks["control plane"] == checks["sidecar config"] == checks["clock"] == "pass"
     mesh.cli("down")
-    failed = mesh.cli("doctor", check=False)
-    assert failed.returncode == 1 and "FAIL  control plane" in failed.stdout and "fix: " in failed.stdout
-    assert mesh.cli("status", check=False).returncode == 3
+    code, out, _ = _cli(mesh, "doctor")
+    assert code == 1 and "FAIL  control plane" in out and "fix: " in out
+    assert _cli(mesh, "status")[0] == 3
