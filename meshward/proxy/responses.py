@@ -81,9 +81,17 @@ FAILURES: dict[str, Failure] = {
     "request_timeout": Failure(408, "SI", "request not received in time"),
     "no_app": Failure(503, "UH", "no application behind this sidecar"),
     "not_ready": Failure(503, "UH", "sidecar is not ready (no identity or config yet)"),
-    "connect_method": Failure(405, "DPE", "CONNECT is not supported; call mesh services over http://"),
+    "connect_method": Failure(
+        405,
+        "DPE",
+        "https:// through the sidecar is not supported (no CONNECT tunnels): call mesh services over "
+        "plain http://SERVICE.NAMESPACE/ and the sidecar encrypts the hop with mutual TLS itself",
+    ),
     "internal": Failure(500, "DPE", "internal proxy error"),
 }
+
+
+_PLAIN_HTTP_REASON = b" Use plain http:// to mesh services (the sidecar adds mTLS)\r\n"
 
 
 @dataclass(slots=True)
@@ -192,4 +200,6 @@ def failure_reply(
     message = f"{failure.message}: {detail}" if detail else failure.message
     code = failure.status
     data = render(code, message, request_id, close=close, head_only=head_only, protocol=protocol)
+    if name == "connect_method":  # a failed tunnel shows only its status line: say it there
+        data = data.replace(b" Method Not Allowed\r\n", _PLAIN_HTTP_REASON, 1)
     return LocalReply(data, code, failure.flag, close)

@@ -214,3 +214,12 @@ def test_prometheus_targets_list_every_admin_listener() -> None:
         and target["labels"]["__metrics_path__"] == "/stats/prometheus"
     )
     assert json.dumps(prometheus_targets(None)) == "[]"
+
+
+def test_https_through_the_sidecar_explains_the_plain_http_rule() -> None:
+    from meshward.proxy.responses import failure_reply
+
+    reply = failure_reply("connect_method", "r1")
+    head, _, body = reply.data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 Use plain http:// to mesh services (the sidecar adds mTLS)\r\n")
+    assert b"plain http://SERVICE.NAMESPACE/" in body

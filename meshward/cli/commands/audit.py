@@ -89,7 +89,12 @@ def _text(record: AuditRecord, source: str, chain: str) -> str:
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("audit", parents=[common], help="verify, follow and export the audit trail")
+    p = sub.add_parser(
+        "audit",
+        parents=[common],
+        help="verify, follow and export the audit trail",
+        description="The tamper-evident audit trail: verify its chains, tail (and filter) its records, export them.",
+    )
 
     p.set_defaults(func=show_usage(p))
     asub = p.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")

@@ -20,7 +20,12 @@ RUNNER_STOP_TIMEOUT = 20.0
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("down", parents=[common], help="stop what `meshward up --detach` started")
+    p = sub.add_parser(
+        "down",
+        parents=[common],
+        help="stop what `meshward up --detach` started",
+        description="Stop the apps, sidecars and control plane that `meshward up --detach` started.",
+    )
     p.set_defaults(func=down)
 
 
