@@ -176,13 +176,27 @@ def render(
     return head if head_only else head + body
 
 
+SDK_MAX_RETRY_AFTER = 60  # seconds: longer Retry-After values are ignored by the openai SDK
+
+
+def _retry_after(headers: list[tuple[str, str]]) -> int:
+    for name, value in headers:
+        if name.lower() == "retry-after" and value.isdigit():
+            return int(value)
+    return 0
+
+
 def denial_reply(
     denial: Denial, request_id: str, close: bool = False, head_only: bool = False, protocol: str | None = None
 ) -> LocalReply:
     """The one mapping from a filter's Denial to the response the caller gets."""
     status = denial.status or DENIAL_STATUS.get(denial.kind, 403)
+    headers = denial.headers
+    if protocol == "openai" and status == 429 and _retry_after(headers) > SDK_MAX_RETRY_AFTER:
+        # The openai SDK ignores a Retry-After over 60 s and retries at once; tell it not to.
+        headers = [*headers, ("x-should-retry", "false")]
     data = render(
-        status, denial.message, request_id, denial.body, denial.headers, close, head_only, protocol, denial
+        status, denial.message, request_id, denial.body, headers, close, head_only, protocol, denial
     )
     return LocalReply(data, status, _DENIAL_FLAGS.get(denial.kind, "-"), close)
 

@@ -45,6 +45,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        if self.subject == "file":  # unreadable: the one wording the CLI uses for a missing file
+            return f"cannot read {self.filename}: {self.message}"
         where = f"{self.filename}:{self.line}: {self.subject}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 

@@ -223,3 +223,15 @@ def test_https_through_the_sidecar_explains_the_plain_http_rule() -> None:
     head, _, body = reply.data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 405 Use plain http:// to mesh services (the sidecar adds mTLS)\r\n")
     assert b"plain http://SERVICE.NAMESPACE/" in body
+
+
+def test_a_long_retry_after_tells_the_openai_sdk_not_to_retry() -> None:
+    from meshward.proxy.responses import denial_reply
+
+    def head(seconds: str, protocol: str) -> bytes:
+        denial = Denial("ratelimit", 429, "rate limited", headers=[("Retry-After", seconds)])
+        return denial_reply(denial, "r1", protocol=protocol).data.partition(b"\r\n\r\n")[0]
+
+    assert b"x-should-retry: false" in head("3600", "openai")
+    assert b"x-should-retry" not in head("5", "openai") and b"x-should-retry" not in head("3600", "http")
+    assert b"retry-after: 3600" in head("3600", "openai").lower()

@@ -135,7 +135,7 @@ def verify(args: argparse.Namespace) -> int:
     from meshward.audit.verify import verify_audit_dir
 
     if args.key is not None and not args.key.is_file():
-        raise CliError(f"--key: no such file {args.key}")
+        raise CliError(f"--key: cannot read {args.key}: No such file or directory")
     report = verify_audit_dir(_audit_dir(args), args.key)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
