@@ -124,7 +124,7 @@ class MeshState:
         if not self.exists():
             raise MeshStateError(
                 f"no mesh in {self.path} (start one with `meshward up -f MESH.yaml --state {self.path}`, "
-                f"or create an empty one with `meshward init --state {self.path}`)"
+                f"or run `meshward init --state {self.path}` first for an empty one)"
             )
 
     @property

@@ -194,7 +194,8 @@ def test_normalization_tricks_do_not_bypass_the_deny(
     before = _decisions(pair)
     r = httpx.get(url, proxy=pair.proxy_url, timeout=10, trust_env=False)
     assert r.status_code == 403, r.text
-    assert r.json()["error"].startswith("access denied")  # OIP v2 routes: {"error": "<why>"}
+    error = r.json()["error"]  # OpenAI-style routes: {"error": {"message": ...}}; OIP v2: {"error": "..."}
+    assert (error["message"] if isinstance(error, dict) else error).startswith("access denied")
     deciding = "llm/no-repository" if reason == DENIED_BY_DENY else "-"
     assert _counted(pair, before) == {(deciding, "denied"), (deciding, "dry_run_denied")}
     report = _check(tmp_path, "GET", path, None, capsys)

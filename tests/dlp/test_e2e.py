@@ -109,7 +109,7 @@ def test_max_records_refuses_bulk_embeddings_with_403_naming_the_policy(client: 
     assert err.status_code == 403
     doc = err.response.json()
     assert (doc["policy"], doc["reason"], doc["limit"]) == ("llm/export", "export_limit", "maxRecords")
-    assert isinstance(err.body, str) and "llm/export" in err.body  # the SDK's body: our "error" message
+    assert isinstance(err.body, dict) and "llm/export" in err.body["message"]  # OpenAI's error shape
     assert "embedding" not in err.response.text.replace("export", "")  # no record leaked
 
 

@@ -48,6 +48,12 @@ MESH = textwrap.dedent(
       type: Job
       command: ["python", "-m", "tests.ops.sdk_client", "1", "--strict"]
     ---
+    apiVersion: meshward.dev/v1alpha1
+    kind: Workload
+    metadata: {name: crashy, namespace: web, labels: {app: crashy}}
+    spec:
+      command: ["python", "-c", "raise SystemExit(3)"]
+    ---
     # Copied from Istio: the principal's trust domain is an alias of this mesh's.
     apiVersion: security.istio.io/v1
     kind: AuthorizationPolicy
@@ -131,10 +137,12 @@ def test_a_batch_job_runs_to_completion_and_up_stays_healthy(mesh: Mesh) -> None
     assert (batch["state"], batch["last_exit"], batch["type"]) == ("succeeded", 0, "Job"), batch["message"]
     doc = mesh.status()
     assert doc["runner"]["state"] == "running" and mesh.workload("tiny-model")["ready"] is True
+    crashy = mesh.workload("crashy")  # failed alone: the mesh is up
+    assert crashy["ready"] is False and "exited (3) before it was ready" in crashy["message"]
     code, out, _ = _cli(mesh, "status")
     assert code == 0 and "succeeded (0)" in out  # exit 0: the mesh runs
     targets = json.loads((mesh.state / "mesh" / "prometheus-targets.json").read_text())
-    assert {t["labels"]["workload"] for t in targets} == {"ml/tiny-model", "web/batch"}
+    assert {t["labels"]["workload"] for t in targets} == {"ml/tiny-model", "web/batch", "web/crashy"}
 
 
 def test_tokens_are_metered_without_a_ratelimitpolicy(mesh: Mesh) -> None:
