@@ -123,6 +123,10 @@ class RateLimitFilter(Filter):
 
     async def on_request(self, ctx: RequestContext) -> Denial | None:
         ai = ctx.ai
+        if self.metering_only:  # nothing to admit: only meter the AI calls that use tokens
+            if ai.operation in _METERED_OPERATIONS:
+                ctx.scratch[_SCRATCH] = _Pending(Admission(ctx.request_id), UsageMeter())
+            return None
         facts = _facts(ctx)
         adm = await self.limiter.admit(
             facts, ctx.request_id, ai.prompt_tokens_estimate or 0, ai.max_output_tokens

@@ -22,6 +22,7 @@ from meshward.identity.issuance import IdentityService
 from meshward.identity.ledger import iso
 from meshward.identity.state import MeshState
 from meshward.mesh.records import WorkloadRecord, read_run
+from meshward.mesh.scrape import targets_path
 
 __all__ = ["align_columns", "mesh_status", "render_status"]
 
@@ -97,6 +98,7 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
         "runner": None
         if run is None
         else {"pid": run.supervisor_pid, "state": run.state, "error": run.error},
+        "metrics": {"prometheus_targets": str(targets_path(state.path)) if run else None},
         "warnings": warnings,
     }
 
@@ -160,5 +162,8 @@ def render_status(doc: dict[str, Any]) -> str:
     for w in doc["workloads"]:
         if w["message"] and not w["ready"] and w["state"] != "succeeded":
             lines.append(f"{w['namespace']}/{w['name']}: {w['message']}")
+    targets = (doc.get("metrics") or {}).get("prometheus_targets")
+    if targets:
+        lines.append(f"metrics  each ADMIN port serves /stats/prometheus; Prometheus file_sd: {targets}")
     lines += [f"warning: {text}" for text in doc["warnings"]]
     return "\n".join(lines)
