@@ -71,28 +71,31 @@ def _evaluate(part: Source | Operation | Condition, trust_domain: str, request: 
     return bool(code.build()[name](request))
 
 
+def _trace_entry(
+    part: Source | Operation, label: str, trust_domain: str, request: RequestAttributes
+) -> tuple[bool, list[ConditionTrace]]:
+    """One ``from`` source or ``to`` operation, field by field: all its fields must hold."""
+    traces = []
+    for key, values in part.model_dump(by_alias=True, exclude_defaults=True).items():
+        one = type(part).model_validate({key: values})
+        traces.append(ConditionTrace(f"{label}.{key}", values, _evaluate(one, trust_domain, request)))
+    return all(t.matched for t in traces), traces
+
+
 def _trace_rule(
     rule: Rule, trust_domain: str, request: RequestAttributes
 ) -> tuple[bool, list[ConditionTrace]]:
     conditions: list[ConditionTrace] = []
     sources_ok: list[bool] = []
     for i, entry in enumerate(rule.from_):
-        ok = True
-        for key, values in entry.source.model_dump(by_alias=True, exclude_defaults=True).items():
-            one = Source.model_validate({key: values})
-            matched = _evaluate(one, trust_domain, request)
-            conditions.append(ConditionTrace(f"from[{i}].source.{key}", values, matched))
-            ok = ok and matched
+        ok, traces = _trace_entry(entry.source, f"from[{i}].source", trust_domain, request)
         sources_ok.append(ok)
+        conditions += traces
     operations_ok: list[bool] = []
     for i, target in enumerate(rule.to):
-        ok = True
-        for key, values in target.operation.model_dump(by_alias=True, exclude_defaults=True).items():
-            operation = Operation.model_validate({key: values})
-            matched = _evaluate(operation, trust_domain, request)
-            conditions.append(ConditionTrace(f"to[{i}].operation.{key}", values, matched))
-            ok = ok and matched
+        ok, traces = _trace_entry(target.operation, f"to[{i}].operation", trust_domain, request)
         operations_ok.append(ok)
+        conditions += traces
     when_ok = True
     for i, cond in enumerate(rule.when):
         matched = _evaluate(cond, trust_domain, request)
