@@ -137,3 +137,15 @@ def test_analyze_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureF
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: Nope\n")
     assert main(["analyze", *state, "-f", str(broken)]) == 2
+
+
+def test_apply_prints_the_warnings_about_what_it_applied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    planted = tmp_path / "planted.yaml"
+    planted.write_text(BASE + _policy("{rules: [{to: [{operation: {methods: [get]}}]}]}"))
+    assert main(["init", "--state", str(tmp_path / "s")]) == 0
+    assert main(["apply", "--state", str(tmp_path / "s"), "-f", str(planted)]) == 0
+    err = capsys.readouterr().err
+    assert "warning [MW004] AuthorizationPolicy llm/p: rules[0]: method 'get' is lower case" in err
+    assert "no control plane runs: sidecars get it when the mesh starts" in err

@@ -83,7 +83,9 @@ def apply(args: argparse.Namespace) -> int:
     else:
         print(f"no change: generation {result['generation']} stays current", file=sys.stderr)
     if not args.wait:
-        if result.get("changed"):
+        if result.get("changed") and not access.where.startswith("https://"):
+            print("no control plane runs: sidecars get it when the mesh starts", file=sys.stderr)
+        elif result.get("changed"):
             print(
                 "not confirmed yet: sidecars acknowledge it in a moment (`meshward apply --wait` waits, "
                 "`meshward status` shows each sidecar's ACK/NACK)",
