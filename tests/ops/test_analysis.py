@@ -149,3 +149,13 @@ def test_apply_prints_the_warnings_about_what_it_applied(
     err = capsys.readouterr().err
     assert "warning [MW004] AuthorizationPolicy llm/p: rules[0]: method 'get' is lower case" in err
     assert "no control plane runs: sidecars get it when the mesh starts" in err
+
+
+@pytest.mark.parametrize("command", [["apply", "-f"], ["delete", "-f"], ["analyze", "-f"], ["up", "-f"]])
+def test_one_wording_for_a_missing_file(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    code = main([command[0], "--state", str(tmp_path / "s"), *command[1:], str(missing)])
+    captured = capsys.readouterr()
+    assert code != 0 and f"cannot read {missing}: No such file or directory" in captured.out + captured.err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import textwrap
 import urllib.request
 from collections.abc import Iterator
@@ -182,7 +183,15 @@ def test_check_agrees_with_the_sidecar_and_names_the_failing_condition(mesh: Mes
 def test_openai_sdk_errors_say_why(mesh: Mesh) -> None:
     [denied] = _sdk(mesh, "lab/intruder")
     assert denied["status"] == 403 and "no ALLOW policy matched" in denied["str"]
-    assert "request id" in denied["str"]
+    request_id = re.search(r"request id ([\w-]+)", denied["str"]).group(1)  # type: ignore[union-attr]
+
+    def audited() -> str:
+        code, out, _ = _cli(mesh, "audit", "tail", "--identity", "lab/intruder", "--decision", "deny")
+        return out if code == 0 and f"request_id={request_id}" in out else ""
+
+    wait_for(audited, 20, interval=0.2, what="the denial in the audit trail, with the caller's request id")
+    code, out, _ = _cli(mesh, "audit", "tail", "--request-id", request_id)
+    assert code == 0 and len(out.splitlines()) == 1
     mesh.cli("apply", "-f", _file(mesh, "limit.yaml", ONE_PER_HOUR), "--wait")
     first, limited = _sdk(mesh, "web/webapp", calls=2)
     assert first["status"] == 200 and limited["status"] == 429
