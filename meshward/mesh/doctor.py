@@ -125,11 +125,15 @@ def _certificates(state: MeshState, status: dict[str, Any]) -> list[CheckResult]
     return results
 
 
-def _sidecars(control: dict[str, Any]) -> CheckResult:
+def _sidecars(control: dict[str, Any], workloads: set[str] | None) -> CheckResult:
+    """``workloads``: the ``ns/name`` of every Workload in the config (None: unknown)."""
     generation = control.get("generation")
-    rejected, behind = [], []
+    rejected, behind, orphans = [], [], []
     for s in control.get("sidecars", []):
         ack = s.get("ack")
+        if workloads is not None and "#" not in s["sidecar"] and s["sidecar"] not in workloads:
+            orphans.append(s["sidecar"])  # its Workload was deleted; whatever it says is moot
+            continue
         if ack is None or ack["generation"] < (generation or 0):
             behind.append(s["sidecar"])
         elif ack["status"] == "NACK":
@@ -137,6 +141,13 @@ def _sidecars(control: dict[str, Any]) -> CheckResult:
     if rejected:
         return CheckResult(
             "sidecar config", "fail", "rejected: " + "; ".join(rejected), "fix the resource named, then apply"
+        )
+    if orphans:
+        return CheckResult(
+            "sidecar config",
+            "warn",
+            f"sidecars of deleted Workloads still run: {', '.join(orphans)}",
+            "restart the mesh (`meshward down`, then `meshward up`) to stop them",
         )
     if behind:
         return CheckResult(
@@ -212,11 +223,18 @@ def run_checks(state: MeshState, resources: Callable[[], list[Any]]) -> list[Che
     results.append(_clock(state))
     status = mesh_status(state)
     results += _certificates(state, status)
+    config: list[Any] | None = None
+    with contextlib.suppress(Exception):
+        config = resources()
     if doc is not None:
-        results.append(_sidecars(doc))
+        names = (
+            None
+            if config is None
+            else {f"{r.metadata.namespace}/{r.metadata.name}" for r in config if r.kind == "Workload"}
+        )
+        results.append(_sidecars(doc, names))
     if read_run(state.path) is not None:
         results.append(_workloads(status))
-    with contextlib.suppress(Exception):
-        results += _redis(state, resources())
+    results += _redis(state, config or [])
     results.append(_ports(state))
     return results

@@ -227,6 +227,22 @@ def test_apply_wait_explains_a_rejection_in_resource_terms(mesh: Mesh) -> None:
     mesh.wait_generation(before + 2)
 
 
+def test_a_deleted_workload_stops_being_routed(mesh: Mesh) -> None:
+    crashy = MESH.split("---")[3]  # the crashy Workload's document, deleted by file
+    assert "name: crashy" in crashy
+    code, out, _ = _cli(mesh, "delete", "-f", _file(mesh, "crashy.yaml", crashy))
+    assert code == 0 and out.strip() == "workload web/crashy deleted"
+    admin = mesh.workload("tiny-model")["admin"]
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def services() -> set[str]:
+        doc = json.loads(direct.open(f"http://{admin}/config_dump", timeout=5).read())
+        return {s["service"] for s in doc["snapshot"]["services"]}
+
+    wait_for(lambda: "crashy" not in services(), 20, interval=0.1, what="crashy out of the services table")
+    assert "tiny-model" in services()
+
+
 def test_doctor_passes_then_fails_once_the_control_plane_stops(mesh: Mesh) -> None:
     healthy = wait_for(
         lambda: (d := _cli(mesh, "doctor", "--json"))[0] == 0 and d,
@@ -235,7 +251,8 @@ def test_doctor_passes_then_fails_once_the_control_plane_stops(mesh: Mesh) -> No
         what="doctor to pass",
     )
     checks = {c["check"]: c["outcome"] for c in json.loads(healthy[1])["checks"]}
-    assert checks["control plane"] == checks["sidecar config"] == checks["clock"] == "pass"
+    assert checks["control plane"] == checks["clock"] == "pass"
+    assert checks["sidecar config"] == "warn"  # crashy's sidecar outlived its deleted Workload
     mesh.cli("down")
     code, out, _ = _cli(mesh, "doctor")
     assert code == 1 and "FAIL  control plane" in out and "fix: " in out
