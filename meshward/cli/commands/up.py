@@ -115,8 +115,16 @@ def run_foreground(
             return 130
         raise CliError(str(exc)) from None
     print(format_table(supervisor.record, state.path), flush=True)
+    failed = [w.ref for w in supervisor.record.workloads if w.state == "failed"]
+    if failed:  # they failed alone (without --strict) and are retried with backoff
+        print(
+            f"meshward up: not started: {', '.join(failed)} (see `meshward status`)",
+            file=sys.stderr,
+            flush=True,
+        )
     if announce:
-        print("all workloads ready; Ctrl-C stops the mesh", file=sys.stderr, flush=True)
+        ready = "the other workloads are up" if failed else "all workloads ready"
+        print(f"{ready}; Ctrl-C stops the mesh", file=sys.stderr, flush=True)
     try:
         supervisor.supervise()
     finally:
@@ -148,6 +156,12 @@ def _detach(args: argparse.Namespace, state: MeshState) -> int:
                 _reap(pid, 30.0)
                 raise CliError(f"the mesh did not start: {run.error} (log: {log})")
             print(format_table(run, state.path))
+            failed = [w.ref for w in run.workloads if w.state == "failed"]
+            if failed:
+                print(
+                    f"not started (retried with backoff): {', '.join(failed)}; see `meshward status`",
+                    file=sys.stderr,
+                )
             print(
                 f"mesh up in the background (runner pid {pid}); stop it with `meshward down`", file=sys.stderr
             )
