@@ -106,6 +106,10 @@ class ControlAudit:
         message = f"generation {generation} restores generation {to_generation}"
         self._config_changed("RollbackConfig", generation, who, message)
 
+    def config_deleted(self, generation: int, who: str, resources: list[str]) -> None:
+        message = f"generation {generation} deletes {', '.join(resources)}"
+        self._config_changed("DeleteConfig", generation, who, message)
+
     def _config_changed(self, operation: str, generation: int, who: str, message: str) -> None:
         """``who`` made ``generation`` the live config (by ``operation``)."""
         self._record(

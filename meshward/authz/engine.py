@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from meshward.authz.aliases import resolve_aliases
 from meshward.authz.attributes import AuthzDecision, RequestAttributes
 from meshward.authz.compiler import (
     CodeBuilder,
@@ -216,9 +217,13 @@ def compile_engine(
     trust_domain: str,
     root_namespace: str = "meshward-system",
     default_policy: Literal["deny", "allow"] = "deny",
+    trust_domain_aliases: Sequence[str] = (),
 ) -> AuthzEngine:
-    """Select the policies that apply to ``workload`` and compile them."""
+    """Select the policies that apply to ``workload`` and compile them (principals of an alias
+    trust domain read as ``trust_domain``'s, see :mod:`meshward.authz.aliases`)."""
     chosen = select_policies(policies, workload, root_namespace, AuthorizationPolicy)
+    if trust_domain_aliases:
+        chosen = [resolve_aliases(p, trust_domain, trust_domain_aliases) for p in chosen]
     return AuthzEngine(chosen, trust_domain=trust_domain, default_policy=default_policy)
 
 
@@ -230,6 +235,7 @@ def engine_from_snapshot(snapshot: MeshSnapshot) -> AuthzEngine:
         trust_domain=snapshot.trust_domain,
         root_namespace=snapshot.mesh.root_namespace,
         default_policy=snapshot.mesh.default_policy,
+        trust_domain_aliases=snapshot.mesh.trust_domain_aliases,
     )
 
 

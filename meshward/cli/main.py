@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     Register = Callable[[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser], None]
 
 
+def _version() -> str:
+    from meshward import __version__
+
+    return __version__
+
+
 def command_names() -> list[str]:
     """Every command: the modules of ``meshward.cli.commands`` (listed, not imported)."""
     return sorted(info.name for info in pkgutil.iter_modules(commands_pkg.__path__))
@@ -52,6 +58,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help=f"mesh state directory (default: $MESHWARD_STATE, else ./.meshward; now {_default_state()})",
     )
     parser = argparse.ArgumentParser(prog="meshward", description="A zero-trust service mesh for AI models.")
+    parser.add_argument("--version", action="version", version=f"meshward {_version()}")
     parser.add_argument(
         "--state",
         type=Path,
@@ -104,15 +111,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return code
     except CliError as exc:
         print(f"meshward: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # piped into `head`: the reader left, which is not an error
+        _quiet_stdout()
+        return 0
     except OSError as exc:
         print(f"meshward: {exc}", file=sys.stderr)
         return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises no second BrokenPipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

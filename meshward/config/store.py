@@ -361,6 +361,40 @@ class ConfigStore:
                 raise
         return result
 
+    def delete(self, keys: Sequence[Key], who: str) -> ApplyResult:
+        """Write a new generation without the resources ``keys`` (kind, namespace, name).
+
+        A key that is not in the current generation refuses the whole delete (KeyError naming
+        it); a rollback to the previous generation brings the resources back."""
+        with self._write_lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._current(db)
+                old = self._docs(db, current)
+                missing = [key for key in keys if key not in old]
+                if missing:
+                    kind, ns, name = missing[0]
+                    raise KeyError(f"{kind} {ns}/{name} not found in generation {current}")
+                target = {key: doc for key, doc in old.items() if key not in set(keys)}
+                changes = self._diff(old, target, prune=True)
+                result = self._write(db, current, target, changes, who, "delete")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return result
+
+    def compare(self, before: int, after: int) -> list[Change]:
+        """What changed from generation ``before`` to ``after`` (unchanged resources left out);
+        generation 0 is the empty set. KeyError when a generation does not exist."""
+        with self._connect() as db:
+            docs = []
+            for gen in (before, after):
+                if gen and not self._exists(db, gen):
+                    raise KeyError(f"no generation {gen}")
+                docs.append(self._docs(db, gen) if gen else {})
+        return [c for c in self._diff(docs[0], docs[1], prune=True) if c.action != "unchanged"]
+
     @staticmethod
     def _write(
         db: sqlite3.Connection,

@@ -30,6 +30,8 @@ Endpoints (JSON; ``who`` = what the caller must prove):
                                                                                 if egress allows
 ``POST /v1/config/apply``   YAML text (``dry_run``) → changes, new generation   operator
 ``GET  /v1/config/get``     ``kind``, ``name``, ``namespace`` → documents        operator
+``POST /v1/config/delete``  ``resources`` → new generation without them        operator
+``GET  /v1/config/diff``    ``from``, ``to`` → changes between two generations  operator
 ``GET  /v1/config/history`` generations                                         operator
 ``POST /v1/config/rollback`` ``generation`` → new generation equal to it        operator
 ``GET  /v1/status``         generation, sidecars, ACK/NACK                      operator
@@ -348,6 +350,11 @@ class _Handler(BaseHTTPRequestHandler):
             case ("GET", "/v1/config/get"):
                 self._operator()
                 return plane.get(query)
+            case ("POST", "/v1/config/delete"):
+                return plane.delete(body, self._operator())
+            case ("GET", "/v1/config/diff"):
+                self._operator()
+                return plane.compare(query)
             case ("GET", "/v1/config/history"):
                 self._operator()
                 return plane.history()

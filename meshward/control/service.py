@@ -34,7 +34,15 @@ from meshward.audit.store import AuditRejected
 from meshward.config.build import find_workload, mesh_spec
 from meshward.config.encode import GenerationEncoder
 from meshward.config.store import ApplyResult, ConfigStore, SidecarRecord
-from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
+from meshward.control.operations import (
+    ConfigError,
+    apply_text,
+    compare_generations,
+    delete_resources,
+    get_resources,
+    history_of,
+    rollback_to,
+)
 from meshward.control.tls import bundle_digest, control_id
 from meshward.detection.engine import DetectionEngine
 from meshward.identity.authority import CsrRefused
@@ -339,8 +347,26 @@ class ControlService:
         """One of the control plane's own audit events (written off the caller's thread)."""
         self._audit(lambda: self.audit._record(event))
 
+    def delete(self, body: dict[str, Any], who: str) -> dict[str, Any]:
+        result = self._config(delete_resources, body.get("resources"), who)
+        if result.get("changed"):
+            self._notify()
+            gone = [
+                f"{c['kind']} {c['namespace']}/{c['name']}"
+                for c in result["changes"]
+                if c["action"] == "deleted"
+            ]
+            self._audit(lambda: self.audit.config_deleted(result["generation"], who, gone))
+            self._audit(lambda: self.audit.update_sinks(self._current().resources))
+        return result
+
     def get(self, query: dict[str, str]) -> dict[str, Any]:
-        return self._config(get_resources, query.get("kind", ""), query.get("name"), query.get("namespace"))
+        generation = _int_query(query, "generation") if "generation" in query else None
+        kind, name, namespace = query.get("kind", ""), query.get("name"), query.get("namespace")
+        return self._config(get_resources, kind, name, namespace, generation)
+
+    def compare(self, query: dict[str, str]) -> dict[str, Any]:
+        return self._config(compare_generations, _int_query(query, "from"), _int_query(query, "to"))
 
     def _config(self, operation: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         try:
@@ -350,7 +376,7 @@ class ControlService:
             raise ApiError(exc.status, str(exc), **extra) from None
 
     def history(self) -> dict[str, Any]:
-        return {"generations": [g.to_json() for g in self.store.history()]}
+        return history_of(self.store)
 
     def status(self) -> dict[str, Any]:
         acks = self.store.acks()
@@ -373,6 +399,13 @@ def _str(body: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"{key!r} (a non-empty string) is required")
     return value
+
+
+def _int_query(query: dict[str, str], key: str) -> int:
+    try:
+        return int(query.get(key, ""))
+    except ValueError:
+        raise ApiError(400, f"{key!r} must be an integer") from None
 
 
 def _svid_json(chain: bytes, bundle: bytes, not_after: dt.datetime) -> dict[str, Any]:

@@ -111,7 +111,12 @@ class AuthzFilter(Filter):
         self._denied[key] = self._denied.get(key, 0) + 1
         ctx.decision = "deny"
         return Denial(
-            kind="authz", status=403, message="access denied", policy=decision.policy, rule=decision.rule_ref
+            kind="authz",
+            status=403,
+            message="access denied",
+            policy=decision.policy,
+            rule=decision.rule_ref,
+            reason=decision.reason,
         )
 
 

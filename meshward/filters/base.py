@@ -63,6 +63,7 @@ class Denial:
     rule: str | None = None  # rule index or limit name
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: dict[str, Any] = field(default_factory=dict)  # extra JSON fields
+    reason: str | None = None  # why, in words (e.g. "no ALLOW policy matched"), for SDK-facing bodies
 
 
 class StreamAbort(Exception):

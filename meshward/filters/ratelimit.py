@@ -1,5 +1,7 @@
 """The rate-limit / quota filter: request rates, concurrency and LLM token budgets.
 
+Always in the chain: with no RateLimitPolicy it only meters (the model is read from the body
+when the path does not name it, and the token usage of every AI response is counted).
 ``on_request`` admits the request against every RateLimitPolicy limit that applies (see
 :mod:`meshward.ratelimit.limiter`) or answers 429 with the IETF RateLimit fields (503 when
 a fail-closed limit's store is down); admitted responses carry the fields of the tightest
@@ -105,6 +107,7 @@ class RateLimitFilter(Filter):
         self.telemetry = telemetry
         # Local buckets never wait; a Redis client uses asyncio.timeout(), which needs a Task.
         self.eager_safe = all(name == "local" for name in {lim.backend for lim in limiter.limits})
+        self.metering_only = not limiter.limits  # no RateLimitPolicy: meter tokens, limit nothing
         # Limits that need the JSON body: token budgets (the prompt estimate, max_tokens), and
         # limits keyed or matched by model when the path does not name it.
         self._budget_limits = [lim for lim in limiter.limits if "tokens" in lim.dimensions]
@@ -123,6 +126,8 @@ class RateLimitFilter(Filter):
         ai = ctx.ai
         if ai.protocol != "openai" or ctx.method != "POST":
             return False
+        if self.metering_only:  # the model is metered: read it from the body when the path lacks it
+            return ai.model is None and ai.operation in _METERED_OPERATIONS
         wanted = self._body_limits if ai.model is None else self._budget_limits
         if not wanted:
             return False
@@ -131,6 +136,10 @@ class RateLimitFilter(Filter):
 
     async def on_request(self, ctx: RequestContext) -> Denial | None:
         ai = ctx.ai
+        if self.metering_only:  # nothing to admit: only meter the AI calls that use tokens
+            if ai.operation in _METERED_OPERATIONS:
+                ctx.scratch[_SCRATCH] = _Pending(Admission(ctx.request_id), UsageMeter())
+            return None
         facts = _facts(ctx)
         adm = await self.limiter.admit(
             facts, ctx.request_id, ai.prompt_tokens_estimate or 0, ai.max_output_tokens
@@ -219,10 +228,9 @@ def _limits(snapshot: MeshSnapshot) -> list[CompiledLimit]:
 
 
 def build(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Filter | None:
-    """The rate-limit filter for this generation, or None when no RateLimitPolicy applies."""
+    """The rate-limit filter for this generation. With no RateLimitPolicy it only meters: the
+    model, operation and token usage of every AI request are still read and counted."""
     limits = _limits(snapshot)
-    if not limits:
-        return None
     state = shared_state(runtime)
     state.telemetry.bind(runtime.metrics_registry)
     backends: dict[str, Any] = {name: state.backend(name) for name in {lim.backend for lim in limits}}

@@ -332,7 +332,10 @@ class TelemetryFilter(Filter):
         access_log = self.shared.access_log
         if access_log is not None:
             access_log.write_line(access_line(ctx, self._destination_json, self._service_json, now, duration))
-        if self.shared.spool is not None and (self.record_allowed or is_security_relevant(ctx)):
+        # AI calls that used tokens are always audited: `meshward usage` reads spend from the trail.
+        if self.shared.spool is not None and (
+            self.record_allowed or ctx.tokens.total or is_security_relevant(ctx)
+        ):
             self.shared.audit(http_activity(ctx, int(now * 1000), int(duration * 1000)))
         exporter = self.shared.exporter
         if exporter is not None:

@@ -122,7 +122,10 @@ class MeshState:
 
     def _require(self) -> None:
         if not self.exists():
-            raise MeshStateError(f"no mesh in {self.path} (run `meshward init --state {self.path}` first)")
+            raise MeshStateError(
+                f"no mesh in {self.path} (start one with `meshward up -f MESH.yaml --state {self.path}`, "
+                f"or run `meshward init --state {self.path}` first for an empty one)"
+            )
 
     @property
     def trust_domain(self) -> str:

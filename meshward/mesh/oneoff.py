@@ -31,6 +31,18 @@ from meshward.mesh.workload import NO_PROXY, START_TIMEOUT, MeshError, sidecar_c
 __all__ = ["run_with_sidecar"]
 
 
+def _unalias(state: MeshState, identity: str) -> str:
+    """An identity spelled in a ``Mesh.spec.trustDomainAliases`` trust domain, as this mesh's
+    (the same reading policies and ``meshward check`` give it); any other text unchanged."""
+    from meshward.authz.aliases import rewrite_principal
+    from meshward.config.store import ConfigStore
+    from meshward.resources.mesh import Mesh
+
+    meshes = [r for r in ConfigStore(state.db_path).resources() if isinstance(r, Mesh)]
+    aliases = meshes[0].spec.trust_domain_aliases if meshes else []
+    return rewrite_principal(identity, state.trust_domain, aliases) if aliases else identity
+
+
 def run_with_sidecar(state: MeshState, identity: str, command: Sequence[str]) -> int:
     """Run ``command`` behind a temporary sidecar for ``identity``; return its exit code."""
     if not command:
@@ -40,6 +52,7 @@ def run_with_sidecar(state: MeshState, identity: str, command: Sequence[str]) ->
         raise MeshError(
             f"no control plane is running for {state.path} (start one with `meshward up` or `meshward control`)"
         )
+    identity = _unalias(state, identity)
     with contextlib.closing(IdentityService(state)) as service:
         try:
             sid = service.identity(identity)

@@ -38,7 +38,8 @@ class WorkloadRecord:
     pid: int | None = None  # the app's process (group leader)
     sidecar_pid: int | None = None
     ready: bool = False
-    state: str = "starting"  # starting | ready | restarting | failed | stopped
+    state: str = "starting"  # starting | ready | running | restarting | succeeded | failed | stopped
+    type: str = "Service"  # Service | Job (a batch job or client: runs to completion)
     restarts: int = 0
     last_exit: int | None = None
     message: str = ""

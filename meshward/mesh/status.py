@@ -29,6 +29,7 @@ from meshward.identity.issuance import IdentityService
 from meshward.identity.ledger import iso
 from meshward.identity.state import MeshState
 from meshward.mesh.records import WorkloadRecord, read_run
+from meshward.mesh.scrape import targets_path
 
 __all__ = ["align_columns", "mesh_status", "render_status"]
 
@@ -64,6 +65,7 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "cert_not_after": _cert_not_after(w.sidecar_dir),
         "ready": bool(w.ready and sidecar_alive and (app_alive or w.pid is None)),
         "state": w.state,
+        "type": w.type,
         "restarts": w.restarts,
         "last_exit": w.last_exit,
         "message": w.message,
@@ -149,6 +151,7 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
         if run is None
         else {"pid": run.supervisor_pid, "state": run.state, "error": run.error},
         "outbound_traffic_policy": outbound,
+        "metrics": {"prometheus_targets": str(targets_path(state.path)) if run else None},
         "warnings": warnings,
     }
 
@@ -157,6 +160,12 @@ def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows (the header first) as text lines, each column as wide as its widest cell."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def _job_state(w: dict[str, Any]) -> str:
+    """A job's READY cell: running, or how it ended (``succeeded (0)``, ``failed (2)``)."""
+    code = w.get("last_exit")
+    return f"{w['state']} ({code})" if code is not None and w["state"] != "running" else w["state"]
 
 
 def render_status(doc: dict[str, Any]) -> str:
@@ -178,6 +187,7 @@ def render_status(doc: dict[str, Any]) -> str:
                 "APP",
                 "INBOUND",
                 "OUTBOUND",
+                "ADMIN",
                 "CONFIG",
                 "RESTARTS",
                 "CERT UNTIL",
@@ -190,11 +200,12 @@ def render_status(doc: dict[str, Any]) -> str:
                 (
                     f"{w['namespace']}/{w['name']}",
                     w.get("version") or "-",
-                    "yes" if w["ready"] else w["state"],
+                    "yes" if w["ready"] else _job_state(w) if w.get("type") == "Job" else w["state"],
                     w["identity"],
                     w["app"] or "-",
                     w["inbound"] or "-",
                     w["outbound"] or "-",
+                    w["admin"] or "-",
                     config,
                     str(w["restarts"]),
                     w["cert_not_after"] or "-",
@@ -217,7 +228,10 @@ def render_status(doc: dict[str, Any]) -> str:
             )
         lines += align_columns(gw_rows)
     for w in doc["workloads"]:
-        if w["message"] and not w["ready"]:
+        if w["message"] and not w["ready"] and w["state"] != "succeeded":
             lines.append(f"{w['namespace']}/{w['name']}: {w['message']}")
+    targets = (doc.get("metrics") or {}).get("prometheus_targets")
+    if targets:
+        lines.append(f"metrics  each ADMIN port serves /stats/prometheus; Prometheus file_sd: {targets}")
     lines += [f"warning: {text}" for text in doc["warnings"]]
     return "\n".join(lines)

@@ -10,6 +10,11 @@ Order of a start, and why:
    command, with ``HTTP_PROXY`` pointing at the sidecar's outbound listener → the app's
    readiness probe.
 
+A workload that fails to start (or to become ready) fails alone and is retried with backoff;
+the rest of the mesh runs (``up --strict``: the whole mesh stops instead). A ``type: Job``
+Workload (a batch job or client: no port, no readiness wait) runs to completion; its
+``restartPolicy`` (Kubernetes' meanings) says whether it runs again.
+
 Then it watches: an app, sidecar or control plane that exits is restarted with exponential
 backoff (a sidecar on the same ports, so its app's ``HTTP_PROXY`` stays right), and the restart
 is recorded for ``meshward status``. SIGINT/SIGTERM stop apps, then sidecars (they unregister),
@@ -39,6 +44,7 @@ from meshward.mesh.gateway import GatewayProcess
 from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.reconcile import Reconciler
 from meshward.mesh.records import GatewayRecord, RunRecord, WorkloadRecord, mesh_dir, write_run
+from meshward.mesh.scrape import write_targets
 from meshward.mesh.status import align_columns
 from meshward.mesh.workload import (
     CONTROL_PORT,
@@ -91,6 +97,7 @@ class MeshSupervisor:
         self.resources: list[Resource[Any]] = []
         self.identity: IdentityService
         self.reconciler: Reconciler | None = None
+        self.strict = False  # `up --strict`: a workload that fails to start stops the whole mesh
 
     def log(self, line: str) -> None:
         self._log(f"[{time.monotonic() - self._started:5.1f}s] {line}")
@@ -98,6 +105,7 @@ class MeshSupervisor:
     def save(self) -> None:
         with self._save_lock:
             write_run(self.state.path, self.record)
+            write_targets(self.state.path, self.record)  # Prometheus file_sd follows every change
 
     # -- start -----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -194,16 +202,20 @@ class MeshSupervisor:
                 except MeshError as exc:
                     errors.append(str(exc))
 
-            threads = [threading.Thread(target=start_one, args=(r,), daemon=True) for r in self.runners]
-            for t in threads:
-                t.start()
-            self.await_control()
-            for t in threads:
-                t.join()
+            # Services first, then jobs (batch jobs and clients call the services once they are up).
+            for group in ([r for r in self.runners if not r.job], [r for r in self.runners if r.job]):
+                threads = [threading.Thread(target=start_one, args=(r,), daemon=True) for r in group]
+                for t in threads:
+                    t.start()
+                self.await_control()
+                for t in threads:
+                    t.join()
             if self.stopping.is_set():
                 raise MeshError("stopped while starting")
-            if errors:
+            if errors and self.strict:
                 raise MeshError(errors[0])
+            for error in errors:  # that workload failed alone; it is retried with backoff
+                self.log(f"{error} (the rest of the mesh keeps running; `up --strict` stops it instead)")
             self.start_gateways()
             self.record.state = "running"
             self.save()
@@ -353,6 +365,7 @@ class MeshSupervisor:
             rec.ready, rec.state = False, "stopped"
         with contextlib.suppress(OSError):
             (mesh_dir(self.state.path) / "run.json").unlink()
+            write_targets(self.state.path, None)
         with contextlib.suppress(Exception):
             self.identity.close()
 

@@ -118,7 +118,9 @@ class WorkloadRunner:
         self.app: Child | None = None
         self.directory = mesh.state.path / "sidecars" / f"{record.namespace}.{record.name}"
         self.listeners = {"inbound": "127.0.0.1:0", "outbound": "127.0.0.1:0", "admin": "127.0.0.1:0"}
-        self.app_port = workload.spec.port or free_port()
+        self.job = workload.spec.type == "Job"
+        self.app_port = workload.spec.port or (0 if self.job else free_port())
+        self.finished = False  # ran to its end and its restartPolicy says not again
         self.isolation: NamespacePlan | None = None  # set by the supervisor in isolation mode
         self.sidecar_failures = 0
         self.app_failures = 0
@@ -126,7 +128,9 @@ class WorkloadRunner:
         self.next_sidecar_start = 0.0
         record.sidecar_dir = str(self.directory)
         record.version = workload.metadata.labels.get("version")
-        record.app = f"127.0.0.1:{self.app_port}" if workload.spec.command or workload.spec.port else None
+        serves = not self.job and (workload.spec.command or workload.spec.port)
+        record.app = f"127.0.0.1:{self.app_port}" if serves else None
+        record.type = workload.spec.type
 
     # -- sidecar ---------------------------------------------------------------------------------
     def start_sidecar(self) -> None:
@@ -209,6 +213,11 @@ class WorkloadRunner:
             ]  # fmt: skip
         self.app = start_child(f"app {rec.ref}", command, self.directory / "app.log", self.app_env(), cwd)
         rec.pid = self.app.pid
+        if self.job:  # a batch job or client: not waited on; it may finish
+            rec.ready, rec.state, rec.message = False, "running", ""
+            self.mesh.save()
+            self.mesh.log(f"{rec.ref}: job started")
+            return
         self.mesh.save()
         timeout = parse_duration(spec.readiness.timeout)
         app = self.app
@@ -216,6 +225,7 @@ class WorkloadRunner:
         def ready() -> bool:
             code = app.exit_code()
             if code is not None:
+                rec.last_exit = code
                 raise MeshError(f"app of {rec.ref} exited ({code}) before it was ready: {tail(app.log)}")
             return self._probe()
 
@@ -266,6 +276,11 @@ class WorkloadRunner:
             self.start_app()
         except MeshError as exc:
             self.record.state, self.record.message = "failed", str(exc)
+            if self.app is not None:  # not ready in time: stopped; `check` retries it with backoff
+                self.app.stop(1.0)
+                self.app = None
+            self.next_app_start = time.monotonic() + self._delay(self.app_failures)
+            self.app_failures += 1
             self.mesh.save()
             raise
 
@@ -290,13 +305,15 @@ class WorkloadRunner:
             try:
                 self.start_sidecar()
                 self.mesh.log(f"{rec.ref}: sidecar restarted")
-                if self.app is not None:
+                if self.app is not None and not self.job:
                     rec.ready, rec.state = True, "ready"
                     self.mesh.save()
             except MeshError as exc:
                 rec.message = str(exc)
                 self.mesh.save()
                 return
+        if self.app is not None and (code := self.app.exit_code()) is not None and self._finished(code):
+            return
         if self.app is not None and (code := self.app.exit_code()) is not None:
             rec.ready, rec.state, rec.last_exit = False, "restarting", code
             rec.restarts += 1
@@ -312,6 +329,8 @@ class WorkloadRunner:
             and self.sidecar is not None
             and now >= self.next_app_start
             and not rec.ready
+            and not self.finished
+            and rec.state != "running"
         ):
             try:
                 self.start_app()
@@ -324,6 +343,21 @@ class WorkloadRunner:
                 self.next_app_start = time.monotonic() + self._delay(self.app_failures)
                 self.app_failures += 1
                 self.mesh.save()
+
+    def _finished(self, code: int) -> bool:
+        """The app exited with ``code``: if its restartPolicy says not again, record how it ended."""
+        policy = self.workload.spec.restart
+        if policy == "Always" or (policy == "OnFailure" and code != 0):
+            return False
+        rec = self.record
+        assert self.app is not None
+        rec.ready, rec.last_exit, self.finished = False, code, True
+        rec.state = "succeeded" if code == 0 else "failed"
+        rec.message = f"exited ({code})" + ("" if code == 0 else f": {tail(self.app.log, 2)}")
+        self.app = None
+        self.mesh.save()
+        self.mesh.log(f"{rec.ref}: {rec.message} (restartPolicy {policy}: not restarted)")
+        return True
 
     def children(self) -> list[Child]:
         return [c for c in (self.app, self.sidecar) if c is not None]

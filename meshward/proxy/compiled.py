@@ -20,7 +20,14 @@ from meshward.proxy.routes import RouteTable
 if TYPE_CHECKING:
     from meshward.proxy.egress import EgressSide
 
-__all__ = ["ChainFactory", "CompiledChain", "CompiledConfig", "SnapshotRejected", "compile_snapshot"]
+__all__ = [
+    "ChainFactory",
+    "CompiledChain",
+    "CompiledConfig",
+    "SnapshotRejected",
+    "compile_snapshot",
+    "workload_change",
+]
 
 log = logging.getLogger("meshward.proxy")
 
@@ -32,6 +39,25 @@ class SnapshotRejected(Exception):
         super().__init__(f"generation {generation} rejected: {reason}")
         self.generation = generation
         self.reason = reason
+
+
+def workload_change(runtime: SidecarRuntime, snapshot: MeshSnapshot) -> str:
+    """Why a running sidecar cannot take ``snapshot``, in terms of the resource that changed."""
+    old, new = runtime.workload, snapshot.workload
+    ref = f"Workload {new.namespace}/{new.name}"
+    restart = "a running sidecar keeps what it started with: restart the workload to apply it"
+    if (old.namespace, old.name) != (new.namespace, new.name):
+        return f"the snapshot is for {ref}; this sidecar serves Workload {old.namespace}/{old.name}"
+    if snapshot.trust_domain != runtime.trust_domain:
+        return f"Mesh spec.trustDomain changed from {runtime.trust_domain!r} to {snapshot.trust_domain!r}"
+    if old.labels != new.labels:
+        return f"{ref}: metadata.labels changed from {old.labels} to {new.labels}; {restart}"
+    for field, label in (("service", "spec.service"), ("service_account", "spec.serviceAccount")):
+        if getattr(old, field) != getattr(new, field):
+            return (
+                f"{ref}: {label} changed from {getattr(old, field)!r} to {getattr(new, field)!r}; {restart}"
+            )
+    return f"{ref} changed; {restart}"
 
 
 def _overrides(f: Filter, hook: str) -> bool:

@@ -297,11 +297,15 @@ class Exchange:
             ctx.policy = denial.policy
             ctx.rule = denial.rule
         close = self._close_after_local()
-        self._send_local(denial_reply(denial, self.request_id, close, self.head.method == "HEAD"))
+        protocol = ctx.ai.protocol if ctx is not None else None
+        self._send_local(denial_reply(denial, self.request_id, close, self.head.method == "HEAD", protocol))
 
     def fail(self, name: str, detail: str | None) -> None:
         close = self._close_after_local()
-        self._send_local(failure_reply(name, self.request_id, detail, close, self.head.method == "HEAD"))
+        protocol = self.ctx.ai.protocol if self.ctx is not None else None
+        self._send_local(
+            failure_reply(name, self.request_id, detail, close, self.head.method == "HEAD", protocol)
+        )
 
     def reply_error(self, exc: RemoteProtocolError) -> None:
         """A request the parser/normalizer refused after its head (bad path, body too large)."""

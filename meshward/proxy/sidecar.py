@@ -30,7 +30,13 @@ from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import SidecarRuntime
 from meshward.proxy.admin import AdminConnection
 from meshward.proxy.chain import build_chain
-from meshward.proxy.compiled import ChainFactory, CompiledConfig, SnapshotRejected, compile_snapshot
+from meshward.proxy.compiled import (
+    ChainFactory,
+    CompiledConfig,
+    SnapshotRejected,
+    compile_snapshot,
+    workload_change,
+)
 from meshward.proxy.downstream import DownstreamConnection, Side
 from meshward.proxy.inbound import handle_inbound
 from meshward.proxy.listener import Listener, bind_socket
@@ -107,12 +113,7 @@ class Sidecar:
                 runtime.shared[NOT_AFTER_KEY] = self.identity.info.not_after
         elif snapshot.workload != runtime.workload or snapshot.trust_domain != runtime.trust_domain:
             self.stats.config_rejected += 1
-            raise SnapshotRejected(
-                snapshot.generation,
-                f"snapshot is for {snapshot.workload.namespace}/{snapshot.workload.name} in "
-                f"{snapshot.trust_domain}; this sidecar serves {runtime.workload.namespace}/"
-                f"{runtime.workload.name} in {runtime.trust_domain}",
-            )
+            raise SnapshotRejected(snapshot.generation, workload_change(runtime, snapshot))
         try:
             compiled = compile_snapshot(snapshot, runtime, self.options.mtls_mode, self.chain_factory)
         except SnapshotRejected:

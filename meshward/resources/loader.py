@@ -34,6 +34,9 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 
+UNREADABLE = "unreadable file"  # a Problem's subject when the file cannot be read at all
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong in the file, located for the user."""
@@ -45,6 +48,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        if self.subject == UNREADABLE:  # the one wording the CLI uses for a missing file
+            return f"cannot read {self.filename}: {self.message}"
         where = f"{self.filename}:{self.line}: {self.subject}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
@@ -249,5 +254,5 @@ def load_file(path: Path) -> list[Resource[Any]]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise LoadError([Problem(str(path), 1, "file", "", exc.strerror or str(exc))]) from None
+        raise LoadError([Problem(str(path), 1, UNREADABLE, "", exc.strerror or str(exc))]) from None
     return load_text(data, str(path))

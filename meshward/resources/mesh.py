@@ -15,6 +15,7 @@ __all__ = [
     "AuditSink",
     "Mesh",
     "MeshSpec",
+    "ModelPrice",
     "MtlsSettings",
     "OutboundTrafficPolicy",
     "Readiness",
@@ -112,8 +113,19 @@ class InterceptionSettings(Strict):
         return v
 
 
+class ModelPrice(Strict):
+    """What one model costs, per million tokens (``model: "*"`` prices every other model)."""
+
+    model: str
+    input_per_million: float = Field(default=0.0, ge=0, alias="inputPerMillion")
+    output_per_million: float = Field(default=0.0, ge=0, alias="outputPerMillion")
+    currency: str = "USD"
+
+
 class MeshSpec(Strict):
     trust_domain: str = Field(default="demo.local", alias="trustDomain", pattern=r"^[a-z0-9._-]+$")
+    # Istio's trustDomainAliases: policy principals in these trust domains mean this mesh's.
+    trust_domain_aliases: list[str] = Field(default_factory=list, alias="trustDomainAliases")
     mtls: MtlsSettings = Field(default_factory=MtlsSettings)
     default_policy: Literal["deny", "allow"] = Field(default="deny", alias="defaultPolicy")
     certificate_ttl: str = Field(default="1h", alias="certificateTTL")
@@ -121,6 +133,8 @@ class MeshSpec(Strict):
         default_factory=OutboundTrafficPolicy, alias="outboundTrafficPolicy"
     )
     root_namespace: str = Field(default="meshward-system", alias="rootNamespace")
+    # Prices for `meshward usage` (optional): per model, cost per 1M input / output tokens.
+    pricing: list[ModelPrice] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     # netns: every Workload in its own network namespace, its app as its own user, traffic
@@ -148,6 +162,16 @@ class Readiness(Strict):
 
 
 class WorkloadSpec(Strict):
+    """``type: Service`` (default) serves on ``port`` and is waited on until ready; ``type: Job``
+    is a batch job or client: a sidecar and an identity, no port, no readiness wait, and it may
+    finish. ``restartPolicy`` has Kubernetes' meanings (default: Always for a Service, Never for
+    a Job): Always restarts whenever it exits, OnFailure only after a non-zero exit, Never never.
+    """
+
+    type: Literal["Service", "Job"] = "Service"
+    restart_policy: Literal["Always", "OnFailure", "Never"] | None = Field(
+        default=None, alias="restartPolicy"
+    )
     service: str | None = None
     service_account: str | None = Field(default=None, alias="serviceAccount")
     port: int = Field(default=0, ge=0, le=65535)
@@ -156,6 +180,19 @@ class WorkloadSpec(Strict):
     readiness: Readiness = Field(default_factory=Readiness)
     workdir: str | None = None
     isolation: Literal["none", "netns"] | None = None  # None: the Mesh's setting
+
+    @model_validator(mode="after")
+    def _job(self) -> WorkloadSpec:
+        if self.type == "Job" and self.port:
+            raise ValueError("a Job has no port (it serves nothing): remove port or use type: Service")
+        if self.type == "Job" and not self.command:
+            raise ValueError("a Job needs a command to run")
+        return self
+
+    @property
+    def restart(self) -> Literal["Always", "OnFailure", "Never"]:
+        """The effective restart policy."""
+        return self.restart_policy or ("Never" if self.type == "Job" else "Always")
 
 
 @register

@@ -118,3 +118,20 @@ def test_state_goes_before_or_after_the_command(argv: list[str], tmp_path: Path)
     )
     assert out.returncode == 0, out.stderr
     assert "spiffe://x.test/ns/meshward-system/sa/operator" in out.stdout
+
+
+def test_every_command_has_a_description() -> None:
+    import argparse
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [name for name, p in sub.choices.items() if not p.description]
+    assert missing == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from meshward import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"meshward {__version__}"

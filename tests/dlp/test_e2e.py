@@ -68,7 +68,7 @@ def test_a_secret_in_the_prompt_is_refused_with_403_naming_the_policy(client: op
         ask(client, f"my key is {AWS_KEY}")
     reply = info.value.response.json()
     assert reply["policy"] == "llm/secrets" and reply["detector"] == "secrets"
-    assert "llm/secrets" in reply["error"] and AWS_KEY not in info.value.response.text
+    assert "llm/secrets" in reply["error"]["message"] and AWS_KEY not in info.value.response.text
 
 
 def test_a_card_streamed_token_by_token_is_masked(client: openai.OpenAI) -> None:
@@ -109,7 +109,7 @@ def test_max_records_refuses_bulk_embeddings_with_403_naming_the_policy(client: 
     assert err.status_code == 403
     doc = err.response.json()
     assert (doc["policy"], doc["reason"], doc["limit"]) == ("llm/export", "export_limit", "maxRecords")
-    assert isinstance(err.body, str) and "llm/export" in err.body  # the SDK's body: our "error" message
+    assert isinstance(err.body, dict) and "llm/export" in err.body["message"]  # OpenAI's error shape
     assert "embedding" not in err.response.text.replace("export", "")  # no record leaked
 
 

@@ -66,7 +66,7 @@ def test_a_broken_mesh_file_starts_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
 
 
-def test_an_app_that_cannot_start_is_reported_and_nothing_is_left(tmp_path: Path) -> None:
+def test_with_strict_an_app_that_cannot_start_is_reported_and_nothing_is_left(tmp_path: Path) -> None:
     mesh_file = tmp_path / "mesh.yaml"
     mesh_file.write_text(
         "apiVersion: meshward.dev/v1alpha1\nkind: Workload\nmetadata: {name: crashy, namespace: t}\n"
@@ -84,6 +84,7 @@ def test_an_app_that_cannot_start_is_reported_and_nothing_is_left(tmp_path: Path
             "-f",
             str(mesh_file),
             "--detach",
+            "--strict",  # without it, the workload fails alone and the mesh runs
             "--control-port",
             "0",
         ],

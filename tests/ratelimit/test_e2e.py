@@ -97,7 +97,9 @@ def assert_budget_refusal(exc: openai.RateLimitError, limit: int, name: str = TO
     assert headers["retry-after"] == m.group(1)  # both name the end of the window
     assert abs(int(m.group(1)) - seconds_to_utc_midnight()) <= 5
     body = response.json()
-    assert body["error"] == "rate limited" and body["limit"] == name and body["dimension"] == "tokens"
+    assert body["error"]["code"] == "rate_limit_exceeded" and body["error"]["type"] == "rate_limit_error"
+    assert body["limit"] == name and body["dimension"] == "tokens"
+    assert f"limit {name}" in str(exc) and "retry after" in str(exc)  # what the SDK shows says why
 
 
 def local_policy(costs: dict[str, int]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from meshward.config.snapshot import WorkloadInfo
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
-from meshward.filters.ratelimit import RateLimitShared, build
+from meshward.filters.ratelimit import RateLimitFilter, RateLimitShared, build
 from meshward.ratelimit.backend import LocalBackend
 from tests.ratelimit.policies import WEBAPP, context, policy
 from tests.support.sidecar import make_snapshot
@@ -64,8 +64,9 @@ def headers(d: Denial) -> dict[str, str]:
     return dict(d.headers)
 
 
-def test_no_policy_no_filter() -> None:
-    assert build(make_snapshot("llm/chat"), runtime(Clock())) is None
+def test_no_policy_a_metering_only_filter() -> None:
+    f = build(make_snapshot("llm/chat"), runtime(Clock()))
+    assert isinstance(f, RateLimitFilter) and f.metering_only and f.eager_safe
 
 
 def test_token_budget_exhausted_exactly_at_limit_then_429_with_headers() -> None:

@@ -77,7 +77,7 @@ def _text(record: AuditRecord, source: str, chain: str) -> str:
         code = (e.get("http_response") or {}).get("code", "-")
         detail = (
             f"{actor} {req.get('http_method')} {(req.get('url') or {}).get('path')} -> {code} "
-            f"{authz.get('decision', '-')} {decided_by}"
+            f"{authz.get('decision', '-')} {decided_by} request_id={(e.get('metadata') or {}).get('uid') or '-'}"
         )
     elif e.get("api"):
         detail = f"{e['api'].get('operation')} {e.get('status', '')} {e.get('message', '')}".strip()
@@ -89,7 +89,12 @@ def _text(record: AuditRecord, source: str, chain: str) -> str:
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("audit", parents=[common], help="verify, follow and export the audit trail")
+    p = sub.add_parser(
+        "audit",
+        parents=[common],
+        help="verify, follow and export the audit trail",
+        description="The tamper-evident audit trail: verify its chains, tail (and filter) its records, export them.",
+    )
 
     p.set_defaults(func=show_usage(p))
     asub = p.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
@@ -112,6 +117,11 @@ def register(
     )
     t.add_argument("-f", "--follow", action="store_true", help="keep printing records as they arrive")
     t.add_argument("--format", choices=("text", *FORMATS), default="text")
+    t.add_argument(
+        "--identity", metavar="ID", help="only requests from this caller (NS/SA, principal, SPIFFE ID)"
+    )
+    t.add_argument("--decision", choices=("allow", "deny", "dry_run_deny"), help="only requests so decided")
+    t.add_argument("--request-id", metavar="ID", help="only the request with this id (its x-request-id)")
     t.set_defaults(func=tail)
 
     e = asub.add_parser("export", help="print every record in a SIEM format")
@@ -125,7 +135,7 @@ def verify(args: argparse.Namespace) -> int:
     from meshward.audit.verify import verify_audit_dir
 
     if args.key is not None and not args.key.is_file():
-        raise CliError(f"--key: no such file {args.key}")
+        raise CliError(f"--key: cannot read {args.key}: No such file or directory")
     report = verify_audit_dir(_audit_dir(args), args.key)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -175,10 +185,34 @@ def _follow(audit_dir: Path, seen: dict[str, int], interval: float = 0.5) -> Ite
         time.sleep(interval)
 
 
+def _matcher(args: argparse.Namespace) -> Callable[[AuditRecord], bool]:
+    """The ``tail`` filters (--identity, --decision, --request-id) as one predicate."""
+    identity: str | None = None
+    if args.identity:
+        from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
+        from meshward.identity.state import MeshState
+
+        try:
+            identity = parse_identity(args.identity, MeshState(args.state).trust_domain).uri
+        except (InvalidSpiffeId, OSError) as exc:
+            raise CliError(f"--identity {args.identity!r}: {exc}") from None
+
+    def matches(record: AuditRecord) -> bool:
+        e = record.event
+        if identity is not None and ((e.get("actor") or {}).get("user") or {}).get("uid") != identity:
+            return False
+        if args.decision and (e.get("authorizations") or [{}])[0].get("decision") != args.decision:
+            return False
+        return not args.request_id or (e.get("metadata") or {}).get("uid") == args.request_id
+
+    return matches
+
+
 def tail(args: argparse.Namespace) -> int:
     audit_dir = _audit_dir(args)
     render = _render(args.format)
-    entries = _all_entries(audit_dir)
+    wanted = _matcher(args)
+    entries = [e for e in _all_entries(audit_dir) if wanted(e[2])]
     for source, chain, record in entries[-max(0, args.lines) :] if args.lines else []:
         print(render(record, source, chain), flush=True)
     if not args.follow:
@@ -190,7 +224,8 @@ def tail(args: argparse.Namespace) -> int:
         if slug:
             seen[slug] = max(seen.get(slug, 0), record.seq)
     for source, chain, record in _follow(audit_dir, seen):
-        print(render(record, source, chain), flush=True)
+        if wanted(record):
+            print(render(record, source, chain), flush=True)
     return 0
 
 

@@ -25,7 +25,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("ca", parents=[common], help="rotate the certificate authority")
+    p = sub.add_parser(
+        "ca",
+        parents=[common],
+        help="rotate the certificate authority",
+        description="Rotate the issuing intermediate (or the root, with an overlap) and print the trust bundle.",
+    )
     p.set_defaults(func=show_usage(p))
     csub = p.add_subparsers(dest="ca_command", metavar="SUBCOMMAND")
 

@@ -30,7 +30,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("certs", parents=[common], help="list issued certificates or mint one")
+    p = sub.add_parser(
+        "certs",
+        parents=[common],
+        help="list issued certificates or mint one",
+        description="List the certificates the CA issued, issue one to a directory, revoke one, list refusals.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--id", dest="identity", help="only this identity")
     p.set_defaults(func=list_certs)

@@ -36,6 +36,7 @@ from meshward.cli.errors import CliError
 if TYPE_CHECKING:
     from meshward.authn.enduser import EndUser
     from meshward.authz.attributes import AuthzDecision
+    from meshward.authz.trace import RuleTrace
     from meshward.config.snapshot import WorkloadInfo
     from meshward.resources import Resource
     from meshward.resources.mesh import Workload
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["decide_call", "load_resources", "register"]
 
 _USAGE_ERROR = 2
+_IDENTITY_FORMS = "NS/SA, TRUST-DOMAIN/ns/NS/sa/SA, spiffe://TRUST-DOMAIN/ns/NS/sa/SA"
 
 
 def register(
@@ -90,9 +92,12 @@ def register(
 def check(args: argparse.Namespace) -> int:
     from meshward.egress.check import is_external
 
+    if not args.path.startswith("/"):
+        raise CliError(f"--path {args.path!r}: must start with '/' (e.g. /v1/chat/completions)", _USAGE_ERROR)
     resources, trust_domain = load_resources(args.state, args.file)
     if is_external(resources, args.target):  # an ExternalService host: the caller's egress rules
         return _check_egress(args, resources, trust_domain)
+    traces: dict[str, list[RuleTrace]] = {}
     report, results = decide_call(
         resources,
         trust_domain,
@@ -107,8 +112,9 @@ def check(args: argparse.Namespace) -> int:
         now=_instant(args.at),
         jwt=args.jwt,
         claims=args.claims,
+        traces=traces,
     )
-    _print(args, report, results)
+    _print(args, report, results, traces)
     return 0 if report["allowed"] else 1
 
 
@@ -123,7 +129,7 @@ def _check_egress(args: argparse.Namespace, resources: list[Resource[Any]], trus
     try:
         caller = parse_identity(args.source, trust_domain)
     except InvalidSpiffeId as exc:
-        raise CliError(f"--from: {exc}", _USAGE_ERROR) from None
+        raise CliError(f"--from {args.source!r}: {exc} (accepted: {_IDENTITY_FORMS})", _USAGE_ERROR) from None
     egress = check_egress(
         resources,
         mesh,
@@ -155,17 +161,22 @@ def decide_call(
     now: float | None = None,
     jwt: Path | None = None,
     claims: str | None = None,
+    traces: dict[str, list[RuleTrace]] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[WorkloadInfo, AuthzDecision]]]:
     """Decide one call as the serving sidecars would: the report ``check --json`` prints (without
-    ``workloads``) and each serving Workload's decision. Also the dashboard's access matrix."""
+    ``workloads``) and each serving Workload's decision. Also the dashboard's access matrix.
+    ``traces``, when given, receives each workload's per-rule trace (what failed in each rule)."""
     from meshward.ai.protocol import classify
+    from meshward.authz.aliases import resolve_aliases
     from meshward.authz.attributes import RequestAttributes
-    from meshward.authz.engine import compile_engine
+    from meshward.authz.engine import compile_engine, select_policies
+    from meshward.authz.trace import trace_policies
     from meshward.config.snapshot import WorkloadInfo
     from meshward.filters.authz import end_user_attributes
     from meshward.http.errors import RemoteProtocolError
     from meshward.http.normalize import normalize_path, split_target
-    from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
+    from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId, parse_identity
+    from meshward.resources.authorization import AuthorizationPolicy
     from meshward.resources.mesh import Mesh, MeshSpec
 
     mesh = next((r.spec for r in resources if isinstance(r, Mesh)), MeshSpec())
@@ -173,16 +184,31 @@ def decide_call(
     try:
         caller = parse_identity(source, trust_domain)
     except InvalidSpiffeId as exc:
-        raise CliError(f"--from: {exc}", _USAGE_ERROR) from None
+        raise CliError(f"--from {source!r}: {exc} (accepted: {_IDENTITY_FORMS})", _USAGE_ERROR) from None
     workloads = _serving(resources, target)
     now = time.time() if now is None else now
     report: dict[str, Any] = {"from": caller.uri, "to": target, "method": method, "path": target_path}
+    if caller.trust_domain != trust_domain:
+        if caller.trust_domain not in mesh.trust_domain_aliases:
+            reason = (
+                f"the sidecar refuses callers outside trust domain {trust_domain!r} "
+                f"(this one is in {caller.trust_domain!r}; see Mesh spec.trustDomainAliases)"
+            )
+            report.update({"allowed": False, "decision": "reject", "reason": reason})
+            return report, []
+        caller = SpiffeId(trust_domain, caller.namespace, caller.service_account)  # an alias: the same
+        report["from"] = caller.uri
     try:
         _parse_head(method, target_path, headers.get("host") or _default_host(workloads[0]), headers)
         _, path, _query = split_target(target_path)
         path = normalize_path(path)
     except RemoteProtocolError as exc:
-        report.update({"allowed": False, "decision": "reject", "reason": f"400 from the sidecar: {exc}"})
+        hint = ""
+        if method != method.upper():
+            hint = f" (methods are case-sensitive: write {method.upper()!r})"
+        report.update(
+            {"allowed": False, "decision": "reject", "reason": f"400 from the sidecar: {exc}{hint}"}
+        )
         return report, []
     report["normalized_path"] = path
     ai = classify(method, path, headers, None)
@@ -201,6 +227,7 @@ def decide_call(
             trust_domain=trust_domain,
             root_namespace=mesh.root_namespace,
             default_policy=mesh.default_policy,
+            trust_domain_aliases=mesh.trust_domain_aliases,
         )
         try:
             user = _end_user(jwt, claims, resources, info, mesh.root_namespace, now)
@@ -224,6 +251,10 @@ def decide_call(
             **end_user_attributes(user),
         )
         results.append((info, engine.evaluate(attrs)))
+        if traces is not None:
+            chosen = select_policies(resources, info, mesh.root_namespace, AuthorizationPolicy)
+            policies = [resolve_aliases(p, trust_domain, mesh.trust_domain_aliases) for p in chosen]
+            traces[f"{info.namespace}/{info.name}"] = trace_policies(policies, trust_domain, attrs)
     allowed = all(d.allowed for _, d in results)
     report.update({"allowed": allowed, "decision": "allow" if allowed else "deny"})
     return report, results
@@ -403,10 +434,23 @@ def _port(explicit: int | None, workload: Workload) -> int:
 
 
 def _print(
-    args: argparse.Namespace, report: dict[str, Any], results: list[tuple[WorkloadInfo, AuthzDecision]]
+    args: argparse.Namespace,
+    report: dict[str, Any],
+    results: list[tuple[WorkloadInfo, AuthzDecision]],
+    traces: dict[str, list[RuleTrace]] | None = None,
 ) -> None:
+    from meshward.authz.trace import nearest
+
+    traces = traces or {}
     if args.json:
-        report["workloads"] = [{"workload": f"{w.namespace}/{w.name}", **d.to_json()} for w, d in results]
+        report["workloads"] = [
+            {
+                "workload": f"{w.namespace}/{w.name}",
+                **d.to_json(),
+                "trace": [t.to_json() for t in traces.get(f"{w.namespace}/{w.name}", [])],
+            }
+            for w, d in results
+        ]
         print(json.dumps(report, indent=2))
         return
     verdict = {"allow": "ALLOW", "deny": "DENY", "reject": "REJECT"}[report["decision"]]
@@ -425,3 +469,6 @@ def _print(
             print(f"{where}dry run: would {'allow' if shadow.allowed else 'deny'} ({shadow.reason})")
         if d.audit:
             print(f"{where}audit: {', '.join(d.audit)}")
+        if not d.allowed and d.action != "DENY":
+            for t in nearest(traces.get(f"{w.namespace}/{w.name}", [])):
+                print(f"{where}nearest: {t.policy} rules[{t.rule}] failed {', '.join(t.failed)}")

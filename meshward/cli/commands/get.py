@@ -1,4 +1,4 @@
-"""``meshward get KIND [NAME] [-n NS] [-o yaml|json]``: resources of the current generation."""
+"""``meshward get KIND [NAME] [-n NS] [--generation N] [-o yaml|json]``: resources of a generation."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("get", parents=[common], help="show resources of the current generation")
+    p = sub.add_parser(
+        "get",
+        parents=[common],
+        help="show resources of the current generation",
+        description="Show resources of the current generation (or of --generation N).",
+    )
     p.add_argument("kind", help="Workload, AuthorizationPolicy, ... (any case, singular or plural)")
     p.add_argument("name", nargs="?", help="one resource by name")
     p.add_argument("-n", "--namespace", help="only this namespace")
+    p.add_argument("--generation", type=int, metavar="N", help="a past generation (see `meshward history`)")
     p.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
     p.set_defaults(func=get)
 
@@ -30,7 +36,7 @@ def get(args: argparse.Namespace) -> int:
 
     access = config_access(MeshState(args.state))
     try:
-        result = access.get(args.kind, args.name, args.namespace)
+        result = access.get(args.kind, args.name, args.namespace, args.generation)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     items = result["items"]

@@ -13,7 +13,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("history", parents=[common], help="list config generations")
+    p = sub.add_parser(
+        "history",
+        parents=[common],
+        help="list config generations",
+        description="Every generation: when, by whom, how, and which resources it changed.",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=history)
 
@@ -35,4 +40,6 @@ def history(args: argparse.Namespace) -> int:
         print(
             f"{g['generation']:<11} {g['applied_at']:<21} {g['source']:<16} {summary:<36} {g['applied_by']}"
         )
+        for c in g.get("changes", []):
+            print(f"{'':<11} {c['action']:<10} {c['kind']} {c['namespace']}/{c['name']}")
     return 0

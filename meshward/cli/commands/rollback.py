@@ -14,7 +14,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("rollback", parents=[common], help="restore the resources of a previous generation")
+    p = sub.add_parser(
+        "rollback",
+        parents=[common],
+        help="restore the resources of a previous generation",
+        description="Write a new generation whose resources equal GENERATION's (undoes applies and deletes).",
+    )
     p.add_argument("generation", type=int, help="the generation to restore (see `meshward history`)")
     p.set_defaults(func=rollback)
 

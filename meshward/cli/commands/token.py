@@ -20,7 +20,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("token", parents=[common], help="join tokens for new workloads")
+    p = sub.add_parser(
+        "token",
+        parents=[common],
+        help="join tokens for new workloads",
+        description="Create a one-time join token with which a new workload's sidecar gets its identity.",
+    )
     p.set_defaults(func=show_usage(p))
     tsub = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND")
     c = tsub.add_parser(

@@ -50,6 +50,11 @@ def register(
         default=CONTROL_PORT,
         help="loopback port of the control plane (default: %(default)s, or a free one if taken; 0: a free one)",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop the whole mesh when a workload fails to start (default: that workload fails alone)",
+    )
     p.set_defaults(func=up)
 
 
@@ -78,11 +83,15 @@ def up(args: argparse.Namespace) -> int:
     _refuse_if_running(state)
     if args.detach:
         return _detach(args, state)
-    return run_foreground(args.state, args.filename, args.control_port)
+    return run_foreground(args.state, args.filename, args.control_port, strict=args.strict)
 
 
 def run_foreground(
-    state_dir: Path, mesh_file: Path, control_port: int = CONTROL_PORT, announce: bool = True
+    state_dir: Path,
+    mesh_file: Path,
+    control_port: int = CONTROL_PORT,
+    announce: bool = True,
+    strict: bool = False,
 ) -> int:
     """Start the mesh, print its table, supervise it until SIGINT/SIGTERM, then stop it all."""
     from meshward.identity.state import MeshState
@@ -91,6 +100,7 @@ def run_foreground(
 
     state = MeshState(state_dir)
     supervisor = MeshSupervisor(state, mesh_file, control_port)
+    supervisor.strict = strict
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         supervisor.request_stop()
@@ -105,8 +115,16 @@ def run_foreground(
             return 130
         raise CliError(str(exc)) from None
     print(format_table(supervisor.record, state.path), flush=True)
+    failed = [w.ref for w in supervisor.record.workloads if w.state == "failed"]
+    if failed:  # they failed alone (without --strict) and are retried with backoff
+        print(
+            f"meshward up: not started: {', '.join(failed)} (see `meshward status`)",
+            file=sys.stderr,
+            flush=True,
+        )
     if announce:
-        print("all workloads ready; Ctrl-C stops the mesh", file=sys.stderr, flush=True)
+        ready = "the other workloads are up" if failed else "all workloads ready"
+        print(f"{ready}; Ctrl-C stops the mesh", file=sys.stderr, flush=True)
     try:
         supervisor.supervise()
     finally:
@@ -129,7 +147,7 @@ def _detach(args: argparse.Namespace, state: MeshState) -> int:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the runner: its own session, output to the log, never returns
-        os._exit(_run_detached(state.path, args.filename, args.control_port, log))
+        os._exit(_run_detached(state.path, args.filename, args.control_port, log, args.strict))
     deadline = time.monotonic() + DETACH_TIMEOUT
     while time.monotonic() < deadline:
         run = read_run(state.path)
@@ -138,6 +156,12 @@ def _detach(args: argparse.Namespace, state: MeshState) -> int:
                 _reap(pid, 30.0)
                 raise CliError(f"the mesh did not start: {run.error} (log: {log})")
             print(format_table(run, state.path))
+            failed = [w.ref for w in run.workloads if w.state == "failed"]
+            if failed:
+                print(
+                    f"not started (retried with backoff): {', '.join(failed)}; see `meshward status`",
+                    file=sys.stderr,
+                )
             print(
                 f"mesh up in the background (runner pid {pid}); stop it with `meshward down`", file=sys.stderr
             )
@@ -151,7 +175,9 @@ def _detach(args: argparse.Namespace, state: MeshState) -> int:
     raise CliError(f"the mesh was not ready within {DETACH_TIMEOUT:.0f}s; stopping it (log: {log})")
 
 
-def _run_detached(state_dir: Path, mesh_file: Path, control_port: int, log: Path) -> int:
+def _run_detached(
+    state_dir: Path, mesh_file: Path, control_port: int, log: Path, strict: bool = False
+) -> int:
     code = 1
     try:
         os.setsid()
@@ -160,7 +186,7 @@ def _run_detached(state_dir: Path, mesh_file: Path, control_port: int, log: Path
         os.dup2(null, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)
-        code = run_foreground(state_dir, mesh_file, control_port, announce=False)
+        code = run_foreground(state_dir, mesh_file, control_port, announce=False, strict=strict)
     except CliError as exc:
         print(f"meshward up: {exc}", file=sys.stderr)
     except Exception as exc:  # nothing may escape into the parent's code path

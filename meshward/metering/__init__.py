@@ -1,0 +1,1 @@
+"""Metering: token usage and spend per identity and model (``meshward usage``)."""
