@@ -264,14 +264,14 @@ def test_other_model_path_identity_and_undeclared_host_are_refused(egress: Egres
     )
     assert path["status"] == 403 and path["body"]["reason"] == "egress_policy"
     identity = _chat(egress.other)
-    assert identity["status"] == 403 and "no EgressPolicy rule allows" in identity["body"]["error"]
+    assert identity["status"] == 403 and "no EgressPolicy rule allows" in str(identity["body"]["error"])
     undeclared = egress.summarizer.ask(op="http", method="GET", url="http://api.unknown.example/v1/models")
     assert undeclared["status"] == 403
     assert (
         undeclared["body"]["host"] == "api.unknown.example"
         and undeclared["body"]["reason"] == "not_registered"
     )
-    assert "REGISTRY_ONLY" in undeclared["body"]["error"]
+    assert "REGISTRY_ONLY" in str(undeclared["body"]["error"])
     assert len(egress.provider.seen) == before  # nothing reached the provider
 
     def audited() -> bool:
@@ -313,7 +313,7 @@ def test_token_budget_stops_the_caller_streamed_or_not(egress: Egress) -> None:
 
 def test_server_with_a_certificate_for_another_host_is_refused(egress: Egress) -> None:
     r = _chat(egress.summarizer, host="wrong.llm.example")
-    assert r["status"] == 502 and "TLS" in r["body"]["error"]
+    assert r["status"] == 502 and "TLS" in str(r["body"]["error"])
     assert egress.impostor.seen == []
 
 

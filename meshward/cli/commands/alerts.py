@@ -14,7 +14,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("alerts", parents=[common], help="list, show and acknowledge detection alerts")
+    p = sub.add_parser(
+        "alerts",
+        parents=[common],
+        help="list, show and acknowledge detection alerts",
+        description="The threat-detection alerts of the mesh, newest first: list, show one, acknowledge.",
+    )
     p.add_argument("action", nargs="?", choices=("list", "show", "ack"), default="list")
     p.add_argument("id", nargs="?", help="the alert id (show, ack)")
     p.add_argument("--subject", help="only alerts about this identity, model or address (list)")

@@ -18,7 +18,11 @@ def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     p = sub.add_parser(
-        "dashboard", parents=[common], help="the web dashboard: prints its URL with a login token"
+        "dashboard",
+        parents=[common],
+        help="the web dashboard: prints its URL with a login token",
+        description="Start (or find) the mesh's loopback web dashboard; print its URL with a one-time "
+        "login token on the last line.",
     )
     p.add_argument("--print-url", action="store_true", help="print the login URL and return (no browser)")
     p.add_argument("--port", type=int, default=0, help="port to start it on (default: a free one)")

@@ -24,7 +24,12 @@ def register(
 ) -> None:
     from meshward.cli.args import accept_state
 
-    p = sub.add_parser("policy", parents=[common], help="policy tools (suggest)")
+    p = sub.add_parser(
+        "policy",
+        parents=[common],
+        help="policy tools (suggest)",
+        description="Policy tools: `policy suggest` writes a least-privilege policy from observed traffic.",
+    )
     p.set_defaults(func=show_usage(p))
     psub = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
     s = psub.add_parser("suggest", help="least-privilege AuthorizationPolicy from observed traffic")

@@ -13,7 +13,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("quarantine", parents=[common], help="list or release quarantined identities")
+    p = sub.add_parser(
+        "quarantine",
+        parents=[common],
+        help="list or release quarantined identities",
+        description="Identities quarantined by a detection alert (a generated, time-boxed DENY): list, release.",
+    )
     p.add_argument("action", nargs="?", choices=("list", "release"), default="list")
     p.add_argument("id", nargs="?", help="the quarantine id (or the alert id) to release")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -24,7 +24,12 @@ ACTIONS = ("status", "promote", "pause", "resume", "abort")
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("rollout", parents=[common], help="show or steer a canary rollout")
+    p = sub.add_parser(
+        "rollout",
+        parents=[common],
+        help="show or steer a canary rollout",
+        description="A ModelRoute's automated canary rollout: status, promote, pause, resume, abort.",
+    )
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("service", metavar="SERVICE", help="the routed service (NAME or NAMESPACE/NAME)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

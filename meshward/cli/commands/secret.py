@@ -26,7 +26,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("secret", parents=[common], help="credentials injected on external calls")
+    p = sub.add_parser(
+        "secret",
+        parents=[common],
+        help="credentials injected on external calls",
+        description="Secrets the sidecars inject into calls to external services (values never printed).",
+    )
     p.set_defaults(func=show_usage(p))
     ssub = p.add_subparsers(dest="secret_command", metavar="SUBCOMMAND")
     s = ssub.add_parser(

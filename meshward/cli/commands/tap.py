@@ -21,7 +21,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("tap", parents=[common], help="watch requests live, one line each")
+    p = sub.add_parser(
+        "tap",
+        parents=[common],
+        help="watch requests live, one line each",
+        description="Watch the mesh's requests live (metadata only, never bodies), filtered.",
+    )
     p.add_argument("--from", dest="source", default="", metavar="ID", help="caller identity (any spelling)")
     p.add_argument(
         "--to", dest="destination", default="", metavar="SERVICE", help="service[.ns] or ns/workload"

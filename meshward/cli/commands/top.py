@@ -21,7 +21,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("top", parents=[common], help="live table of routes: rps, errors, p99, tokens")
+    p = sub.add_parser(
+        "top",
+        parents=[common],
+        help="live table of routes: rps, errors, p99, tokens",
+        description="A live table of the mesh's routes by requests/s, errors, p99 latency and tokens.",
+    )
     p.add_argument("--interval", type=float, default=2.0, metavar="S", help="refresh period (default 2 s)")
     p.add_argument("--once", action="store_true", help="measure one interval, print, exit")
     p.add_argument("--json", action="store_true", help="with --once: the rows as JSON")
