@@ -12,17 +12,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import tempfile
 import time
 import timeit
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import QUICK
+from bench.common import QUICK, workdir
 from bench.proxy import ensure_tools, start_nginx, wrk
 from meshward.authn.apikeys import ApiKeyEntry, ApiKeyTable, hash_key, new_key
 from meshward.authn.jwt import IssuerKeys, JwtVerifier, keys_from_jwks
@@ -150,21 +147,12 @@ def _wrk_https(port: int, token: str) -> dict[str, float]:
     return wrk(port, CONCURRENCY, DURATION, headers={"Authorization": f"Bearer {token}"}, scheme="https")
 
 
-@contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="bench-authn-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def throughput() -> dict[str, Any]:
     ensure_tools()
     idp = make_idp(ISSUER, "ES256", "k")
     token = idp.token(aud="api", exp=int(time.time()) + 3600)
     out: dict[str, Any] = {}
-    with _workdir() as d:
+    with workdir("authn") as d:
         procs: list[Proc] = []
         try:
             nginx = start_nginx(d, procs)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QUICK", "add_pair_row", "cpu_seconds", "total_cpu_seconds"]
+__all__ = ["QUICK", "add_pair_row", "cpu_seconds", "total_cpu_seconds", "workdir"]
 
 QUICK = os.environ.get("MESHWARD_BENCH_QUICK") == "1"  # the runner's --quick: a shorter run
 
@@ -45,3 +47,13 @@ def add_pair_row(
         return
     results["pair"] = pair
     rows.append({"name": name, "value": pair["ratio"], "unit": "ratio", "target": target, "met": pair["met"]})
+
+
+@contextlib.contextmanager
+def workdir(area: str) -> Iterator[Path]:
+    """A scratch directory for one benchmark run, removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix=f"bench-{area}-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -18,15 +18,12 @@ minus HAProxy's at 1,000 requests/s (both do the same TLS origination).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.common import workdir
 from bench.proxy import BODY, ensure_tools, measure
 from tests.egress.provider import leaf_certificate, make_ca
 from tests.support.proc import Proc, free_port, spawn, wait_port
@@ -123,19 +120,10 @@ def start_meshward(d: Path, upstream: int, ca: Path, procs: list[Proc]) -> tuple
     return sidecar.outbound[1], [sidecar.proc.pid]
 
 
-@contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="bench-egress-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def run() -> dict[str, Any]:
     ensure_tools()
     results: dict[str, Any] = {}
-    with _workdir() as d:
+    with workdir("egress") as d:
         procs: list[Proc] = []
         try:
             ca_key, ca_cert, ca_path = make_ca(d, "bench-egress")

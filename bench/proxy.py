@@ -19,7 +19,6 @@ the most. nginx, HAProxy and wrk are installed with apt-get if missing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pstats
@@ -27,13 +26,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import QUICK, total_cpu_seconds
+from bench.common import QUICK, total_cpu_seconds, workdir
 from meshward.config.snapshot import ServiceEntry
 from tests.support.proc import Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
@@ -279,19 +276,10 @@ def profile_meshward(d: Path, upstream: int) -> list[str]:
     return lines
 
 
-@contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def run() -> dict[str, Any]:
     ensure_tools()
     results: dict[str, Any] = {}
-    with _workdir() as d:
+    with workdir("proxy") as d:
         (d / "hap").mkdir()
         (d / "mw").mkdir()
         procs: list[Proc] = []

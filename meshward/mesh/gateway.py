@@ -8,19 +8,16 @@ shown in ``meshward status``), and is restarted with back-off like a sidecar whe
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from meshward.identity.issuance import IdentityService
 from meshward.mesh.processes import Child, start_child, stop_groups
 from meshward.mesh.records import GatewayRecord
-from meshward.mesh.workload import START_TIMEOUT, MeshError, sidecar_command, tail, wait_until
+from meshward.mesh.workload import MeshError, sidecar_command, tail, wait_ready_file
 
 __all__ = ["GatewayProcess"]
 
@@ -67,19 +64,7 @@ class GatewayProcess:
         env = dict(os.environ, MESHWARD_TOKEN=token, PYTHONUNBUFFERED="1")
         child = self.child = start_child(f"gateway {rec.ref}", args, self.directory / "gateway.log", env)
         rec.pid = child.pid
-
-        def ready() -> dict[str, Any] | None:
-            code = child.exit_code()
-            if code is not None:
-                raise MeshError(f"gateway {rec.ref} exited ({code}): {tail(child.log)}")
-            if not ready_file.exists():
-                return None
-            with contextlib.suppress(ValueError):
-                info: dict[str, Any] = json.loads(ready_file.read_text())
-                return info
-            return None
-
-        info = wait_until(ready, START_TIMEOUT, f"gateway {rec.ref}", stopping)
+        info = wait_ready_file(child, ready_file, f"gateway {rec.ref}", stopping)
         rec.address = str(info.get("inbound") or "")
         rec.admin = str(info.get("admin") or "") or None
         rec.scheme = "https" if self.tls else "http"

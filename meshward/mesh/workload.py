@@ -38,6 +38,7 @@ __all__ = [
     "port_free",
     "sidecar_command",
     "tail",
+    "wait_ready_file",
     "wait_until",
 ]
 
@@ -83,6 +84,24 @@ def tail(log: Path, lines: int = 5) -> str:
         text = log.read_text(errors="replace").strip().splitlines()[-lines:]
         return " | ".join(text)
     return ""
+
+
+def wait_ready_file(child: Child, ready_file: Path, what: str, stopping: threading.Event) -> dict[str, Any]:
+    """Wait (bounded) for ``child`` to write its ready file (JSON); fail if it exits first."""
+
+    def ready() -> dict[str, Any] | None:
+        code = child.exit_code()
+        if code is not None:
+            raise MeshError(f"{what} exited ({code}): {tail(child.log)}")
+        if not ready_file.exists():
+            return None
+        with contextlib.suppress(ValueError):
+            info: dict[str, Any] = json.loads(ready_file.read_text())
+            return info
+        return None
+
+    found: dict[str, Any] = wait_until(ready, START_TIMEOUT, what, stopping)
+    return found
 
 
 def sidecar_command(
@@ -156,20 +175,7 @@ class WorkloadRunner:
         self.sidecar = start_child(f"sidecar {rec.ref}", args, self.directory / "sidecar.log", env)
         rec.sidecar_pid = self.sidecar.pid
         mesh.save()
-        sidecar = self.sidecar
-
-        def ready() -> dict[str, Any] | None:
-            code = sidecar.exit_code()
-            if code is not None:
-                raise MeshError(f"sidecar of {rec.ref} exited ({code}): {tail(sidecar.log)}")
-            if not ready_file.exists():
-                return None
-            with contextlib.suppress(ValueError):
-                info: dict[str, Any] = json.loads(ready_file.read_text())
-                return info
-            return None
-
-        info = wait_until(ready, START_TIMEOUT, f"the sidecar of {rec.ref}", mesh.stopping)
+        info = wait_ready_file(self.sidecar, ready_file, f"the sidecar of {rec.ref}", mesh.stopping)
         mesh.log(f"{rec.ref}: sidecar ready (generation {info.get('generation')})")
         for name in ("inbound", "outbound", "admin"):
             if info.get(name):
