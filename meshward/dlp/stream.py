@@ -5,10 +5,11 @@ end of what has arrived, snapped back to whitespace and moved back to the start 
 that spans it. Every value up to ``window`` bytes long is therefore seen whole before any of
 its bytes leave, whatever the chunking; the added delay is at most ``window`` bytes.
 
-**SSE streams** (``text/event-stream``): events are parsed as they complete. For JSON events
-of an OpenAI-style stream, the streamed text of each choice — ``choices[i].delta.content``
-and ``choices[i].text`` — is treated as one logical text per choice, concatenated across
-events; every other string in an event is scanned within that event. Events are held in
+**SSE streams** (``text/event-stream``): events are parsed as they complete. Every streamed
+text field (:func:`streamed_fields`: ``choices[i].delta.content`` and ``choices[i].text``,
+tool-call ``function.arguments``, the Responses API's ``response.*.delta`` events, ...) is
+treated as one logical text per stream, concatenated across events; every other string in an
+event is scanned within that event. Events are held in
 order; a prefix of them is released when, for each choice, the content it carries lies
 before that choice's cut. Cuts are only placed at event boundaries, and never inside a
 finding, so a card number split over two ``delta.content`` tokens is replaced as a whole:
@@ -34,7 +35,7 @@ from meshward.dlp.policy import DlpPlan
 from meshward.dlp.redact import Outcome, Redactor, inspect_text
 from meshward.dlp.scanner import Finding
 
-__all__ = ["DEFAULT_WINDOW", "SseRewriter", "StreamBlocked", "TextRewriter"]
+__all__ = ["DEFAULT_WINDOW", "SseRewriter", "StreamBlocked", "StreamKey", "TextRewriter", "streamed_fields"]
 
 DEFAULT_WINDOW = 256
 
@@ -98,15 +99,79 @@ class TextRewriter:
         return out
 
 
+StreamKey = tuple[object, ...]
+
+
+def streamed_fields(doc: Any) -> list[tuple[StreamKey, dict[str, Any], str]]:
+    """Every streamed text field of one event: ``(stream, holder, key)`` with ``holder[key]`` a
+    non-empty string. The pieces of one ``stream`` across events are one logical text.
+
+    - OpenAI chat/completions: ``choices[i].delta.content``, ``choices[i].text``,
+      ``choices[i].delta.refusal``, ``choices[i].delta.reasoning_content``, tool calls'
+      ``choices[i].delta.tool_calls[j].function.arguments`` and the legacy
+      ``choices[i].delta.function_call.arguments``;
+    - OpenAI Responses API: any ``response.*.delta`` event's ``delta`` (output text, refusal,
+      function-call arguments, reasoning, audio transcript), one stream per event type, output
+      item and content part;
+    - Anthropic-style ``content_block_delta`` (``delta.text``, ``delta.partial_json``,
+      ``delta.thinking``) per content block; OIP/Triton ``text_output``; TGI ``token.text``.
+    """
+    out: list[tuple[StreamKey, dict[str, Any], str]] = []
+    if not isinstance(doc, dict):
+        return out
+
+    def take(stream: StreamKey, holder: Any, key: str) -> None:
+        if isinstance(holder, dict) and isinstance(holder.get(key), str) and holder[key]:
+            out.append((stream, holder, key))
+
+    choices = doc.get("choices")
+    if isinstance(choices, list):
+        for position, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", position)
+            index = index if isinstance(index, int) else position
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                take(("choice", index, "text"), choice, "text")
+                continue
+            for key in ("content", "refusal", "reasoning_content", "reasoning"):
+                take(("choice", index, key), delta, key)
+            function_call = delta.get("function_call")
+            if isinstance(function_call, dict):
+                take(("choice", index, "function_call"), function_call, "arguments")
+            tool_calls = delta.get("tool_calls")
+            if isinstance(tool_calls, list):
+                for slot, call in enumerate(tool_calls):
+                    if not isinstance(call, dict):
+                        continue
+                    number = call.get("index", slot)
+                    number = number if isinstance(number, int) else slot
+                    take(("choice", index, "tool", number), call.get("function"), "arguments")
+    kind = doc.get("type")
+    if isinstance(kind, str):
+        if kind.startswith("response.") and kind.endswith(".delta"):
+            where = tuple(doc.get(k) for k in ("output_index", "content_index", "summary_index", "item_id"))
+            take(("response", kind, *(w if isinstance(w, (int, str)) else None for w in where)), doc, "delta")
+        elif kind == "content_block_delta":
+            index = doc.get("index")
+            delta = doc.get("delta")
+            for key in ("text", "partial_json", "thinking"):
+                take(("block", index if isinstance(index, int) else None, key), delta, key)
+    take(("text_output",), doc, "text_output")
+    take(("token",), doc.get("token"), "text")
+    return out
+
+
 @dataclass
 class _Segment:
-    """A piece of a choice's streamed text carried by one event."""
+    """A piece of a stream's text carried by one event."""
 
-    choice: int
-    start: int  # offset in the choice's streamed text (from the start of the stream)
+    choice: StreamKey  # the stream (see :func:`streamed_fields`)
+    start: int  # offset in the stream's text (from the start of the stream)
     end: int
-    holder: dict[str, Any]  # the dict that holds the string (delta or choice)
-    key: str  # "content" or "text"
+    holder: dict[str, Any]  # the dict that holds the string (delta, choice, event...)
+    key: str  # "content", "text", "arguments", "delta"...
 
 
 @dataclass
@@ -128,9 +193,9 @@ class SseRewriter:
         self.plan, self.redactor, self.outcome, self.window = plan, redactor, outcome, window
         self._partial = b""
         self._queue: list[_Event] = []
-        self._texts: dict[int, bytearray] = {}  # choice -> pending streamed text
-        self._base: dict[int, int] = {}  # choice -> stream offset of the pending text's first byte
-        self._ends: dict[int, list[int]] = {}  # choice -> stream offsets where queued segments end
+        self._texts: dict[StreamKey, bytearray] = {}  # stream -> pending streamed text
+        self._base: dict[StreamKey, int] = {}  # stream -> offset of the pending text's first byte
+        self._ends: dict[StreamKey, list[int]] = {}  # stream -> offsets where queued segments end
         # Rescan only once this much new text has arrived past the window (fewer scans, and
         # several events released together; at most ``slack`` more delay).
         self.slack = max(16, window // 4)
@@ -191,25 +256,16 @@ class SseRewriter:
         """Detach the streamed strings of ``event`` and scan the rest of its strings in place."""
         doc = event.doc
         detached: list[tuple[dict[str, Any], str, str]] = []
-        choices = doc.get("choices") if isinstance(doc, dict) else None
-        if isinstance(choices, list):
-            for position, choice in enumerate(choices):
-                if not isinstance(choice, dict):
-                    continue
-                index = choice.get("index", position)
-                index = index if isinstance(index, int) else position
-                delta = choice.get("delta")
-                holder, key = (delta, "content") if isinstance(delta, dict) else (choice, "text")
-                value = holder.get(key)
-                if isinstance(value, str) and value:
-                    text = self._texts.setdefault(index, bytearray())
-                    start = self._base.setdefault(index, 0) + len(text)
-                    encoded = value.encode("utf-8", "surrogatepass")
-                    event.segments.append(_Segment(index, start, start + len(encoded), holder, key))
-                    self._ends.setdefault(index, []).append(start + len(encoded))
-                    text += encoded
-                    detached.append((holder, key, value))
-                    holder[key] = ""
+        for stream, holder, key in streamed_fields(doc):
+            value = holder[key]
+            text = self._texts.setdefault(stream, bytearray())
+            start = self._base.setdefault(stream, 0) + len(text)
+            encoded = value.encode("utf-8", "surrogatepass")
+            event.segments.append(_Segment(stream, start, start + len(encoded), holder, key))
+            self._ends.setdefault(stream, []).append(start + len(encoded))
+            text += encoded
+            detached.append((holder, key, value))
+            holder[key] = ""
         if b"\\" in payload or self.plan.scanner.may_find(payload):  # else no string holds a value
             try:
                 event.doc, changed = walk_strings(self.plan, self.redactor, doc, self.outcome)
@@ -227,8 +283,8 @@ class SseRewriter:
     def _release(self, final: bool) -> bytes:
         if not self._queue:
             return b""
-        cuts: dict[int, int] = {}  # choice -> stream offset up to which text may be released
-        findings: dict[int, list[Finding]] = {}
+        cuts: dict[StreamKey, int] = {}  # stream -> offset up to which text may be released
+        findings: dict[StreamKey, list[Finding]] = {}
         for choice, text in self._texts.items():
             base = self._base[choice]
             cuts[choice] = base
@@ -255,7 +311,7 @@ class SseRewriter:
                 self._apply(choice, cut, findings[choice], released)
         return b"".join(self._render(e) for e in released)
 
-    def _apply(self, choice: int, cut: int, findings: list[Finding], released: list[_Event]) -> None:
+    def _apply(self, choice: StreamKey, cut: int, findings: list[Finding], released: list[_Event]) -> None:
         """Rewrite the released segments of ``choice`` (text up to ``cut``), then drop that text."""
         text = bytes(self._texts[choice])
         base = self._base[choice]

@@ -16,6 +16,7 @@ __all__ = [
     "MeshSpec",
     "MtlsSettings",
     "OutboundTrafficPolicy",
+    "PathNormalization",
     "Readiness",
     "TelemetrySettings",
     "Workload",
@@ -85,6 +86,13 @@ class TelemetrySettings(Strict):
     otlp_endpoint: str | None = Field(default=None, alias="otlpEndpoint", pattern=r"^https?://")
 
 
+class PathNormalization(Strict):
+    """How the inbound sidecar treats ``%2F``/``%5C`` in paths (Istio's ``pathNormalization``):
+    ``reject`` (400, the default) or ``decode`` (into ``/``, then dot segments and slashes merge)."""
+
+    encoded_slashes: Literal["reject", "decode"] = Field(default="reject", alias="encodedSlashes")
+
+
 class MeshSpec(Strict):
     trust_domain: str = Field(default="demo.local", alias="trustDomain", pattern=r"^[a-z0-9._-]+$")
     mtls: MtlsSettings = Field(default_factory=MtlsSettings)
@@ -96,6 +104,9 @@ class MeshSpec(Strict):
     root_namespace: str = Field(default="meshward-system", alias="rootNamespace")
     audit: AuditSettings = Field(default_factory=AuditSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    path_normalization: PathNormalization = Field(
+        default_factory=PathNormalization, alias="pathNormalization"
+    )
 
     @field_validator("certificate_ttl")
     @classmethod

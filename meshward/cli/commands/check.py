@@ -107,7 +107,7 @@ def check(args: argparse.Namespace) -> int:
     try:
         _parse_head(args.method, args.path, headers.get("host") or _default_host(workloads[0]), headers)
         _, path, _query = split_target(args.path)
-        path = normalize_path(path)
+        path = normalize_path(path, mesh.path_normalization.encoded_slashes)
     except RemoteProtocolError as exc:
         report.update({"allowed": False, "decision": "reject", "reason": f"400 from the sidecar: {exc}"})
         _print(args, report, [])
