@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.proc import PYTHON, free_port, spawn, wait_port
 from tests.support.sidecar import MeshPair
 
-__all__ = ["Recorder", "Reply", "raw_request", "recorder"]
+__all__ = ["Recorder", "Reply", "denials", "raw_request", "recorder"]
 
 
 @dataclass
@@ -93,3 +96,15 @@ def raw_request(pair: MeshPair, data: bytes, timeout: float = 20.0) -> Reply:
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return Reply(status, head.decode("latin-1"), body)
+
+
+def denials(pair: MeshPair, policy: str) -> float:
+    """How many requests the server sidecar's authz denied under ``policy`` (``ns/name``)."""
+    text = httpx.get(f"{pair.server.admin_url}/stats/prometheus", timeout=10, trust_env=False).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "meshward_authz_decisions"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["policy"] == policy and s.labels["decision"] == "denied"
+    )

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.security.attack import Recorder, raw_request
+from tests.security.attack import Recorder, denials, raw_request
 from tests.support.sidecar import MeshPair
 
 pytestmark = pytest.mark.e2e
@@ -152,9 +152,11 @@ def test_encoded_slashes_are_refused_with_400(pair: MeshPair, app: Recorder, pat
     url = httpx.URL(f"{pair.service_url}/").copy_with(raw_path=f"{path}?t={t}".encode())
     with pair.http_client(timeout=20) as client:
         r = client.post(url, content=b"{}")
+        assert r.status_code == 400, r.text
+        before = denials(pair, "llm/no-admin-path")
         control = client.post(f"{pair.service_url}/admin/users?t={t}", content=b"{}")
-    assert r.status_code == 400, r.text
     assert control.status_code == 403  # what the decoding app would have routed: denied
+    assert denials(pair, "llm/no-admin-path") == before + 1
     assert app.records(t) == []
 
 
@@ -172,20 +174,24 @@ def test_a_denied_model_behind_another_content_type_is_denied(
     headers = {"content-type": content_type} if content_type else {}
     denied = json.dumps(_chat("hi", model="denied-model")).encode(encoding)
     allowed = json.dumps(_chat("hi", model="tiny")).encode(encoding)
-    assert _post(pair, f"/v1/chat/completions?t={t}", denied, headers).status_code == 403
+    before = denials(pair, "llm/no-denied-model")
+    r = _post(pair, f"/v1/chat/completions?t={t}", denied, headers)
+    assert r.status_code == 403 and denials(pair, "llm/no-denied-model") == before + 1
     assert app.records(t) == []
     assert _post(pair, f"/v1/chat/completions?t={t}", allowed, headers).status_code == 200
 
 
 def test_a_denied_model_in_a_multipart_upload_is_denied(pair: MeshPair, app: Recorder) -> None:
     t = _marker()
+    before = denials(pair, "llm/no-denied-model")
     with pair.http_client(timeout=20) as client:
         r = client.post(
             f"{pair.service_url}/v1/audio/transcriptions?t={t}",
             data={"model": "denied-model"},
             files={"file": ("a.wav", b"RIFF....WAVE", "audio/wav")},
         )
-    assert r.status_code == 403, r.text
+    assert r.status_code == 403  # authz decided (not the DLP's failMode for an uninspectable body):
+    assert denials(pair, "llm/no-denied-model") == before + 1
     assert app.records(t) == []
 
 
