@@ -191,8 +191,6 @@ def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcom
         return body, doc
     outcome.changed = True
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    if encoding == "utf-8-sig":
-        encoding = "utf-8"
     try:
         return text.encode(encoding, "surrogatepass"), doc
     except UnicodeError as exc:  # lone surrogates that UTF-16/32 cannot carry
