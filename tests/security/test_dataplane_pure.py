@@ -364,3 +364,21 @@ def test_a_value_split_across_any_stream_events_is_masked(cuts: list[int], tool:
                 doc["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] if tool else doc["delta"]
             )
     assert joined == "to [EMAIL ****] thanks"
+
+
+# ---- found by fuzz/fuzz_dlp_body.py --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"jane.doe@example.com+jane.doe@example.com", b"[EMAIL ****][EMAIL ****]"),
+        (b"a@example.com+b@example.com", b"[EMAIL ****][EMAIL ****]"),
+        (b"a@example.com b@example.com", b"[EMAIL ****] [EMAIL ****]"),
+    ],
+)
+def test_a_value_glued_to_another_is_not_hidden_by_the_overlap(body: bytes, expected: bytes) -> None:
+    outcome = Outcome()
+    out = inspect_body(PLAN, redactor(), body, "text/plain", None, outcome)
+    assert out == expected and outcome.counts == {"email": 2}
+    assert inspect_body(PLAN, redactor(), out, "text/plain", None, Outcome()) == out

@@ -1,0 +1,76 @@
+"""Fuzz target: the streaming DLP rewriters (SSE events with every streamed text field, and
+chunked text); the property checked: no exception escapes, and however the bytes are chunked
+the client receives the same stream as when they arrive in one piece."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from meshward.dlp.policy import compile_plans
+    from meshward.dlp.redact import Outcome, Redactor
+    from meshward.dlp.stream import SseRewriter, TextRewriter
+    from meshward.resources.dataprotection import DataProtectionPolicy
+
+_POLICY = DataProtectionPolicy.model_validate(
+    {
+        "apiVersion": "meshward.dev/v1alpha1",
+        "kind": "DataProtectionPolicy",
+        "metadata": {"name": "pii", "namespace": "fuzz"},
+        "spec": {"action": "mask", "detectors": ["email", "credit_card"]},
+    }
+)
+_PLAN = compile_plans([_POLICY])["response"]
+_REDACTOR = Redactor(b"k" * 32)
+_PIECES = ["jane.d", "oe@exa", "mple.com", "4111 11", "11 1111 1111", " ok ", "", "\\u0040"]
+
+
+def _event(fdp: atheris.FuzzedDataProvider) -> bytes:
+    text = fdp.PickValueInList(_PIECES) if fdp.ConsumeBool() else fdp.ConsumeUnicodeNoSurrogates(6)
+    shape = fdp.ConsumeIntInRange(0, 5)
+    doc: object
+    if shape == 0:
+        doc = {"choices": [{"index": fdp.ConsumeIntInRange(0, 2), "delta": {"content": text}}]}
+    elif shape == 1:
+        call = {"index": fdp.ConsumeIntInRange(0, 1), "function": {"arguments": text}}
+        doc = {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+    elif shape == 2:
+        doc = {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": text}
+    elif shape == 3:
+        doc = {"choices": [{"index": 0, "text": text}]}
+    elif shape == 4:
+        return b"data: " + text.encode("utf-8", "surrogatepass") + b"\n\n"
+    else:
+        return b": " + fdp.ConsumeBytes(4) + b"\n\n"
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+def _run(make: type[SseRewriter] | type[TextRewriter], wire: bytes, size: int) -> bytes:
+    rewriter = make(_PLAN, _REDACTOR, Outcome(), window=32)
+    chunks = [wire[i : i + size] for i in range(0, len(wire), size)] or [b""]
+    return b"".join(rewriter.feed(c) for c in chunks) + rewriter.finish()
+
+
+def TestOneInput(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    sse = fdp.ConsumeBool()
+    size = fdp.ConsumeIntInRange(1, 64)
+    if fdp.ConsumeBool():
+        wire = b"".join(_event(fdp) for _ in range(fdp.ConsumeIntInRange(0, 12)))
+    else:
+        wire = fdp.ConsumeBytes(fdp.remaining_bytes())
+    make = SseRewriter if sse else TextRewriter
+    whole = _run(make, wire, max(1, len(wire)))
+    assert _run(make, wire, size) == whole, (wire, size)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
