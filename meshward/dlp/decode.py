@@ -26,6 +26,7 @@ __all__ = [
     "declared_charset",
     "form_fields",
     "json_encoding",
+    "json_start",
     "loads_json",
     "sniff_json",
 ]
@@ -73,6 +74,20 @@ def sniff_json(body: bytes) -> bool:
     except (ValueError, RecursionError):
         return False
     return True
+
+
+def json_start(prefix: bytes) -> bool | None:
+    """Whether a body beginning with ``prefix`` opens a JSON object or array (in any encoding
+    ``json.loads`` reads); None while ``prefix`` is only whitespace (or too short to tell)."""
+    if len(prefix) < 4 and not prefix.strip(b" \t\r\n"):
+        return None
+    try:
+        head = prefix[:256].decode(json_encoding(prefix), "ignore").lstrip(" \t\r\n\ufeff")
+    except LookupError:
+        return False
+    if not head:
+        return None
+    return head[0] in "{["
 
 
 def declared_charset(content_type: str | None) -> str | None:

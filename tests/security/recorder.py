@@ -14,6 +14,8 @@ Routes (on the decoded path) that misbehave on purpose:
 - ``/v1/responses``: a Responses API event stream whose ``output_text.delta`` events split an
   e-mail address; ``/v1/chat/completions`` with ``"stream": true``: a tool call whose
   ``function.arguments`` chunks split one;
+- ``/escaped``: a JSON answer holding an ``\\u0040``-escaped e-mail address, sent as
+  ``text/plain``;
 - anything else: ``200 {"ok": true}``.
 """
 
@@ -133,6 +135,9 @@ class RecordingHandler(BaseHTTPRequestHandler):
                 b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
             )
             self.wfile.write(b"RAW " + SPLIT_EMAIL.encode())
+            return
+        if route == "/escaped":
+            self._reply(b'{"answer": "mail jane.doe\\u0040example.com"}', "text/plain")
             return
         stream = isinstance(parsed, dict) and parsed.get("stream") is True
         if route == "/v1/responses" and stream:

@@ -1,4 +1,5 @@
-"""Response DLP over streamed text fields other than ``choices[].delta.content`` (issue 12: 6).
+"""Response DLP over streamed text fields other than ``choices[].delta.content`` (issue 12: 6),
+and over a JSON answer behind a non-JSON ``Content-Type`` (the same class, response side).
 
 The recording app streams an e-mail address split over three events — Responses API
 ``response.output_text.delta`` events, then tool-call ``function.arguments`` chunks — and the
@@ -45,3 +46,11 @@ def test_tool_call_argument_chunks_are_one_text(pair: MeshPair) -> None:
     )
     assert arguments == '{"to": "[EMAIL ****]"}'
     assert SPLIT_EMAIL.split("@")[0] not in arguments
+
+
+def test_a_json_answer_sent_as_text_is_inspected_decoded(pair: MeshPair) -> None:
+    with pair.http_client(timeout=20) as client:
+        r = client.get(f"{pair.service_url}/escaped")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "text/plain"
+    assert json.loads(r.text) == {"answer": "mail [EMAIL ****]"}  # what a client parsing it reads
