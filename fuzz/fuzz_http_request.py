@@ -88,8 +88,12 @@ def TestOneInput(data: bytes) -> None:
     if whole[1] is None and split[1] is None:
         assert whole[0] == split[0], (whole, split)
     elif whole[1] is not None and split[1] is not None:
-        # the same refusal; events before it may differ only by a body still in flight
-        assert [e for e in whole[0] if e[0] == "head"] == [e for e in split[0] if e[0] == "head"]
+        # both refused: a feed that fails drops the events parsed earlier in that same feed
+        # (the connection answers 400 and closes), so one side's heads are a prefix of the other's
+        a = [e for e in whole[0] if e[0] == "head"]
+        b = [e for e in split[0] if e[0] == "head"]
+        shorter, longer = (a, b) if len(a) <= len(b) else (b, a)
+        assert longer[: len(shorter)] == shorter, (whole, split)
     else:
         # one of them refused: only a message the other one never completed may differ
         done = whole[0] if whole[1] is None else split[0]
