@@ -1,7 +1,8 @@
 """One recording app behind one sidecar pair for the data-plane attack tests (default settings).
 
 Policies: request+response DLP (mask PII, block secrets), DENY on ``/admin/*``, on the model
-``denied-model`` and on the ``admin`` AI operation; everything else allowed.
+``denied-model`` and on the ``admin`` AI operation, one request a minute for the model
+``limited-model``; everything else allowed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ POLICIES = [
     _deny("no-admin-ops", {"aiOperations": ["admin"]}),
     _dlp("pii", action="mask", detectors=["email", "credit_card"]),
     _dlp("secrets", action="block", detectors=["secrets"]),
+    {
+        "apiVersion": "meshward.dev/v1alpha1",
+        "kind": "RateLimitPolicy",
+        "metadata": {"name": "budget", "namespace": "llm"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "chat"}},
+            "backend": "local",
+            "limits": [
+                {
+                    "name": "limited",
+                    "match": {"models": ["limited-model"]},
+                    "requests": {"limit": 1, "per": "minute"},
+                }
+            ],
+        },
+    },
 ]
 
 

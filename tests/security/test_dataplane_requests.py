@@ -181,6 +181,17 @@ def test_a_denied_model_behind_another_content_type_is_denied(
     assert _post(pair, f"/v1/chat/completions?t={t}", allowed, headers).status_code == 200
 
 
+def test_a_rate_limit_keyed_by_model_applies_behind_another_content_type(
+    pair: MeshPair, app: Recorder
+) -> None:
+    t = _marker()
+    body = json.dumps(_chat("hi", model="limited-model")).encode()
+    first = _post(pair, f"/v1/chat/completions?t={t}", body, {"content-type": "text/plain"})
+    second = _post(pair, f"/v1/chat/completions?t={t}", body, {"content-type": "text/plain"})
+    assert (first.status_code, second.status_code) == (200, 429), second.text
+    assert len(app.records(t)) == 1
+
+
 def test_a_denied_model_in_a_multipart_upload_is_denied(pair: MeshPair, app: Recorder) -> None:
     t = _marker()
     before = denials(pair, "llm/no-denied-model")
