@@ -11,22 +11,13 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from fuzz.dlp_setup import PLANS, REDACTOR
     from meshward.dlp.body import Uninspectable, inspect_body
     from meshward.dlp.decode import declared_charset, form_fields, json_encoding, sniff_json
-    from meshward.dlp.policy import compile_plans
-    from meshward.dlp.redact import Outcome, Redactor
-    from meshward.resources.dataprotection import DataProtectionPolicy
+    from meshward.dlp.redact import Outcome
 
-_POLICY = DataProtectionPolicy.model_validate(
-    {
-        "apiVersion": "meshward.dev/v1alpha1",
-        "kind": "DataProtectionPolicy",
-        "metadata": {"name": "pii", "namespace": "fuzz"},
-        "spec": {"action": "mask", "detectors": ["email", "credit_card"]},
-    }
-)
-_PLAN = compile_plans([_POLICY])["request"]
-_REDACTOR = Redactor(b"k" * 32)
+_PLAN = PLANS["request"]
+_REDACTOR = REDACTOR
 _TYPES = [
     None, "application/json", "text/plain", "text/plain; charset=utf-16", "text/plain; charset=utf-7",
     "text/plain; charset=nope", "application/x-www-form-urlencoded", "application/x-ndjson",

@@ -10,21 +10,12 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from meshward.dlp.policy import compile_plans
-    from meshward.dlp.redact import Outcome, Redactor
+    from fuzz.dlp_setup import PLANS, REDACTOR
+    from meshward.dlp.redact import Outcome
     from meshward.dlp.stream import SseRewriter, TextRewriter
-    from meshward.resources.dataprotection import DataProtectionPolicy
 
-_POLICY = DataProtectionPolicy.model_validate(
-    {
-        "apiVersion": "meshward.dev/v1alpha1",
-        "kind": "DataProtectionPolicy",
-        "metadata": {"name": "pii", "namespace": "fuzz"},
-        "spec": {"action": "mask", "detectors": ["email", "credit_card"]},
-    }
-)
-_PLAN = compile_plans([_POLICY])["response"]
-_REDACTOR = Redactor(b"k" * 32)
+_PLAN = PLANS["response"]
+_REDACTOR = REDACTOR
 _PIECES = ["jane.d", "oe@exa", "mple.com", "4111 11", "11 1111 1111", " ok ", "", "\\u0040"]
 
 

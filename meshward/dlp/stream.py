@@ -129,8 +129,7 @@ def streamed_fields(doc: Any) -> list[tuple[StreamKey, dict[str, Any], str]]:
         for position, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue
-            index = choice.get("index", position)
-            index = index if isinstance(index, int) else position
+            index = _index(choice, position)
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 take(("choice", index, "text"), choice, "text")
@@ -145,22 +144,25 @@ def streamed_fields(doc: Any) -> list[tuple[StreamKey, dict[str, Any], str]]:
                 for slot, call in enumerate(tool_calls):
                     if not isinstance(call, dict):
                         continue
-                    number = call.get("index", slot)
-                    number = number if isinstance(number, int) else slot
-                    take(("choice", index, "tool", number), call.get("function"), "arguments")
+                    take(("choice", index, "tool", _index(call, slot)), call.get("function"), "arguments")
     kind = doc.get("type")
     if isinstance(kind, str):
         if kind.startswith("response.") and kind.endswith(".delta"):
             where = tuple(doc.get(k) for k in ("output_index", "content_index", "summary_index", "item_id"))
             take(("response", kind, *(w if isinstance(w, (int, str)) else None for w in where)), doc, "delta")
         elif kind == "content_block_delta":
-            index = doc.get("index")
-            delta = doc.get("delta")
+            block = _index(doc, -1)
             for key in ("text", "partial_json", "thinking"):
-                take(("block", index if isinstance(index, int) else None, key), delta, key)
+                take(("block", block, key), doc.get("delta"), key)
     take(("text_output",), doc, "text_output")
     take(("token",), doc.get("token"), "text")
     return out
+
+
+def _index(item: dict[str, Any], position: int) -> int:
+    """An item's ``index`` field, or its position in the list when that is not an integer."""
+    value = item.get("index", position)
+    return value if isinstance(value, int) and not isinstance(value, bool) else position
 
 
 @dataclass

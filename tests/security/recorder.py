@@ -122,17 +122,11 @@ class RecordingHandler(BaseHTTPRequestHandler):
         if route == "/reset":
             self.close_connection = True
             return
-        if route == "/switch":
+        if route in ("/switch", "/ws"):  # an unasked-for 101, or one to another protocol
             self.close_connection = True
+            protocol = b"websocket" if route == "/switch" else b"h2c"
             self.wfile.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-            )
-            self.wfile.write(b"RAW " + SPLIT_EMAIL.encode())
-            return
-        if route == "/ws":
-            self.close_connection = True
-            self.wfile.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n" % protocol
             )
             self.wfile.write(b"RAW " + SPLIT_EMAIL.encode())
             return
