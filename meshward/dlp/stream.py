@@ -54,6 +54,22 @@ def _raise_if_blocked(outcome: Outcome) -> None:
         raise StreamBlocked(outcome.blocked_by, outcome.blocked_detector or "")
 
 
+_LEFT_CONTEXT = 64  # released bytes kept so a scan of what follows sees what precedes it
+
+
+def _scan_after(plan: DlpPlan, left: bytes, text: bytes) -> list[Finding]:
+    """Findings in ``text`` as a scan of ``left + text`` reports them (``left`` was released):
+    a value glued to what came before is judged in its context, wherever the last cut fell."""
+    if not left:
+        return plan.scanner.scan(text)
+    skip = len(left)
+    return [
+        Finding(f.detector, f.kind, f.start - skip, f.end - skip, f.rank)
+        for f in plan.scanner.scan(left + text)
+        if f.start >= skip
+    ]
+
+
 def _text_cut(buf: bytes, findings: list[Finding], window: int) -> int:
     """Where released text may end: ``window`` before the end, at whitespace, not in a finding."""
     cut = len(buf) - window
@@ -78,23 +94,26 @@ class TextRewriter:
     ) -> None:
         self.plan, self.redactor, self.outcome, self.window = plan, redactor, outcome, window
         self._buf = b""
+        self._left = b""  # the end of what was released (context for the next scan)
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._buf + chunk
         if len(buf) <= self.window:
             self._buf = buf
             return b""
-        findings = self.plan.scanner.scan(buf)
+        findings = _scan_after(self.plan, self._left, buf)
         cut = _text_cut(buf, findings, self.window)
         settled = [f for f in findings if f.end <= cut]
         out = inspect_text(self.plan, self.redactor, buf[:cut], self.outcome, settled)
         _raise_if_blocked(self.outcome)
+        self._left = (self._left + buf[:cut])[-_LEFT_CONTEXT:]
         self._buf = buf[cut:]
         return out
 
     def finish(self) -> bytes:
         buf, self._buf = self._buf, b""
-        out = inspect_text(self.plan, self.redactor, buf, self.outcome)
+        findings = _scan_after(self.plan, self._left, buf)
+        out = inspect_text(self.plan, self.redactor, buf, self.outcome, findings)
         _raise_if_blocked(self.outcome)
         return out
 
@@ -198,6 +217,7 @@ class SseRewriter:
         self._texts: dict[StreamKey, bytearray] = {}  # stream -> pending streamed text
         self._base: dict[StreamKey, int] = {}  # stream -> offset of the pending text's first byte
         self._ends: dict[StreamKey, list[int]] = {}  # stream -> offsets where queued segments end
+        self._left: dict[StreamKey, bytes] = {}  # stream -> the end of its released text
         # Rescan only once this much new text has arrived past the window (fewer scans, and
         # several events released together; at most ``slack`` more delay).
         self.slack = max(16, window // 4)
@@ -292,7 +312,7 @@ class SseRewriter:
             cuts[choice] = base
             if not final and len(text) < self.window + self.slack:
                 continue
-            found = self.plan.scanner.scan(bytes(text))
+            found = _scan_after(self.plan, self._left.get(choice, b""), bytes(text))
             limit = base + len(text) if final else base + len(text) - self.window
             for end in self._ends[choice]:
                 if end > limit:
@@ -332,6 +352,7 @@ class SseRewriter:
                 for seg in event.segments:
                     if seg.choice == choice:
                         self._rewrite_segment(event, seg, text, base, covered, replacements)
+        self._left[choice] = (self._left.get(choice, b"") + text[: cut - base])[-_LEFT_CONTEXT:]
         del self._texts[choice][: cut - base]
         self._base[choice] = cut
         ends = self._ends[choice]

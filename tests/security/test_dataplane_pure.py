@@ -19,7 +19,7 @@ from meshward.ai.protocol import classify, needs_body
 from meshward.dlp.body import inspect_body
 from meshward.dlp.decode import declared_charset, form_fields, json_encoding, sniff_json
 from meshward.dlp.redact import Outcome
-from meshward.dlp.stream import SseRewriter, streamed_fields
+from meshward.dlp.stream import SseRewriter, TextRewriter, streamed_fields
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.hygiene import MESH_OWNED, clean_request_headers, websocket_upgrade
 from meshward.http.normalize import normalize_path
@@ -382,3 +382,46 @@ def test_a_value_glued_to_another_is_not_hidden_by_the_overlap(body: bytes, expe
     out = inspect_body(PLAN, redactor(), body, "text/plain", None, outcome)
     assert out == expected and outcome.counts == {"email": 2}
     assert inspect_body(PLAN, redactor(), out, "text/plain", None, Outcome()) == out
+
+
+# ---- found by fuzz/fuzz_dlp_stream.py: the result must not depend on how bytes are chunked -------
+
+_GLUED = ["11 1111 1111", "11 1111 1111", "4111 11", "11 1111 1111", "\\u0040", "4111 11"]
+
+
+def _rewrite(make: type[SseRewriter] | type[TextRewriter], wire: bytes, size: int) -> bytes:
+    rewriter = make(
+        plans(policy(action="mask", detectors=["credit_card"]))["response"], redactor(), Outcome(), window=32
+    )
+    return b"".join(rewriter.feed(wire[i : i + size]) for i in range(0, len(wire), size)) + rewriter.finish()
+
+
+@pytest.mark.parametrize("make", [SseRewriter, TextRewriter])
+def test_a_cut_does_not_change_what_a_value_glued_to_earlier_text_is(
+    make: type[SseRewriter] | type[TextRewriter],
+) -> None:
+    if make is SseRewriter:
+        wire = b"".join(
+            b"data: " + json.dumps({"choices": [{"index": 0, "text": t}]}).encode() + b"\n\n" for t in _GLUED
+        )
+    else:
+        wire = "".join(_GLUED).encode()
+    whole = _rewrite(make, wire, len(wire))
+    assert all(_rewrite(make, wire, size) == whole for size in (1, 2, 3, 7, 16, 64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(["4111 11", "11 1111 1111", " ok ", "jane.d", "oe@example.com", "x"]), max_size=10
+    ),
+    size=st.integers(1, 40),
+)
+def test_streams_are_rewritten_the_same_however_they_are_chunked(pieces: list[str], size: int) -> None:
+    wire = b"".join(
+        b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": p}}]}).encode() + b"\n\n"
+        for p in pieces
+    )
+    assert _rewrite(SseRewriter, wire, size) == _rewrite(SseRewriter, wire, max(1, len(wire)))
+    text = "".join(pieces).encode()
+    assert _rewrite(TextRewriter, text, size) == _rewrite(TextRewriter, text, max(1, len(text)))
