@@ -306,32 +306,63 @@ class SseRewriter:
         if not self._queue:
             return b""
         cuts: dict[StreamKey, int] = {}  # stream -> offset up to which text may be released
-        findings: dict[StreamKey, list[Finding]] = {}
+        found: dict[StreamKey, list[Finding]] = {}
         for choice, text in self._texts.items():
             base = self._base[choice]
             cuts[choice] = base
             if not final and len(text) < self.window + self.slack:
                 continue
-            found = _scan_after(self.plan, self._left.get(choice, b""), bytes(text))
+            found[choice] = hits = _scan_after(self.plan, self._left.get(choice, b""), bytes(text))
             limit = base + len(text) if final else base + len(text) - self.window
             for end in self._ends[choice]:
                 if end > limit:
                     break
-                if not any(f.start < end - base < f.end for f in found):
+                if not any(f.start < end - base < f.end for f in hits):
                     cuts[choice] = end
-            findings[choice] = [f for f in found if f.end <= cuts[choice] - base]
         count = 0
         for event in self._queue:
             if any(seg.end > cuts[seg.choice] for seg in event.segments):
                 break
             count += 1
+        # An event of one stream may hold back the events after it: each stream releases only
+        # the text of the events released, and never up to inside a finding.
+        count, cuts = self._released_cuts(count, found)
         if count == 0:
             return b""
         released, self._queue = self._queue[:count], self._queue[count:]
         for choice, cut in cuts.items():
-            if cut > self._base[choice]:
-                self._apply(choice, cut, findings[choice], released)
+            base = self._base[choice]
+            if cut > base:
+                settled = [f for f in found[choice] if f.end <= cut - base]
+                self._apply(choice, cut, settled, released)
         return b"".join(self._render(e) for e in released)
+
+    def _released_cuts(
+        self, count: int, found: dict[StreamKey, list[Finding]]
+    ) -> tuple[int, dict[StreamKey, int]]:
+        """The events to release (at most ``count``) and where each stream's released text ends."""
+        while True:
+            cuts = dict(self._base)
+            for event in self._queue[:count]:
+                for seg in event.segments:
+                    cuts[seg.choice] = max(cuts[seg.choice], seg.end)
+            split: tuple[StreamKey, int] | None = None
+            for choice, cut in cuts.items():
+                base = self._base[choice]
+                for f in found.get(choice, ()):
+                    if base + f.start < cut < base + f.end:
+                        split = (choice, base + f.start)
+                        break
+                if split is not None:
+                    break
+            if split is None:
+                return count, cuts
+            choice, start = split  # stop before the event where that finding starts
+            count = next(
+                i
+                for i, event in enumerate(self._queue[:count])
+                if any(seg.choice == choice and seg.end > start for seg in event.segments)
+            )
 
     def _apply(self, choice: StreamKey, cut: int, findings: list[Finding], released: list[_Event]) -> None:
         """Rewrite the released segments of ``choice`` (text up to ``cut``), then drop that text."""

@@ -425,3 +425,28 @@ def test_streams_are_rewritten_the_same_however_they_are_chunked(pieces: list[st
     assert _rewrite(SseRewriter, wire, size) == _rewrite(SseRewriter, wire, max(1, len(wire)))
     text = "".join(pieces).encode()
     assert _rewrite(TextRewriter, text, size) == _rewrite(TextRewriter, text, max(1, len(text)))
+
+
+_ROLE = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
+
+
+def _content_event(text: str) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 10_000])
+def test_a_stream_held_back_by_another_never_releases_its_text_unrewritten(size: int) -> None:
+    # a short legacy "text" stream holds the queue while the content stream's window moves on
+    # (after a first event that carries no text, as an OpenAI stream's role chunk)
+    wire = (
+        _ROLE
+        + b'data: {"choices": [{"index": 0, "text": "4111 11"}]}\n\n'
+        + b"".join(_content_event(t) for t in ["4111 11", "11 1111 1111", " and more words "] * 3)
+    )
+    out = _rewrite(SseRewriter, wire, size)
+    content = "".join(
+        json.loads(e[6:])["choices"][0].get("delta", {}).get("content", "")
+        for e in out.split(b"\n\n")
+        if e.startswith(b"data: {")
+    )
+    assert "4111 11" not in content.replace("[CARD ****1111]", "") and content.count("[CARD ****1111]") == 3
