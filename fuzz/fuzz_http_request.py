@@ -10,10 +10,11 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from fuzz.http_events import fold
     from meshward.http.errors import RemoteProtocolError
     from meshward.http.hygiene import clean_request_headers
     from meshward.http.normalize import normalize_path, split_target
-    from meshward.http.parser import Data, EndOfMessage, RequestHead, RequestParser, Upgrade
+    from meshward.http.parser import RequestHead, RequestParser
 
 
 def _parse(pieces: list[bytes]) -> tuple[list[tuple[object, ...]], str | None]:
@@ -29,14 +30,10 @@ def _parse(pieces: list[bytes]) -> tuple[list[tuple[object, ...]], str | None]:
                         ("head", ev.method, ev.target, tuple(ev.headers), ev.content_length, ev.chunked)
                     )
                     _check_head(ev)
-                elif isinstance(ev, Data):
-                    body += ev.data
-                elif isinstance(ev, EndOfMessage):
-                    out.append(("end", body))
-                    body = b""
-                elif isinstance(ev, Upgrade):
-                    out.append(("upgrade",))
-                    return out, None
+                else:
+                    body, stop = fold(ev, out, body)
+                    if stop:
+                        return out, None
     except RemoteProtocolError as exc:
         assert 400 <= exc.status < 600, exc.status
         return out, type(exc).__name__

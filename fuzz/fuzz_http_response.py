@@ -10,8 +10,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from fuzz.http_events import fold
     from meshward.http.errors import RemoteProtocolError
-    from meshward.http.parser import Data, EndOfMessage, ResponseHead, ResponseParser, Upgrade
+    from meshward.http.parser import ResponseHead, ResponseParser
 
 _STATUS = [
     b"200 OK",
@@ -50,14 +51,10 @@ def _parse(pieces: list[bytes], head_request: bool) -> tuple[list[tuple[object, 
                     out.append(("head", ev.status, tuple(ev.headers), ev.content_length, ev.chunked))
                     if ev.status >= 200:
                         parser.expect(head_request)
-                elif isinstance(ev, Data):
-                    body += ev.data
-                elif isinstance(ev, EndOfMessage):
-                    out.append(("end", body))
-                    body = b""
-                elif isinstance(ev, Upgrade):
-                    out.append(("upgrade",))
-                    return out, None
+                else:
+                    body, stop = fold(ev, out, body)
+                    if stop:
+                        return out, None
     except RemoteProtocolError as exc:
         assert exc.status in (400, 431, 502, 505), exc.status
         return out, exc.status
