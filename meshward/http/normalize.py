@@ -25,10 +25,9 @@ from typing import Literal
 
 from meshward.http.errors import RemoteProtocolError
 
-__all__ = ["ENCODED_SLASH_MODES", "EncodedSlashes", "normalize_path", "split_target"]
+__all__ = ["EncodedSlashes", "normalize_path", "split_target"]
 
 EncodedSlashes = Literal["reject", "decode"]
-ENCODED_SLASH_MODES: tuple[EncodedSlashes, ...] = ("reject", "decode")
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
