@@ -1,5 +1,5 @@
-"""Fuzz target: the streaming DLP rewriters (SSE events with every streamed text field, and
-chunked text); the property checked: no exception escapes, and however the bytes are chunked
+"""Fuzz target: the streaming DLP rewriters (SSE events with every streamed text field, NDJSON
+lines, and chunked text); the property checked: no exception escapes, and however the bytes are chunked
 the client receives the same stream as when they arrive in one piece."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import atheris
 with atheris.instrument_imports():
     from fuzz.dlp_setup import PLANS, REDACTOR
     from meshward.dlp.redact import Outcome
-    from meshward.dlp.stream import SseRewriter, TextRewriter
+    from meshward.dlp.stream import NdjsonRewriter, SseRewriter, TextRewriter
 
 _PLAN = PLANS["response"]
 _REDACTOR = REDACTOR
@@ -39,7 +39,7 @@ def _event(fdp: atheris.FuzzedDataProvider) -> bytes:
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
-def _run(make: type[SseRewriter] | type[TextRewriter], wire: bytes, size: int) -> bytes:
+def _run(make: type[SseRewriter | TextRewriter], wire: bytes, size: int) -> bytes:
     rewriter = make(_PLAN, _REDACTOR, Outcome(), window=32)
     chunks = [wire[i : i + size] for i in range(0, len(wire), size)] or [b""]
     return b"".join(rewriter.feed(c) for c in chunks) + rewriter.finish()
@@ -47,13 +47,14 @@ def _run(make: type[SseRewriter] | type[TextRewriter], wire: bytes, size: int) -
 
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    sse = fdp.ConsumeBool()
+    make = fdp.PickValueInList([SseRewriter, TextRewriter, NdjsonRewriter])
     size = fdp.ConsumeIntInRange(1, 64)
     if fdp.ConsumeBool():
         wire = b"".join(_event(fdp) for _ in range(fdp.ConsumeIntInRange(0, 12)))
     else:
         wire = fdp.ConsumeBytes(fdp.remaining_bytes())
-    make = SseRewriter if sse else TextRewriter
+    if make is NdjsonRewriter:  # the same documents, one per line
+        wire = wire.replace(b"data: ", b"").replace(b"\n\n", b"\n")
     whole = _run(make, wire, max(1, len(wire)))
     assert _run(make, wire, size) == whole, (wire, size)
 

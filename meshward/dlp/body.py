@@ -50,18 +50,17 @@ __all__ = [
     "walk_strings",
 ]
 
-BodyKind = Literal["json", "text", "sse", "binary"]
+BodyKind = Literal["json", "text", "sse", "ndjson", "binary"]
 _TEXT_TYPES = frozenset(
     {
         "application/x-www-form-urlencoded",
         "application/xml",
         "application/javascript",
-        "application/x-ndjson",
-        "application/jsonl",
         "application/yaml",
         "application/graphql",
     }
 )
+_NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
 
 
 class Uninspectable(Exception):
@@ -77,6 +76,8 @@ def body_kind(content_type: str | None) -> BodyKind:
         return "json"
     if media == "text/event-stream":
         return "sse"
+    if media in _NDJSON_TYPES:
+        return "ndjson"
     if media.startswith("text/") or media in _TEXT_TYPES:
         return "text"
     return "binary"

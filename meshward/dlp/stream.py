@@ -35,7 +35,15 @@ from meshward.dlp.policy import DlpPlan
 from meshward.dlp.redact import Outcome, Redactor, inspect_text
 from meshward.dlp.scanner import Finding
 
-__all__ = ["DEFAULT_WINDOW", "SseRewriter", "StreamBlocked", "StreamKey", "TextRewriter", "streamed_fields"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "NdjsonRewriter",
+    "SseRewriter",
+    "StreamBlocked",
+    "StreamKey",
+    "TextRewriter",
+    "streamed_fields",
+]
 
 DEFAULT_WINDOW = 256
 
@@ -133,7 +141,8 @@ def streamed_fields(doc: Any) -> list[tuple[StreamKey, dict[str, Any], str]]:
       function-call arguments, reasoning, audio transcript), one stream per event type, output
       item and content part;
     - Anthropic-style ``content_block_delta`` (``delta.text``, ``delta.partial_json``,
-      ``delta.thinking``) per content block; OIP/Triton ``text_output``; TGI ``token.text``.
+      ``delta.thinking``) per content block; OIP/Triton ``text_output``; TGI ``token.text``;
+      Ollama's ``message.content``/``message.thinking`` (chat) and ``response`` (generate).
     """
     out: list[tuple[StreamKey, dict[str, Any], str]] = []
     if not isinstance(doc, dict):
@@ -174,6 +183,10 @@ def streamed_fields(doc: Any) -> list[tuple[StreamKey, dict[str, Any], str]]:
             for key in ("text", "partial_json", "thinking"):
                 take(("block", block, key), doc.get("delta"), key)
     take(("text_output",), doc, "text_output")
+    message = doc.get("message")  # Ollama /api/chat: message.content, message.thinking
+    for key in ("content", "thinking"):
+        take(("message", key), message, key)
+    take(("response",), doc, "response")  # Ollama /api/generate
     take(("token",), doc.get("token"), "text")
     return out
 
@@ -224,11 +237,13 @@ class SseRewriter:
 
     # -- wire level
 
+    separator = b"\n\n"  # what ends an event on the wire
+
     def feed(self, chunk: bytes) -> bytes:
         data = self._partial + chunk
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
-        *complete, self._partial = data.split(b"\n\n")
+        *complete, self._partial = data.split(self.separator)
         flush = False
         for raw in complete:
             if raw:
@@ -246,13 +261,7 @@ class SseRewriter:
     def _add(self, raw: bytes) -> bool:
         """Queue one event; True if it ends the stream (``[DONE]``)."""
         event = _Event(raw)
-        data_lines: list[bytes] = []
-        for line in raw.split(b"\n"):
-            if line.startswith(b"data:"):
-                value = line[5:]
-                data_lines.append(value[1:] if value.startswith(b" ") else value)
-            else:
-                event.other_lines.append(line)
+        data_lines = self._data_lines(event, raw)
         if not data_lines:
             self._queue.append(event)
             return False
@@ -273,6 +282,18 @@ class SseRewriter:
         self._take_segments(event, payload)
         self._queue.append(event)
         return False
+
+    @staticmethod
+    def _data_lines(event: _Event, raw: bytes) -> list[bytes]:
+        """The ``data:`` lines of an event (the others go to ``event.other_lines``)."""
+        data_lines: list[bytes] = []
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data:"):
+                value = line[5:]
+                data_lines.append(value[1:] if value.startswith(b" ") else value)
+            else:
+                event.other_lines.append(line)
+        return data_lines
 
     def _take_segments(self, event: _Event, payload: bytes) -> None:
         """Detach the streamed strings of ``event`` and scan the rest of its strings in place."""
@@ -416,7 +437,7 @@ class SseRewriter:
 
     def _render(self, event: _Event) -> bytes:
         if not event.changed:
-            return event.raw + b"\n\n"
+            return event.raw + self.separator
         lines = list(event.other_lines)
         if event.doc is not None:
             payload = json.dumps(event.doc, ensure_ascii=False, separators=(",", ":")).encode(
@@ -426,6 +447,29 @@ class SseRewriter:
             payload = event.data or b""
         lines.extend(b"data: " + line for line in payload.split(b"\n"))
         return b"\n".join(lines) + b"\n\n"
+
+
+class NdjsonRewriter(SseRewriter):
+    """``application/x-ndjson`` streams (Ollama's native API): one JSON document per line, with
+    the same per-stream treatment of streamed text fields as SSE events."""
+
+    separator = b"\n"
+
+    @staticmethod
+    def _data_lines(event: _Event, raw: bytes) -> list[bytes]:
+        return [raw]
+
+    def _render(self, event: _Event) -> bytes:
+        if not event.changed:
+            return event.raw + b"\n"
+        if event.doc is not None:
+            return (
+                json.dumps(event.doc, ensure_ascii=False, separators=(",", ":")).encode(
+                    "utf-8", "surrogatepass"
+                )
+                + b"\n"
+            )
+        return (event.data or b"").replace(b"\n", b" ") + b"\n"
 
 
 def _shift(f: Finding) -> Finding:

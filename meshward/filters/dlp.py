@@ -9,6 +9,8 @@ Response direction: ``on_response_headers`` picks a mode from the content type â
 - ``application/json``: buffered whole (bounded by ``maxBodyBytes``), rewritten JSON-aware and
   checked against ``maxRecords`` at the end;
 - ``text/event-stream``: :class:`~meshward.dlp.stream.SseRewriter` (per-stream window);
+- ``application/x-ndjson`` (Ollama): :class:`~meshward.dlp.stream.NdjsonRewriter` (the same,
+  one JSON document per line);
 - other text (or no content type): :class:`~meshward.dlp.stream.TextRewriter` â€” unless the
   body turns out to open a JSON object or array: clients parse it as JSON whatever the header
   says, so it is buffered and inspected decoded like declared JSON (text again if it does not
@@ -50,7 +52,7 @@ from meshward.dlp.body import (
 from meshward.dlp.decode import json_start
 from meshward.dlp.policy import Direction, DlpPlan, compile_plans
 from meshward.dlp.redact import Outcome, Redactor, inspect_text
-from meshward.dlp.stream import SseRewriter, StreamBlocked, TextRewriter
+from meshward.dlp.stream import NdjsonRewriter, SseRewriter, StreamBlocked, TextRewriter
 from meshward.filters.base import (
     Denial,
     Filter,
@@ -109,7 +111,7 @@ class _Response:
     plan: DlpPlan
     kind: str
     outcome: Outcome
-    rewriter: TextRewriter | SseRewriter | None = None
+    rewriter: TextRewriter | SseRewriter | None = None  # an NdjsonRewriter is an SseRewriter
     buffered: list[bytes] = field(default_factory=list)
     size: int = 0
     passthrough: bool = False
@@ -207,6 +209,8 @@ class DlpFilter(Filter):
             return limit is not None
         if kind == "sse":
             state.rewriter = SseRewriter(plan, self.redactor, state.outcome)
+        elif kind == "ndjson":
+            state.rewriter = NdjsonRewriter(plan, self.redactor, state.outcome)
         elif kind == "text":
             state.sniffing = True
         elif kind == "binary":
@@ -362,6 +366,8 @@ def _abort(
         tail = b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n"
     elif state.kind == "json":
         tail = json.dumps(error, separators=(",", ":")).encode()
+    elif state.kind == "ndjson":
+        tail = json.dumps(error, separators=(",", ":")).encode() + b"\n"
     elif state.kind == "text":
         tail = f"\n[{message}]\n".encode()
     else:

@@ -14,6 +14,7 @@ Routes (on the decoded path) that misbehave on purpose:
 - ``/v1/responses``: a Responses API event stream whose ``output_text.delta`` events split an
   e-mail address; ``/v1/chat/completions`` with ``"stream": true``: a tool call whose
   ``function.arguments`` chunks split one;
+- ``/api/chat``: an Ollama NDJSON stream whose ``message.content`` lines split one;
 - ``/escaped``: a JSON answer holding an ``\\u0040``-escaped e-mail address, sent as
   ``text/plain``;
 - anything else: ``200 {"ok": true}``.
@@ -81,6 +82,12 @@ def tool_call_stream() -> bytes:
     return _sse(events)
 
 
+def ollama_stream() -> bytes:
+    pieces = ["write to jane.d", "oe@exa", "mple.com today"]
+    lines = [{"model": "m", "message": {"role": "assistant", "content": p}, "done": False} for p in pieces]
+    return b"".join(json.dumps(line).encode() + b"\n" for line in [*lines, {"done": True}])
+
+
 class RecordingHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     log_path = ""
@@ -129,6 +136,9 @@ class RecordingHandler(BaseHTTPRequestHandler):
                 b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n" % protocol
             )
             self.wfile.write(b"RAW " + SPLIT_EMAIL.encode())
+            return
+        if route == "/api/chat":
+            self._reply(ollama_stream(), "application/x-ndjson")
             return
         if route == "/escaped":
             self._reply(b'{"answer": "mail jane.doe\\u0040example.com"}', "text/plain")

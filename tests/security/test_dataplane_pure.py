@@ -19,7 +19,7 @@ from meshward.ai.protocol import classify, needs_body
 from meshward.dlp.body import inspect_body
 from meshward.dlp.decode import declared_charset, form_fields, json_encoding, sniff_json
 from meshward.dlp.redact import Outcome
-from meshward.dlp.stream import SseRewriter, TextRewriter, streamed_fields
+from meshward.dlp.stream import NdjsonRewriter, SseRewriter, TextRewriter, streamed_fields
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.hygiene import MESH_OWNED, clean_request_headers, websocket_upgrade
 from meshward.http.normalize import normalize_path
@@ -450,3 +450,14 @@ def test_a_stream_held_back_by_another_never_releases_its_text_unrewritten(size:
         if e.startswith(b"data: {")
     )
     assert "4111 11" not in content.replace("[CARD ****1111]", "") and content.count("[CARD ****1111]") == 3
+
+
+@pytest.mark.parametrize("size", [1, 3, 10_000])
+def test_ollama_ndjson_content_split_across_lines_is_masked(size: int) -> None:
+    lines = [{"message": {"content": p}, "done": False} for p in ["to jane.d", "oe@exa", "mple.com ok"]]
+    wire = b"".join(json.dumps(line).encode() + b"\n" for line in [*lines, {"done": True}])
+    rewriter = NdjsonRewriter(PLAN, redactor(), Outcome(), window=64)
+    out = b"".join(rewriter.feed(wire[i : i + size]) for i in range(0, len(wire), size)) + rewriter.finish()
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert "".join(d.get("message", {}).get("content", "") for d in docs) == "to [EMAIL ****] ok"
+    assert len(docs) == 4 and docs[-1] == {"done": True}

@@ -1,5 +1,5 @@
 """Response DLP over streamed text fields other than ``choices[].delta.content`` (issue 12: 6),
-and over a JSON answer behind a non-JSON ``Content-Type`` (the same class, response side).
+Ollama's NDJSON lines, and a JSON answer behind a non-JSON ``Content-Type`` (the same class).
 
 The recording app streams an e-mail address split over three events — Responses API
 ``response.output_text.delta`` events, then tool-call ``function.arguments`` chunks — and the
@@ -54,3 +54,12 @@ def test_a_json_answer_sent_as_text_is_inspected_decoded(pair: MeshPair) -> None
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "text/plain"
     assert json.loads(r.text) == {"answer": "mail [EMAIL ****]"}  # what a client parsing it reads
+
+
+def test_ollama_ndjson_lines_are_one_text(pair: MeshPair) -> None:
+    with pair.http_client(timeout=20) as client:
+        r = client.post(f"{pair.service_url}/api/chat", json={"model": "m", "messages": []})
+    assert r.status_code == 200, r.text
+    lines = [json.loads(line) for line in r.text.splitlines() if line]
+    text = "".join(line.get("message", {}).get("content", "") for line in lines)
+    assert text == "write to [EMAIL ****] today" and len(lines) == 4
