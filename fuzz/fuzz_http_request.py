@@ -48,8 +48,8 @@ def _check_head(head: RequestHead) -> None:
     try:
         _, path, _ = split_target(head.target)
         for mode in ("reject", "decode"):
-            once = normalize_path(path, mode)  # type: ignore[arg-type]
-            assert normalize_path(once, mode) == once  # type: ignore[arg-type]
+            once = normalize_path(path, mode)
+            assert normalize_path(once, mode) == once
         clean_request_headers(head.headers, head.connection)
     except RemoteProtocolError as exc:
         assert exc.status == 400
