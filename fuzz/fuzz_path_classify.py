@@ -14,7 +14,7 @@ import atheris
 with atheris.instrument_imports():
     from meshward.ai.protocol import classify
     from meshward.http.errors import RemoteProtocolError
-    from meshward.http.normalize import normalize_path, split_target
+    from meshward.http.normalize import EncodedSlashes, normalize_path, split_target
 
 _PIECES = [
     "/",
@@ -42,7 +42,7 @@ def _target(fdp: atheris.FuzzedDataProvider) -> str:
     return "/" + "".join(parts) + fdp.ConsumeBytes(fdp.remaining_bytes()).decode("latin-1")
 
 
-def _check(path: str, mode: str) -> str | None:
+def _check(path: str, mode: EncodedSlashes) -> str | None:
     try:
         seen = normalize_path(path, mode)
     except RemoteProtocolError as exc:
