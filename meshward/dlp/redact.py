@@ -89,8 +89,11 @@ def inspect_text(
     _depth: int = 0,
 ) -> bytes:
     """Scan ``data`` (unless ``findings`` are given), record them in ``outcome``, return the
-    rewritten bytes (``data`` itself when nothing changes or when a policy blocks). Rewritten
-    text is scanned again (at most twice) for values an overlapping finding hid."""
+    rewritten bytes (``data`` itself when nothing changes or when a policy blocks). When this
+    function scanned ``data`` itself (a whole text), rewritten text is scanned again (at most
+    twice) for values an overlapping finding hid; given ``findings`` (a stream's prefix, whose
+    end is a cut, not the text's end) are taken as they are."""
+    findings_given = findings is not None
     if findings is None:
         findings = plan.scanner.scan(data)
     if not findings:
@@ -117,7 +120,7 @@ def inspect_text(
     pieces.append(data[last:])
     outcome.changed = True
     result = b"".join(pieces)
-    if _depth < _MAX_RESCANS:
+    if _depth < _MAX_RESCANS and (findings_given is False or _depth > 0):
         # A value glued to the one just replaced (``a@x.com+b@x.com``) overlaps it, so the
         # scan could not report both; once the first is replaced the second stands alone.
         hidden = [

@@ -461,3 +461,21 @@ def test_ollama_ndjson_content_split_across_lines_is_masked(size: int) -> None:
     docs = [json.loads(line) for line in out.splitlines()]
     assert "".join(d.get("message", {}).get("content", "") for d in docs) == "to [EMAIL ****] ok"
     assert len(docs) == 4 and docs[-1] == {"done": True}
+
+
+def test_a_digit_run_cut_by_the_window_is_not_judged_on_its_prefix() -> None:
+    # the fuzzer's input: the window cuts "4244444442222|222222", a 19-digit run that is no
+    # card number while its first 13 digits would pass for one
+    wire = (
+        b"\xb1]E]\xc0]E0\xb1]\xbe\xbd\xfa\x00\x004444442442222222222\xc0\xbe\xbe\x9e\x00\x00\x0044444"
+        b"\xff\xcb\xff\x00C2E0\xc0\x00\x00\xff4244444442222222222?\xc0\xbe\xbe\xbe\x00\x00\x00444442"
+        b"\xc0\xbe\xbe\xbe\x00\x00\x0044444\x00\x00\x0044444`4222244444422222E0\xc0\xbe\xbe\xbe\x00"
+    )
+    plan = plans(policy(action="mask", detectors=["credit_card"]))["response"]
+    outs = set()
+    for size in (1, 5, len(wire)):
+        rewriter = TextRewriter(plan, redactor(), Outcome(), window=64)
+        outs.add(
+            b"".join(rewriter.feed(wire[i : i + size]) for i in range(0, len(wire), size)) + rewriter.finish()
+        )
+    assert len(outs) == 1 and b"4244444442222222222" in outs.pop()
