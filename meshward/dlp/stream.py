@@ -226,6 +226,7 @@ class SseRewriter:
     ) -> None:
         self.plan, self.redactor, self.outcome, self.window = plan, redactor, outcome, window
         self._partial = b""
+        self._cr_pending = False  # the last chunk ended with CR (its LF may start the next)
         self._queue: list[_Event] = []
         self._texts: dict[StreamKey, bytearray] = {}  # stream -> pending streamed text
         self._base: dict[StreamKey, int] = {}  # stream -> offset of the pending text's first byte
@@ -240,15 +241,23 @@ class SseRewriter:
     separator = b"\n\n"  # what ends an event on the wire
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._partial + chunk
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+        data = self._partial + self._newlines(chunk)
         *complete, self._partial = data.split(self.separator)
         flush = False
         for raw in complete:
             if raw:
                 flush = self._add(raw) or flush
         return self._release(final=flush)
+
+    def _newlines(self, chunk: bytes) -> bytes:
+        """CRLF, CR and LF all end a line (the SSE spec; httpx's ``iter_lines`` too): each becomes
+        LF exactly once, a CRLF split across two chunks included."""
+        if self._cr_pending and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._cr_pending = chunk.endswith(b"\r")
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return chunk
 
     def finish(self) -> bytes:
         partial, self._partial = self._partial, b""

@@ -479,3 +479,25 @@ def test_a_digit_run_cut_by_the_window_is_not_judged_on_its_prefix() -> None:
             b"".join(rewriter.feed(wire[i : i + size]) for i in range(0, len(wire), size)) + rewriter.finish()
         )
     assert len(outs) == 1 and b"4244444442222222222" in outs.pop()
+
+
+# ---- found by fuzz/fuzz_dlp_stream.py: events end where the client's parser ends them ----------
+
+
+@pytest.mark.parametrize("newline", [b"\r", b"\r\n", b"\n"])
+@pytest.mark.parametrize("size", [1, 2, 10_000])
+def test_sse_events_separated_by_lone_cr_are_events(newline: bytes, size: int) -> None:
+    # the SSE spec (and httpx's iter_lines) ends a line at CR alone: a card split across such
+    # events must not pass as one unparsable event scanned with its JSON framing in between
+    events = [
+        b'data: {"choices": [{"index": 0, "delta": {"content": "%s"}}]}' % p
+        for p in (b"card 4111 11", b"11 1111 1111 ok")
+    ]
+    wire = (newline * 2).join([*events, b"data: [DONE]"]) + newline * 2
+    out = _rewrite(SseRewriter, wire, size)
+    contents = [
+        json.loads(e[6:])["choices"][0]["delta"]["content"]
+        for e in out.split(b"\n\n")
+        if e.startswith(b"data: {")
+    ]
+    assert "".join(contents) == "card [CARD ****1111] ok"
