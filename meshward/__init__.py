@@ -5,14 +5,14 @@ Architecture map (one package per concern, see ``../shared/DESIGN.md``):
 - ``meshward.identity``  SPIFFE IDs, the certificate authority, join tokens, X.509-SVIDs.
 - ``meshward.resources`` the declarative resource kinds (pydantic) and the YAML loader.
 - ``meshward.config``    the config store (SQLite generations) and the per-sidecar snapshot.
-- ``meshward.http``      sans-IO HTTP/1.1 parsing, strict validation and path normalization.
+- ``meshward.http``      sans-IO HTTP/1.1 parsing, strict validation, path normalization and header hygiene.
 - ``meshward.tls``       TLS contexts for mTLS with SPIFFE peer identities.
 - ``meshward.proxy``     the sidecar: inbound and outbound listeners, connection pool, admin.
 - ``meshward.filters``   the filter chain contract and one filter per concern.
 - ``meshward.ai``        AI protocol classification (OpenAI, OIP v2, TF Serving) and token usage.
 - ``meshward.authz``     pure authorization policy engine.
 - ``meshward.ratelimit`` token buckets, concurrency and LLM token budgets (local and Redis).
-- ``meshward.dlp``       data-loss prevention detectors and body rewriting.
+- ``meshward.dlp``       data-loss prevention detectors, body decoding (as the app reads it) and rewriting.
 - ``meshward.telemetry`` metrics, access log and tracing.
 - ``meshward.audit``     the tamper-evident audit trail, its spool and its SIEM exports.
 - ``meshward.egress``    external services, egress policy, TLS origination, injected credentials.

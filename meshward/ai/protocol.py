@@ -20,13 +20,22 @@ Protocols recognised (first match wins):
 The sidecar calls :func:`classify` on the request head (``body=None``), asks
 :func:`needs_body` whether buffering the body would reveal the model, and classifies again
 with the body when a filter needs the model. Everything here is precompiled at import time.
+
+The body is classified by what it *is*, not by what ``Content-Type`` claims: the app (FastAPI,
+Starlette, the example models) parses a JSON body sent as ``text/plain`` all the same, so a
+denied model must not hide behind the header. A body that parses as JSON (in any encoding
+``json.loads`` reads) gives its ``model``; a urlencoded form or a ``multipart/form-data`` body
+(OpenAI's audio and image uploads) gives its ``model`` field.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 from meshward.ai.types import AIOperation, AIRequest
 
@@ -110,7 +119,6 @@ _OIP_ADMIN_PREFIXES: Final = (
     "/v2/logging",
 )
 
-_JSON_CONTENT_TYPES: Final = ("application/json", "text/json")
 _MAX_WALK_DEPTH: Final = 8
 # Parts of a chat message that are not text (base64 images and audio would inflate estimates).
 _NON_TEXT_KEYS: Final[frozenset[str]] = frozenset(
@@ -128,13 +136,11 @@ def classify(method: str, path: str, headers: dict[str, str], body: bytes | None
 
 
 def needs_body(ai: AIRequest, method: str, headers: dict[str, str]) -> bool:
-    """Would buffering the body reveal the model? True for OpenAI-style JSON POSTs whose
-    model is not already known from the path."""
+    """Would buffering the body reveal the model? True for OpenAI-style POSTs whose model is
+    not already known from the path, whatever their ``Content-Type`` (the body decides)."""
     if ai.protocol != "openai" or ai.model is not None or method != "POST":
         return False
-    if ai.operation not in _BODY_MODEL_OPERATIONS:
-        return False
-    return _is_json(headers)
+    return ai.operation in _BODY_MODEL_OPERATIONS
 
 
 def _classify(method: str, path: str, headers: dict[str, str], body: bytes | None) -> AIRequest:
@@ -201,15 +207,16 @@ def _classify_openai(method: str, rest: str, headers: dict[str, str], body: byte
         else:
             return AIRequest(protocol="openai", operation="other")
     ai = AIRequest(protocol="openai", operation=operation, model=model)
-    if body and method == "POST" and operation in _BODY_MODEL_OPERATIONS and _is_json(headers):
-        _read_openai_body(ai, body)
+    if body and method == "POST" and operation in _BODY_MODEL_OPERATIONS:
+        _read_openai_body(ai, body, headers.get("content-type", ""))
     return ai
 
 
-def _read_openai_body(ai: AIRequest, body: bytes) -> None:
+def _read_openai_body(ai: AIRequest, body: bytes, content_type: str) -> None:
     try:
-        doc = json.loads(body)
+        doc = json.loads(body)  # any encoding json.loads reads, whatever the header says
     except (ValueError, RecursionError):
+        ai.model = _form_model(body, content_type)
         return
     if not isinstance(doc, dict):
         return
@@ -271,10 +278,24 @@ def _count_text(value: object, depth: int) -> tuple[int, int]:
     return chars, ids
 
 
-def _is_json(headers: dict[str, str]) -> bool:
-    """JSON content, or no content type at all (many clients omit it)."""
-    content_type = headers.get("content-type")
-    if content_type is None:
-        return True
+def _form_model(body: bytes, content_type: str) -> str | None:
+    """The ``model`` field of a urlencoded or multipart form (None if absent)."""
     media = content_type.split(";", 1)[0].strip().lower()
-    return media in _JSON_CONTENT_TYPES or media.endswith("+json")
+    values: list[str] = []
+    if media == "application/x-www-form-urlencoded":
+        try:
+            values = parse_qs(body.decode("latin-1"), keep_blank_values=True).get("model", [])
+        except ValueError:
+            return None
+    elif media == "multipart/form-data":
+        message = BytesParser(policy=HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+        )
+        if message.is_multipart():
+            for part in message.iter_parts():
+                if part.get_param("name", header="content-disposition") == "model":
+                    payload = part.get_payload(decode=True)
+                    if isinstance(payload, bytes):
+                        values.append(payload.decode("utf-8", "replace").strip())
+    # repeated: the last one, as Starlette/FastAPI (vLLM & co.) and JSON's last key read it
+    return values[-1] if values and values[-1] else None

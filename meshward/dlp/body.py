@@ -1,11 +1,22 @@
 """Whole-body inspection: JSON-aware for JSON, as text for text, refused or passed for the rest.
 
-- JSON (``application/json``, ``*+json``): only string values are scanned and rewritten, so the
-  document stays valid JSON — an OpenAI ``messages[].content``, an OIP v2 ``BYTES`` tensor's
-  ``data``, any nesting. Keys, numbers and booleans are not scanned (a card number sent as a
-  JSON *number* is not seen; say so in your policy review). A rewritten document is
-  re-serialized compactly (``ensure_ascii=False``).
-- Text (``text/*``, form data, XML, no content type): scanned as bytes.
+What is scanned is what the app reads after decoding (:mod:`meshward.dlp.decode`):
+
+- JSON — declared (``application/json``, ``*+json``) *or sniffed* (a body that parses as a
+  JSON object, array or string, whatever its ``Content-Type``, NDJSON line by line): only
+  string values are scanned, *decoded* (``\u0040`` is ``@``), and rewritten, so the document
+  stays valid JSON — an OpenAI ``messages[].content``, an OIP v2 ``BYTES`` tensor's ``data``,
+  any nesting. UTF-16/UTF-32 documents are decoded the way ``json.loads(bytes)`` reads them and
+  a rewritten one is re-encoded in the same encoding. Values hidden behind a duplicate key are
+  scanned too (a rewritten document keeps the last one, as Python's parser does). Keys,
+  numbers and booleans are not scanned (a card number sent as a JSON *number* is not seen;
+  say so in your policy review). A rewritten document is re-serialized compactly
+  (``ensure_ascii=False``).
+- Forms (``application/x-www-form-urlencoded``): every name and value is scanned
+  percent-decoded; a rewritten value is re-encoded.
+- Text (``text/*``, XML, no content type): scanned as bytes, after decoding a declared
+  ``charset`` that is not ASCII-compatible (UTF-16, UTF-7, EBCDIC...); an unknown charset is
+  uninspectable.
 - Anything else (images, audio, octet streams, multipart) and anything compressed
   (``Content-Encoding`` other than identity) or larger than ``maxBodyBytes`` is
   *uninspectable*: :class:`Uninspectable` is raised and the caller applies ``failMode``.
@@ -15,7 +26,16 @@ from __future__ import annotations
 
 import json
 from typing import Any, Literal
+from urllib.parse import quote_plus
 
+from meshward.dlp.decode import (
+    ASCII_COMPATIBLE,
+    declared_charset,
+    form_fields,
+    json_encoding,
+    loads_json,
+    sniff_json,
+)
 from meshward.dlp.policy import DlpPlan
 from meshward.dlp.redact import Outcome, Redactor, inspect_text
 
@@ -30,18 +50,17 @@ __all__ = [
     "walk_strings",
 ]
 
-BodyKind = Literal["json", "text", "sse", "binary"]
+BodyKind = Literal["json", "text", "sse", "ndjson", "binary"]
 _TEXT_TYPES = frozenset(
     {
         "application/x-www-form-urlencoded",
         "application/xml",
         "application/javascript",
-        "application/x-ndjson",
-        "application/jsonl",
         "application/yaml",
         "application/graphql",
     }
 )
+_NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
 
 
 class Uninspectable(Exception):
@@ -57,6 +76,8 @@ def body_kind(content_type: str | None) -> BodyKind:
         return "json"
     if media == "text/event-stream":
         return "sse"
+    if media in _NDJSON_TYPES:
+        return "ndjson"
     if media.startswith("text/") or media in _TEXT_TYPES:
         return "text"
     return "binary"
@@ -145,11 +166,13 @@ def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcom
     A body without backslashes is scanned once as a whole for candidates, and only the strings
     they touch are inspected and spliced in place (:func:`_rewrite_verbatim`); otherwise every
     string of the parsed document is inspected and a changed document is re-serialized."""
+    hidden: list[Any] = []
     try:
-        doc = json.loads(body)
+        encoding = json_encoding(body)
+        doc = loads_json(body, hidden)
     except (ValueError, RecursionError) as exc:
         raise Uninspectable("body declared as JSON does not parse") from exc
-    if b"\\" not in body:
+    if encoding in ("utf-8", "utf-8-sig") and not hidden and b"\\" not in body:
         spans = plan.scanner.candidate_spans(body)
         if not spans:
             return body, doc
@@ -160,12 +183,19 @@ def inspect_json(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcom
         return new, doc
     try:
         doc, changed = _walk(plan, redactor, doc, outcome)
+        # a value a later duplicate key hides: the app (last key wins) never reads it, but
+        # another parser may; scanned, and dropped by the re-serialization if it held a value
+        changed = _walk(plan, redactor, hidden, outcome)[1] or changed
     except RecursionError as exc:
         raise Uninspectable("JSON body nested too deeply to inspect") from exc
     if not changed or outcome.blocked_by:
         return body, doc
     outcome.changed = True
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"), doc
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode(encoding, "surrogatepass"), doc
+    except UnicodeError as exc:  # lone surrogates that UTF-16/32 cannot carry
+        raise Uninspectable(f"rewritten JSON cannot be encoded back to {encoding}") from exc
 
 
 def inspect_body(
@@ -181,13 +211,71 @@ def inspect_body(
     if len(body) > plan.max_body_bytes.value:
         raise Uninspectable(f"body larger than maxBodyBytes ({plan.max_body_bytes.value})")
     kind = body_kind(content_type)
-    if kind == "binary":
-        raise Uninspectable(f"binary content-type {content_type!r} cannot be inspected")
     if kind == "json":
         if not body.strip():
             return body
         return inspect_json(plan, redactor, body, outcome)[0]
+    # whatever the header says, a JSON body is read as JSON by the app: scan it decoded
+    if sniff_json(body):
+        return inspect_json(plan, redactor, body, outcome)[0]
+    if kind == "binary":
+        raise Uninspectable(f"binary content-type {content_type!r} cannot be inspected")
+    lines = _json_lines(body)
+    if lines is not None:
+        return b"\n".join(
+            inspect_json(plan, redactor, line, outcome)[0] if line.strip() else line for line in lines
+        )
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/x-www-form-urlencoded":
+        return _inspect_form(plan, redactor, body, outcome)
+    charset = declared_charset(content_type)
+    if charset is not None and charset not in ASCII_COMPATIBLE:
+        return _inspect_charset(plan, redactor, body, charset, outcome)
     return inspect_text(plan, redactor, body, outcome)
+
+
+def _json_lines(body: bytes) -> list[bytes] | None:
+    """The lines of an NDJSON body (two or more, each a JSON document), else None."""
+    if b"\n" not in body.strip():
+        return None
+    lines = body.split(b"\n")
+    if not all(sniff_json(line) for line in lines if line.strip()):
+        return None
+    return lines
+
+
+def _inspect_form(plan: DlpPlan, redactor: Redactor, body: bytes, outcome: Outcome) -> bytes:
+    """Scan each decoded name and value of a urlencoded form; re-encode the ones rewritten."""
+    pieces: list[bytes] = []
+    last = 0
+    for start, end, decoded in form_fields(body):
+        if len(decoded) < plan.scanner.min_length:
+            continue
+        new = inspect_text(plan, redactor, decoded, outcome)
+        if new is not decoded:
+            pieces += [body[last:start], quote_plus(new).encode("ascii")]
+            last = end
+    if not pieces or outcome.blocked_by:
+        return body
+    outcome.changed = True
+    return b"".join([*pieces, body[last:]])
+
+
+def _inspect_charset(plan: DlpPlan, redactor: Redactor, body: bytes, charset: str, outcome: Outcome) -> bytes:
+    """Text in a charset where ASCII is not ASCII bytes: scan it as UTF-8, re-encode if rewritten."""
+    if charset == "?":
+        raise Uninspectable("text body in an unknown charset cannot be inspected")
+    try:
+        text = body.decode(charset).encode("utf-8", "surrogatepass")
+    except (UnicodeError, LookupError) as exc:
+        raise Uninspectable(f"text body is not valid {charset}") from exc
+    new = inspect_text(plan, redactor, text, outcome)
+    if new is text or outcome.blocked_by:
+        return body
+    try:
+        return new.decode("utf-8", "surrogatepass").encode(charset)
+    except UnicodeError as exc:
+        raise Uninspectable(f"rewritten text cannot be encoded back to {charset}") from exc
 
 
 def count_records(doc: Any) -> int:

@@ -77,11 +77,23 @@ class Outcome:
         self.changed = self.changed or other.changed
 
 
+_MAX_RESCANS = 2
+
+
 def inspect_text(
-    plan: DlpPlan, redactor: Redactor, data: bytes, outcome: Outcome, findings: list[Finding] | None = None
+    plan: DlpPlan,
+    redactor: Redactor,
+    data: bytes,
+    outcome: Outcome,
+    findings: list[Finding] | None = None,
+    _depth: int = 0,
 ) -> bytes:
     """Scan ``data`` (unless ``findings`` are given), record them in ``outcome``, return the
-    rewritten bytes (``data`` itself when nothing changes or when a policy blocks)."""
+    rewritten bytes (``data`` itself when nothing changes or when a policy blocks). When this
+    function scanned ``data`` itself (a whole text), rewritten text is scanned again (at most
+    twice) for values an overlapping finding hid; given ``findings`` (a stream's prefix, whose
+    end is a cut, not the text's end) are taken as they are."""
+    findings_given = findings is not None
     if findings is None:
         findings = plan.scanner.scan(data)
     if not findings:
@@ -107,4 +119,15 @@ def inspect_text(
         return data
     pieces.append(data[last:])
     outcome.changed = True
-    return b"".join(pieces)
+    result = b"".join(pieces)
+    if _depth < _MAX_RESCANS and (findings_given is False or _depth > 0):
+        # A value glued to the one just replaced (``a@x.com+b@x.com``) overlaps it, so the
+        # scan could not report both; once the first is replaced the second stands alone.
+        hidden = [
+            f
+            for f in plan.scanner.scan(result)
+            if (d := plan.decide(f, result[f.start : f.end])) is not None and d.action != "log"
+        ]
+        if hidden:
+            return inspect_text(plan, redactor, result, outcome, hidden, _depth + 1)
+    return result

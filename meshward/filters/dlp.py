@@ -8,8 +8,13 @@ Response direction: ``on_response_headers`` picks a mode from the content type â
 
 - ``application/json``: buffered whole (bounded by ``maxBodyBytes``), rewritten JSON-aware and
   checked against ``maxRecords`` at the end;
-- ``text/event-stream``: :class:`~meshward.dlp.stream.SseRewriter` (per-choice window);
-- other text: :class:`~meshward.dlp.stream.TextRewriter`;
+- ``text/event-stream``: :class:`~meshward.dlp.stream.SseRewriter` (per-stream window);
+- ``application/x-ndjson`` (Ollama): :class:`~meshward.dlp.stream.NdjsonRewriter` (the same,
+  one JSON document per line);
+- other text (or no content type): :class:`~meshward.dlp.stream.TextRewriter` â€” unless the
+  body turns out to open a JSON object or array: clients parse it as JSON whatever the header
+  says, so it is buffered and inspected decoded like declared JSON (text again if it does not
+  parse or outgrows ``maxBodyBytes``);
 - binary, compressed or too large: uninspectable, ``failMode`` decides;
 
 and ``maxResponseBytes`` is checked against ``Content-Length`` and against the bytes seen.
@@ -44,9 +49,10 @@ from meshward.dlp.body import (
     inspect_body,
     inspect_json,
 )
+from meshward.dlp.decode import json_start
 from meshward.dlp.policy import Direction, DlpPlan, compile_plans
 from meshward.dlp.redact import Outcome, Redactor, inspect_text
-from meshward.dlp.stream import SseRewriter, StreamBlocked, TextRewriter
+from meshward.dlp.stream import NdjsonRewriter, SseRewriter, StreamBlocked, TextRewriter
 from meshward.filters.base import (
     Denial,
     Filter,
@@ -105,10 +111,12 @@ class _Response:
     plan: DlpPlan
     kind: str
     outcome: Outcome
-    rewriter: TextRewriter | SseRewriter | None = None
+    rewriter: TextRewriter | SseRewriter | None = None  # an NdjsonRewriter is an SseRewriter
     buffered: list[bytes] = field(default_factory=list)
     size: int = 0
     passthrough: bool = False
+    sniffing: bool = False  # a text body not yet known to be JSON or not
+    sniffed: bool = False  # a text body found to open a JSON document: buffered as JSON
 
 
 class DlpFilter(Filter):
@@ -201,8 +209,10 @@ class DlpFilter(Filter):
             return limit is not None
         if kind == "sse":
             state.rewriter = SseRewriter(plan, self.redactor, state.outcome)
+        elif kind == "ndjson":
+            state.rewriter = NdjsonRewriter(plan, self.redactor, state.outcome)
         elif kind == "text":
-            state.rewriter = TextRewriter(plan, self.redactor, state.outcome)
+            state.sniffing = True
         elif kind == "binary":
             state.passthrough = True
         return True
@@ -218,13 +228,47 @@ class DlpFilter(Filter):
             raise _export_abort(ctx, state, limit.policy, "maxResponseBytes")
         if state.passthrough:
             return chunk
+        if state.sniffing:
+            state.buffered.append(chunk)
+            prefix = b"".join(state.buffered)
+            is_json = json_start(prefix)
+            if is_json is None:
+                return b""
+            state.sniffing, state.buffered = False, [] if not is_json else [prefix]
+            if is_json:
+                state.kind, state.sniffed = "json", True
+                return self._buffer_json(ctx, state, b"")
+            state.rewriter = TextRewriter(plan, self.redactor, state.outcome)
+            chunk = prefix
         if state.rewriter is not None:
             try:
                 return state.rewriter.feed(chunk)
             except StreamBlocked as exc:
                 raise _abort(ctx, state, exc.policy, "blocked", f"sensitive data ({exc.detector})") from None
-        # JSON: buffered whole, bounded
-        state.buffered.append(chunk)
+        return self._buffer_json(ctx, state, chunk)
+
+    def _text_at_end(self, ctx: RequestContext, state: _Response, body: bytes) -> bytes:
+        """A buffered text body (it only looked like JSON): inspected whole as text."""
+        state.kind = "text"
+        new = inspect_text(state.plan, self.redactor, body, state.outcome)
+        blocked = state.outcome.blocked_by
+        if blocked is not None:
+            raise _abort(ctx, state, blocked, "blocked", f"sensitive data ({state.outcome.blocked_detector})")
+        return new
+
+    def _buffer_json(self, ctx: RequestContext, state: _Response, chunk: bytes) -> bytes:
+        """JSON: buffered whole, bounded (a sniffed one goes back to text when too large)."""
+        plan = state.plan
+        if chunk:
+            state.buffered.append(chunk)
+        if state.size > plan.max_body_bytes.value and state.sniffed:
+            state.kind, state.sniffed = "text", False
+            state.rewriter = TextRewriter(plan, self.redactor, state.outcome)
+            held, state.buffered = b"".join(state.buffered), []
+            try:
+                return state.rewriter.feed(held)
+            except StreamBlocked as exc:
+                raise _abort(ctx, state, exc.policy, "blocked", f"sensitive data ({exc.detector})") from None
         if state.size > plan.max_body_bytes.value:
             _note(ctx)["uninspectable"] = "response larger than maxBodyBytes"
             if plan.fail_closed:
@@ -250,9 +294,13 @@ class DlpFilter(Filter):
         if not body.strip():
             return body
         plan = state.plan
+        if state.sniffing:  # too short to tell: text
+            return self._text_at_end(ctx, state, body)
         try:
             new, doc = inspect_json(plan, self.redactor, body, state.outcome)
         except Uninspectable as exc:
+            if state.sniffed:  # looked like JSON, is not: inspected as the text it is
+                return self._text_at_end(ctx, state, body)
             _note(ctx)["uninspectable"] = str(exc)
             if plan.fail_closed:
                 raise _abort(ctx, state, plan.fail_policy, "uninspectable", str(exc)) from None
@@ -318,6 +366,8 @@ def _abort(
         tail = b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n"
     elif state.kind == "json":
         tail = json.dumps(error, separators=(",", ":")).encode()
+    elif state.kind == "ndjson":
+        tail = json.dumps(error, separators=(",", ":")).encode() + b"\n"
     elif state.kind == "text":
         tail = f"\n[{message}]\n".encode()
     else:

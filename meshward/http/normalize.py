@@ -1,27 +1,39 @@
 """Path normalization before any policy sees a path, the way Istio's ``normalize_path`` +
-``merge_slashes`` (Envoy) do it, and splitting of request targets.
+``merge_slashes`` + ``pathNormalization`` (Envoy) do it, and splitting of request targets.
 
 - percent-encodings of unreserved characters (``A-Z a-z 0-9 - . _ ~``) are decoded, every
-  other percent-encoding is kept with upper-case hex (``%2f`` → ``%2F``: an encoded slash stays
-  encoded, so it can never become a path separator);
+  other percent-encoding is kept with upper-case hex;
+- encoded slashes and backslashes (``%2F``, ``%5C``, any case) are what a decoding server
+  (uvicorn/Starlette, Flask, most model servers) turns into separators *after* the mesh has
+  decided. By default (``encoded_slashes="reject"``, Istio's recommendation) they are refused
+  with 400; with ``"decode"`` they become ``/`` before the steps below (Istio's
+  ``DECODE_AND_MERGE_SLASHES``; a backslash counts as a slash, as Envoy normalizes it), so
+  ``/a%2F..%2Fadmin`` is seen - and forwarded - as ``/admin``;
+- an encoded NUL (``%00``) is refused (400): it truncates paths in C-based servers;
 - ``.`` and ``..`` segments are removed (RFC 3986 §5.2.4; ``..`` never climbs above ``/``);
 - runs of ``/`` are merged into one.
 
-The result never contains a ``.``/``..`` segment or ``//``, and normalizing twice changes
-nothing. A malformed percent-encoding is the client's fault (400).
+The result never contains a ``.``/``..`` segment, ``//``, nor any percent-encoding whose
+decoding is a separator, so each segment authz sees is one segment of what a decoding server
+routes; normalizing twice changes nothing. A malformed percent-encoding is the client's fault
+(400).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from meshward.http.errors import RemoteProtocolError
 
-__all__ = ["normalize_path", "split_target"]
+__all__ = ["EncodedSlashes", "normalize_path", "split_target"]
+
+EncodedSlashes = Literal["reject", "decode"]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-def _decode_unreserved(path: str) -> str:
+def _decode_unreserved(path: str, decode_slashes: bool) -> str:
     out: list[str] = []
     i = 0
     n = len(path)
@@ -35,7 +47,16 @@ def _decode_unreserved(path: str) -> str:
         if len(hexpair) != 2 or hexpair[0] not in _HEX or hexpair[1] not in _HEX:
             raise RemoteProtocolError(f"invalid percent-encoding in path at offset {j}")
         ch = chr(int(hexpair, 16))
-        out.append(ch if ch in _UNRESERVED else "%" + hexpair.upper())
+        if ch in _UNRESERVED:
+            out.append(ch)
+        elif ch in "/\\":
+            if not decode_slashes:
+                raise RemoteProtocolError(f"encoded slash or backslash in path at offset {j}")
+            out.append("/")
+        elif ch == "\x00":
+            raise RemoteProtocolError(f"encoded NUL in path at offset {j}")
+        else:
+            out.append("%" + hexpair.upper())
         i = j + 3
         if i >= n:
             return "".join(out)
@@ -65,15 +86,18 @@ def _merge_slashes(path: str) -> str:
     return path
 
 
-def normalize_path(path: str) -> str:
-    """Normalize an origin-form path (without query); it must start with ``/``."""
+def normalize_path(path: str, encoded_slashes: EncodedSlashes = "reject") -> str:
+    """Normalize an origin-form path (without query); it must start with ``/``.
+
+    ``encoded_slashes``: ``"reject"`` (default) refuses ``%2F``/``%5C`` with 400, ``"decode"``
+    turns them into ``/`` before dot segments are removed and slashes merged."""
     if not path.startswith("/"):
         raise RemoteProtocolError("request path must start with '/'")
     # Fast path: nothing to decode, no dot segment, no duplicate slash (most requests).
     if "%" not in path and "/." not in path and "//" not in path:
         return path
     if "%" in path:
-        path = _decode_unreserved(path)
+        path = _decode_unreserved(path, encoded_slashes == "decode")
     if "/." in path:
         path = _remove_dot_segments(path)
     return _merge_slashes(path)

@@ -29,11 +29,11 @@ from meshward.egress.filters import egress_denial
 from meshward.filters.base import RequestContext, SidecarRuntime
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
+from meshward.http.hygiene import clean_request_headers
 from meshward.http.normalize import normalize_path
 from meshward.proxy.classify import classify
 from meshward.proxy.compiled import CompiledChain
 from meshward.proxy.exchange import Exchange
-from meshward.proxy.inbound import header_dict
 from meshward.proxy.routes import RouteTable, split_authority
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 
@@ -75,7 +75,8 @@ def _context(
     ex: Exchange, side: EgressSide, host: str, port: int, raw_path: str, query: str
 ) -> RequestContext:
     head = ex.head
-    path = normalize_path(raw_path) if raw_path not in ("*", "") else raw_path
+    slashes = ex.conn.sidecar.config.snapshot.mesh.path_normalization.encoded_slashes
+    path = normalize_path(raw_path, slashes) if raw_path not in ("*", "") else raw_path
     ctx = RequestContext(
         request_id=ex.request_id,
         direction="outbound",
@@ -84,7 +85,7 @@ def _context(
         path=path,
         query=query,
         host=host,
-        headers=header_dict(head.headers),
+        headers=clean_request_headers(head.headers, head.connection),
         destination_port=port,
         start=ex.start,
     )

@@ -42,6 +42,9 @@ log = logging.getLogger("meshward.proxy")
 
 _BUFFER_HIGH = 256 * 1024  # request bytes held while connecting before the client is paused
 _DISCARD_MAX = 64 * 1024  # after a local answer, read and drop at most this much body
+# Methods a proxy may send twice (RFC 9110 §9.2.2): a POST the app may already have acted on
+# (a charge, a tool call, a fine-tuning job) is never replayed, whatever the failure looked like.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class Exchange:
@@ -244,11 +247,12 @@ class Exchange:
             else:
                 parts.extend(self.req_buf)
             data = b"".join(parts)
-        # A request sent whole on a reused keep-alive connection may be replayed once if that
-        # connection turns out to have been closed by the upstream (the keep-alive race).
+        # An idempotent request sent whole on a reused keep-alive connection may be replayed once
+        # if that connection turns out to have been closed by the upstream (the keep-alive race).
         req = self.head
         complete = (body is not None or self.req_done or not req.has_body) and not req.upgrade
-        self.replay = data if complete and up.requests > 0 and not self.retried else None
+        replayable = complete and req.method in _IDEMPOTENT and up.requests > 0 and not self.retried
+        self.replay = data if replayable else None
         self._send(up, data)
         self.req_buf = []
         self.req_buf_size = 0

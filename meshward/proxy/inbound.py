@@ -1,10 +1,13 @@
 """The inbound side: the enforcement point in front of the app.
 
 mTLS has already authenticated the caller (the listener refuses anything else in STRICT mode).
-For each request: normalize the path, build the :class:`RequestContext`, classify the AI
-protocol, buffer the body if a filter asks for it (then classify again, now knowing the JSON
-``model``), run the filters, and forward to the app on loopback with the caller's identity in
-``X-Forwarded-Client-Cert`` (any such header from outside is dropped first).
+For each request: normalize the path (encoded slashes per the mesh's ``pathNormalization``),
+clean the header fields (:mod:`meshward.http.hygiene`: Connection-nominated and mesh-owned
+fields out, in every spelling, before any filter sees them), build the
+:class:`RequestContext`, classify the AI protocol, buffer the body if a filter asks for it
+(then classify again, now knowing the JSON ``model``), run the filters, and forward to the app
+on loopback exactly the fields the filters saw, plus the caller's identity in
+``X-Forwarded-Client-Cert``.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from functools import lru_cache
 from meshward.filters.base import RequestContext
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
+from meshward.http.hygiene import clean_request_headers, websocket_upgrade
 from meshward.http.normalize import normalize_path, split_target
 from meshward.proxy.classify import classify
 from meshward.proxy.exchange import Exchange
 
-__all__ = ["handle_inbound", "header_dict"]
+__all__ = ["handle_inbound"]
 
 _HOP = frozenset(h.decode() for h in HOP_BY_HOP) | {
     "x-forwarded-client-cert",
@@ -33,20 +37,6 @@ def _not_forwarded(connection: bytes | None) -> frozenset[str]:
     return _HOP | {t.decode("latin-1") for t in connection_tokens(connection)}
 
 
-def header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Lower-case names; repeated headers joined with ", " (cookies with "; ")."""
-    out: dict[str, str] = {}
-    for n, v in raw:
-        name = n.decode("latin-1").lower()
-        value = v.decode("latin-1")
-        prev = out.get(name)
-        if prev is None:
-            out[name] = value
-        else:
-            out[name] = prev + ("; " if name == "cookie" else ", ") + value
-    return out
-
-
 async def handle_inbound(ex: Exchange) -> None:
     conn = ex.conn
     sidecar = conn.sidecar
@@ -56,9 +46,10 @@ async def handle_inbound(ex: Exchange) -> None:
         ex.fail("connect_method", None)
         return
     _, raw_path, query = split_target(head.target) if head.target != "*" else (None, "*", "")
-    path = normalize_path(raw_path) if raw_path != "*" else raw_path
-    headers = header_dict(head.headers)
-    if head.upgrade and "websocket" not in headers.get("upgrade", "").lower():
+    slashes = cfg.snapshot.mesh.path_normalization.encoded_slashes
+    path = normalize_path(raw_path, slashes) if raw_path != "*" else raw_path
+    headers = clean_request_headers(head.headers, head.connection)
+    if head.upgrade and not websocket_upgrade(headers.get("upgrade")):
         raise RemoteProtocolError("only WebSocket upgrades are supported")
     app = sidecar.options.app
     ctx = RequestContext(

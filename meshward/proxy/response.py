@@ -239,6 +239,10 @@ def on_upstream_error(self: Exchange, name: str, detail: str | None) -> None:
 
 
 def start_tunnel(self: Exchange, rh: ResponseHead) -> None:
+    """A 101 to the Upgrade asked for (exactly ``websocket``) becomes a tunnel; any other is a 502."""
+    if not any(n.lower() == b"upgrade" and v.strip().lower() == b"websocket" for n, v in rh.headers):
+        self.on_upstream_error("upstream_protocol", "101 answer does not switch to the protocol asked for")
+        return
     self.tunnel = True
     self.status = 101
     self.resp_started = True

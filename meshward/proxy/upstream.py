@@ -107,6 +107,9 @@ class UpstreamConnection(asyncio.Protocol):
                 elif kind is EndOfMessage:
                     ex.on_response_end()
                 elif kind is Upgrade:
+                    if not ex.tunnel:  # a 101 nobody asked for: never a raw channel to the client
+                        ex.on_upstream_error("upstream_protocol", "unrequested protocol switch")
+                        return
                     self.upgraded = True
                     ex.on_upstream_raw(ev.rest)  # type: ignore[union-attr]
         finally:

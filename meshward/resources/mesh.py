@@ -18,6 +18,7 @@ __all__ = [
     "ModelPrice",
     "MtlsSettings",
     "OutboundTrafficPolicy",
+    "PathNormalization",
     "Readiness",
     "TelemetrySettings",
     "Workload",
@@ -122,6 +123,13 @@ class ModelPrice(Strict):
     currency: str = "USD"
 
 
+class PathNormalization(Strict):
+    """How the inbound sidecar treats ``%2F``/``%5C`` in paths (Istio's ``pathNormalization``):
+    ``reject`` (400, the default) or ``decode`` (into ``/``, then dot segments and slashes merge)."""
+
+    encoded_slashes: Literal["reject", "decode"] = Field(default="reject", alias="encodedSlashes")
+
+
 class MeshSpec(Strict):
     trust_domain: str = Field(default="demo.local", alias="trustDomain", pattern=r"^[a-z0-9._-]+$")
     # Istio's trustDomainAliases: policy principals in these trust domains mean this mesh's.
@@ -141,6 +149,9 @@ class MeshSpec(Strict):
     # redirected through its sidecar with iptables (root only; see meshward.isolation).
     isolation: Literal["none", "netns"] = "none"
     interception: InterceptionSettings = Field(default_factory=InterceptionSettings)
+    path_normalization: PathNormalization = Field(
+        default_factory=PathNormalization, alias="pathNormalization"
+    )
 
     @field_validator("certificate_ttl")
     @classmethod

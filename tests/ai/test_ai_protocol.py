@@ -165,9 +165,10 @@ def test_openai_body(
     )
 
 
-def test_body_ignored_when_not_json_or_not_post() -> None:
+def test_body_read_by_what_it_is_but_only_for_post() -> None:
     body = _body(model="gpt-4o")
-    assert classify("POST", "/v1/chat/completions", {"content-type": "text/plain"}, body).model is None
+    # the app parses JSON sent as text/plain all the same: the model may not hide behind it
+    assert classify("POST", "/v1/chat/completions", {"content-type": "text/plain"}, body).model == "gpt-4o"
     assert (
         classify(
             "POST", "/v1/chat/completions", {"content-type": "application/json; charset=utf-8"}, body
@@ -186,7 +187,8 @@ def test_body_ignored_when_not_json_or_not_post() -> None:
         ("POST", "/v1/chat/completions", JSON, True),
         ("POST", "/v1/chat/completions", {}, True),
         ("POST", "/v1/embeddings", {"content-type": "application/vnd.api+json"}, True),
-        ("POST", "/v1/audio/transcriptions", {"content-type": "multipart/form-data; boundary=x"}, False),
+        ("POST", "/v1/audio/transcriptions", {"content-type": "multipart/form-data; boundary=x"}, True),
+        ("POST", "/v1/chat/completions", {"content-type": "text/plain"}, True),
         ("GET", "/v1/chat/completions", JSON, False),
         ("GET", "/v1/models", JSON, False),
         ("POST", "/v1/files", JSON, False),

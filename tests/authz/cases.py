@@ -595,11 +595,12 @@ CASES: list[Case] = [
         path="/v2//repository/index",
     ),
     Case(
-        "encoded-slash-stays-encoded",
+        "encoded-slash-refused",
         [_allow("a", _op(paths=["/v2/models/fraud/infer"]))],
         False,
         NO_MATCH,
         path="/v2/models/fraud%2Finfer",
+        rejected="encoded slash",
     ),
     Case(
         "encoded-unreserved",

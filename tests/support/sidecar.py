@@ -281,11 +281,13 @@ def mesh_pair(
     client_policies: Sequence[Resource[Any] | dict[str, Any]] = (),
     authority: Authority | None = None,
     server_identities: Sequence[str] | None = None,
+    mesh_settings: dict[str, Any] | None = None,
 ) -> Iterator[MeshPair]:
     """Start a server sidecar (in front of ``127.0.0.1:app_port``) and a client sidecar.
 
     ``service`` defaults to the server's service account. ``server_identities`` overrides the
-    SPIFFE IDs the client expects from the server (wrong-identity tests).
+    SPIFFE IDs the client expects from the server (wrong-identity tests). ``mesh_settings``
+    are extra Mesh spec fields (e.g. ``{"pathNormalization": {"encodedSlashes": "decode"}}``).
     """
     ca = authority or session_authority()
     td = ca.trust_domain
@@ -293,7 +295,7 @@ def mesh_pair(
     server_sid = parse_identity(server_id, td)
     client_sid = parse_identity(client_id, td)
     svc = service or server_sid.service_account
-    mesh: dict[str, Any] = {}
+    mesh: dict[str, Any] = dict(mesh_settings or {})
     if default_policy:
         mesh["defaultPolicy"] = default_policy
     if mtls:

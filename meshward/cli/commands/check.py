@@ -201,7 +201,7 @@ def decide_call(
     try:
         _parse_head(method, target_path, headers.get("host") or _default_host(workloads[0]), headers)
         _, path, _query = split_target(target_path)
-        path = normalize_path(path)
+        path = normalize_path(path, mesh.path_normalization.encoded_slashes)
     except RemoteProtocolError as exc:
         hint = ""
         if method != method.upper():
