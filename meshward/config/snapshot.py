@@ -52,11 +52,19 @@ class MeshSnapshot:
     workload: WorkloadInfo
     services: dict[str, ServiceEntry]  # keyed by "service.namespace"
     resources: tuple[Resource[Any], ...]  # policies that may concern this workload
+    #: Serials (lower-case hex) of revoked, unexpired SVIDs: refused at every handshake.
+    revoked: tuple[str, ...] = ()
 
     def of_kind(self, kind: str) -> list[Resource[Any]]:
         return [r for r in self.resources if r.kind == kind]
 
     def to_json(self) -> dict[str, Any]:
+        doc = self._doc()
+        if self.revoked:  # additive: absent when nothing is revoked
+            doc["revoked"] = list(self.revoked)
+        return doc
+
+    def _doc(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
             "trust_domain": self.trust_domain,
@@ -102,4 +110,5 @@ class MeshSnapshot:
             ),
             services=services,
             resources=tuple(resources),
+            revoked=tuple(str(s) for s in data.get("revoked", ())),
         )

@@ -4,5 +4,4 @@
 - :mod:`meshward.control.server`      their HTTPS transport (:class:`~meshward.control.server.ControlPlane`).
 - :mod:`meshward.control.client`      the mTLS client, used by the CLI and by sidecars.
 - :mod:`meshward.control.operations`  apply / get / history / rollback, online or on the store.
-- :mod:`meshward.control.tls`         TLS contexts and SPIFFE peer identities for both sides.
 """

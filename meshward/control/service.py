@@ -31,15 +31,17 @@ from meshward.audit.control import ControlAudit
 from meshward.audit.store import AuditRejected
 from meshward.config.build import find_workload, mesh_spec
 from meshward.config.encode import GenerationEncoder
+from meshward.config.endpoint import parse_endpoint
 from meshward.config.store import ConfigStore, SidecarRecord
+from meshward.control.limits import MAX_CSR_BYTES, MAX_TOKEN_BYTES, RefusalLimiter, clip
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
-from meshward.control.tls import bundle_digest, control_id
 from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
 from meshward.identity.ledger import iso
-from meshward.identity.spiffe import SpiffeId
+from meshward.identity.spiffe import SpiffeId, is_reserved
 from meshward.identity.state import MeshState
 from meshward.resources.mesh import parse_duration
+from meshward.tls.control import bundle_digest, control_id
 
 __all__ = ["MAX_WATCH_SECONDS", "ApiError", "ControlService", "RawJson"]
 
@@ -78,6 +80,9 @@ class ControlService:
         self._version = 0
         self._view: GenerationEncoder | None = None
         self.closing = False
+        self.refusals = RefusalLimiter()
+        #: Serials of revoked, unexpired SVIDs: in every snapshot, refused at our handshake too.
+        self.revoked: frozenset[str] = frozenset(self.identity.revoked_serials())
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _record_audit(self) -> None:
@@ -109,7 +114,11 @@ class ControlService:
         with self._changed:
             if self._view is None:
                 self._view = GenerationEncoder(
-                    self.store.generation(), self.store.resources(), self.store.sidecars(), self.trust_domain
+                    self.store.generation(),
+                    self.store.resources(),
+                    self.store.sidecars(),
+                    self.trust_domain,
+                    sorted(self.revoked),
                 )
             return self._view
 
@@ -118,6 +127,16 @@ class ControlService:
             self._view = None
             self._version += 1
             self._changed.notify_all()
+
+    def check_revocations(self) -> bool:
+        """Re-read the revoked serials (``meshward certs revoke`` writes the ledger from another
+        process); a change is pushed to every watching sidecar. True if it changed."""
+        revoked = frozenset(self.identity.revoked_serials())
+        if revoked == self.revoked:
+            return False
+        self.revoked = revoked
+        self._notify()
+        return True
 
     def trust_changed(self) -> None:
         """The trust bundle changed (a CA rotation, an ended overlap): wake every watch to push it."""
@@ -131,14 +150,21 @@ class ControlService:
         spec = mesh_spec(self._current().resources, self.trust_domain)
         return dt.timedelta(seconds=parse_duration(spec.certificate_ttl))
 
+    def _too_many_refusals(self, src_ip: str) -> ApiError:
+        return ApiError(429, f"too many refused requests from {src_ip}; try again in a minute")
+
     def sign(self, body: dict[str, Any], src_ip: str) -> dict[str, Any]:
-        csr, token = _str(body, "csr").encode(), _str(body, "token")
+        if self.refusals.over(src_ip):
+            raise self._too_many_refusals(src_ip)
+        csr, token = _str(body, "csr", MAX_CSR_BYTES).encode(), _str(body, "token", MAX_TOKEN_BYTES)
         try:
             issued = self.identity.issue(csr, token, self.svid_ttl())
         except CsrRefused as exc:
-            reason = exc.reason
+            if not self.refusals.allow(src_ip):
+                raise self._too_many_refusals(src_ip) from None
+            reason = clip(exc.reason)
             self._audit(lambda: self.audit.certificate_refused(reason, src_ip=src_ip))
-            raise ApiError(403, exc.reason) from None
+            raise ApiError(403, reason) from None
         self._audit(
             lambda: self.audit.certificate_issued(
                 issued.spiffe_id.uri, issued.serial, issued.not_after, "join-token", src_ip
@@ -147,14 +173,18 @@ class ControlService:
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
 
     def renew(self, body: dict[str, Any], peer: SpiffeId, serial: str | None, src_ip: str) -> dict[str, Any]:
+        if self.refusals.over(src_ip):
+            raise self._too_many_refusals(src_ip)
         try:
             issued = self.identity.renew(
-                _str(body, "csr").encode(), peer, self.svid_ttl(), peer_serial=serial
+                _str(body, "csr", MAX_CSR_BYTES).encode(), peer, self.svid_ttl(), peer_serial=serial
             )
         except CsrRefused as exc:
-            reason = exc.reason
+            if not self.refusals.allow(src_ip):
+                raise self._too_many_refusals(src_ip) from None
+            reason = clip(exc.reason)
             self._audit(lambda: self.audit.certificate_refused(reason, peer.uri, src_ip))
-            raise ApiError(403, exc.reason) from None
+            raise ApiError(403, reason) from None
         self._audit(
             lambda: self.audit.certificate_issued(
                 issued.spiffe_id.uri, issued.serial, issued.not_after, "renewal", src_ip
@@ -164,9 +194,14 @@ class ControlService:
 
     # -- sidecars --------------------------------------------------------------------------------
     def _authorize_workload(self, peer: SpiffeId, workload: str) -> tuple[str, str]:
+        """A workload acts only for itself: the caller's verified identity must be its identity."""
         ns, _, name = workload.partition("/")
-        if not ns or not name:
-            raise ApiError(400, f"workload must be NS/NAME, not {workload!r}")
+        try:
+            asked = SpiffeId.from_uri(f"spiffe://{self.trust_domain}/ns/{ns}/sa/{name}")
+        except ValueError:
+            raise ApiError(400, f"workload must be NS/NAME, not {workload[:100]!r}") from None
+        if is_reserved(asked):
+            raise ApiError(403, f"namespace {ns} is reserved for the mesh itself")
         found = find_workload(self._current().resources, ns, name)
         sa = found.service_account if found is not None else name
         if peer != SpiffeId(self.trust_domain, ns, sa):
@@ -174,7 +209,7 @@ class ControlService:
         return ns, name
 
     def _sidecar_id(self, body: dict[str, Any], workload: str) -> str:
-        sidecar = _str(body, "sidecar")
+        sidecar = _str(body, "sidecar", 256)
         if sidecar != workload and not sidecar.startswith(workload + "#"):
             raise ApiError(400, f"sidecar id {sidecar!r} must be {workload} or {workload}#INSTANCE")
         return sidecar
@@ -182,10 +217,11 @@ class ControlService:
     def register(self, body: dict[str, Any], peer: SpiffeId) -> dict[str, Any]:
         workload = _str(body, "workload")
         ns, name = self._authorize_workload(peer, workload)
-        inbound = _str(body, "inbound")
-        host, _, port = inbound.rpartition(":")
-        if not host or not port.isdigit():
-            raise ApiError(400, f"inbound must be HOST:PORT, not {inbound!r}")
+        inbound = _str(body, "inbound", 256)
+        try:
+            parse_endpoint(inbound)
+        except ValueError as exc:
+            raise ApiError(400, f"inbound: {exc}") from None
         record = SidecarRecord(self._sidecar_id(body, workload), ns, name, peer.uri, inbound)
         self.store.register_sidecar(record)
         self._notify()
@@ -205,7 +241,8 @@ class ControlService:
         if not isinstance(generation, int):
             raise ApiError(400, "generation must be an integer")
         ok = bool(body.get("ok"))
-        self.store.record_ack(self._sidecar_id(body, workload), generation, ok, str(body.get("reason", "")))
+        reason = clip(str(body.get("reason", "")))
+        self.store.record_ack(self._sidecar_id(body, workload), generation, ok, reason)
         return {}
 
     def watch(self, query: dict[str, str], peer: SpiffeId) -> RawJson | None:
@@ -275,6 +312,36 @@ class ControlService:
             extra = {"problems": exc.problems} if exc.problems else {}
             raise ApiError(exc.status, str(exc), **extra) from None
 
+    def endpoints(self) -> dict[str, Any]:
+        """Every registered sidecar endpoint, and whether the services table uses it."""
+        rows = []
+        for s in self.store.sidecars():
+            try:
+                parse_endpoint(s.inbound)
+                problem = None
+            except ValueError as exc:
+                problem = str(exc)
+            rows.append(
+                {
+                    "sidecar": s.sidecar,
+                    "workload": f"{s.namespace}/{s.workload}",
+                    "identity": s.identity,
+                    "inbound": s.inbound,
+                    "valid": problem is None,
+                    "problem": problem,
+                }
+            )
+        return {"endpoints": rows}
+
+    def remove_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Operator: forget one sidecar's registration (its endpoint leaves every snapshot)."""
+        sidecar = _str(body, "sidecar", 256)
+        if sidecar not in {s.sidecar for s in self.store.sidecars()}:
+            raise ApiError(404, f"no registered sidecar {sidecar!r}")
+        self.store.unregister_sidecar(sidecar)
+        self._notify()
+        return {"removed": sidecar}
+
     def history(self) -> dict[str, Any]:
         return {"generations": [g.to_json() for g in self.store.history()]}
 
@@ -294,10 +361,12 @@ class ControlService:
         return {"generation": self.store.generation(), "sidecars": sidecars, "pid": os.getpid()}
 
 
-def _str(body: dict[str, Any], key: str) -> str:
+def _str(body: dict[str, Any], key: str, max_length: int = 1 << 20) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"{key!r} (a non-empty string) is required")
+    if len(value) > max_length:
+        raise ApiError(413, f"{key!r} is longer than {max_length} characters")
     return value
 
 

@@ -83,6 +83,8 @@ def compile_snapshot(
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
         routes = RouteTable(snapshot)
+        for skipped in routes.skipped:
+            log.warning("config generation %s: skipped endpoint of %s", snapshot.generation, skipped)
     except Exception as exc:
         log.warning("config generation %s rejected: %s", snapshot.generation, exc)
         raise SnapshotRejected(snapshot.generation, f"{type(exc).__name__}: {exc}") from exc

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshward.config.endpoint import parse_endpoint
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry
-from meshward.proxy.options import parse_address
 from meshward.proxy.upstream import UpstreamTarget
 
 __all__ = ["Route", "RouteTable", "split_authority"]
@@ -50,11 +50,17 @@ class RouteTable:
     def __init__(self, snapshot: MeshSnapshot) -> None:
         own_ns = snapshot.workload.namespace
         self.routes: dict[str, Route] = {}
+        #: "service.ns endpoint: why" for every endpoint skipped as invalid (the rest still route)
+        self.skipped: list[str] = []
         for entry in snapshot.services.values():
             identities = frozenset(entry.identities)
             targets = []
             for ep in entry.endpoints:
-                host, port = parse_address(ep)
+                try:
+                    host, port = parse_endpoint(ep)
+                except ValueError as exc:
+                    self.skipped.append(f"{entry.host}: {exc}")
+                    continue
                 targets.append(UpstreamTarget(host, port, True, entry.host, identities))
             route = Route(entry, tuple(targets))
             base = f"{entry.service}.{entry.namespace}".lower()

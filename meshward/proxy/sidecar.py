@@ -119,6 +119,7 @@ class Sidecar:
             raise
         self._runtime = runtime
         self._config = compiled
+        self.identity.revoked = frozenset(snapshot.revoked)  # refused at the next handshakes
         self.inbound.eager = compiled.chain.eager
         log.info(
             "config generation %s: %d filters, %d services, mTLS %s",
@@ -262,6 +263,7 @@ class Sidecar:
         }
         if self._config is not None:
             gauges["config_generation"] = float(self._config.generation)
+            gauges["config_endpoints_skipped"] = float(len(self._config.routes.skipped))
         if self.identity.loaded:
             remaining = self.identity.info.not_after - dt.datetime.now(dt.UTC)
             gauges["identity_expiry_seconds"] = remaining.total_seconds()

@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshward.control.client import ControlClient
 from meshward.control.server import ControlPlane
-from meshward.control.tls import peer_spiffe_id
 from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.proxy.controlclient import AgentConfig, ControlAgent
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.sidecar import Sidecar
+from meshward.tls.peer import peer_spiffe_id
 from tests.support.proc import wait_for
 
 pytestmark = pytest.mark.e2e
