@@ -33,6 +33,7 @@ from meshward.config.build import find_workload, mesh_spec
 from meshward.config.encode import GenerationEncoder
 from meshward.config.endpoint import parse_endpoint
 from meshward.config.store import ConfigStore, SidecarRecord
+from meshward.control.endpoints import UnknownSidecar, endpoint_rows, remove_registration
 from meshward.control.limits import MAX_CSR_BYTES, MAX_TOKEN_BYTES, RefusalLimiter, clip
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
 from meshward.identity.authority import CsrRefused
@@ -314,31 +315,15 @@ class ControlService:
 
     def endpoints(self) -> dict[str, Any]:
         """Every registered sidecar endpoint, and whether the services table uses it."""
-        rows = []
-        for s in self.store.sidecars():
-            try:
-                parse_endpoint(s.inbound)
-                problem = None
-            except ValueError as exc:
-                problem = str(exc)
-            rows.append(
-                {
-                    "sidecar": s.sidecar,
-                    "workload": f"{s.namespace}/{s.workload}",
-                    "identity": s.identity,
-                    "inbound": s.inbound,
-                    "valid": problem is None,
-                    "problem": problem,
-                }
-            )
-        return {"endpoints": rows}
+        return {"endpoints": endpoint_rows(self.store)}
 
     def remove_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         """Operator: forget one sidecar's registration (its endpoint leaves every snapshot)."""
         sidecar = _str(body, "sidecar", 256)
-        if sidecar not in {s.sidecar for s in self.store.sidecars()}:
-            raise ApiError(404, f"no registered sidecar {sidecar!r}")
-        self.store.unregister_sidecar(sidecar)
+        try:
+            remove_registration(self.store, sidecar)
+        except UnknownSidecar as exc:
+            raise ApiError(404, str(exc)) from None
         self._notify()
         return {"removed": sidecar}
 
