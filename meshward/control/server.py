@@ -86,8 +86,11 @@ TLS_CHECK_SECONDS = 2.0
 class ControlPlane:
     """One control plane for one mesh state directory, served over HTTPS with mTLS."""
 
-    def __init__(self, state: MeshState, listen: tuple[str, int] = DEFAULT_LISTEN) -> None:
+    def __init__(
+        self, state: MeshState, listen: tuple[str, int] = DEFAULT_LISTEN, header_timeout: float = HEADER_TIMEOUT
+    ) -> None:
         self.state = state
+        self.header_timeout = header_timeout  # per read: TLS handshake, request head, body
         self.service = ControlService(state)
         self.trust_domain = state.trust_domain
         self._stop = threading.Event()
@@ -259,13 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out as separate writes: without TCP_NODELAY, Nagle + delayed ACK
         # hold the second one for ~40 ms, on every watch push.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request.settimeout(HEADER_TIMEOUT)
+        self.request.settimeout(self.plane.header_timeout)
         try:
             self.request.do_handshake()
         except (OSError, ssl.SSLError):
             self.close_connection = True
             raise
         super().setup()
+        self.request.settimeout(self.plane.header_timeout)  # per read of a request head or body
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # no request log: paths carry no secrets but the CLI's output must stay clean
