@@ -47,9 +47,10 @@ class MeshSidecar:
     def proxy_url(self) -> str:
         return f"http://{self.info['outbound']}"
 
-    def admin(self, path: str) -> Any:
+    def metrics(self) -> str:
+        """The sidecar's Prometheus metrics (its admin listener)."""
         with httpx.Client(trust_env=False, timeout=5) as http:
-            return http.get(f"http://{self.info['admin']}{path}").json()
+            return http.get(f"http://{self.info['admin']}/stats/prometheus").text
 
 
 @dataclass
