@@ -65,7 +65,7 @@ class RefusalLimiter:
         """``source`` has used its budget this window (checked before any work is done for it)."""
         with self._lock:
             start, n = self._counts.get(source, (0.0, 0))
-            if n > self.per_minute and time.monotonic() - start < self.window:
+            if n >= self.per_minute and time.monotonic() - start < self.window:
                 self.suppressed += 1
                 return True
             return False
