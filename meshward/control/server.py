@@ -87,7 +87,10 @@ class ControlPlane:
     """One control plane for one mesh state directory, served over HTTPS with mTLS."""
 
     def __init__(
-        self, state: MeshState, listen: tuple[str, int] = DEFAULT_LISTEN, header_timeout: float = HEADER_TIMEOUT
+        self,
+        state: MeshState,
+        listen: tuple[str, int] = DEFAULT_LISTEN,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self.state = state
         self.header_timeout = header_timeout  # per read: TLS handshake, request head, body

@@ -52,6 +52,10 @@ def _policy(ctx: ssl.SSLContext, bundle_pem: bytes, verify: ssl.VerifyMode) -> s
 def _server(bundle_pem: bytes, require_client_cert: bool) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    # No TLS 1.3 tickets at all: with OP_NO_TICKET they would be stateful, one server-side
+    # cache entry per connection (a certificate each) that nothing resumes — memory that grows
+    # with every new connection until the cache's 20,480 entries are full.
+    ctx.num_tickets = 0
     return _policy(ctx, bundle_pem, ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL)
 
 
