@@ -54,6 +54,9 @@ log = logging.getLogger("meshward.audit")
 _SLUG_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 _SLUG_MAX_SOURCE = 150
 _MAX_BATCH_RECORDS = 10_000
+#: New chains one source may open per minute (a sidecar opens one per spool: per start with a
+#: fresh directory). Each is a file and an index line; this bounds what a sender can make us keep.
+NEW_CHAINS_PER_MINUTE = 30
 
 
 class AuditRejected(ValueError):
@@ -134,6 +137,7 @@ class AuditStore:
         self._control: ChainWriter | None = None
         self._control_chain: ChainInfo | None = None
         self._read_offsets: dict[tuple[str, int], int] = {}
+        self._new_chains: dict[str, tuple[float, int]] = {}  # source -> (window start, chains opened)
         self._load()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -192,6 +196,15 @@ class AuditStore:
         self._by_source_chain[(info.source, info.chain)] = info
 
     def _new_chain(self, source: str, chain: str) -> ChainInfo:
+        now = time.monotonic()
+        start, opened = self._new_chains.get(source, (now, 0))
+        if now - start >= 60.0:
+            start, opened = now, 0
+        if opened >= NEW_CHAINS_PER_MINUTE and source != CONTROL_SOURCE:
+            raise AuditRejected(429, f"audit batch: more than {NEW_CHAINS_PER_MINUTE} new chains a minute")
+        if len(self._new_chains) > 4096:
+            self._new_chains.clear()
+        self._new_chains[source] = (start, opened + 1)
         info = ChainInfo(slug_for(source, chain), source, chain)
         if info.slug in self._chains:  # only a hash collision (or a legacy name) could get here
             raise AuditRejected(409, "audit batch: chain name already taken; start a new chain")

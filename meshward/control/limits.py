@@ -12,6 +12,9 @@ it keep is bounded here:
   minute a source is answered 429 and nothing more is recorded for it until the window moves;
 - slow clients: :data:`HEADER_TIMEOUT` seconds to send a request head or body, and at most
   :data:`MAX_CONNECTIONS` connections at once (:data:`MAX_CONNECTIONS_PER_SOURCE` per address).
+
+And what an authenticated workload can make every other sidecar carry: at most
+:data:`MAX_SIDECARS_PER_WORKLOAD` registered endpoints (and ACK rows) per workload.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "MAX_CSR_BYTES",
     "MAX_JSON_BODY",
     "MAX_REASON",
+    "MAX_SIDECARS_PER_WORKLOAD",
     "MAX_TOKEN_BYTES",
     "REFUSALS_PER_MINUTE",
     "RefusalLimiter",
@@ -43,6 +47,7 @@ REFUSALS_PER_MINUTE = 30
 HEADER_TIMEOUT = 10.0
 MAX_CONNECTIONS = 512
 MAX_CONNECTIONS_PER_SOURCE = 256
+MAX_SIDECARS_PER_WORKLOAD = 64
 _MAX_SOURCES = 4096
 
 

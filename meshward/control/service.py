@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import queue
 import threading
@@ -34,7 +35,13 @@ from meshward.config.encode import GenerationEncoder
 from meshward.config.endpoint import parse_endpoint
 from meshward.config.store import ConfigStore, SidecarRecord
 from meshward.control.endpoints import UnknownSidecar, endpoint_rows, remove_registration
-from meshward.control.limits import MAX_CSR_BYTES, MAX_TOKEN_BYTES, RefusalLimiter, clip
+from meshward.control.limits import (
+    MAX_CSR_BYTES,
+    MAX_SIDECARS_PER_WORKLOAD,
+    MAX_TOKEN_BYTES,
+    RefusalLimiter,
+    clip,
+)
 from meshward.control.operations import ConfigError, apply_text, get_resources, rollback_to
 from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
@@ -224,6 +231,9 @@ class ControlService:
         except ValueError as exc:
             raise ApiError(400, f"inbound: {exc}") from None
         record = SidecarRecord(self._sidecar_id(body, workload), ns, name, peer.uri, inbound)
+        others = {s.sidecar for s in self.store.sidecars() if (s.namespace, s.workload) == (ns, name)}
+        if record.sidecar not in others and len(others) >= MAX_SIDECARS_PER_WORKLOAD:
+            raise ApiError(429, f"workload {workload} has {len(others)} registered sidecars already")
         self.store.register_sidecar(record)
         self._notify()
         return {"registered": record.sidecar}
@@ -243,7 +253,12 @@ class ControlService:
             raise ApiError(400, "generation must be an integer")
         ok = bool(body.get("ok"))
         reason = clip(str(body.get("reason", "")))
-        self.store.record_ack(self._sidecar_id(body, workload), generation, ok, reason)
+        sidecar = self._sidecar_id(body, workload)
+        acks = self.store.acks()
+        own = [s for s in acks if s == workload or s.startswith(workload + "#")]
+        if sidecar not in acks and len(own) >= MAX_SIDECARS_PER_WORKLOAD:
+            raise ApiError(429, f"workload {workload} has {len(own)} sidecars reporting already")
+        self.store.record_ack(sidecar, generation, ok, reason)
         return {}
 
     def watch(self, query: dict[str, str], peer: SpiffeId) -> RawJson | None:
@@ -257,6 +272,8 @@ class ControlService:
             timeout = min(float(query.get("timeout", "25")), MAX_WATCH_SECONDS)
         except ValueError:
             raise ApiError(400, "timeout must be a number of seconds") from None
+        if math.isnan(timeout):
+            raise ApiError(400, "timeout must be a number of seconds")
         deadline = time.monotonic() + timeout
         while not self.closing:
             with self._changed:
@@ -286,7 +303,7 @@ class ControlService:
 
     # -- operator API ----------------------------------------------------------------------------
     def apply(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        text, filename = _str(body, "text"), str(body.get("filename") or "<apply>")
+        text, filename = _str(body, "text"), clip(str(body.get("filename") or "<apply>"), 256)
         result = self._config(apply_text, text, filename, bool(body.get("dry_run")), who)
         if result.get("changed"):
             self._notify()

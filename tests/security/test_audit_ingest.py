@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from meshward.audit.chain import AuditRecord, ChainWriter, compact_json
 from meshward.audit.formats import to_cef, to_ocsf_json, to_syslog
 from meshward.audit.sinks import SinkThread
-from meshward.audit.store import CONTROL_SOURCE, AuditStore
+from meshward.audit.store import CONTROL_SOURCE, NEW_CHAINS_PER_MINUTE, AuditStore
 from meshward.audit.trail import INDEX_NAME
 from meshward.control.client import ControlRefused
 from meshward.resources.mesh import AuditSink
@@ -103,6 +103,15 @@ def test_chains_of_lookalike_sources_never_share_a_file_and_the_index_only_grows
     for source, path in files.items():
         (line,) = path.read_text().splitlines()
         assert json.loads(line)["event"]["message"] == source.split("/ns/", 1)[1].replace("/sa/", "/")
+
+
+def test_a_sender_cannot_open_chains_without_bound(mesh: ControlledMesh) -> None:
+    _, svid = mesh.mint("lab/chains")
+    event = {"class_uid": 4002, "time": 1}
+    statuses = [
+        _post(mesh, svid, _batch(secrets.token_hex(8), [event])) for _ in range(NEW_CHAINS_PER_MINUTE + 2)
+    ]
+    assert statuses[:NEW_CHAINS_PER_MINUTE] == [200] * NEW_CHAINS_PER_MINUTE and statuses[-2:] == [429, 429]
 
 
 def test_the_actor_of_an_operator_change_is_the_verified_certificate(mesh: ControlledMesh) -> None:

@@ -17,6 +17,7 @@ import pytest
 from meshward.config.snapshot import ServiceEntry
 from meshward.config.store import SidecarRecord
 from meshward.control.client import ControlRefused
+from meshward.control.limits import MAX_SIDECARS_PER_WORKLOAD
 from meshward.proxy.routes import RouteTable
 from tests.security.controlled_mesh import ControlledMesh, controlled_mesh
 from tests.support.models import example_model
@@ -153,3 +154,25 @@ def test_the_sidecar_route_table_skips_a_bad_endpoint_and_keeps_the_rest() -> No
     route = table.resolve("chat.llm")
     assert route is not None and [(t.host, t.port) for t in route.targets] == [("127.0.0.1", 8443)]
     assert len(table.skipped) == 2 and any("99999" in s for s in table.skipped)
+
+
+def test_one_workload_cannot_flood_the_services_table_or_the_acks(mesh: ControlledMesh) -> None:
+    _, svid = mesh.mint("lab/flood")  # no Workload declared: its registrations are its own only
+    with mesh.client_as(svid) as attacker:
+        statuses = []
+        for i in range(MAX_SIDECARS_PER_WORKLOAD + 3):
+            body = {"workload": "lab/flood", "sidecar": f"lab/flood#{i}", "inbound": f"127.0.0.1:{20000 + i}"}
+            try:
+                statuses.append(attacker.request("POST", "/v1/sidecars/register", body)[0])
+            except ControlRefused as exc:
+                statuses.append(exc.status)
+            ack = {"workload": "lab/flood", "sidecar": f"lab/flood#ack{i}", "generation": 1, "ok": True}
+            try:
+                statuses.append(attacker.request("POST", "/v1/sidecars/ack", ack)[0])
+            except ControlRefused as exc:
+                statuses.append(exc.status)
+        assert statuses.count(429) == 6 and statuses[-1] == 429
+        for i in range(MAX_SIDECARS_PER_WORKLOAD):
+            attacker.request(
+                "POST", "/v1/sidecars/unregister", {"workload": "lab/flood", "sidecar": f"lab/flood#{i}"}
+            )
