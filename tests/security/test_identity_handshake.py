@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import ssl
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -77,10 +79,22 @@ def test_a_revoked_svid_is_refused_at_the_next_handshake(mesh: tuple[ControlledM
     assert _call(m, chat, svid) == 200
     with m.client_as(svid) as client:
         client.request("GET", "/v1/watch?workload=web/webapp&timeout=0")
+    # a connection left open across the revocation
+    host, port = chat.inbound
+    opened = m.tls_as(svid).wrap_socket(socket.create_connection((host, port), timeout=10))
+    opened.sendall(b"GET /health HTTP/1.1\r\nHost: chat.llm\r\n\r\n")
+    assert opened.recv(100).startswith(b"HTTP/1.1 ")
 
     done = _revoke(m, issued.serial)
     assert done.returncode == 0, done.stderr
     wait_for(lambda: _call(m, chat, svid) == "refused", 20, interval=0.2, what="the sidecar to refuse it")
+    opened.settimeout(10)
+    try:
+        while opened.recv(65536):  # the rest of the answer, then the sidecar's close
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    opened.close()
     with m.client_as(svid) as client, pytest.raises(ControlRefused) as refused:
         client.request("GET", "/v1/watch?workload=web/webapp&timeout=0")
     assert refused.value.status == 403 and "revoked" in str(refused.value)
@@ -149,3 +163,20 @@ def test_a_leaf_that_can_sign_certificates_is_refused(
     with m.client_as(svid) as client, pytest.raises(ControlRefused) as refused:
         client.request("GET", "/v1/watch?workload=web/webapp&timeout=0")
     assert refused.value.status == 401  # the chain is the mesh's own: only the leaf's extensions fail it
+
+
+def test_a_client_sidecar_refuses_a_server_whose_svid_is_revoked(
+    mesh: tuple[ControlledMesh, MeshSidecar],
+) -> None:
+    m, _ = mesh
+    webapp = m.sidecar("web/webapp")
+    body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}]}
+
+    def status() -> int:
+        with httpx.Client(proxy=webapp.proxy_url, trust_env=False, timeout=10) as http:
+            return http.post("http://chat.llm/v1/chat/completions", json=body).status_code
+
+    assert wait_for(lambda: status() == 200, 20, what="chat through the client sidecar")
+    done = _revoke(m, "--id", "llm/chat")  # the server's own SVID: the outbound check must refuse it
+    assert done.returncode == 0, done.stderr
+    assert wait_for(lambda: status() == 502, 20, interval=0.2, what="the client sidecar to refuse (UIM)")
