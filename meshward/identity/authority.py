@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -178,11 +178,13 @@ class Authority:
         except ValueError as exc:
             raise CsrRefused("CSR is not valid PEM") from exc
         try:
+            # A public key that is not a point of its curve makes these raise ValueError (found
+            # by fuzz/fuzz_csr.py): a refusal like any other, never an error of ours.
             if not csr.is_signature_valid:
                 raise CsrRefused("CSR signature is invalid")
-        except InvalidSignature as exc:
-            raise CsrRefused("CSR signature is invalid") from exc
-        pub = csr.public_key()
+            pub = csr.public_key()
+        except (InvalidSignature, ValueError, UnsupportedAlgorithm) as exc:
+            raise CsrRefused("CSR public key or signature is invalid") from exc
         if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
             raise CsrRefused("CSR key must be ECDSA P-256")
         try:

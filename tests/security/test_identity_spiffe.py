@@ -134,3 +134,15 @@ def test_csrs_asking_to_sign_certificates_are_refused(
         # the token was not spent by the refusal: a proper CSR still gets its SVID
         good = _csr("spiffe://demo.local/ns/web/sa/webapp", False, False)
         assert "chain" in client.request("POST", "/v1/identity/sign", {"csr": good, "token": token})[1]
+
+
+@pytest.mark.e2e
+def test_a_csr_whose_key_is_off_its_curve_is_a_refusal_not_an_error(mesh: ControlledMesh) -> None:
+    """Found by fuzz/fuzz_csr.py: the control plane answered 500 (and skipped the refusal
+    accounting) for a CSR whose P-384 point is not on the curve."""
+    token = mesh.identity.create_token("web/webapp")
+    csr = (Path(__file__).parent / "data" / "csr-key-off-curve.pem").read_text()
+    with ControlClient(mesh.plane.url, "demo.local", mesh.state.bundle_pem()) as client:
+        with pytest.raises(ControlRefused) as refused:
+            client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
+    assert refused.value.status == 403 and "invalid" in str(refused.value)
