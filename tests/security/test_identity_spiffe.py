@@ -142,7 +142,9 @@ def test_a_csr_whose_key_is_off_its_curve_is_a_refusal_not_an_error(mesh: Contro
     accounting) for a CSR whose P-384 point is not on the curve."""
     token = mesh.identity.create_token("web/webapp")
     csr = (Path(__file__).parent / "data" / "csr-key-off-curve.pem").read_text()
-    with ControlClient(mesh.plane.url, "demo.local", mesh.state.bundle_pem()) as client:
-        with pytest.raises(ControlRefused) as refused:
-            client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
+    with (
+        ControlClient(mesh.plane.url, "demo.local", mesh.state.bundle_pem()) as client,
+        pytest.raises(ControlRefused) as refused,
+    ):
+        client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
     assert refused.value.status == 403 and "invalid" in str(refused.value)
