@@ -13,10 +13,11 @@ what exports read and bounded in size and depth:
   (never booleans) in range; the objects they read (``metadata``, ``actor``, ``src_endpoint``,
   ``dst_endpoint``, ``http_request``, ``http_response``, ``unmapped``, ``api``, ``app``) are
   objects and ``authorizations`` a list of objects; ``message`` is a string;
-- who may report what: API Activity (6003) is the control plane's own class and is refused
-  from a sidecar (its ``actor`` would be the sender's word); an Application Lifecycle (6002)
-  event names the verified sender as its ``app.uid``. The verified sender is what every export
-  carries as the record's source, set by the control plane from the mTLS certificate.
+- who may report what: a sidecar's API Activity (6003: it applied a config generation) names
+  the verified sender as its actor (``actor.user.uid``), and its Application Lifecycle (6002)
+  event names it as ``app.uid`` — a sidecar cannot put the operator, the control plane or another
+  workload in those fields. The verified sender is what every export carries as the record's
+  source, set by the control plane from the mTLS certificate.
 
 :class:`EventInvalid` says what is wrong, in a few words (never echoing the payload).
 """
@@ -117,7 +118,10 @@ def check_event(event: Any, source: str, encoded_size: int, *, control: bool = F
     _int_field(event.get("src_endpoint") or {}, "port", "src_endpoint.")
     _int_field(event.get("dst_endpoint") or {}, "port", "dst_endpoint.")
     if class_uid == _API_ACTIVITY and not control:
-        raise EventInvalid("API Activity events are the control plane's own; a sidecar may not report them")
+        actor = event.get("actor") or {}
+        user = actor.get("user")
+        if not isinstance(user, dict) or user.get("uid") != source:
+            raise EventInvalid("an API Activity event from a sidecar must name its verified sender as actor")
     if class_uid == _LIFECYCLE and not control:
         app = event.get("app") or {}
         if app.get("uid") != source:
