@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import ssl
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,39 @@ from meshward.identity.state import MeshState
 from meshward.tls.contexts import client_context_files
 from tests.support.proc import PYTHON, Proc, spawn, wait_for
 
-__all__ = ["ControlledMesh", "MeshSidecar", "controlled_mesh"]
+__all__ = ["CHAT_FOR_WEBAPP", "ControlledMesh", "MeshSidecar", "controlled_mesh", "webapp_chat_policy"]
+
+
+def webapp_chat_policy(name: str, action: str) -> str:
+    """An AuthorizationPolicy on llm/chat with one rule: from web/webapp, ``action``."""
+    return textwrap.dedent(
+        f"""\
+        apiVersion: meshward.dev/v1alpha1
+        kind: AuthorizationPolicy
+        metadata: {{name: {name}, namespace: llm}}
+        spec:
+          selector: {{matchLabels: {{app: chat}}}}
+          action: {action}
+          rules: [{{from: [{{source: {{principals: ["demo.local/ns/web/sa/webapp"]}}}}]}}]
+        """
+    )
+
+
+#: Two workloads, llm/chat and web/webapp, and a policy letting the webapp call the chat.
+CHAT_FOR_WEBAPP = textwrap.dedent(
+    """\
+        apiVersion: meshward.dev/v1alpha1
+        kind: Workload
+        metadata: {name: chat, namespace: llm, labels: {app: chat}}
+        spec: {port: 9000}
+        ---
+        apiVersion: meshward.dev/v1alpha1
+        kind: Workload
+        metadata: {name: webapp, namespace: web, labels: {app: webapp}}
+        spec: {port: 9001}
+        ---
+        """
+) + webapp_chat_policy("webapp-chat", "ALLOW")
 
 
 @dataclass

@@ -80,7 +80,11 @@ def test_malformed_and_forged_events_are_refused_at_ingest(mesh: ControlledMesh)
     good = [
         {"class_uid": 4002, "time": 1_700_000_000_000, "http_response": {"code": 200}},
         {"class_uid": 6002, "app": {"name": "meshward-sidecar", "uid": WEBAPP}, "time": 1},
-        {"class_uid": 6003, "actor": {"user": {"uid": WEBAPP}}, "api": {"operation": "ApplyConfigGeneration"}},
+        {
+            "class_uid": 6003,
+            "actor": {"user": {"uid": WEBAPP}},
+            "api": {"operation": "ApplyConfigGeneration"},
+        },
     ]
     assert _post(mesh, svid, _batch(chain, good)) == 200
     stored = [c for c in mesh.plane.audit.store.chains() if c.source == WEBAPP]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import textwrap
 from collections.abc import Iterator
 
 import httpx
@@ -19,43 +18,17 @@ from meshward.config.store import SidecarRecord
 from meshward.control.client import ControlRefused
 from meshward.control.limits import MAX_SIDECARS_PER_WORKLOAD
 from meshward.proxy.routes import RouteTable
-from tests.security.controlled_mesh import ControlledMesh, controlled_mesh
+from tests.security.controlled_mesh import (
+    CHAT_FOR_WEBAPP,
+    ControlledMesh,
+    controlled_mesh,
+    webapp_chat_policy,
+)
 from tests.support.models import example_model
 from tests.support.proc import PYTHON, ROOT, wait_for
 from tests.support.sidecar import make_snapshot
 
-MESH = textwrap.dedent(
-    """\
-    apiVersion: meshward.dev/v1alpha1
-    kind: Workload
-    metadata: {name: chat, namespace: llm, labels: {app: chat}}
-    spec: {port: 9000}
-    ---
-    apiVersion: meshward.dev/v1alpha1
-    kind: Workload
-    metadata: {name: webapp, namespace: web, labels: {app: webapp}}
-    spec: {port: 9001}
-    ---
-    apiVersion: meshward.dev/v1alpha1
-    kind: AuthorizationPolicy
-    metadata: {name: webapp-chat, namespace: llm}
-    spec:
-      selector: {matchLabels: {app: chat}}
-      action: ALLOW
-      rules: [{from: [{source: {principals: ["demo.local/ns/web/sa/webapp"]}}]}]
-    """
-)
-EMERGENCY_DENY = textwrap.dedent(
-    """\
-    apiVersion: meshward.dev/v1alpha1
-    kind: AuthorizationPolicy
-    metadata: {name: emergency-deny, namespace: llm}
-    spec:
-      selector: {matchLabels: {app: chat}}
-      action: DENY
-      rules: [{from: [{source: {principals: ["demo.local/ns/web/sa/webapp"]}}]}]
-    """
-)
+EMERGENCY_DENY = webapp_chat_policy("emergency-deny", "DENY")
 BAD_INBOUNDS = [
     "127.0.0.1:99999",
     "127.0.0.1:0",
@@ -75,7 +48,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlledMesh]:
     base = tmp_path_factory.mktemp("registration")
-    with example_model(base, "examples.models.chat") as port, controlled_mesh(base, MESH) as m:
+    with example_model(base, "examples.models.chat") as port, controlled_mesh(base, CHAT_FOR_WEBAPP) as m:
         m.chat = m.sidecar("llm/chat", app_port=port)  # type: ignore[attr-defined]
         m.webapp = m.sidecar("web/webapp")  # type: ignore[attr-defined]
         yield m

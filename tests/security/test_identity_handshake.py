@@ -9,7 +9,6 @@ import json
 import socket
 import ssl
 import subprocess
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,34 +20,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshward.control.client import ControlRefused
 from meshward.identity.keys import generate_key, key_pem, write_private, write_public
-from tests.security.controlled_mesh import ControlledMesh, MeshSidecar, controlled_mesh
+from tests.security.controlled_mesh import CHAT_FOR_WEBAPP, ControlledMesh, MeshSidecar, controlled_mesh
 from tests.support.models import example_model
 from tests.support.proc import PYTHON, ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
 
-MESH = textwrap.dedent(
-    """\
-    apiVersion: meshward.dev/v1alpha1
-    kind: Workload
-    metadata: {name: chat, namespace: llm, labels: {app: chat}}
-    spec: {port: 9000}
-    ---
-    apiVersion: meshward.dev/v1alpha1
-    kind: AuthorizationPolicy
-    metadata: {name: webapp-chat, namespace: llm}
-    spec:
-      selector: {matchLabels: {app: chat}}
-      action: ALLOW
-      rules: [{from: [{source: {principals: ["demo.local/ns/web/sa/webapp"]}}]}]
-    """
-)
-
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlledMesh, MeshSidecar]]:
     base = tmp_path_factory.mktemp("handshake")
-    with example_model(base, "examples.models.chat") as port, controlled_mesh(base, MESH) as m:
+    with example_model(base, "examples.models.chat") as port, controlled_mesh(base, CHAT_FOR_WEBAPP) as m:
         yield m, m.sidecar("llm/chat", app_port=port)
 
 
