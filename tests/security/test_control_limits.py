@@ -8,6 +8,7 @@ source (429, nothing more recorded), slow clients cut off after the header timeo
 from __future__ import annotations
 
 import socket
+import sqlite3
 import ssl
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
 from meshward.control.limits import MAX_REASON, REFUSALS_PER_MINUTE
 from meshward.identity.keys import generate_key
-from meshward.identity.ledger import MAX_REFUSAL_TEXT
+from meshward.identity.ledger import MAX_REFUSAL_TEXT, MAX_REFUSALS, SvidLedger
 from tests.security.controlled_mesh import ControlledMesh, controlled_mesh
 
 pytestmark = pytest.mark.e2e
@@ -114,3 +115,18 @@ def test_slow_clients_are_cut_off(mesh: ControlledMesh) -> None:
     with socket.create_connection((host, int(port)), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
         tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         assert _closed_within(tls, 8) < 5
+
+
+def test_the_refusals_table_rolls_and_cuts_what_it_keeps() -> None:
+    conn = sqlite3.connect(":memory:")  # the same SQL as meshward.db, without an fsync per row
+    ledger = SvidLedger(conn)
+    for i in range(MAX_REFUSALS + 250):
+        ledger.record_refusal(
+            "spiffe://demo.local/ns/x/sa/" + "y" * 5000, f"refused {i} " + "z" * 5000, "token"
+        )
+    (count,) = conn.execute("SELECT COUNT(*) FROM identity_refusals").fetchone()
+    assert MAX_REFUSALS <= count <= MAX_REFUSALS + 100
+    newest = ledger.refusals(limit=1)[0]
+    assert newest.reason.startswith(f"refused {MAX_REFUSALS + 249} ")  # the oldest went, not the newest
+    assert len(newest.reason) == MAX_REFUSAL_TEXT and len(newest.claimed_identity or "") == MAX_REFUSAL_TEXT
+    conn.close()
