@@ -14,8 +14,9 @@ A request is *failed* when its status differs from the expected one, the stream 
 raises. Every ``SAMPLE_SECONDS`` the RSS and open file descriptors of each mesh process (control
 plane, sidecars, the runner) are read from ``/proc``. Goals: 0 failed requests, RSS growth under
 5 % between the end of warm-up (the first 20 % of the run, at least 60 s) and the end, no fd
-growth (the most fds open in the first third after warm-up against the most in the last third:
-one sample may catch a connection being opened or a pooled one closed; a leak raises the ceiling).
+growth (the most frequent count of open fds in the first third after warm-up against that of the
+last third: one sample may catch a connection being opened or a pooled one closed; a leak moves
+the steady count). ``fds_max`` is reported too.
 
 Length: ``--minutes N`` or ``MESHWARD_SOAK_MINUTES`` (default 10; document runs of 1 h with
 ``--minutes 60``). Not among ``bench``'s default areas (it outlasts their 5-minute limit); the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -275,11 +277,11 @@ def _summarize(
         after = [s for s in series if s[0] >= warmup] or series[-1:]
         base, last = after[0], series[-1]
         growth = 100.0 * (last[1] - base[1]) / base[1] if base[1] else 0.0
-        # fds: a sample may catch a connection being opened or a pooled one closed; a leak shows
-        # as a higher ceiling: compare the most open in the first and in the last third
+        # fds: a sample may catch a connection being opened or a pooled one closed; a leak moves
+        # the steady count: compare the most frequent count of the first and of the last third
         third = max(1, len(after) // 3)
-        fds_start = max(s[2] for s in after[:third])
-        fds_end = max(s[2] for s in after[-third:])
+        fds_start = min(statistics.multimode(s[2] for s in after[:third]))
+        fds_end = min(statistics.multimode(s[2] for s in after[-third:]))
         processes.append(
             {
                 "process": name,
