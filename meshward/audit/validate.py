@@ -7,7 +7,7 @@ what exports read and bounded in size and depth:
 
 - the event is a JSON object of at most :data:`MAX_EVENT_BYTES` encoded, nesting at most
   :data:`MAX_DEPTH` deep, no non-finite numbers;
-- ``class_uid`` is a positive integer; the OCSF integers the formatters read (``time``,
+- ``class_uid`` is a non-negative integer (0 is OCSF's Base Event); the OCSF integers the formatters read (``time``,
   ``severity_id``, ``activity_id``, ``type_uid``, ``status_id``, ``action_id``,
   ``disposition_id``, ``duration``, ``http_response.code``, ``src_endpoint.port``) are integers
   (never booleans) in range; the objects they read (``metadata``, ``actor``, ``src_endpoint``,
@@ -101,8 +101,8 @@ def check_event(event: Any, source: str, encoded_size: int, *, control: bool = F
         raise EventInvalid(f"event larger than {MAX_EVENT_BYTES} bytes")
     _check_tree(event, 0)
     class_uid = event.get("class_uid")
-    if not isinstance(class_uid, int) or not _is_int(class_uid) or class_uid <= 0:
-        raise EventInvalid("class_uid must be a positive integer")
+    if not isinstance(class_uid, int) or not _is_int(class_uid) or class_uid < 0:
+        raise EventInvalid("class_uid must be a non-negative integer (0: OCSF's Base Event)")
     for key in _INTS:
         _int_field(event, key, "")
     for key in _OBJECTS:
