@@ -31,6 +31,7 @@ WEBAPP = "spiffe://demo.local/ns/web/sa/webapp"
 BAD_EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("time as text", {"class_uid": 4002, "time": "yesterday"}),
     ("class_uid as text", {"class_uid": "4002"}),
+    ("negative class", {"class_uid": -1}),
     ("no class", {"time": 1}),
     ("bool severity", {"class_uid": 4002, "severity_id": True}),
     ("status code as text", {"class_uid": 4002, "http_response": {"code": "200"}}),
@@ -85,10 +86,11 @@ def test_malformed_and_forged_events_are_refused_at_ingest(mesh: ControlledMesh)
             "actor": {"user": {"uid": WEBAPP}},
             "api": {"operation": "ApplyConfigGeneration"},
         },
+        {"class_uid": 0, "time": 2, "unmapped": {"meshward": {"rollout": {"service": "chat"}}}},  # Base Event
     ]
     assert _post(mesh, svid, _batch(chain, good)) == 200
     stored = [c for c in mesh.plane.audit.store.chains() if c.source == WEBAPP]
-    assert [(c.chain, c.seq) for c in stored] == [(chain, 3)]
+    assert [(c.chain, c.seq) for c in stored] == [(chain, 4)]
 
 
 def test_chains_of_lookalike_sources_never_share_a_file_and_the_index_only_grows(
