@@ -6,7 +6,7 @@ Architecture map (one package per concern, see ``../shared/DESIGN.md``):
 - ``meshward.resources`` the declarative resource kinds (pydantic) and the YAML loader.
 - ``meshward.config``    the config store (SQLite generations) and the per-sidecar snapshot.
 - ``meshward.http``      sans-IO HTTP/1.1 parsing, strict validation, path normalization and header hygiene.
-- ``meshward.tls``       TLS contexts for mTLS with SPIFFE peer identities.
+- ``meshward.tls``       the one TLS context builder and SPIFFE peer check (sidecars, control plane).
 - ``meshward.proxy``     the sidecar: inbound and outbound listeners, connection pool, admin.
 - ``meshward.filters``   the filter chain contract and one filter per concern.
 - ``meshward.ai``        AI protocol classification (OpenAI, OIP v2, TF Serving) and token usage.

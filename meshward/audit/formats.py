@@ -16,7 +16,7 @@ from typing import Any
 
 from meshward import __version__
 from meshward.audit.chain import AuditRecord
-from meshward.audit.ocsf import enrich
+from meshward.audit.ocsf import as_int, enrich
 
 __all__ = ["FORMATS", "to_cef", "to_ocsf", "to_ocsf_json", "to_syslog"]
 
@@ -27,7 +27,8 @@ _HOSTNAME = (socket.gethostname() or "-")[:255]
 
 def to_ocsf(record: AuditRecord, source: str, chain: str) -> dict[str, Any]:
     event = enrich(record.event)
-    unmapped = dict(event.get("unmapped") or {})
+    found = event.get("unmapped")
+    unmapped = dict(found) if isinstance(found, dict) else {}
     unmapped["meshward_audit"] = {
         "source": source,
         "chain": chain,
@@ -69,7 +70,7 @@ def to_cef(record: AuditRecord, source: str, chain: str) -> str:
     name = e.get("class_name", "event")
     if e.get("activity_name"):
         name = f"{name}: {e['activity_name']}"
-    severity = {1: 1, 2: 3, 3: 5, 4: 7, 5: 9, 6: 10}.get(int(e.get("severity_id") or 0), 0)
+    severity = {1: 1, 2: 3, 3: 5, 4: 7, 5: 9, 6: 10}.get(as_int(e.get("severity_id")), 0)
     ext: list[tuple[str, object]] = [("rt", e.get("time", 0))]
     fields: list[tuple[str, Any]] = [
         ("src", _get(e, "src_endpoint", "ip")),
@@ -84,9 +85,11 @@ def to_cef(record: AuditRecord, source: str, chain: str) -> str:
         ("externalId", _get(e, "metadata", "uid")),
         ("msg", e.get("message")),
     ]
-    authz = e.get("authorizations") or [{}]
-    policy = _get(authz[0], "policy", "name") if isinstance(authz[0], dict) else None
-    mw = _get(e, "unmapped", "meshward") or {}
+    authz = e.get("authorizations")
+    first = authz[0] if isinstance(authz, list) and authz else None
+    policy = _get(first, "policy", "name") if isinstance(first, dict) else None
+    found = _get(e, "unmapped", "meshward")
+    mw = found if isinstance(found, dict) else {}
     mw = {"model": mw.get("model"), "ai_operation": mw.get("op")}
     fields += [
         ("cs1Label", "policy" if policy else None),
@@ -104,10 +107,10 @@ def to_cef(record: AuditRecord, source: str, chain: str) -> str:
         ("cn1Label", "auditSeq"),
         ("cn1", record.seq),
     ]
-    ext += [(k, v) for k, v in fields if v is not None and v != ""]
+    ext += [(k, v) for k, v in fields if v is not None and v != "" and not isinstance(v, dict | list)]
     header = "|".join(
         _cef_header(v)
-        for v in ("CEF:0", "Meshward", "meshward", __version__, e.get("type_uid", 0), name, severity)
+        for v in ("CEF:0", "Meshward", "meshward", __version__, as_int(e.get("type_uid")), name, severity)
     )
     return header + "|" + " ".join(f"{k}={_cef_ext(v)}" for k, v in ext)
 
@@ -125,14 +128,21 @@ def _sd_value(value: object) -> str:
 def to_syslog(record: AuditRecord, source: str, chain: str, app_name: str = "meshward") -> str:
     """One RFC 5424 message (no framing): header, structured data, the OCSF JSON as MSG."""
     e = enrich(record.event)
-    severity = _SYSLOG_SEVERITY.get(int(e.get("severity_id") or 1), 6)
+    severity = _SYSLOG_SEVERITY.get(as_int(e.get("severity_id"), 1), 6)
     pri = _FACILITY_LOG_AUDIT * 8 + severity
-    millis = int(e.get("time") or 0)
-    stamp = dt.datetime.fromtimestamp(millis / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    msgid = str(e.get("class_name", "audit")).replace(" ", "_")[:32] or "-"
+    millis = as_int(e.get("time"))
+    try:
+        when = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+    except (OverflowError, OSError, ValueError):  # a time no calendar has: the epoch, not a crash
+        when = dt.datetime.fromtimestamp(0, dt.UTC)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    # MSGID: printable US-ASCII without spaces (RFC 5424 §6.2.7)
+    msgid = (
+        "".join(c for c in str(e.get("class_name", "audit")).replace(" ", "_") if "!" <= c <= "~")[:32] or "-"
+    )
     sd = (
         f'[{_SD_ID} source="{_sd_value(source)}" chain="{_sd_value(chain)}" '
-        f'seq="{record.seq}" hash="{record.hash}" type_uid="{e.get("type_uid", 0)}"]'
+        f'seq="{record.seq}" hash="{record.hash}" type_uid="{as_int(e.get("type_uid"))}"]'
     )
     msg = json.dumps(e, separators=(",", ":"), sort_keys=True)
     return f"<{pri}>1 {stamp} {_HOSTNAME} {app_name} - {msgid} {sd} {msg}"

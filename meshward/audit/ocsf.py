@@ -155,24 +155,32 @@ _ACTION = {1: "Allowed", 2: "Denied"}
 _DISPOSITION = {1: "Allowed", 2: "Blocked", 15: "Detected", 17: "Logged"}
 
 
+def as_int(value: object, default: int = 0) -> int:
+    """``value`` if it is an integer (not a bool), else ``default``: exports never call ``int()``
+    on what a sender wrote."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def enrich(event: dict[str, Any]) -> dict[str, Any]:
     """A copy with the captions OCSF consumers expect (class, category, activity, action,
-    disposition names, the product) added; what exports send."""
+    disposition names, the product) added; what exports send. Never raises on a JSON object."""
     out = dict(event)
-    names = _CLASS_NAMES.get(int(out.get("class_uid") or 0))
+    names = _CLASS_NAMES.get(as_int(out.get("class_uid")))
     if names:
         out.setdefault("class_name", names[0])
         out.setdefault("category_name", names[1])
     if out.get("class_uid") == 4002:
-        out.setdefault("activity_name", _HTTP_ACTIVITY_NAME.get(int(out.get("activity_id") or 0), "Other"))
-        code = (out.get("http_response") or {}).get("code")
+        out.setdefault("activity_name", _HTTP_ACTIVITY_NAME.get(as_int(out.get("activity_id")), "Other"))
+        response = out.get("http_response")
+        code = response.get("code") if isinstance(response, dict) else None
         if code is not None:
             out.setdefault("http_status", code)
     if "action_id" in out:
-        out.setdefault("action", _ACTION.get(out["action_id"], "Other"))
+        out.setdefault("action", _ACTION.get(as_int(out["action_id"]), "Other"))
     if "disposition_id" in out:
-        out.setdefault("disposition", _DISPOSITION.get(out["disposition_id"], "Other"))
-    meta = dict(out.get("metadata") or {})
+        out.setdefault("disposition", _DISPOSITION.get(as_int(out["disposition_id"]), "Other"))
+    metadata = out.get("metadata")
+    meta = dict(metadata) if isinstance(metadata, dict) else {}
     meta.setdefault("product", PRODUCT)
     out["metadata"] = meta
     return out

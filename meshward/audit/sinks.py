@@ -13,6 +13,12 @@ delivery is uncertain is sent again.
 
 Configured in the ``Mesh`` resource: ``spec.audit.sinks`` (see
 :class:`meshward.resources.mesh.AuditSink`).
+
+One bad record never halts forwarding: a record the sink's format cannot render, or one the
+receiver refuses outright (HTTP 4xx other than 408/429, found by resending a refused batch one
+record at a time), is quarantined — a line in ``<state>/audit/sinks/<name>.quarantine.jsonl``
+naming chain, sequence number, hash and the error — and the cursor moves past it. Only a
+receiver that is down or overloaded (connection errors, 5xx, 408, 429) is retried, with backoff.
 """
 
 from __future__ import annotations
@@ -36,15 +42,29 @@ from meshward.audit.formats import to_cef, to_ocsf, to_ocsf_json, to_syslog
 from meshward.audit.store import AuditStore, ChainInfo
 from meshward.resources.mesh import AuditSink
 
-__all__ = ["FileSink", "HttpSink", "Sink", "SinkForwarder", "SinkThread", "SyslogSink", "make_sink"]
+__all__ = [
+    "FileSink",
+    "HttpSink",
+    "Sink",
+    "SinkForwarder",
+    "SinkRejected",
+    "SinkThread",
+    "SyslogSink",
+    "make_sink",
+]
 
 log = logging.getLogger(__name__)
 
 Batch = list[tuple[ChainInfo, AuditRecord]]
 
 
+class SinkRejected(Exception):
+    """The receiver refused the batch for what it holds (resending it as it is will not help)."""
+
+
 class Sink:
-    """Delivers one batch; raises on failure (the forwarder retries)."""
+    """Delivers one batch; raises on failure (the forwarder retries, or quarantines on
+    :class:`SinkRejected`)."""
 
     def __init__(self, config: AuditSink) -> None:
         self.config = config
@@ -54,6 +74,10 @@ class Sink:
         if self.config.format == "cef":
             return to_cef(record, info.source, info.chain)
         return to_ocsf_json(record, info.source, info.chain)
+
+    def render(self, info: ChainInfo, record: AuditRecord) -> object:
+        """The record as this sink sends it; raising means it cannot be exported (quarantine)."""
+        return self._message(info, record)
 
     async def send(self, batch: Batch) -> None:
         raise NotImplementedError
@@ -73,6 +97,9 @@ class SyslogSink(Sink):
             self._ssl = ssl.create_default_context(cafile=config.ca_file)
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
+
+    def render(self, info: ChainInfo, record: AuditRecord) -> object:
+        return self.frame(info, record)
 
     def frame(self, info: ChainInfo, record: AuditRecord) -> bytes:
         if self.config.format == "cef":
@@ -157,8 +184,11 @@ class HttpSink(Sink):
         else:
             payload = [to_ocsf(record, info.source, info.chain) for info, record in batch]
         response = await self._client.post(self.config.url, json=payload)
-        if not 200 <= response.status_code < 300:
-            raise ConnectionError(f"HTTP sink answered {response.status_code}")
+        code = response.status_code
+        if 400 <= code < 500 and code not in (408, 429):
+            raise SinkRejected(f"HTTP sink refused the batch: {code}")
+        if not 200 <= code < 300:
+            raise ConnectionError(f"HTTP sink answered {code}")
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -187,6 +217,10 @@ class SinkForwarder:
         self.cursor_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.sent: dict[str, int] = {s.name: 0 for s in self.sinks}
         self.errors: dict[str, str | None] = {s.name: None for s in self.sinks}
+        self.quarantined: dict[str, int] = {s.name: 0 for s in self.sinks}
+        self._set_aside: dict[str, set[tuple[str, int]]] = {
+            s.name: set() for s in self.sinks
+        }  # until the cursor passes
         self._stopping = asyncio.Event()
 
     def _cursor_path(self, sink: Sink) -> Path:
@@ -204,6 +238,59 @@ class SinkForwarder:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(cursor, sort_keys=True))
         os.replace(tmp, path)
+
+    def _quarantine(self, sink: Sink, info: ChainInfo, record: AuditRecord, error: str) -> None:
+        """Set one record aside for this sink (and say so); forwarding moves on past it."""
+        if (info.slug, record.seq) in self._set_aside[sink.name]:
+            return  # already quarantined: this is a retry of the batch it was in
+        self._set_aside[sink.name].add((info.slug, record.seq))
+        line = json.dumps(
+            {
+                "slug": info.slug,
+                "source": info.source,
+                "seq": record.seq,
+                "hash": record.hash,
+                "error": error[:300],
+            }
+        )
+        fd = os.open(
+            self.cursor_dir / f"{sink.name}.quarantine.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        try:
+            os.write(fd, line.encode() + b"\n")
+        finally:
+            os.close(fd)
+        self.quarantined[sink.name] += 1
+        log.error("audit sink %s: quarantined %s seq %d: %s", sink.name, info.slug, record.seq, error[:300])
+
+    def _exportable(self, sink: Sink, batch: Batch) -> Batch:
+        """The records of ``batch`` the sink can render; the others are quarantined."""
+        good: Batch = []
+        for info, record in batch:
+            try:
+                sink.render(info, record)
+            except Exception as exc:
+                self._quarantine(sink, info, record, f"cannot be formatted: {type(exc).__name__}: {exc}")
+                continue
+            good.append((info, record))
+        return good
+
+    async def _deliver(self, sink: Sink, batch: Batch) -> None:
+        """Send ``batch``; a refused one is resent record by record, quarantining the refused."""
+        if not batch:
+            return
+        try:
+            await sink.send(batch)
+            return
+        except SinkRejected as exc:
+            if len(batch) == 1:
+                self._quarantine(sink, batch[0][0], batch[0][1], str(exc))
+                return
+        for item in batch:  # transient errors here propagate: the whole batch is retried
+            try:
+                await sink.send([item])
+            except SinkRejected as exc:
+                self._quarantine(sink, item[0], item[1], str(exc))
 
     def _pending(self, cursor: dict[str, int], limit: int) -> Batch:
         batch: Batch = []
@@ -242,7 +329,7 @@ class SinkForwarder:
                 await self._wait(self.poll_interval)
                 continue
             try:
-                await sink.send(batch)
+                await self._deliver(sink, self._exportable(sink, batch))
             except Exception as exc:
                 self.errors[sink.name] = f"{type(exc).__name__}: {exc}"
                 log.warning(
@@ -256,6 +343,7 @@ class SinkForwarder:
             for info, record in batch:
                 cursor[info.slug] = max(cursor.get(info.slug, 0), record.seq)
             self._save_cursor(sink, cursor)
+            self._set_aside[sink.name].clear()
             self.sent[sink.name] += len(batch)
 
 

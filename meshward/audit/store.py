@@ -2,15 +2,22 @@
 
 Layout (``<state>/audit``)::
 
-    trail/chains.json        slug -> {"source": SPIFFE ID, "chain": id, "created": time}
+    trail/chains.index       one JSON line per chain: slug, source (SPIFFE ID), chain id, time
+                             (append-only; older stores wrote trail/chains.json, still read)
     trail/<slug>.jsonl       the records of one chain, exactly as the sidecar hashed them
+
+A slug is the source escaped injectively (``/`` becomes ``+``, every other byte outside
+``[A-Za-z0-9.-]`` becomes ``_XX``), a dot, and the chain id (no dot in it): two sources never
+share a file. A source too long for a
+file name keeps a readable prefix and the SHA-256 of the whole.
     checkpoints.jsonl        signed checkpoints (see :mod:`meshward.audit.checkpoint`)
     checkpoint.key / .pub    the checkpoint signing key (0600) and its public half
 
 The control plane's HTTPS handler calls :meth:`AuditStore.ingest` with the caller's SPIFFE
 ID from its verified client certificate (never from the body) and the NDJSON batch a
 sidecar's :class:`~meshward.audit.shipper.AuditShipper` posted; the answer is the ack to send
-back. Records are appended and fsynced before the ack, so an acknowledged record survives a
+back. Every event is checked (:mod:`meshward.audit.validate`) before anything is stored: one
+malformed event refuses the batch (400), so nothing a sink cannot format enters the trail. Records are appended and fsynced before the ack, so an acknowledged record survives a
 crash of the control plane. A batch that skips records (``409``, ``expected_seq`` tells the
 sidecar where to resume) or does not link to the stored head is refused as a whole.
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -36,14 +44,19 @@ from typing import Any
 
 from meshward.audit.chain import GENESIS, AuditRecord, ChainWriter, RecordError, parse_record_line
 from meshward.audit.checkpoint import CheckpointSigner, checkpoint_digest
-from meshward.audit.trail import last_line
+from meshward.audit.trail import append_index, last_line, read_index
+from meshward.audit.validate import EventInvalid, check_event
 
 __all__ = ["CONTROL_SOURCE", "AuditRejected", "AuditStore", "ChainInfo", "IngestAck"]
 
 CONTROL_SOURCE = "meshward-control"  # the source name of the control plane's own chain
 log = logging.getLogger("meshward.audit")
-_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SLUG_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_SLUG_MAX_SOURCE = 150
 _MAX_BATCH_RECORDS = 10_000
+#: New chains one source may open per minute (a sidecar opens one per spool: per start with a
+#: fresh directory). Each is a file and an index line; this bounds what a sender can make us keep.
+NEW_CHAINS_PER_MINUTE = 30
 
 
 class AuditRejected(ValueError):
@@ -88,8 +101,12 @@ def _now_iso() -> str:
 
 
 def slug_for(source: str, chain: str) -> str:
-    base = source.removeprefix("spiffe://")
-    return f"{_SLUG_UNSAFE.sub('_', base).strip('_')[:120]}.{chain}"
+    """The trail file name (without ``.jsonl``) of ``chain`` from ``source``: injective."""
+    base = source.removeprefix("spiffe://").encode("utf-8", "surrogatepass")
+    escaped = "".join(chr(b) if b in _SLUG_KEEP else "+" if b == 0x2F else f"_{b:02x}" for b in base)
+    if len(escaped) > _SLUG_MAX_SOURCE:  # "~" never appears in an escaped name: no overlap
+        escaped = escaped[:100] + "~" + hashlib.sha256(base).hexdigest()[:40]
+    return f"{escaped}.{chain}"
 
 
 class AuditStore:
@@ -120,23 +137,16 @@ class AuditStore:
         self._control: ChainWriter | None = None
         self._control_chain: ChainInfo | None = None
         self._read_offsets: dict[tuple[str, int], int] = {}
+        self._new_chains: dict[str, tuple[float, int]] = {}  # source -> (window start, chains opened)
         self._load()
 
     # -- loading ---------------------------------------------------------------------------------
-    @property
-    def chains_path(self) -> Path:
-        return self.trail_dir / "chains.json"
-
     @property
     def checkpoints_path(self) -> Path:
         return self.directory / "checkpoints.jsonl"
 
     def _load(self) -> None:
-        try:
-            index = json.loads(self.chains_path.read_text())
-        except FileNotFoundError:
-            index = {}
-        for slug, meta in index.items():
+        for slug, meta in read_index(self.trail_dir).items():
             info = ChainInfo(slug, meta["source"], meta["chain"])
             path = self.trail_dir / info.path_name
             if path.exists():
@@ -186,21 +196,20 @@ class AuditStore:
         self._by_source_chain[(info.source, info.chain)] = info
 
     def _new_chain(self, source: str, chain: str) -> ChainInfo:
+        now = time.monotonic()
+        start, opened = self._new_chains.get(source, (now, 0))
+        if now - start >= 60.0:
+            start, opened = now, 0
+        if opened >= NEW_CHAINS_PER_MINUTE and source != CONTROL_SOURCE:
+            raise AuditRejected(429, f"audit batch: more than {NEW_CHAINS_PER_MINUTE} new chains a minute")
+        if len(self._new_chains) > 4096:
+            self._new_chains.clear()
+        self._new_chains[source] = (start, opened + 1)
         info = ChainInfo(slug_for(source, chain), source, chain)
+        if info.slug in self._chains:  # only a hash collision (or a legacy name) could get here
+            raise AuditRejected(409, "audit batch: chain name already taken; start a new chain")
+        append_index(self.trail_dir, info.slug, source, chain, _now_iso())
         self._add_chain(info)
-        index = {
-            c.slug: {"source": c.source, "chain": c.chain, "created": _now_iso()}
-            for c in self._chains.values()
-        }
-        try:
-            old = json.loads(self.chains_path.read_text())
-        except FileNotFoundError:
-            old = {}
-        for slug, meta in old.items():
-            index[slug] = meta
-        tmp = self.chains_path.with_name("chains.json.tmp")
-        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-        os.replace(tmp, self.chains_path)
         return info
 
     # -- public API ------------------------------------------------------------------------------
@@ -253,9 +262,11 @@ class AuditStore:
         records: list[AuditRecord] = []
         for i, line in enumerate(lines):
             try:
-                records.append(parse_record_line(line))
-            except RecordError as exc:
+                record = parse_record_line(line)
+                check_event(record.event, source, len(line))
+            except (RecordError, EventInvalid) as exc:
                 raise AuditRejected(400, f"audit batch record {i + 1}: {exc}") from None
+            records.append(record)
         with self._lock:
             info = self._by_source_chain.get((source, chain))
             seq, head = (info.seq, info.head) if info else (0, GENESIS)

@@ -18,7 +18,6 @@ to it:
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from meshward.audit.chain import GENESIS, AuditRecord, RecordError, parse_record_line
 from meshward.audit.checkpoint import CheckpointError, checkpoint_digest, load_public_key, verify_checkpoint
+from meshward.audit.trail import read_index
 
 __all__ = ["Problem", "VerifyReport", "verify_audit_dir"]
 
@@ -245,10 +245,7 @@ def verify_audit_dir(audit_dir: Path, public_key: Path | None = None) -> VerifyR
     report = VerifyReport()
     checkpoints = _verify_checkpoints(audit_dir, report, public_key or audit_dir / "checkpoint.pub")
     trail = audit_dir / "trail"
-    try:
-        index = json.loads((trail / "chains.json").read_text())
-    except FileNotFoundError:
-        index = {}
+    index = read_index(trail)
     slugs = set(index)
     for cp in checkpoints:
         slugs.update(cp["chains"])
@@ -257,7 +254,7 @@ def verify_audit_dir(audit_dir: Path, public_key: Path | None = None) -> VerifyR
     for slug in sorted(slugs):
         path = trail / f"{slug}.jsonl"
         if slug not in index:
-            report.problems.append(Problem("inserted", slug, "chain not registered in chains.json"))
+            report.problems.append(Problem("inserted", slug, "chain not registered in the chain index"))
         if not path.exists():
             report.problems.append(Problem("removed", slug, "the whole chain file is missing"))
         report.chains += 1

@@ -3,8 +3,10 @@
 What a sidecar receives is only what may concern it (least privilege, and less to compile):
 
 - the mesh-wide settings (the ``Mesh`` resource, or defaults with the mesh's trust domain);
-- the services table: every ``Workload``'s service, the inbound endpoints its sidecars registered,
-  and the one SPIFFE identity a server for it must present;
+- the services table: every ``Workload``'s service, the inbound endpoints its sidecars registered
+  (an endpoint that is not a valid ``HOST:PORT`` is skipped, never the whole table), and the one
+  SPIFFE identity a server for it must present;
+- the serials of revoked SVIDs that have not expired yet (refused at every handshake);
 - the policies (every kind but ``Mesh`` and ``Workload``) in the workload's own namespace and in
   the mesh's root namespace (mesh-wide policies, as Istio's root namespace);
 - every ``ExternalService`` (like Istio's ServiceEntry, exported to all namespaces): a host
@@ -21,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from meshward.config.endpoint import parse_endpoint
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry, WorkloadInfo
 from meshward.config.store import SidecarRecord
 from meshward.identity.spiffe import SpiffeId
@@ -81,6 +84,10 @@ def services_table(
     inbound: dict[tuple[str, str], list[str]] = {}
     labels: dict[str, dict[str, str]] = {}
     for s in sidecars:
+        try:
+            parse_endpoint(s.inbound)
+        except ValueError:  # one bad record is skipped (``meshward endpoints list`` names it)
+            continue
         inbound.setdefault((s.namespace, s.workload), []).append(s.inbound)
     grouped: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
     for r in resources:
@@ -108,6 +115,7 @@ def build_snapshot(
     namespace: str,
     name: str,
     services: dict[str, ServiceEntry] | None = None,
+    revoked: Sequence[str] = (),
 ) -> MeshSnapshot:
     """The snapshot for workload ``namespace/name`` at ``generation``.
 
@@ -130,6 +138,7 @@ def build_snapshot(
         services=services if services is not None else services_table(resources, sidecars, trust_domain),
         resources=policies,
         gateways=gateway_identities(resources, trust_domain),
+        revoked=tuple(revoked),
     )
 
 

@@ -36,8 +36,10 @@ class GenerationEncoder:
         resources: Sequence[Resource[Any]],
         sidecars: Sequence[SidecarRecord],
         trust_domain: str,
+        revoked: Sequence[str] = (),
     ) -> None:
         self.generation = generation
+        self.revoked = tuple(revoked)
         self.resources = list(resources)
         self.sidecars = list(sidecars)
         self.trust_domain = trust_domain
@@ -46,7 +48,14 @@ class GenerationEncoder:
 
     def snapshot(self, namespace: str, name: str) -> MeshSnapshot:
         return build_snapshot(
-            self.generation, self.resources, self.sidecars, self.trust_domain, namespace, name, self.services
+            self.generation,
+            self.resources,
+            self.sidecars,
+            self.trust_domain,
+            namespace,
+            name,
+            self.services,
+            self.revoked,
         )
 
     def encode(self, namespace: str, name: str) -> tuple[str, str]:

@@ -55,11 +55,19 @@ class MeshSnapshot:
     services: dict[str, ServiceEntry]  # keyed by "service.namespace"
     resources: tuple[Resource[Any], ...]  # policies that may concern this workload
     gateways: tuple[str, ...] = ()  # SPIFFE URIs of the mesh's ingress gateways (trusted for end users)
+    #: Serials (lower-case hex) of revoked, unexpired SVIDs: refused at every handshake.
+    revoked: tuple[str, ...] = ()
 
     def of_kind(self, kind: str) -> list[Resource[Any]]:
         return [r for r in self.resources if r.kind == kind]
 
     def to_json(self) -> dict[str, Any]:
+        doc = self._doc()
+        if self.revoked:  # additive: absent when nothing is revoked
+            doc["revoked"] = list(self.revoked)
+        return doc
+
+    def _doc(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
             "trust_domain": self.trust_domain,
@@ -114,4 +122,5 @@ class MeshSnapshot:
             services=services,
             resources=tuple(resources),
             gateways=tuple(str(g) for g in data.get("gateways", [])),
+            revoked=tuple(str(s) for s in data.get("revoked", ())),
         )

@@ -4,5 +4,8 @@
 - :mod:`meshward.control.server`      their HTTPS transport (:class:`~meshward.control.server.ControlPlane`).
 - :mod:`meshward.control.client`      the mTLS client, used by the CLI and by sidecars.
 - :mod:`meshward.control.operations`  apply / get / history / rollback, online or on the store.
-- :mod:`meshward.control.tls`         TLS contexts and SPIFFE peer identities for both sides.
+- :mod:`meshward.control.endpoints`   registered sidecar endpoints: listed (valid or not), removed.
+- :mod:`meshward.control.limits`      bounds: body sizes, refusal rates, slow clients, per-workload caps.
+
+TLS (contexts, the peer check, the control plane's SPIFFE ID) is :mod:`meshward.tls`'s.
 """

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshward.control.tls import client_context, control_id, peer_spiffe_id
 from meshward.identity.state import MeshState
+from meshward.tls.contexts import client_context_files
+from meshward.tls.control import control_id
+from meshward.tls.peer import peer_spiffe_id
 
 __all__ = [
     "ControlClient",
@@ -98,7 +100,7 @@ class ControlClient:
         self._host = parsed.hostname
         self._port = parsed.port or 443
         self._expected = control_id(trust_domain)
-        self._context = client_context(bundle_pem, cert, key)
+        self._context = client_context_files(bundle_pem, cert, key)
         self._timeout = timeout
         self._conn: http.client.HTTPSConnection | None = None
 

@@ -36,8 +36,15 @@ Endpoints (JSON; ``who`` = what the caller must prove):
 ``POST /v1/config/rollback`` ``generation`` → new generation equal to it        operator
 ``GET  /v1/status``         generation, sidecars, ACK/NACK                      operator
 ``/v1/detection/…``          reports in; alerts, quarantines out (detection_api)  see there
+``GET  /v1/endpoints``      registered sidecar endpoints, valid or not          operator
+``POST /v1/endpoints/...``  ``remove``: ``sidecar`` → registration forgotten     operator
 ``GET  /healthz``           liveness                                            nobody
 =========================== =================================================== ===============
+
+Bounds (see :mod:`meshward.control.limits`): JSON bodies and CSRs are capped, refusals per
+source are rate-limited, a client has ``HEADER_TIMEOUT`` seconds per read of its TLS handshake,
+request head and body, and connections are capped in total and per source address. A caller
+whose certificate serial is revoked is refused like one without a certificate.
 """
 
 from __future__ import annotations
@@ -59,20 +66,27 @@ from urllib.parse import parse_qs, urlsplit
 from meshward.audit.control import ControlAudit
 from meshward.config.store import ConfigStore
 from meshward.control.detection_api import detection_api
+from meshward.control.limits import (
+    HEADER_TIMEOUT,
+    MAX_AUDIT_BODY,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_SOURCE,
+    MAX_JSON_BODY,
+)
 from meshward.control.service import ApiError, ControlService, RawJson
-from meshward.control.tls import control_id, peer_serial, peer_spiffe_id, server_context
 from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.rollout.controller import RolloutController
+from meshward.tls.contexts import server_context_files
+from meshward.tls.control import control_id
+from meshward.tls.peer import peer_serial, peer_spiffe_id
 
 __all__ = ["DEFAULT_LISTEN", "TLS_CHECK_SECONDS", "ControlPlane"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = ("127.0.0.1", 15012)
-MAX_BODY = 4 << 20
-MAX_CONNECTIONS = 1024
 CONTROL_CERT_TTL = dt.timedelta(hours=24)
 TLS_CHECK_SECONDS = 2.0
 
@@ -80,8 +94,14 @@ TLS_CHECK_SECONDS = 2.0
 class ControlPlane:
     """One control plane for one mesh state directory, served over HTTPS with mTLS."""
 
-    def __init__(self, state: MeshState, listen: tuple[str, int] = DEFAULT_LISTEN) -> None:
+    def __init__(
+        self,
+        state: MeshState,
+        listen: tuple[str, int] = DEFAULT_LISTEN,
+        header_timeout: float = HEADER_TIMEOUT,
+    ) -> None:
         self.state = state
+        self.header_timeout = header_timeout  # per read: TLS handshake, request head, body
         self.service = ControlService(state)
         self.rollouts = RolloutController(self.service)  # automated canary analysis
         self.trust_domain = state.trust_domain
@@ -106,11 +126,14 @@ class ControlPlane:
     # -- lifecycle -------------------------------------------------------------------------------
     def _mint_server_cert(self) -> dt.datetime:
         control = control_id(self.trust_domain)
-        return self.service.identity.mint(control, self._cert_dir, CONTROL_CERT_TTL).not_after
+        return self.service.identity.mint(control, self._cert_dir, CONTROL_CERT_TTL, system=True).not_after
 
     def _context(self) -> ssl.SSLContext:
-        return server_context(
-            self._cert_dir / "cert.pem", self._cert_dir / "key.pem", self._cert_dir / "bundle.pem"
+        return server_context_files(
+            self._cert_dir / "cert.pem",
+            self._cert_dir / "key.pem",
+            self._cert_dir / "bundle.pem",
+            require_client_cert=False,  # a joining sidecar has no SVID yet (see meshward.tls.contexts)
         )
 
     @property
@@ -147,6 +170,10 @@ class ControlPlane:
         """Our SVID and trust bundle kept current even while no connection arrives."""
         while not self._stop.wait(TLS_CHECK_SECONDS):
             self._refresh_tls_safely()
+            try:
+                self.service.check_revocations()
+            except Exception as exc:  # the ledger busy or damaged: the current list stays
+                log.warning("revoked serials not re-read: %s", exc)
 
     def write_info(self) -> None:
         """``<state>/control.json``: how the CLI and ``meshward up`` find this control plane."""
@@ -196,16 +223,38 @@ class _Server(ThreadingHTTPServer):
         # One thread per connection, so a cap on connections: past it, new ones are closed at
         # once instead of exhausting the process (each sidecar holds one or two).
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._per_source: dict[str, int] = {}
+        self._per_source_lock = threading.Lock()
         super().__init__(address, handler)
 
+    def _take_source(self, source: str) -> bool:
+        with self._per_source_lock:
+            n = self._per_source.get(source, 0)
+            if n >= MAX_CONNECTIONS_PER_SOURCE:
+                return False
+            self._per_source[source] = n + 1
+            return True
+
+    def _give_source(self, source: str) -> None:
+        with self._per_source_lock:
+            n = self._per_source.pop(source, 1) - 1
+            if n > 0:
+                self._per_source[source] = n
+
     def process_request(self, request: Any, client_address: Any) -> None:
+        source = str(client_address[0])
+        if not self._take_source(source):
+            self.shutdown_request(request)
+            return
         if not self._slots.acquire(blocking=False):
+            self._give_source(source)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self._give_source(source)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -213,6 +262,7 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._give_source(str(client_address[0]))
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
@@ -228,7 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "meshward-control"
     sys_version = ""
-    timeout = 60
+    timeout = HEADER_TIMEOUT  # per read of a request head or body: a slow client is cut off
     server: _Server
     _raw = b""
 
@@ -236,13 +286,14 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out as separate writes: without TCP_NODELAY, Nagle + delayed ACK
         # hold the second one for ~40 ms, on every watch push.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request.settimeout(10)
+        self.request.settimeout(self.plane.header_timeout)
         try:
             self.request.do_handshake()
         except (OSError, ssl.SSLError):
             self.close_connection = True
             raise
         super().setup()
+        self.request.settimeout(self.plane.header_timeout)  # per read of a request head or body
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # no request log: paths carry no secrets but the CLI's output must stay clean
@@ -262,6 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(401, "this endpoint needs a client certificate (an X.509-SVID of this mesh)")
         if peer.trust_domain != self.plane.trust_domain:
             raise ApiError(403, f"{peer.uri} is not in trust domain {self.plane.trust_domain}")
+        if peer_serial(self.request) in self.service.revoked:
+            raise ApiError(403, f"the certificate {peer.uri} presented is revoked")
         return peer
 
     def _operator(self) -> str:
@@ -270,8 +323,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 403, f"{peer.uri} is not the operator; only {self.service.operator.uri} may do this"
             )
-        user = self.headers.get("X-Meshward-User", "")[:64]
-        return f"{user} ({peer.short})" if user else peer.uri
+        # The actor recorded is the verified certificate's identity; the user name the CLI sends
+        # is a claim, kept as a printable label next to it, never instead of it.
+        user = "".join(c for c in self.headers.get("X-Meshward-User", "")[:64] if c.isprintable())
+        return f"{peer.uri} (user {user!r})" if user else peer.uri
 
     def _send(self, status: int, payload: dict[str, Any] | RawJson | None) -> None:
         if isinstance(payload, RawJson):
@@ -285,14 +340,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> dict[str, Any]:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
+    def _body(self, path: str) -> dict[str, Any]:
+        limit = MAX_AUDIT_BODY if path == "/v1/audit" else MAX_JSON_BODY
+        text = self.headers.get("Content-Length") or "0"
+        length = int(text) if text.isascii() and text.isdigit() and len(text) < 16 else -1
+        if not 0 <= length <= limit:
             self.close_connection = True
-            raise ApiError(413, f"request body must have a Content-Length up to {MAX_BODY} bytes")
+            raise ApiError(413, f"request body must have a Content-Length up to {limit} bytes")
         self._raw = self.rfile.read(length) if length else b""
         if self.headers.get("Content-Type", "").startswith("application/x-ndjson"):
             return {}
@@ -309,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         try:
-            body = self._body() if method == "POST" else {}
+            body = self._body(url.path) if method == "POST" else {}
             payload = self._route(method, url.path, body, query)
             self._send(200 if payload is not None else 204, payload)
         except ApiError as exc:
@@ -375,6 +429,12 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             case (_, p) if p.startswith(("/v1/detection/", "/v1/alerts", "/v1/quarantines")):
                 return detection_api(plane.detection, method, p, body, query, self._peer, self._operator)
+            case ("GET", "/v1/endpoints"):
+                self._operator()
+                return plane.endpoints()
+            case ("POST", "/v1/endpoints/remove"):
+                self._operator()
+                return plane.remove_endpoint(body)
         raise ApiError(404, f"no endpoint {method} {path}")
 
     def do_GET(self) -> None:

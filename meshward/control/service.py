@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -33,7 +34,16 @@ from meshward.audit.control import ControlAudit
 from meshward.audit.store import AuditRejected
 from meshward.config.build import find_workload, mesh_spec
 from meshward.config.encode import GenerationEncoder
+from meshward.config.endpoint import parse_endpoint
 from meshward.config.store import ApplyResult, ConfigStore, SidecarRecord
+from meshward.control.endpoints import UnknownSidecar, endpoint_rows, remove_registration
+from meshward.control.limits import (
+    MAX_CSR_BYTES,
+    MAX_SIDECARS_PER_WORKLOAD,
+    MAX_TOKEN_BYTES,
+    RefusalLimiter,
+    clip,
+)
 from meshward.control.operations import (
     ConfigError,
     apply_text,
@@ -43,14 +53,14 @@ from meshward.control.operations import (
     history_of,
     rollback_to,
 )
-from meshward.control.tls import bundle_digest, control_id
 from meshward.detection.engine import DetectionEngine
 from meshward.identity.authority import CsrRefused
 from meshward.identity.issuance import IdentityService
 from meshward.identity.ledger import iso
-from meshward.identity.spiffe import SpiffeId
+from meshward.identity.spiffe import SpiffeId, is_reserved
 from meshward.identity.state import MeshState
 from meshward.resources.mesh import parse_duration
+from meshward.tls.control import bundle_digest, control_id
 
 __all__ = ["MAX_WATCH_SECONDS", "ApiError", "ControlService", "RawJson"]
 
@@ -100,6 +110,9 @@ class ControlService:
             self._record_finding,
             self._generated,
         )
+        self.refusals = RefusalLimiter()
+        #: Serials of revoked, unexpired SVIDs: in every snapshot, refused at our handshake too.
+        self.revoked: frozenset[str] = frozenset(self.identity.revoked_serials())
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _record_audit(self) -> None:
@@ -148,7 +161,11 @@ class ControlService:
         with self._changed:
             if self._view is None:
                 self._view = GenerationEncoder(
-                    self.store.generation(), self.store.resources(), self.store.sidecars(), self.trust_domain
+                    self.store.generation(),
+                    self.store.resources(),
+                    self.store.sidecars(),
+                    self.trust_domain,
+                    sorted(self.revoked),
                 )
             return self._view
 
@@ -157,6 +174,16 @@ class ControlService:
             self._view = None
             self._version += 1
             self._changed.notify_all()
+
+    def check_revocations(self) -> bool:
+        """Re-read the revoked serials (``meshward certs revoke`` writes the ledger from another
+        process); a change is pushed to every watching sidecar. True if it changed."""
+        revoked = frozenset(self.identity.revoked_serials())
+        if revoked == self.revoked:
+            return False
+        self.revoked = revoked
+        self._notify()
+        return True
 
     def trust_changed(self) -> None:
         """The trust bundle changed (a CA rotation, an ended overlap): wake every watch to push it."""
@@ -170,15 +197,22 @@ class ControlService:
         spec = mesh_spec(self._current().resources, self.trust_domain)
         return dt.timedelta(seconds=parse_duration(spec.certificate_ttl))
 
+    def _too_many_refusals(self, src_ip: str) -> ApiError:
+        return ApiError(429, f"too many refused requests from {src_ip}; try again in a minute")
+
     def sign(self, body: dict[str, Any], src_ip: str) -> dict[str, Any]:
-        csr, token = _str(body, "csr").encode(), _str(body, "token")
+        if self.refusals.over(src_ip):
+            raise self._too_many_refusals(src_ip)
+        csr, token = _str(body, "csr", MAX_CSR_BYTES).encode(), _str(body, "token", MAX_TOKEN_BYTES)
         try:
             issued = self.identity.issue(csr, token, self.svid_ttl())
         except CsrRefused as exc:
-            reason = exc.reason
+            if not self.refusals.allow(src_ip):
+                raise self._too_many_refusals(src_ip) from None
+            reason = clip(exc.reason)
             self._audit(lambda: self.audit.certificate_refused(reason, src_ip=src_ip))
             self.detection.csr_refused(src_ip, reason)
-            raise ApiError(403, exc.reason) from None
+            raise ApiError(403, reason) from None
         self._audit(
             lambda: self.audit.certificate_issued(
                 issued.spiffe_id.uri, issued.serial, issued.not_after, "join-token", src_ip
@@ -187,15 +221,19 @@ class ControlService:
         return _svid_json(issued.chain_pem, issued.bundle_pem, issued.not_after)
 
     def renew(self, body: dict[str, Any], peer: SpiffeId, serial: str | None, src_ip: str) -> dict[str, Any]:
+        if self.refusals.over(src_ip):
+            raise self._too_many_refusals(src_ip)
         try:
             issued = self.identity.renew(
-                _str(body, "csr").encode(), peer, self.svid_ttl(), peer_serial=serial
+                _str(body, "csr", MAX_CSR_BYTES).encode(), peer, self.svid_ttl(), peer_serial=serial
             )
         except CsrRefused as exc:
-            reason = exc.reason
+            if not self.refusals.allow(src_ip):
+                raise self._too_many_refusals(src_ip) from None
+            reason = clip(exc.reason)
             self._audit(lambda: self.audit.certificate_refused(reason, peer.uri, src_ip))
             self.detection.csr_refused(src_ip, reason, peer.uri)
-            raise ApiError(403, exc.reason) from None
+            raise ApiError(403, reason) from None
         self._audit(
             lambda: self.audit.certificate_issued(
                 issued.spiffe_id.uri, issued.serial, issued.not_after, "renewal", src_ip
@@ -205,9 +243,14 @@ class ControlService:
 
     # -- sidecars --------------------------------------------------------------------------------
     def _authorize_workload(self, peer: SpiffeId, workload: str) -> tuple[str, str]:
+        """A workload acts only for itself: the caller's verified identity must be its identity."""
         ns, _, name = workload.partition("/")
-        if not ns or not name:
-            raise ApiError(400, f"workload must be NS/NAME, not {workload!r}")
+        try:
+            asked = SpiffeId.from_uri(f"spiffe://{self.trust_domain}/ns/{ns}/sa/{name}")
+        except ValueError:
+            raise ApiError(400, f"workload must be NS/NAME, not {workload[:100]!r}") from None
+        if is_reserved(asked):
+            raise ApiError(403, f"namespace {ns} is reserved for the mesh itself")
         found = find_workload(self._current().resources, ns, name)
         sa = found.service_account if found is not None else name
         if peer != SpiffeId(self.trust_domain, ns, sa):
@@ -215,7 +258,7 @@ class ControlService:
         return ns, name
 
     def _sidecar_id(self, body: dict[str, Any], workload: str) -> str:
-        sidecar = _str(body, "sidecar")
+        sidecar = _str(body, "sidecar", 256)
         if sidecar != workload and not sidecar.startswith(workload + "#"):
             raise ApiError(400, f"sidecar id {sidecar!r} must be {workload} or {workload}#INSTANCE")
         return sidecar
@@ -223,11 +266,15 @@ class ControlService:
     def register(self, body: dict[str, Any], peer: SpiffeId) -> dict[str, Any]:
         workload = _str(body, "workload")
         ns, name = self._authorize_workload(peer, workload)
-        inbound = _str(body, "inbound")
-        host, _, port = inbound.rpartition(":")
-        if not host or not port.isdigit():
-            raise ApiError(400, f"inbound must be HOST:PORT, not {inbound!r}")
+        inbound = _str(body, "inbound", 256)
+        try:
+            parse_endpoint(inbound)
+        except ValueError as exc:
+            raise ApiError(400, f"inbound: {exc}") from None
         record = SidecarRecord(self._sidecar_id(body, workload), ns, name, peer.uri, inbound)
+        others = {s.sidecar for s in self.store.sidecars() if (s.namespace, s.workload) == (ns, name)}
+        if record.sidecar not in others and len(others) >= MAX_SIDECARS_PER_WORKLOAD:
+            raise ApiError(429, f"workload {workload} has {len(others)} registered sidecars already")
         self.store.register_sidecar(record)
         self._notify()
         return {"registered": record.sidecar}
@@ -246,7 +293,13 @@ class ControlService:
         if not isinstance(generation, int):
             raise ApiError(400, "generation must be an integer")
         ok = bool(body.get("ok"))
-        self.store.record_ack(self._sidecar_id(body, workload), generation, ok, str(body.get("reason", "")))
+        reason = clip(str(body.get("reason", "")))
+        sidecar = self._sidecar_id(body, workload)
+        acks = self.store.acks()
+        own = [s for s in acks if s == workload or s.startswith(workload + "#")]
+        if sidecar not in acks and len(own) >= MAX_SIDECARS_PER_WORKLOAD:
+            raise ApiError(429, f"workload {workload} has {len(own)} sidecars reporting already")
+        self.store.record_ack(sidecar, generation, ok, reason)
         return {}
 
     def watch(self, query: dict[str, str], peer: SpiffeId) -> RawJson | None:
@@ -260,6 +313,8 @@ class ControlService:
             timeout = min(float(query.get("timeout", "25")), MAX_WATCH_SECONDS)
         except ValueError:
             raise ApiError(400, "timeout must be a number of seconds") from None
+        if math.isnan(timeout):
+            raise ApiError(400, "timeout must be a number of seconds")
         deadline = time.monotonic() + timeout
         while not self.closing:
             with self._changed:
@@ -310,7 +365,7 @@ class ControlService:
 
     # -- operator API ----------------------------------------------------------------------------
     def apply(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        text, filename = _str(body, "text"), str(body.get("filename") or "<apply>")
+        text, filename = _str(body, "text"), clip(str(body.get("filename") or "<apply>"), 256)
         result = self._config(apply_text, text, filename, bool(body.get("dry_run")), who)
         if result.get("changed"):
             self._notify()
@@ -375,6 +430,20 @@ class ControlService:
             extra = {"problems": exc.problems} if exc.problems else {}
             raise ApiError(exc.status, str(exc), **extra) from None
 
+    def endpoints(self) -> dict[str, Any]:
+        """Every registered sidecar endpoint, and whether the services table uses it."""
+        return {"endpoints": endpoint_rows(self.store)}
+
+    def remove_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Operator: forget one sidecar's registration (its endpoint leaves every snapshot)."""
+        sidecar = _str(body, "sidecar", 256)
+        try:
+            remove_registration(self.store, sidecar)
+        except UnknownSidecar as exc:
+            raise ApiError(404, str(exc)) from None
+        self._notify()
+        return {"removed": sidecar}
+
     def history(self) -> dict[str, Any]:
         return history_of(self.store)
 
@@ -394,10 +463,12 @@ class ControlService:
         return {"generation": self.store.generation(), "sidecars": sidecars, "pid": os.getpid()}
 
 
-def _str(body: dict[str, Any], key: str) -> str:
+def _str(body: dict[str, Any], key: str, max_length: int = 1 << 20) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"{key!r} (a non-empty string) is required")
+    if len(value) > max_length:
+        raise ApiError(413, f"{key!r} is longer than {max_length} characters")
     return value
 
 

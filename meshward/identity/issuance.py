@@ -32,7 +32,7 @@ from meshward.identity.authority import DEFAULT_SVID_TTL, Authority, CsrRefused,
 from meshward.identity.keys import generate_key, key_pem, write_private, write_public
 from meshward.identity.ledger import RefusalRecord, SvidLedger, SvidRecord, iso, serial_hex
 from meshward.identity.rotation import next_overlap_end, refresh_bundle
-from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId, parse_identity
+from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId, is_reserved, parse_identity
 from meshward.identity.state import MeshState
 from meshward.identity.tokens import DEFAULT_TOKEN_TTL, JoinTokens
 
@@ -130,6 +130,8 @@ class IdentityService:
         self, identity: str | SpiffeId, ttl: dt.timedelta = DEFAULT_TOKEN_TTL, uses: int = 1
     ) -> str:
         sid = self.identity(identity)
+        if is_reserved(sid):
+            raise InvalidSpiffeId(f"{sid.uri} is reserved for the mesh itself: no join token for it")
         with self._lock:
             return self._tokens.create(sid, ttl, uses)
 
@@ -202,9 +204,21 @@ class IdentityService:
                 raise self._refuse(exc, _claimed_identity(csr_pem), "renew") from None
             return self._sign(authority, csr, sid, ttl, "renew")
 
-    def mint(self, identity: str | SpiffeId, out_dir: Path, ttl: dt.timedelta | None = None) -> IssuedSvid:
-        """Make a key here and write ``key.pem`` (0600), ``cert.pem`` (chain), ``bundle.pem``."""
+    def mint(
+        self,
+        identity: str | SpiffeId,
+        out_dir: Path,
+        ttl: dt.timedelta | None = None,
+        *,
+        system: bool = False,
+    ) -> IssuedSvid:
+        """Make a key here and write ``key.pem`` (0600), ``cert.pem`` (chain), ``bundle.pem``.
+
+        ``system``: the mesh's own identity (the control plane's); any other use of a reserved
+        ``meshward-system/*`` identity is refused."""
         sid = self.identity(identity)
+        if is_reserved(sid) and not system:
+            raise InvalidSpiffeId(f"{sid.uri} is reserved for the mesh itself")
         key = generate_key()
         with self._lock:
             authority = self.authority()
@@ -220,9 +234,21 @@ class IdentityService:
         )
 
     def revoke(self, serial: str) -> bool:
-        """Mark an SVID revoked (renewals with it are refused); False if the serial is unknown."""
+        """Mark an SVID revoked (renewals with it are refused, and so are handshakes once the
+        control plane has pushed the next snapshot); False if the serial is unknown."""
         with self._lock:
             return self._ledger.revoke(serial)
+
+    def revoke_identity(self, identity: str | SpiffeId) -> list[str]:
+        """Revoke every unexpired SVID of ``identity``; the serials revoked."""
+        sid = self.identity(identity)
+        with self._lock:
+            return self._ledger.revoke_identity(sid.uri)
+
+    def revoked_serials(self) -> list[str]:
+        """Revoked serials that have not expired (distributed in every config snapshot)."""
+        with self._lock:
+            return self._ledger.revoked_serials()
 
     # -- reading ---------------------------------------------------------------------------------
     def certificates(self, identity: str | SpiffeId | None = None) -> list[SvidRecord]:

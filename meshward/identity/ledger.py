@@ -5,7 +5,9 @@ Tables (in ``meshward.db``, created on first use):
 - ``identity_svids``: serial (hex), identity (SPIFFE URI), not_before, not_after, issued_at,
   via (``token`` | ``renew`` | ``mint`` | ``operator``), revoked flag and time.
 - ``identity_refusals``: time, claimed identity (what the request asked for, if readable),
-  reason, via.
+  reason, via. A rolling table: at most :data:`MAX_REFUSALS` rows (the oldest go), the reason
+  and the claimed identity cut to :data:`MAX_REFUSAL_TEXT` characters — a refusal is what an
+  unauthenticated caller can make us store.
 
 Times are ISO 8601 UTC strings (``2026-11-30T10:00:00Z``), which sort as they read.
 """
@@ -20,7 +22,18 @@ from cryptography import x509
 
 from meshward.identity.spiffe import SpiffeId
 
-__all__ = ["RefusalRecord", "SvidLedger", "SvidRecord", "iso", "serial_hex"]
+__all__ = [
+    "MAX_REFUSALS",
+    "MAX_REFUSAL_TEXT",
+    "RefusalRecord",
+    "SvidLedger",
+    "SvidRecord",
+    "iso",
+    "serial_hex",
+]
+
+MAX_REFUSALS = 10_000
+MAX_REFUSAL_TEXT = 512
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity_svids (
@@ -107,11 +120,15 @@ class SvidLedger:
         return rec
 
     def record_refusal(self, claimed_identity: str | None, reason: str, via: str) -> None:
+        claimed = None if claimed_identity is None else claimed_identity[:MAX_REFUSAL_TEXT]
         with self._conn:
-            self._conn.execute(
+            cur = self._conn.execute(
                 "INSERT INTO identity_refusals (at, claimed_identity, reason, via) VALUES (?, ?, ?, ?)",
-                (iso(dt.datetime.now(dt.UTC)), claimed_identity, reason, via),
+                (iso(dt.datetime.now(dt.UTC)), claimed, reason[:MAX_REFUSAL_TEXT], via),
             )
+            newest = cur.lastrowid or 0
+            if newest > MAX_REFUSALS and newest % 100 == 0:  # rolling: trim now and then, not per row
+                self._conn.execute("DELETE FROM identity_refusals WHERE id <= ?", (newest - MAX_REFUSALS,))
 
     def revoke(self, serial: str) -> bool:
         """Mark a certificate revoked; False when the serial is unknown."""
@@ -121,6 +138,28 @@ class SvidLedger:
                 (iso(dt.datetime.now(dt.UTC)), _normalize_serial(serial)),
             )
         return cur.rowcount == 1
+
+    def revoke_identity(self, identity: str) -> list[str]:
+        """Revoke every unexpired, unrevoked certificate of ``identity`` (a SPIFFE URI); their serials."""
+        now = iso(dt.datetime.now(dt.UTC))
+        with self._conn:
+            rows = self._conn.execute(
+                "SELECT serial FROM identity_svids WHERE identity = ? AND revoked = 0 AND not_after > ?",
+                (identity, now),
+            ).fetchall()
+            self._conn.executemany(
+                "UPDATE identity_svids SET revoked = 1, revoked_at = ? WHERE serial = ?",
+                [(now, r[0]) for r in rows],
+            )
+        return [str(r[0]) for r in rows]
+
+    def revoked_serials(self) -> list[str]:
+        """Serials of revoked certificates that have not expired (what handshakes must refuse)."""
+        rows = self._conn.execute(
+            "SELECT serial FROM identity_svids WHERE revoked = 1 AND not_after > ? ORDER BY serial",
+            (iso(dt.datetime.now(dt.UTC)),),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def is_revoked(self, serial: str) -> bool:
         row = self._conn.execute(

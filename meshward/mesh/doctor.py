@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from meshward.control.client import ControlUnavailable, operator_client, read_control_info
-from meshward.control.tls import client_context
 from meshward.identity.state import MeshState
 from meshward.mesh.records import read_run
 from meshward.mesh.status import mesh_status
+from meshward.tls.contexts import client_context_files
 
 __all__ = ["CLOCK_SKEW_SECONDS", "CheckResult", "run_checks"]
 
@@ -77,7 +77,7 @@ def _clock(state: MeshState) -> CheckResult:
     conn = http.client.HTTPSConnection(
         url.hostname or "127.0.0.1",
         url.port,
-        context=client_context(bundle.read_bytes(), cert, key),
+        context=client_context_files(bundle.read_bytes(), cert, key),
         timeout=5,
     )
     try:

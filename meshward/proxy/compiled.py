@@ -113,6 +113,8 @@ def compile_snapshot(
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
         routes = RouteTable(snapshot, runtime.shared)
+        for skipped in routes.skipped:
+            log.warning("config generation %s: skipped endpoint of %s", snapshot.generation, skipped)
         from meshward.proxy.egress import compile_egress_side  # imports this module
 
         egress = compile_egress_side(snapshot, runtime)

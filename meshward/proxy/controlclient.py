@@ -41,9 +41,9 @@ from cryptography import x509
 
 from meshward.config.snapshot import MeshSnapshot
 from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
-from meshward.control.tls import bundle_digest
 from meshward.identity.keys import generate_key, key_pem, make_csr, write_private, write_public
 from meshward.identity.spiffe import SpiffeId
+from meshward.tls.control import bundle_digest
 
 __all__ = [
     "AUDIT_POST_KEY",

@@ -95,7 +95,7 @@ class DownstreamConnection(asyncio.Protocol):
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None and self.sidecar.options.inbound_tls == "mesh":
             try:
-                ident = peer_identity(sslobj, self.sidecar.trust_domain)
+                ident = peer_identity(sslobj, self.sidecar.trust_domain, self.sidecar.identity.revoked)
             except PeerIdentityError as exc:
                 stats.tls_failures["peer_identity"] += 1
                 log.info("refused inbound connection from %s: %s", self.peer.ip, exc)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshward.config.endpoint import parse_endpoint
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry
-from meshward.proxy.options import parse_address
 from meshward.proxy.upstream import UpstreamTarget
 from meshward.rollout.plan import ServicePlan, service_plans
 
@@ -48,12 +48,18 @@ class RouteTable:
     def __init__(self, snapshot: MeshSnapshot, shared: dict[str, Any] | None = None) -> None:
         own_ns = snapshot.workload.namespace
         self.routes: dict[str, Route] = {}
+        #: "service.ns endpoint: why" for every endpoint skipped as invalid (the rest still route)
+        self.skipped: list[str] = []
         plans = service_plans(snapshot, {} if shared is None else shared)
         for entry in snapshot.services.values():
             identities = frozenset(entry.identities)
             targets = []
             for ep in entry.endpoints:
-                host, port = parse_address(ep)
+                try:
+                    host, port = parse_endpoint(ep)
+                except ValueError as exc:
+                    self.skipped.append(f"{entry.host}: {exc}")
+                    continue
                 targets.append(UpstreamTarget(host, port, True, entry.host, identities))
             route = Route(entry, tuple(targets), plans[entry.host])
             base = f"{entry.service}.{entry.namespace}".lower()

@@ -121,6 +121,10 @@ class Sidecar:
             raise
         self._runtime = runtime
         self._config = compiled
+        revoked = frozenset(snapshot.revoked)
+        if revoked != self.identity.revoked:  # refused at the next handshakes, and cut now
+            self.identity.revoked = revoked
+            self._cut_revoked(revoked)
         self.inbound.eager = compiled.chain.eager
         log.info(
             "config generation %s: %d filters, %d services, mTLS %s",
@@ -129,6 +133,15 @@ class Sidecar:
             len(snapshot.services),
             compiled.mtls_mode,
         )
+
+    def _cut_revoked(self, revoked: frozenset[str]) -> None:
+        """Close inbound connections from a peer whose certificate is now revoked, and every idle
+        upstream connection (they reconnect, and the handshake checks the new list)."""
+        for conn in list(self.inbound.connections):
+            if conn.peer_identity is not None and conn.peer_identity.serial in revoked:
+                log.info("closing the connection of revoked %s", conn.peer_identity.uri)
+                conn.close()
+        self.pool.close_all()
 
     # ---- state --------------------------------------------------------------------------------
     @property
@@ -283,6 +296,7 @@ class Sidecar:
         }
         if self._config is not None:
             gauges["config_generation"] = float(self._config.generation)
+            gauges["config_endpoints_skipped"] = float(len(self._config.routes.skipped))
         if self.identity.loaded:
             remaining = self.identity.info.not_after - dt.datetime.now(dt.UTC)
             gauges["identity_expiry_seconds"] = remaining.total_seconds()

@@ -231,7 +231,7 @@ class UpstreamPool:
         if ctx is not None and target.ssl_context is None:
             try:
                 sslobj = transport.get_extra_info("ssl_object")
-                peer = peer_identity(sslobj, self.trust_domain())
+                peer = peer_identity(sslobj, self.trust_domain(), self.identity.revoked)
             except PeerIdentityError as exc:
                 conn.close()
                 raise UpstreamError("upstream_identity", f"{target}: {exc}") from None

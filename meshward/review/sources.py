@@ -14,7 +14,6 @@ Read only: nothing here writes to the state directory.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 
-from meshward.audit.trail import iter_trail
+from meshward.audit.trail import iter_trail, read_index
 from meshward.config.store import ConfigStore
 from meshward.identity.ledger import SvidLedger, iso
 from meshward.identity.state import MeshState
@@ -82,8 +81,8 @@ def _alert(event: dict[str, Any], source: str) -> Alert | None:
 
 def _entries(audit_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
-        index = json.loads((audit_dir / "trail" / "chains.json").read_text())
-    except (FileNotFoundError, ValueError):
+        index = read_index(audit_dir / "trail")
+    except OSError:
         return
     for slug, meta in sorted(index.items()):
         for record in iter_trail(audit_dir / "trail" / f"{slug}.jsonl"):

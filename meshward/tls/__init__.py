@@ -1,4 +1,9 @@
-"""TLS for the mesh: hardened mTLS contexts, SPIFFE peer identities, reloadable own identity."""
+"""TLS for the mesh: the one context builder, SPIFFE peer identities, reloadable own identity.
+
+Sidecars and the control plane (both sides) build their contexts with
+:mod:`meshward.tls.contexts` and check peers with :mod:`meshward.tls.peer`;
+:mod:`meshward.tls.control` names the control plane's identity.
+"""
 
 from meshward.tls.contexts import TLS12_CIPHERS, client_context, server_context
 from meshward.tls.identity import IdentityError, ReloadableIdentity, SvidInfo

@@ -40,6 +40,8 @@ class ReloadableIdentity:
         self._client: ssl.SSLContext | None = None
         self._info: SvidInfo | None = None
         self.generation = 0
+        #: Serials (lower-case hex) refused at the handshake, both ways: the snapshot's list.
+        self.revoked: frozenset[str] = frozenset()
 
     def update(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> SvidInfo:
         """Validate and install a new SVID; raises :class:`IdentityError` and keeps the old one."""

@@ -41,7 +41,7 @@ def test_ships_in_batches_and_a_lost_ack_only_resends(tmp_path: Path) -> None:
     spool = AuditSpool(tmp_path / "spool")
     store = AuditStore(tmp_path / "control")
     for i in range(25):
-        spool.append({"n": i})
+        spool.append({"class_uid": 4002, "n": i})
     shipper = AuditShipper(spool, _post_to(store), batch_records=10)
     _drain(shipper)
     assert (spool.acked, shipper.stats.batches, shipper.stats.records) == (25, 3, 25)
@@ -50,7 +50,7 @@ def test_ships_in_batches_and_a_lost_ack_only_resends(tmp_path: Path) -> None:
     spool.close()
     spool = AuditSpool(tmp_path / "spool")
     for i in range(25, 30):
-        spool.append({"n": i})
+        spool.append({"class_uid": 4002, "n": i})
     _drain(AuditShipper(spool, _post_to(store), batch_records=10))
     assert spool.acked == 30
     (chain,) = store.chains()
@@ -60,10 +60,10 @@ def test_ships_in_batches_and_a_lost_ack_only_resends(tmp_path: Path) -> None:
 def test_a_store_that_lost_acknowledged_records_is_reported_not_looped(tmp_path: Path) -> None:
     spool = AuditSpool(tmp_path / "spool", segment_bytes=1)  # one record per segment
     for i in range(5):
-        spool.append({"n": i})
+        spool.append({"class_uid": 4002, "n": i})
     _drain(AuditShipper(spool, _post_to(AuditStore(tmp_path / "control-a")), batch_records=2))
     assert spool.acked == 5 and spool.first_available == 5  # acknowledged segments deleted
-    spool.append({"n": 5})
+    spool.append({"class_uid": 4002, "n": 5})
     restored = AuditStore(tmp_path / "control-b")  # an empty store: it expects seq 1
     shipper = AuditShipper(spool, _post_to(restored))
     with pytest.raises(RuntimeError, match="operator action needed"):

@@ -88,7 +88,7 @@ def test_control_plane_down_then_back_receives_every_record(
             proc.stop()
         spool.close()
 
-    (trail,) = (state / "audit" / "trail").glob("*ml_sa_fraud-model*.jsonl")
+    (trail,) = (state / "audit" / "trail").glob("*ml+sa+fraud-model*.jsonl")
     stored = [json.loads(line) for line in trail.read_text().splitlines()]
     assert [r["event"]["n"] for r in stored] == list(range(100))  # every record, once, in order
     assert main(["audit", "verify", "--state", str(state)]) == 0

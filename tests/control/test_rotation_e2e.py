@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshward.control.client import ControlClient
 from meshward.control.server import ControlPlane
-from meshward.control.tls import peer_spiffe_id
 from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.proxy.controlclient import AgentConfig, ControlAgent
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.sidecar import Sidecar
+from meshward.tls.peer import peer_spiffe_id
 from tests.support.proc import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -204,9 +204,15 @@ def test_a_sidecar_away_during_the_rotation_catches_up_when_restarted(
         what="the restarted sidecar's SVID renewed under the new root",
     )
     assert restarted.register_now()
-    assert (
-        sidecar.identity.info.serial
-        == x509.load_pem_x509_certificates(restarted.svid.chain_pem)[0].serial_number
+    # the agent installs the SVID in the sidecar right after it holds it (under its lock): wait
+    wait_for(
+        lambda: (
+            restarted.svid is not None
+            and sidecar.identity.info.serial
+            == x509.load_pem_x509_certificates(restarted.svid.chain_pem)[0].serial_number
+        ),
+        10,
+        what="the sidecar to serve the renewed SVID",
     )
 
 

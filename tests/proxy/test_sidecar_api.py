@@ -104,7 +104,8 @@ def test_rotation_snapshot_swap_and_admin(tmp_path: Path) -> None:
                 sidecar.set_identity(b"not a certificate", b"", b"")
             assert sidecar.identity.info.serial == info.serial
 
-            # a snapshot that cannot be compiled is refused (NACK); generation 1 keeps serving
+            # an unusable endpoint is skipped (and counted), never the whole snapshot (security
+            # review finding 1: one bad registration froze config distribution mesh-wide)
             broken = make_snapshot(
                 "llm/chat",
                 mesh=MESH,
@@ -113,13 +114,13 @@ def test_rotation_snapshot_swap_and_admin(tmp_path: Path) -> None:
                     ServiceEntry("x", "llm", ("not-an-address",), ("spiffe://demo.local/ns/llm/sa/x",))
                 ],
             )
-            with pytest.raises(SnapshotRejected) as rejected:
-                sidecar.set_snapshot(broken)
-            assert rejected.value.generation == 2
-            assert sidecar.config.generation == 1
+            sidecar.set_snapshot(broken)
+            assert sidecar.config.generation == 2 and len(sidecar.config.routes.skipped) == 1
             assert (await _request(r2, w2, "/still"))[0] == 200
-            with pytest.raises(SnapshotRejected):
+            # a snapshot that cannot be taken is refused (NACK); generation 2 keeps serving
+            with pytest.raises(SnapshotRejected) as rejected:
                 sidecar.set_snapshot(make_snapshot("ml/other", mesh=MESH, generation=3))
+            assert rejected.value.generation == 3 and sidecar.config.generation == 2
             sidecar.set_snapshot(make_snapshot("llm/chat", mesh=MESH, generation=4))
             assert sidecar.config.generation == 4
 
@@ -133,7 +134,8 @@ def test_rotation_snapshot_swap_and_admin(tmp_path: Path) -> None:
             assert b"PRIVATE KEY" not in dump and b"BEGIN CERTIFICATE" not in dump
             status, metrics = await _request(ar, aw, "/stats/prometheus")
             assert status == 200 and b'meshward_proxy_requests_total{code="200"' in metrics
-            assert b"meshward_proxy_config_rejected_total 2.0" in metrics
+            assert b"meshward_proxy_config_rejected_total 1.0" in metrics
+            assert b"meshward_proxy_config_endpoints_skipped 0.0" in metrics  # generation 4 has none
             assert (await _request(ar, aw, "/ready"))[0] == 200
             for w in (w1, w2, aw):
                 w.close()

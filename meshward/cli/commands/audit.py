@@ -43,10 +43,9 @@ def _audit_dir(args: argparse.Namespace) -> Path:
 
 
 def _chains(audit_dir: Path) -> dict[str, tuple[str, str]]:
-    try:
-        index = json.loads((audit_dir / "trail" / "chains.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
+    from meshward.audit.trail import read_index
+
+    index = read_index(audit_dir / "trail")
     return {slug: (meta.get("source", "?"), meta.get("chain", "?")) for slug, meta in index.items()}
 
 

@@ -3,7 +3,9 @@
 - ``meshward certs [list] [--id ID] [--json]``: identity, serial, not-after, revoked or not.
 - ``meshward certs issue --id NS/NAME --out DIR [--ttl 1h]``: writes ``key.pem`` (0600),
   ``cert.pem`` (leaf + intermediate) and ``bundle.pem`` for a client outside the mesh.
-- ``meshward certs revoke SERIAL``: renewals with that certificate are refused from now on.
+- ``meshward certs revoke SERIAL`` or ``--id NS/NAME`` (every unexpired SVID of that identity):
+  renewals are refused from now on, and handshakes too once the control plane has pushed the
+  revoked serials to the sidecars (within a few seconds while it runs).
 - ``meshward certs refusals [--json]``: the requests the authority refused, and why.
 """
 
@@ -56,9 +58,11 @@ def register(
     issue.add_argument("--ttl", default="1h", help="certificate lifetime, at most 24h (default: %(default)s)")
     issue.set_defaults(func=issue_cert)
 
-    revoke = csub.add_parser("revoke", help="refuse renewals with this certificate")
+    revoke = csub.add_parser("revoke", help="refuse this certificate (or an identity's) from now on")
     accept_state(revoke)
-    revoke.add_argument("serial", help="hex serial as `meshward certs` shows it")
+    revoke.add_argument("serial", nargs="?", help="hex serial as `meshward certs` shows it")
+    revoke.add_argument("--id", dest="identity", help="revoke every unexpired SVID of this identity")
+    revoke.add_argument("--json", action="store_true", help="print JSON")
     revoke.set_defaults(func=revoke_cert)
 
     refusals = csub.add_parser("refusals", help="requests the authority refused")
@@ -121,10 +125,28 @@ def issue_cert(args: argparse.Namespace) -> int:
 
 
 def revoke_cert(args: argparse.Namespace) -> int:
+    from meshward.identity.spiffe import InvalidSpiffeId
+
+    if (args.serial is None) == (args.identity is None):
+        raise CliError("give either a SERIAL or --id NS/NAME")
     with contextlib.closing(_service(args)) as service:
-        if not service.revoke(args.serial):
+        if args.identity is not None:
+            try:
+                serials = service.revoke_identity(args.identity)
+            except InvalidSpiffeId as exc:
+                raise CliError(str(exc)) from None
+            if not serials:
+                raise CliError(f"no unexpired, unrevoked certificate of {args.identity}")
+        elif service.revoke(args.serial):
+            serials = [args.serial]
+        else:
             raise CliError(f"no unrevoked certificate with serial {args.serial}")
-    print(f"revoked {args.serial}")
+    if args.json:
+        json.dump({"revoked": serials}, sys.stdout)
+        print()
+    else:
+        for serial in serials:
+            print(f"revoked {serial}")
     return 0
 
 

@@ -3,11 +3,11 @@ verify state of its hash chains (:func:`meshward.audit.verify.verify_audit_dir`)
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from meshward.audit.trail import read_index
 from meshward.dashboard.render import Html, esc, form, table
 from meshward.dashboard.view import MeshView
 
@@ -18,8 +18,8 @@ MAX_ROWS = 200
 
 def _chains(audit_dir: Path) -> dict[str, str]:
     try:
-        index = json.loads((audit_dir / "trail" / "chains.json").read_text())
-    except (OSError, ValueError):
+        index = read_index(audit_dir / "trail")
+    except OSError:
         return {}
     return {slug: str(meta.get("source", "?")) for slug, meta in index.items() if isinstance(meta, dict)}
 
