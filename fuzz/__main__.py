@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -77,11 +78,14 @@ def run_target(path: Path, seconds: float | None, runs: int | None = None, out: 
     limit = (seconds or 60) * 2 + 120 if runs is None else 300
     start = time.monotonic()
     try:
+        # Targets may import shared helpers from this package (fuzz.dlp_setup, fuzz.http_events).
+        path_env = os.pathsep.join(p for p in (str(ROOT.parent), os.environ.get("PYTHONPATH", "")) if p)
         done = subprocess.run(
             [sys.executable, str(path), *flags, str(corpus), *seeds],
             cwd=ROOT.parent,
             capture_output=True,
             timeout=limit,
+            env=dict(os.environ, PYTHONPATH=path_env),
         )
         output, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as exc:

@@ -25,7 +25,12 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    p = sub.add_parser("endpoints", parents=[common], help="list or remove sidecar registrations")
+    p = sub.add_parser(
+        "endpoints",
+        parents=[common],
+        help="list or remove sidecar registrations",
+        description="The inbound endpoints sidecars registered (valid or not); remove a registration.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=list_endpoints)
     esub = p.add_subparsers(dest="endpoints_command", metavar="SUBCOMMAND")
