@@ -34,6 +34,7 @@ from meshward.http.normalize import normalize_path
 from meshward.proxy.classify import classify
 from meshward.proxy.compiled import CompiledChain
 from meshward.proxy.exchange import Exchange
+from meshward.proxy.forwarded import field_lines
 from meshward.proxy.routes import RouteTable, split_authority
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 
@@ -155,23 +156,9 @@ def _request_head(
     target = f"{ctx.path}?{ctx.query}" if ctx.query else ctx.path
     default = 443 if tls else 80
     authority = entry.host if port == default else f"{entry.host}:{port}"
+    named = {t.decode("latin-1") for t in connection_tokens(head.connection)} if head.connection else set()
     lines = [f"{head.method} {target} HTTP/1.1\r\n", f"host: {authority}\r\n"]
-    named = {t.decode("latin-1") for t in connection_tokens(head.connection)} if head.connection else ()
-    for name, value in ctx.headers.items():
-        if name in _NOT_FORWARDED or name in named:
-            continue
-        if name == "expect" and (ex.continue_sent or body is not None):
-            continue
-        lines.append(f"{name}: {value}\r\n")
-    if body is not None:
-        lines.append(f"content-length: {len(body)}\r\n")
-    elif head.chunked:
-        lines.append("transfer-encoding: chunked\r\n")
-        ex.up_chunked = True
-    elif head.content_length is not None:
-        lines.append(f"content-length: {head.content_length}\r\n")
-    if "x-request-id" not in ctx.headers:
-        lines.append(f"x-request-id: {ex.request_id}\r\n")
+    lines += field_lines(ex, ctx, _NOT_FORWARDED | named, body)
     lines.append("\r\n")
     text = "".join(lines)
     n = len(lines)

@@ -21,6 +21,7 @@ from meshward.http.hygiene import clean_request_headers, websocket_upgrade
 from meshward.http.normalize import normalize_path, split_target
 from meshward.proxy.classify import classify
 from meshward.proxy.exchange import Exchange
+from meshward.proxy.forwarded import field_lines
 
 __all__ = ["handle_inbound"]
 
@@ -84,22 +85,7 @@ async def handle_inbound(ex: Exchange) -> None:
     body = ctx.body if ctx.body_rewritten else None
     skip = _not_forwarded(head.connection)
     target = f"{path}?{ctx.query}" if ctx.query else path
-    lines = [f"{head.method} {target} HTTP/1.1\r\n"]
-    for name, value in ctx.headers.items():
-        if name in skip:
-            continue
-        if name == "expect" and (ex.continue_sent or body is not None):
-            continue
-        lines.append(f"{name}: {value}\r\n")
-    if body is not None:
-        lines.append(f"content-length: {len(body)}\r\n")
-    elif head.chunked:
-        lines.append("transfer-encoding: chunked\r\n")
-        ex.up_chunked = True
-    elif head.content_length is not None:
-        lines.append(f"content-length: {head.content_length}\r\n")
-    if "x-request-id" not in ctx.headers:
-        lines.append(f"x-request-id: {ex.request_id}\r\n")
+    lines = [f"{head.method} {target} HTTP/1.1\r\n", *field_lines(ex, ctx, skip, body)]
     ident = conn.peer_identity
     if ident is not None:
         lines.append("x-forwarded-proto: https\r\n")
