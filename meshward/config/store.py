@@ -21,12 +21,14 @@ import difflib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+
+from meshward.config.sqlite import connect, initialize
 
 if TYPE_CHECKING:
     from meshward.resources import Resource
@@ -202,21 +204,10 @@ class ConfigStore:
         self.path = path
         self.trust_domain = trust_domain
         self._write_lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        initialize(path, _SCHEMA)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        # WAL + NORMAL: a commit is atomic and survives a crash of the process; only an OS crash
-        # may lose the last commits (never corrupt the file). Applies stay fast (no fsync each).
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return connect(self.path)
 
     # -- reading -----------------------------------------------------------------------------
 

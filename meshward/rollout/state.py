@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
+from meshward.config.sqlite import connect, initialize
 from meshward.rollout.analysis import RolloutStatus
 
 __all__ = ["RolloutStore"]
@@ -22,19 +22,10 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS rollouts (route TEXT PRIMARY KEY, doc TEXT
 class RolloutStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
+        initialize(path, _SCHEMA)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            yield db
-        finally:
-            db.close()
-        with contextlib.suppress(OSError):
-            self.path.chmod(0o600)
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return connect(self.path)
 
     def load(self) -> dict[str, RolloutStatus]:
         with self._connect() as db:
