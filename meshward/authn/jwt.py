@@ -25,6 +25,8 @@ from typing import Any, Final
 import jwt
 from jwt import PyJWK
 
+from meshward.authn.errors import TokenRefused
+
 __all__ = [
     "ALLOWED_ALGORITHMS",
     "CLOCK_SKEW",
@@ -41,14 +43,6 @@ ALLOWED_ALGORITHMS: Final = frozenset(
 CLOCK_SKEW: Final = 60.0
 _CACHE_MAX: Final = 10_000
 _EC_ALG: Final = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
-
-
-class TokenRefused(Exception):
-    """The request carried a token that is not valid here: answer 401 with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,15 +26,18 @@ import base64
 import json
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlencode
 
 from meshward.authn.apikeys import ApiKeyEntry, ApiKeyTable, epoch
 from meshward.authn.enduser import EndUser, claim_value
-from meshward.authn.jwks import RemoteKeySet, remote_key_set
-from meshward.authn.jwt import IssuerKeys, JwtVerifier, TokenRefused, keys_from_jwks
+from meshward.authn.errors import TokenRefused
 from meshward.authn.tokens import DEFAULT_LOCATIONS, Credential, Location, find_credential
 from meshward.authz.engine import select_policies
+
+if TYPE_CHECKING:
+    from meshward.authn.jwks import RemoteKeySet
+    from meshward.authn.jwt import IssuerKeys, JwtVerifier
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
 from meshward.resources.authentication import ApiKey, JwtRule, RequestAuthentication
@@ -62,9 +65,14 @@ def api_key_table(snapshot: MeshSnapshot) -> ApiKeyTable:
 
 
 class _Issuer:
-    """One jwtRule at run time: where its tokens are, and its keys (inline or remote)."""
+    """One jwtRule at run time: where its tokens are, and its keys (inline or remote).
+
+    PyJWT and httpx are imported here, by sidecars that have a jwtRule, not by every sidecar."""
 
     def __init__(self, rule: JwtRule) -> None:
+        from meshward.authn.jwks import remote_key_set
+        from meshward.authn.jwt import keys_from_jwks
+
         self.rule = rule
         self.locations: tuple[Location, ...] = (
             tuple(Location("header", h.name.lower(), h.prefix) for h in rule.from_headers)
@@ -77,6 +85,8 @@ class _Issuer:
         self.remote: RemoteKeySet | None = remote_key_set(rule.jwks_uri) if rule.jwks_uri else None
 
     def keys(self) -> IssuerKeys:
+        from meshward.authn.jwt import IssuerKeys
+
         keys = self.inline if self.inline is not None else (self.remote.keys if self.remote else ())
         return IssuerKeys(self.rule.issuer, tuple(self.rule.audiences), keys)
 
@@ -97,6 +107,8 @@ class AuthnFilter(Filter):
     def _current_verifier(self) -> JwtVerifier:
         versions = tuple(i.remote.version if i.remote else 0 for i in self.issuers)
         if self._verifier is None or versions != self._versions:
+            from meshward.authn.jwt import JwtVerifier
+
             self._verifier = JwtVerifier([i.keys() for i in self.issuers])
             self._versions = versions
         return self._verifier
