@@ -297,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = [fresh.get(a) or _stored(a) or _never_run(a) for a in AREAS]
     command = RUNNER + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.output.write_text(render(machine, runs, generated, command.strip()))
+    report = render(machine, runs, generated, command.strip())
+    records = ROOT / "bench" / "records.md"  # figures of runs longer than an area may take
+    if records.exists():
+        report = report.rstrip("\n") + "\n\n" + records.read_text()
+    args.output.write_text(report)
     print(f"\nbench: wrote {args.output}")
     for run in runs:
         print(f"  {run.name:10} {run.status:8} {run.error}")
