@@ -232,10 +232,12 @@ def test_a_deleted_workload_stops_being_routed(mesh: Mesh) -> None:
     assert "name: crashy" in crashy
     code, out, _ = _cli(mesh, "delete", "-f", _file(mesh, "crashy.yaml", crashy))
     assert code == 0 and out.strip() == "workload web/crashy deleted"
-    admin = mesh.workload("tiny-model")["admin"]
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def services() -> set[str]:
+        # Read the admin address each time: the running mesh restarts a Workload whose spec a
+        # generation changed (earlier tests change and roll back tiny-model), on new ports.
+        admin = mesh.workload("tiny-model")["admin"]
         doc = json.loads(direct.open(f"http://{admin}/config_dump", timeout=5).read())
         return {s["service"] for s in doc["snapshot"]["services"]}
 
@@ -252,7 +254,8 @@ def test_doctor_passes_then_fails_once_the_control_plane_stops(mesh: Mesh) -> No
     )
     checks = {c["check"]: c["outcome"] for c in json.loads(healthy[1])["checks"]}
     assert checks["control plane"] == checks["clock"] == "pass"
-    assert checks["sidecar config"] == "warn"  # crashy's sidecar outlived its deleted Workload
+    # "warn" while a deleted Workload's sidecar still runs (and NACKs), "pass" once `up` stopped it
+    assert checks["sidecar config"] in ("pass", "warn")
     mesh.cli("down")
     code, out, _ = _cli(mesh, "doctor")
     assert code == 1 and "FAIL  control plane" in out and "fix: " in out
