@@ -34,6 +34,7 @@ from meshward.authn.enduser import EndUser, claim_value
 from meshward.authn.errors import TokenRefused
 from meshward.authn.tokens import DEFAULT_LOCATIONS, Credential, Location, find_credential
 from meshward.authz.engine import select_policies
+from meshward.http.hygiene import END_USER
 
 if TYPE_CHECKING:
     from meshward.authn.jwks import RemoteKeySet
@@ -44,7 +45,7 @@ from meshward.resources.authentication import ApiKey, JwtRule, RequestAuthentica
 
 __all__ = ["END_USER_HEADER", "AuthnFilter", "api_key_table", "build"]
 
-END_USER_HEADER: Final = "x-meshward-end-user"
+END_USER_HEADER: Final = END_USER
 
 
 def api_key_table(snapshot: MeshSnapshot) -> ApiKeyTable:
@@ -93,6 +94,9 @@ class _Issuer:
 
 class AuthnFilter(Filter):
     name = "authn"
+    # Always in the chain: it must not cost every request a Task. Its only wait (a JWKS fetch in
+    # a worker thread) needs no Task up front.
+    eager_safe = True
 
     def __init__(
         self, issuers: Sequence[_Issuer], api_keys: ApiKeyTable | None, gateways: frozenset[str]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
 
-__all__ = ["MESH_OWNED", "UNDROPPABLE", "clean_request_headers", "websocket_upgrade"]
+__all__ = ["END_USER", "MESH_OWNED", "UNDROPPABLE", "clean_request_headers", "websocket_upgrade"]
 
 # Set by the inbound sidecar (or by a trusted proxy in front of it): never taken from a caller.
 MESH_OWNED = frozenset(
@@ -43,6 +43,9 @@ MESH_OWNED = frozenset(
         "x-meshward-peer",
     }
 )
+# The end user a sidecar or gateway authenticated (``meshward.filters.authn``): set by the mesh,
+# trusted only from a gateway peer, so no underscore spelling of it may reach an app either.
+END_USER = "x-meshward-end-user"
 # Fields a Connection header may not nominate: the request is meaningless without them.
 UNDROPPABLE = frozenset({"host", "content-length", "transfer-encoding"})
 _HOP_NAMES = frozenset(h.decode() for h in HOP_BY_HOP)
@@ -51,7 +54,9 @@ _PROTECTED = (
     MESH_OWNED
     | UNDROPPABLE
     | _HOP_NAMES
-    | frozenset({"content-type", "content-encoding", "authorization", "cookie", "expect", "x-request-id"})
+    | frozenset(
+        {"content-type", "content-encoding", "authorization", "cookie", "expect", "x-request-id", END_USER}
+    )
 )
 
 

@@ -170,3 +170,10 @@ def test_rate_limits_key_on_the_end_user(key: str, user: EndUser | None, expecte
         claims=user.claims if user else {},
     )
     assert limit.key_of(facts) == expected
+
+
+def test_no_spelling_of_the_end_user_header_reaches_an_app_from_outside() -> None:
+    from meshward.http.hygiene import clean_request_headers
+
+    raw = [(b"x_meshward_end_user", b"apikeys/admin"), (b"X_Meshward_End_User", b"x"), (b"accept", b"*/*")]
+    assert clean_request_headers(raw, None) == {"accept": "*/*"}
