@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import workdir
-from bench.proxy import BODY, ensure_tools, measure
+from bench.proxy import BODY, cpu_rows, ensure_tools, measure
 from tests.egress.provider import leaf_certificate, make_ca
 from tests.support.proc import Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
@@ -158,20 +158,7 @@ def run() -> dict[str, Any]:
             "target": "< 0.5",
             "met": added < 0.5,
         },
-        {
-            "name": "CPU per 1,000 req/s (meshward sidecar)",
-            "value": mw["rate_1000"].get("cpu_core_per_1k_rps"),
-            "unit": "cores",
-            "target": None,
-            "met": None,
-        },
-        {
-            "name": "CPU per 1,000 req/s (haproxy)",
-            "value": hap["rate_1000"].get("cpu_core_per_1k_rps"),
-            "unit": "cores",
-            "target": None,
-            "met": None,
-        },
+        *cpu_rows(mw, hap, ("meshward sidecar", "haproxy")),
     ]
     results["notes"] = (
         "plain HTTP in, HTTPS out with the chain and host name verified, keep-alive to the upstream in both; "
