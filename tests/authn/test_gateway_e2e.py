@@ -170,21 +170,18 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     jwks = Jwks(idp.jwks())
     cert, key, _ = server_cert(root)
     (root / "mesh.yaml").write_text(mesh_file(jwks.url, cert, key))
-    mesh = Mesh(root / "state")
     try:
-        mesh.cli("up", "-f", str(root / "mesh.yaml"), "--detach", "--control-port", "0")
-        doc = json.loads(mesh.cli("status", "--json").stdout)
-        gw, tls_gw = sorted(doc["gateways"], key=lambda g: str(g["name"]))
-        assert gw["name"] == "public" and gw["namespace"] == "edge"
-        assert gw["identity"] == "spiffe://demo.local/ns/edge/sa/public" and gw["address"]
-        assert tls_gw["url"].startswith("https://")
-        e = Edge(mesh, f"http://{gw['address']}", idp, jwks)
-        e.tls_url, e.cert = tls_gw["url"], cert
-        yield e
-        e.http.close()
+        with Mesh(root / "state").detached(root / "mesh.yaml") as mesh:
+            doc = json.loads(mesh.cli("status", "--json").stdout)
+            gw, tls_gw = sorted(doc["gateways"], key=lambda g: str(g["name"]))
+            assert gw["name"] == "public" and gw["namespace"] == "edge"
+            assert gw["identity"] == "spiffe://demo.local/ns/edge/sa/public" and gw["address"]
+            assert tls_gw["url"].startswith("https://")
+            e = Edge(mesh, f"http://{gw['address']}", idp, jwks)
+            e.tls_url, e.cert = tls_gw["url"], cert
+            yield e
+            e.http.close()
     finally:
-        mesh.cli("down", check=False)
-        mesh.kill_everything()
         jwks.close()
 
 

@@ -126,14 +126,8 @@ class Traffic:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     base = tmp_path_factory.mktemp("dashboard")
     (base / "mesh.yaml").write_text(MESH_YAML)
-    m = Mesh(base / "state")
-    try:
-        m.cli("up", "-f", str(base / "mesh.yaml"), "--detach", "--control-port", "0")
+    with Mesh(base / "state").detached(base / "mesh.yaml") as m:
         yield m
-    finally:
-        if (m.state / "mesh" / "run.json").exists():
-            m.cli("down", check=False)
-        m.kill_everything()
 
 
 @pytest.fixture(scope="module")

@@ -131,14 +131,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("detection")
     syslog, webhook, late = SyslogReceiver(), WebhookReceiver(), free_port()
     (root / "mesh.yaml").write_text(mesh_yaml(syslog.port, webhook.port, late))
-    mesh = Mesh(root / "state")
     try:
-        mesh.cli("up", "-f", str(root / "mesh.yaml"), "--detach", "--control-port", "0")
-        yield {"mesh": mesh, "root": root, "syslog": syslog, "webhook": webhook, "late": late}
+        with Mesh(root / "state").detached(root / "mesh.yaml") as mesh:
+            yield {"mesh": mesh, "root": root, "syslog": syslog, "webhook": webhook, "late": late}
     finally:
-        if (mesh.state / "mesh" / "run.json").exists():
-            mesh.cli("down", check=False)
-        mesh.kill_everything()
         webhook.close()
         syslog.close()
 

@@ -111,14 +111,8 @@ class Isolated:
 def iso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
     root = tmp_path_factory.mktemp("isolation")
     (root / "mesh.yaml").write_text(MESH)
-    mesh = Mesh(root / "state")
-    try:
-        mesh.cli("up", "-f", str(root / "mesh.yaml"), "--detach", "--control-port", "0")
-        doc = json.loads(mesh.cli("status", "--json").stdout)
-        yield Isolated(mesh, doc)
-    finally:
-        mesh.cli("down", check=False)
-        mesh.kill_everything()
+    with Mesh(root / "state").detached(root / "mesh.yaml") as mesh:
+        yield Isolated(mesh, json.loads(mesh.cli("status", "--json").stdout))
 
 
 def test_every_workload_has_its_own_namespace_address_and_user(iso: Isolated) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,18 @@ class Mesh:
             interval=0.01,
             what=f"every sidecar at generation {generation}",
         )
+
+    @contextlib.contextmanager
+    def detached(self, mesh_file: Path) -> Iterator[Mesh]:
+        """``up -f MESH_FILE --detach`` on a free control port; after the block, ``down`` (if
+        still up) and every process of this state directory killed, whatever happened."""
+        try:
+            self.cli("up", "-f", str(mesh_file), "--detach", "--control-port", "0")
+            yield self
+        finally:
+            if (self.state / "mesh" / "run.json").exists():
+                self.cli("down", check=False)
+            self.kill_everything()
 
     def kill_everything(self) -> None:
         """Teardown safety net: whatever still mentions this state directory."""

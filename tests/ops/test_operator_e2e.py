@@ -99,13 +99,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     (home / "mesh.yaml").write_text(MESH)
     m = Mesh(home / "state")
     m.files = home  # type: ignore[attr-defined]
-    try:
-        m.cli("up", "-f", str(home / "mesh.yaml"), "--detach", "--control-port", "0")
+    with m.detached(home / "mesh.yaml"):
         yield m
-    finally:
-        if (m.state / "mesh" / "run.json").exists():
-            m.cli("down", check=False)
-        m.kill_everything()
 
 
 def _file(mesh: Mesh, name: str, text: str) -> str:

@@ -59,13 +59,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutMesh]:
     mesh_file = tmp / "mesh.yaml"
     mesh_file.write_text(EXAMPLE.read_text().replace("interval: 5s", "interval: 1s"))
     m = RolloutMesh(tmp / "state")
-    try:
-        m.cli("up", "-f", str(mesh_file), "--detach", "--control-port", "0")
+    with m.detached(mesh_file):
         yield m
-    finally:
-        if (m.state / "mesh" / "run.json").exists():
-            m.cli("down", check=False)
-        m.kill_everything()
 
 
 def _doc(text: str, kind: str, name: str) -> str:
