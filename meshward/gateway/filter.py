@@ -37,7 +37,6 @@ class GatewayRouteFilter(Filter):
         if route is None:
             return Denial(kind="bad_request", status=404, message="no route for this request")
         ctx.headers["host"] = route.service_host
-        ctx.scratch["gateway.route"] = route.index
         return None
 
 

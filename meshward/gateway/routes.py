@@ -12,7 +12,6 @@ __all__ = ["GatewayRouteTable", "Route"]
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    index: int
     service_host: str  # "service.namespace", what the gateway's outbound resolves
     path: str | None
     path_prefix: str | None
@@ -29,10 +28,9 @@ class Route:
         return self.path_prefix is None or path.startswith(self.path_prefix)
 
 
-def _route(index: int, r: GatewayRoute, namespace: str) -> Route:
+def _route(r: GatewayRoute, namespace: str) -> Route:
     service = r.to.service if "." in r.to.service else f"{r.to.service}.{namespace}"
     return Route(
-        index=index,
         service_host=service,
         path=r.match.path,
         path_prefix=r.match.path_prefix,
@@ -48,7 +46,7 @@ class GatewayRouteTable:
     @classmethod
     def of(cls, gateway: Gateway) -> GatewayRouteTable:
         ns = gateway.metadata.namespace
-        return cls([_route(i, r, ns) for i, r in enumerate(gateway.spec.routes)])
+        return cls([_route(r, ns) for r in gateway.spec.routes])
 
     def resolve(self, method: str, host: str, path: str) -> Route | None:
         """The first route that matches; ``host`` without its port, any case."""

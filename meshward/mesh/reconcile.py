@@ -9,7 +9,9 @@ resources of the new generation against those of the last one it saw:
   sidecar, then its app, then readiness) and joins the supervised runners once it is up;
 - removed → its app, then its sidecar are stopped (the sidecar unregisters its endpoint, so
   callers stop routing to it at the next snapshot);
-- changed (spec or labels) → stopped, then started again from the new resource.
+- changed (spec or labels) → once its old sidecar has answered the generation (it NACKs a
+  generation that changes its own Workload, which ``apply --wait`` reports in resource terms;
+  at most :data:`ANSWER_WAIT` seconds), stopped, then started again from the new resource.
 
 Only Workloads that changed after ``up`` started are touched: resources stored by earlier runs
 that this mesh file does not name are left alone. Pure diffing lives in :func:`diff_workloads`.
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["POLL_SECONDS", "Reconciler", "diff_workloads"]
 
 POLL_SECONDS = 0.5
+ANSWER_WAIT = 3.0  # at most this long for a changed Workload's sidecar to answer before a restart
 Key = tuple[str, str]
 
 
@@ -56,11 +59,15 @@ class Reconciler:
         self.generation = self.store.generation()
         self.seen = {k: canonical(w) for k, w in _workloads(self.store).items()}
         self.starting: dict[Key, WorkloadRunner] = {}
+        # Changed Workloads wait for their old sidecar's answer (a NACK: the generation changes
+        # its own Workload) before the restart, so `apply --wait` and `status` can show it.
+        self.deferred: dict[Key, float] = {}
         self._lock = threading.Lock()
         self._next = 0.0
 
     def check(self) -> None:
         now = time.monotonic()
+        self._restart_answered(now)
         if now < self._next:
             return
         self._next = now + POLL_SECONDS
@@ -71,10 +78,29 @@ class Reconciler:
         docs = {k: canonical(w) for k, w in desired.items()}
         added, removed, changed = diff_workloads(self.seen, docs)
         self.generation, self.seen = generation, docs
-        for key in removed + changed:
-            self.stop(key, "removed" if key in removed else "changed")
-        for key in added + changed:
+        for key in removed:
+            self.stop(key, "removed")
+        for key in added:
             self.start(desired[key])
+        for key in changed:
+            self.deferred[key] = now + ANSWER_WAIT
+        self._restart_answered(now)
+
+    def _restart_answered(self, now: float) -> None:
+        """Restart each deferred Workload once its sidecar answered the generation (or it waited
+        ANSWER_WAIT seconds: a sidecar that is down answers nothing)."""
+        if not self.deferred:
+            return
+        acks = self.store.acks()
+        for key, deadline in list(self.deferred.items()):
+            ack = acks.get(f"{key[0]}/{key[1]}")
+            if now < deadline and (ack is None or ack.generation < self.generation):
+                continue
+            del self.deferred[key]
+            workload = _workloads(self.store).get(key)
+            self.stop(key, "changed")
+            if workload is not None:
+                self.start(workload)
 
     def _runner(self, key: Key) -> WorkloadRunner | None:
         for r in self.mesh.runners:
