@@ -29,11 +29,10 @@ from typing import Any
 from cryptography import x509
 
 from meshward.config.snapshot import MeshSnapshot
-from meshward.egress.credentials import SECRET_FETCH_KEY
 from meshward.identity.authority import trust_domain_of
 from meshward.identity.keys import write_public
 from meshward.identity.spiffe import SpiffeId, parse_identity
-from meshward.proxy.controlclient import AUDIT_POST_KEY, AgentConfig, ControlAgent, IdentityError
+from meshward.proxy.controlclient import AgentConfig, ControlAgent, IdentityError
 
 __all__ = ["main"]
 
@@ -125,7 +124,6 @@ def _identity(text: str, bundle_pem: bytes) -> SpiffeId:
 
 async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: argparse.Namespace) -> None:
     from meshward.detection.filter import start_detection_reporter
-    from meshward.filters.telemetry import start_audit_shipper
 
     loop = asyncio.get_running_loop()
     target.loop = loop
@@ -139,11 +137,10 @@ async def _serve(sidecar: Any, agent: ControlAgent, target: _LoopTarget, args: a
         agent.inbound = inbound
         await loop.run_in_executor(None, agent.register_now)
     agent.start(inbound)
-    # The audit spool (telemetry filter) ships its records to the control plane over our SVID.
-    sidecar.runtime.shared[AUDIT_POST_KEY] = agent.post_audit_async
+    # The audit spool (telemetry pipeline) ships its records to the control plane over our SVID.
+    sidecar.ship_audit(agent.audit_poster())
     # Egress credentials are fetched over the same mTLS identity, kept in memory only.
-    sidecar.runtime.shared[SECRET_FETCH_KEY] = agent.fetch_secret_async
-    start_audit_shipper(sidecar.runtime, agent.post_audit_async)
+    sidecar.runtime.secret_fetch = agent.fetch_secret_async
     # Detection aggregates (and refused handshakes) go to the control plane the same way.
     start_detection_reporter(sidecar.runtime, sidecar.stats, agent.post_json_async)
     info = {

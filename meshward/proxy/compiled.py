@@ -16,6 +16,7 @@ from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Filter, SidecarRuntime
 from meshward.proxy.chain import build_chain
 from meshward.proxy.routes import RouteTable
+from meshward.rollout.plan import endpoint_state
 
 if TYPE_CHECKING:
     from meshward.proxy.egress import EgressSide
@@ -112,7 +113,7 @@ def compile_snapshot(
     """Build every per-generation structure; any failure becomes :class:`SnapshotRejected`."""
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
-        routes = RouteTable(snapshot, runtime.shared)
+        routes = RouteTable(snapshot, endpoint_state(runtime))
         for skipped in routes.skipped:
             log.warning("config generation %s: skipped endpoint of %s", snapshot.generation, skipped)
         from meshward.proxy.egress import compile_egress_side  # imports this module

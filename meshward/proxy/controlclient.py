@@ -39,14 +39,14 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from meshward.audit.shipper import AuditPost
 from meshward.config.snapshot import MeshSnapshot
-from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
+from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable, audit_poster
 from meshward.identity.keys import generate_key, key_pem, make_csr, write_private, write_public
 from meshward.identity.spiffe import SpiffeId
 from meshward.tls.control import bundle_digest
 
 __all__ = [
-    "AUDIT_POST_KEY",
     "AgentConfig",
     "ControlAgent",
     "IdentityError",
@@ -58,9 +58,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 25.0
-#: Key in ``SidecarRuntime.shared``: ``async (ndjson_batch) -> (http_status, body)`` posting one
-#: audit batch to the control plane over this sidecar's mTLS identity (for the audit shipper).
-AUDIT_POST_KEY = "control.audit_post"
 MAX_BACKOFF = 5.0
 
 
@@ -429,19 +426,9 @@ class ControlAgent:
                 self.target.set_identity(fresh.chain_pem, fresh.key_pem, fresh.bundle_pem)
             self._renewed.set()
 
-    def post_audit(self, batch: bytes) -> tuple[int, bytes]:
-        """POST one NDJSON audit batch; (status, body) whatever the answer (the shipper decides)."""
-        with self._client(timeout=30.0) as client:
-            try:
-                status, body = client.request(
-                    "POST", "/v1/audit", raw=batch, headers={"Content-Type": "application/x-ndjson"}
-                )
-            except ControlRefused as exc:
-                return exc.status, json.dumps(exc.body).encode()
-        return status, json.dumps(body).encode()
-
-    async def post_audit_async(self, batch: bytes) -> tuple[int, bytes]:
-        return await asyncio.get_running_loop().run_in_executor(None, self.post_audit, batch)
+    def audit_poster(self) -> AuditPost:
+        """The audit shipper's poster: each batch over our current SVID (a fresh connection)."""
+        return audit_poster(lambda: self._client(timeout=30.0))
 
     def fetch_secret(self, name: str) -> str:
         """An egress credential this workload is entitled to (raises ControlRefused if not)."""

@@ -6,12 +6,18 @@ Drive it from a bootstrap file (``meshward proxy --bootstrap``) or from the cont
     sidecar.set_identity(chain_pem, key_pem, bundle_pem)   # again on rotation
     sidecar.set_snapshot(snapshot)                        # again per generation; may raise
     await sidecar.start()                                 # binds inbound, outbound, admin
+    sidecar.ship_audit(post)                              # fed by the control plane: ship audit
     ...
     await sidecar.stop()
 
 A new identity is used for new connections; open ones keep theirs. A new snapshot is compiled
 first and swapped in as one object; if it cannot be compiled :class:`SnapshotRejected` is
 raised and the previous generation stays in force (the caller NACKs).
+
+The sidecar owns the process's :class:`~meshward.filters.base.SidecarRuntime` (made with the
+first generation; the services filters keep across generations live in it) and its telemetry
+pipeline (:mod:`meshward.proxy.pipeline`: audit spool and shipper, access log, span exporter),
+closed by :meth:`Sidecar.stop`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from meshward.audit.shipper import AuditPost
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import SidecarRuntime
 from meshward.proxy.admin import AdminConnection
@@ -42,18 +49,16 @@ from meshward.proxy.inbound import handle_inbound
 from meshward.proxy.listener import Listener, bind_socket
 from meshward.proxy.options import Address, SidecarOptions
 from meshward.proxy.outbound import handle_outbound
+from meshward.proxy.pipeline import TelemetryPipeline
 from meshward.proxy.stats import ProxyCollector, ProxyStats
 from meshward.proxy.upstream import UpstreamPool, UpstreamTarget
+from meshward.telemetry.filter import telemetry_enabled
 from meshward.tls.identity import ReloadableIdentity, SvidInfo
 from meshward.tls.peer import PeerIdentity
 
 __all__ = ["Sidecar", "SnapshotRejected"]
 
 log = logging.getLogger("meshward.proxy")
-
-#: Key in ``SidecarRuntime.shared``: the current SVID's notAfter (an aware datetime), exported as
-#: ``meshward_certificate_expiration_timestamp_seconds`` by the telemetry filter.
-NOT_AFTER_KEY = "identity.not_after"
 
 
 class Sidecar:
@@ -71,6 +76,7 @@ class Sidecar:
         self.runtime_registry = CollectorRegistry()
         self._runtime: SidecarRuntime | None = None
         self._config: CompiledConfig | None = None
+        self.pipeline: TelemetryPipeline | None = None  # made with the first generation
         self.pool = UpstreamPool(
             self.identity,
             lambda: self.trust_domain,
@@ -94,8 +100,6 @@ class Sidecar:
         """Install a new SVID + bundle for NEW connections (raises IdentityError if unusable)."""
         info = self.identity.update(chain_pem, key_pem, bundle_pem)
         self._xfcc.clear()
-        if self._runtime is not None:  # the certificate expiry gauge (meshward.telemetry.metrics)
-            self._runtime.shared[NOT_AFTER_KEY] = info.not_after
         log.info("identity %s (serial %x) valid until %s", info.spiffe_id.uri, info.serial, info.not_after)
         return info
 
@@ -109,8 +113,6 @@ class Sidecar:
                 state_dir=self.options.state_dir,
                 metrics_registry=self.runtime_registry,
             )
-            if self.identity.loaded:
-                runtime.shared[NOT_AFTER_KEY] = self.identity.info.not_after
         elif snapshot.workload != runtime.workload or snapshot.trust_domain != runtime.trust_domain:
             self.stats.config_rejected += 1
             raise SnapshotRejected(snapshot.generation, workload_change(runtime, snapshot))
@@ -121,6 +123,10 @@ class Sidecar:
             raise
         self._runtime = runtime
         self._config = compiled
+        if self.pipeline is None and telemetry_enabled():
+            self.pipeline = TelemetryPipeline(runtime, self._not_after)
+        if self.pipeline is not None:
+            self.pipeline.configure(snapshot)
         revoked = frozenset(snapshot.revoked)
         if revoked != self.identity.revoked:  # refused at the next handshakes, and cut now
             self.identity.revoked = revoked
@@ -133,6 +139,11 @@ class Sidecar:
             len(snapshot.services),
             compiled.mtls_mode,
         )
+
+    def ship_audit(self, post: AuditPost) -> None:
+        """Ship the audit spool with ``post`` from now on (on the running loop, once)."""
+        if self.pipeline is not None:
+            self.pipeline.ship(post)
 
     def _cut_revoked(self, revoked: frozenset[str]) -> None:
         """Close inbound connections from a peer whose certificate is now revoked, and every idle
@@ -272,6 +283,8 @@ class Sidecar:
             for conn in list(side.connections):
                 conn.close()
         self.pool.close_all()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
         await asyncio.sleep(0)
 
     async def _sweep(self) -> None:
@@ -288,6 +301,9 @@ class Sidecar:
             self.pool.sweep(now)
 
     # ---- observability ------------------------------------------------------------------------
+    def _not_after(self) -> dt.datetime | None:
+        return self.identity.info.not_after if self.identity.loaded else None
+
     def _gauges(self) -> dict[str, float]:
         gauges: dict[str, float] = {
             "upstream_idle_connections": float(self.pool.idle_count),

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from meshward.audit.shipper import AuditShipper, control_client_post
+from meshward.audit.shipper import AuditShipper
 from meshward.audit.spool import AuditSpool
 from meshward.cli.main import main
-from meshward.control.client import ControlClient
+from meshward.control.client import ControlClient, audit_poster
 from meshward.identity.state import MeshState
 from tests.support.proc import PYTHON, Proc, free_port, spawn
 from tests.support.sidecar import issue_svid
@@ -42,9 +42,7 @@ def test_control_plane_down_then_back_receives_every_record(
         return ControlClient(url, "demo.local", svid.bundle.read_bytes(), svid.cert, svid.key, timeout=5)
 
     spool = AuditSpool(tmp_path / "spool")
-    shipper = AuditShipper(
-        spool, control_client_post(client), interval=0.05, min_backoff=0.05, max_backoff=0.3
-    )
+    shipper = AuditShipper(spool, audit_poster(client), interval=0.05, min_backoff=0.05, max_backoff=0.3)
     control: list[Proc] = []
 
     def start_control() -> None:
