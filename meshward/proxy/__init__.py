@@ -14,8 +14,9 @@ Map of the package (request path top to bottom)::
     routes.py      service names → serving sidecars
     upstream.py    upstream connections and the keep-alive pool (identity checked on connect)
     responses.py   every local answer (denials, failures) mapped in one place
-    admin.py       /ready, /stats/prometheus, /config_dump
-    sidecar.py     Sidecar: set_identity / set_snapshot / start / stop
+    admin.py       /ready, /stats/prometheus, /config_dump, /tap
+    sidecar.py     Sidecar: set_identity / set_snapshot / start / stop / ship_audit
+    pipeline.py    the process's telemetry pipeline: audit spool + shipper, access log, exporter
     bootstrap.py   the static bootstrap file; runner.py runs 1..N worker processes
     classify.py    adapter to meshward.ai.protocol
 
