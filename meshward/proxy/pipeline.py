@@ -85,14 +85,19 @@ class TelemetryPipeline:
         self.shipper: AuditShipper | None = None
         self._shipper_task: asyncio.Task[None] | None = None
         self._spool_lock = -1
-        if runtime.metrics_registry is not None:
-            runtime.metrics_registry.register(
-                TelemetryCollector(self.outputs.metrics, self._gauges, lambda: counters(runtime))
-            )
+        self._collector: TelemetryCollector | None = None
         if runtime.state_dir is None:
             log.warning("audit: the sidecar has no state directory; audit records are not kept")
-            return
-        opened = _open_spool(Path(runtime.state_dir))
+        else:
+            self._open_trail(Path(runtime.state_dir))
+        if runtime.metrics_registry is not None:
+            self._collector = TelemetryCollector(
+                self.outputs.metrics, self._gauges, lambda: counters(runtime)
+            )
+            runtime.metrics_registry.register(self._collector)
+
+    def _open_trail(self, state_dir: Path) -> None:
+        opened = _open_spool(state_dir)
         if opened is None:
             log.error("audit: all %d spool slots are locked; audit records are NOT kept", MAX_SPOOL_SLOTS)
             return
@@ -222,4 +227,8 @@ class TelemetryPipeline:
         if self._spool_lock >= 0:
             os.close(self._spool_lock)
             self._spool_lock = -1
+        registry = self.runtime.metrics_registry
+        if self._collector is not None and registry is not None:
+            registry.unregister(self._collector)
+            self._collector = None
         atexit.unregister(self.close)

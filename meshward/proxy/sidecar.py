@@ -121,12 +121,9 @@ class Sidecar:
         except SnapshotRejected:
             self.stats.config_rejected += 1
             raise
+        self._configure_telemetry(runtime, snapshot)
         self._runtime = runtime
         self._config = compiled
-        if self.pipeline is None and telemetry_enabled():
-            self.pipeline = TelemetryPipeline(runtime, self._not_after)
-        if self.pipeline is not None:
-            self.pipeline.configure(snapshot)
         revoked = frozenset(snapshot.revoked)
         if revoked != self.identity.revoked:  # refused at the next handshakes, and cut now
             self.identity.revoked = revoked
@@ -139,6 +136,24 @@ class Sidecar:
             len(snapshot.services),
             compiled.mtls_mode,
         )
+
+    def _configure_telemetry(self, runtime: SidecarRuntime, snapshot: MeshSnapshot) -> None:
+        """Open what ``snapshot`` asks of the telemetry pipeline (made with the first generation);
+        raise SnapshotRejected if it cannot (an access log that cannot be opened NACKs, as a bad
+        policy does)."""
+        pipeline = self.pipeline
+        try:
+            if pipeline is None and telemetry_enabled():
+                pipeline = TelemetryPipeline(runtime, self._not_after)
+            if pipeline is not None:
+                pipeline.configure(snapshot)
+        except Exception as exc:
+            if pipeline is not None and pipeline is not self.pipeline:
+                pipeline.close()
+            self.stats.config_rejected += 1
+            log.warning("config generation %s rejected: telemetry: %s", snapshot.generation, exc)
+            raise SnapshotRejected(snapshot.generation, f"telemetry: {type(exc).__name__}: {exc}") from exc
+        self.pipeline = pipeline
 
     def ship_audit(self, post: AuditPost) -> None:
         """Ship the audit spool with ``post`` from now on (on the running loop, once)."""

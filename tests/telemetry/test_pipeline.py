@@ -17,7 +17,7 @@ import pytest
 from meshward.audit.chain import parse_record_line
 from meshward.filters.authz import AuthzCounters, counters
 from meshward.filters.base import SidecarRuntime
-from meshward.proxy import Sidecar, SidecarOptions
+from meshward.proxy import Sidecar, SidecarOptions, SnapshotRejected
 from meshward.proxy.pipeline import TelemetryPipeline
 from meshward.telemetry.filter import TelemetryFilter, build
 from meshward.telemetry.outputs import TelemetryOutputs, telemetry_outputs
@@ -110,3 +110,24 @@ def test_the_sidecar_ships_through_one_path_and_its_stop_closes_the_trail(tmp_pa
     stop = again.spool.read(2, max_records=1)
     assert stop is not None and parse_record_line(stop.lines[0]).event["activity_name"] == "Stop"
     again.close()
+
+
+def test_a_generation_whose_telemetry_cannot_be_opened_is_refused_and_the_old_one_stays(
+    tmp_path: Path,
+) -> None:
+    svid = issue_svid(tmp_path / "svid", "llm/chat")
+    state = tmp_path / "state"
+    sidecar = Sidecar(SidecarOptions(state_dir=state))
+    sidecar.set_identity(svid.cert.read_bytes(), svid.key.read_bytes(), svid.bundle.read_bytes())
+    sidecar.set_snapshot(make_snapshot("llm/chat", mesh={"telemetry": {"accessLog": "off"}}))
+    (state / "access.log").mkdir()  # the access log cannot be opened there
+    with pytest.raises(SnapshotRejected, match="telemetry: IsADirectoryError"):
+        sidecar.set_snapshot(
+            make_snapshot("llm/chat", generation=2, mesh={"telemetry": {"accessLog": "state"}})
+        )
+    assert sidecar.config.generation == 1 and sidecar.stats.config_rejected == 1
+    sidecar.set_snapshot(make_snapshot("llm/chat", generation=3, mesh={"telemetry": {"accessLog": "stdout"}}))
+    assert sidecar.config.generation == 3
+    pipeline = sidecar.pipeline
+    assert pipeline is not None and pipeline.outputs.access_log is not None
+    asyncio.run(sidecar.stop())
