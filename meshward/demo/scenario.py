@@ -73,14 +73,15 @@ def chain_has(filter_module: str) -> bool:
     """Does the sidecar's inbound chain (:mod:`meshward.proxy.chain`) build this filter?
 
     The chain is one function with one line per filter; a filter not built yet is only a comment
-    there (``# SLOT(dlp): ...``), so any use of ``filters.<name>`` outside a comment counts.
+    there (``# SLOT(dlp): ...``), so any use of ``filters.<name>`` (or ``<name>.filter``, a filter
+    that lives in its concern's package, as telemetry and detection do) outside a comment counts.
     """
     try:
         source = inspect.getsource(importlib.import_module("meshward.proxy.chain"))
     except (ImportError, OSError):
         return False
-    used = f"filters.{filter_module}"
-    return any(used in line.split("#", 1)[0] for line in source.splitlines())
+    used = (f"filters.{filter_module}", f".{filter_module}.filter")
+    return any(form in line.split("#", 1)[0] for line in source.splitlines() for form in used)
 
 
 @dataclass
