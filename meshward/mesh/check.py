@@ -64,8 +64,9 @@ def decide_call(
     order (a repeated name is sent repeated, as a client would). ``traces``, when given, receives
     each workload's per-rule trace (what failed in each rule)."""
     from meshward.authz.aliases import resolve_aliases
-    from meshward.authz.engine import compile_engine, select_policies
+    from meshward.authz.engine import compile_engine
     from meshward.authz.trace import trace_policies
+    from meshward.config.selection import select_policies
     from meshward.config.snapshot import WorkloadInfo
     from meshward.filters.authz import attributes_of
     from meshward.identity.spiffe import InvalidSpiffeId, SpiffeId, parse_identity
@@ -271,7 +272,7 @@ def _end_user(
     ValueError with the reason a sidecar would answer 401."""
     from meshward.authn.enduser import EndUser
     from meshward.authn.jwt import IssuerKeys, JwtVerifier, TokenRefused, keys_from_jwks
-    from meshward.authz.engine import select_policies
+    from meshward.config.selection import select_policies
     from meshward.resources.authentication import RequestAuthentication
 
     if claims_json is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meshward.authn.enduser import claim_value
-from meshward.authz.engine import select_policies
+from meshward.config.selection import select_policies
 from meshward.config.snapshot import MeshSnapshot
 from meshward.patterns.principals import normalize_principal_pattern
 from meshward.patterns.strings import StringMatcher
