@@ -28,7 +28,7 @@ Top (the command line) to bottom (leaves)::
                                           string matching and time windows; back-off
 
 Where a request goes (see ``../shared/DESIGN.md``): ``proxy`` accepts it and parses it with
-``http``, prepares it (``proxy.inbound.prepare_request``, shared with ``meshward check``), runs the
+``http``, prepares it (``proxy.prepare.prepare_request``, shared with ``meshward check``), runs the
 filter chain (``filters`` + the features' filters, each pure policy from ``authz``, ``ratelimit``,
 ``dlp``), forwards it and records it (``telemetry``, ``audit``). ``control`` compiles resources
 (``resources`` -> ``config``) into per-sidecar snapshots that the sidecar's control agent watches.

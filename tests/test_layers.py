@@ -24,7 +24,7 @@ def _layers() -> list[list[str]]:
 
 LAYERS = _layers()
 #: PENDING: imports being moved on other branches this session (empty when they land).
-PENDING = {"meshward.proxy": {"meshward.dashboard"}, "meshward.resources": {"meshward.authz"}}
+PENDING = {"meshward.proxy": {"meshward.dashboard"}}
 PACKAGES = [name for layer in LAYERS for name in layer if (ROOT / name.replace(".", "/")).is_dir()]
 
 
