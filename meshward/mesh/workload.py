@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meshward.mesh.processes import Child, start_child
+from meshward.mesh.processes import Child, restart_delay, start_child
 from meshward.mesh.records import WorkloadRecord
 from meshward.resources.mesh import Workload, parse_duration
 
@@ -44,7 +44,6 @@ __all__ = [
 
 CONTROL_PORT = 15012
 START_TIMEOUT = 20.0
-MAX_RESTART_DELAY = 30.0
 NO_PROXY = "127.0.0.1,localhost,::1"
 
 
@@ -293,7 +292,7 @@ class WorkloadRunner:
     # -- supervision -----------------------------------------------------------------------------
     @staticmethod
     def _delay(failures: int) -> float:
-        return float(min(MAX_RESTART_DELAY, 0.5 * 2**failures))
+        return restart_delay(failures)
 
     def check(self) -> None:
         """Called periodically: restart whatever exited (sidecar first: the app needs it)."""
