@@ -3,7 +3,7 @@
 1. **apply → in force in every sidecar**, with 50 sidecars: a real control plane (HTTPS, mTLS,
    SQLite) in this process, and 50 real ``Sidecar`` objects, each fed by its own
    ``ControlAgent`` (its own SVID from a join token + CSR, its own watch connection), hosted 10
-   per process in 5 processes (50 sidecar processes with listeners would not fit beside the
+   per process (one event loop each, as in a sidecar process) in 5 processes (50 sidecar processes with listeners would not fit beside the
    rest on 2 cores; listeners play no part in distribution). Each registered an inbound
    endpoint, so each snapshot carries a 50-entry services table, and each compiles every
    generation into its filter chain. One sample = from the operator's apply request until the
@@ -23,6 +23,7 @@ rest is 50 HTTPS round trips, from one control-plane process, on 2 shared cores.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -45,6 +46,7 @@ from meshward.identity.bootstrap import init_mesh
 from meshward.identity.issuance import IdentityService
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
+from meshward.proxy.compiled import CompiledConfig
 from meshward.proxy.controlclient import AgentConfig, ControlAgent
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.sidecar import Sidecar
@@ -95,15 +97,26 @@ class _Reporting:
     def set_identity(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
         self.sidecar.set_identity(chain_pem, key_pem, bundle_pem)
 
-    def set_snapshot(self, snapshot: MeshSnapshot) -> None:
-        self.sidecar.set_snapshot(snapshot)
-        self.events.put((self.name, snapshot.generation, time.perf_counter()))
+    def compile(self, snapshot: MeshSnapshot) -> CompiledConfig:
+        return self.sidecar.compile(snapshot)
+
+    def apply(self, compiled: CompiledConfig) -> None:
+        self.sidecar.apply(compiled)
+        self.events.put((self.name, compiled.generation, time.perf_counter()))
 
 
 def _sidecar_host(
     url: str, bundle: bytes, tmp: str, specs: list[tuple[int, str, str]], events: Any, stop: Any
 ) -> None:
-    """In a child process: a few sidecars, each with its own agent (watch connection)."""
+    """In a child process: a few sidecars on one event loop, each with its own agent (watch)."""
+    import uvloop
+
+    uvloop.run(_host(url, bundle, tmp, specs, events, stop))
+
+
+async def _host(
+    url: str, bundle: bytes, tmp: str, specs: list[tuple[int, str, str]], events: Any, stop: Any
+) -> None:
     agents = []
     for index, name, token in specs:
         directory = Path(tmp) / "sidecars" / name
@@ -117,13 +130,13 @@ def _sidecar_host(
             token=token,
         )
         agent = ControlAgent(config, _Reporting(Sidecar(SidecarOptions(state_dir=directory)), name, events))
-        agent.obtain_identity()
-        agent.initial_snapshot()
+        await agent.obtain_identity()
+        await agent.initial_snapshot()
         agent.start(inbound=f"127.0.0.1:{30000 + index}")
         agents.append(agent)
-    stop.wait(600)
+    await asyncio.get_running_loop().run_in_executor(None, stop.wait, 600)
     for agent in agents:
-        agent.stop(unregister=False)
+        await agent.stop(unregister=False)
 
 
 def _distribution(n_sidecars: int, samples: int, processes: int) -> list[float]:

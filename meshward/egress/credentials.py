@@ -29,7 +29,7 @@ __all__ = ["REFRESH_SECONDS", "SECRET_FETCH_KEY", "CredentialCache", "credential
 log = logging.getLogger("meshward.egress")
 
 #: Key in ``SidecarRuntime.shared``: ``async (name) -> value``, set by the sidecar process that
-#: talks to the control plane (``meshward.mesh.sidecar``). Absent: no credential can be had.
+#: talks to the control plane (``meshward.proxy.runner``). Absent: no credential can be had.
 SECRET_FETCH_KEY = "control.secret_fetch"
 REFRESH_SECONDS = float(os.environ.get("MESHWARD_SECRET_REFRESH", "5"))
 FETCH_TIMEOUT = 10.0

@@ -1,6 +1,6 @@
 """Running ingress gateways: one process per ``Gateway`` resource, for ``up`` and ``gateway``.
 
-A gateway is the sidecar program in gateway mode (``python -m meshward.mesh.sidecar --gateway``)
+A gateway is the sidecar program in gateway mode (``meshward proxy --control URL --gateway``)
 with the identity ``<namespace>/<name>``: a join token, its own key and SVID, its config from
 the control plane. It registers no inbound endpoint (outside callers find it by its address,
 shown in ``meshward status``), and is restarted with back-off like a sidecar when it exits.

@@ -115,8 +115,9 @@ def sidecar_command(
     listeners: dict[str, str],
     parent_pid: int,
 ) -> list[str]:
-    """The command line of a control-plane-fed sidecar (:mod:`meshward.mesh.sidecar`)."""
-    args = [sys.executable, "-m", "meshward.mesh.sidecar", "--control", control_url]
+    """The command line of a control-plane-fed sidecar: ``meshward proxy --control``
+    (:mod:`meshward.proxy.runner`), logging at INFO into the sidecar's log file."""
+    args = [sys.executable, "-m", "meshward", "proxy", "--control", control_url, "--log-level", "info"]
     args += ["--bundle", str(bundle), "--id", identity, "--workload", workload, "--sidecar-id", sidecar_id]
     args += ["--dir", str(directory), "--ready-file", str(directory / "ready.json")]
     args += ["--parent-pid", str(parent_pid)]

@@ -1,7 +1,7 @@
 """A real control plane (in this process) with real sidecar processes it feeds, for attack tests.
 
     with controlled_mesh(tmp_path, MESH_YAML) as mesh:
-        server = mesh.sidecar("llm/chat", app_port=port)       # python -m meshward.mesh.sidecar
+        server = mesh.sidecar("llm/chat", app_port=port)       # python -m meshward proxy --control
         client = mesh.sidecar("web/webapp")                    # outbound only
         attacker = mesh.client_as("web/webapp")                # a ControlClient with a minted SVID
 
@@ -114,7 +114,7 @@ class ControlledMesh:
         ready = self.directory / f"{name}.ready.json"
         bundle = self.directory / "bundle.pem"
         bundle.write_bytes(self.state.bundle_pem())
-        args = [PYTHON, "-m", "meshward.mesh.sidecar", "--control", self.plane.url, "--bundle", str(bundle)]
+        args = [PYTHON, "-m", "meshward", "proxy", "--control", self.plane.url, "--bundle", str(bundle)]
         args += ["--id", identity, "--dir", str(directory), "--ready-file", str(ready)]
         if app_port is not None:
             args += ["--app", f"127.0.0.1:{app_port}"]
