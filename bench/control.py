@@ -174,6 +174,10 @@ def _distribution(n_sidecars: int, samples: int, processes: int) -> list[float]:
                     quiet_since = time.monotonic()
             if len(latest) < n_sidecars:
                 raise TimeoutError(f"only {len(latest)} of {n_sidecars} sidecars started")
+            print(
+                f"  ({n_sidecars} sidecars settled in {time.monotonic() - deadline + 180:.1f} s)", flush=True
+            )
+            operator.close()  # its kept-alive connection may have idled out meanwhile
             return [_one_apply(operator, events, latest, i) for i in range(samples)]
         finally:
             stop.set()

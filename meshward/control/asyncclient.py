@@ -96,6 +96,19 @@ class AsyncControlClient:
         raw: bytes | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """Send one request (JSON ``body`` or ``raw`` bytes); (status, JSON body) for 2xx, else raise."""
+        status, _, payload = await self.request_raw(method, path, body, timeout, headers, raw)
+        return status, payload
+
+    async def request_raw(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, bytes, dict[str, Any]]:
+        """:meth:`request`, also giving the answer's bytes as received (status, bytes, JSON body)."""
         data = json.dumps(body).encode() if body is not None else raw
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
         hdrs.update(headers or {})
@@ -134,7 +147,7 @@ class AsyncControlClient:
         if status >= 300:
             message = str(payload.get("error") or f"HTTP {status}")
             raise ControlRefused(status, message, payload)
-        return status, payload
+        return status, payload_raw, payload
 
     @staticmethod
     async def _response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:

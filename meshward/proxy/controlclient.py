@@ -283,8 +283,8 @@ class ControlAgent:
         try:
             client = self._client(timeout=timeout + 5)
             try:
-                body = await self._watch_once(client, "", timeout)
-                if body is not None and (snapshot := await self._apply(body, client)) is not None:
+                answer = await self._watch_once(client, "", timeout)
+                if answer is not None and (snapshot := await self._apply(answer, client)) is not None:
                     return snapshot
             finally:
                 await client.close()
@@ -301,13 +301,15 @@ class ControlAgent:
 
     async def _watch_once(
         self, client: AsyncControlClient, have: str, timeout: float, bundle: str | None = None
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any], bytes] | None:
+        """The watch's answer, parsed and as received (a snapshot's answer is, byte for byte,
+        what ``snapshot.json`` caches); None when nothing changed in ``timeout`` seconds."""
         params: dict[str, Any] = {"workload": self.config.workload, "have": have, "timeout": timeout}
         if bundle is not None:
             params["bundle"] = bundle
         query = urllib.parse.urlencode(params)
-        status, body = await client.request("GET", f"/v1/watch?{query}", timeout=timeout + 10)
-        return body if status == 200 and body else None
+        status, raw, body = await client.request_raw("GET", f"/v1/watch?{query}", timeout=timeout + 10)
+        return (body, raw) if status == 200 and body else None
 
     def _compile(self, doc: dict[str, Any]) -> CompiledConfig:
         """In the executor: parse one snapshot (a malformed one raises as it is), then compile it
@@ -318,9 +320,12 @@ class ControlAgent:
         except Exception as exc:
             raise _Refused(snapshot.generation, exc) from exc
 
-    async def _apply(self, body: dict[str, Any], client: AsyncControlClient | None) -> MeshSnapshot | None:
+    async def _apply(
+        self, answer: tuple[dict[str, Any], bytes], client: AsyncControlClient | None
+    ) -> MeshSnapshot | None:
         """Compile a watched snapshot off the loop, swap it in on the loop; ACK (and cache) it
         and return it, or NACK it (the old one stays) and return None."""
+        body, raw = answer
         doc, digest = body["snapshot"], str(body["digest"])
         self.digest = digest
         try:
@@ -340,8 +345,7 @@ class ControlAgent:
         self.generation = snapshot.generation
         if client is not None:
             await self._ack(client, snapshot.generation, True, "")
-        cached = json.dumps({"digest": digest, "snapshot": doc}).encode()
-        await self._offload(write_public, self.snapshot_path, cached)
+        await self._offload(write_public, self.snapshot_path, raw)
         return snapshot
 
     async def _ack(self, client: AsyncControlClient, generation: int, ok: bool, reason: str) -> None:
@@ -431,13 +435,13 @@ class ControlAgent:
                 while not self._stopping:
                     svid = self.svid
                     held = bundle_digest(svid.bundle_pem) if svid is not None else None
-                    body = await self._watch_once(client, self.digest, WATCH_SECONDS, held)
+                    answer = await self._watch_once(client, self.digest, WATCH_SECONDS, held)
                     delay.reset()  # the control plane answered
-                    if body is not None and "bundle" in body:
-                        await self._trust_bundle(str(body["bundle"]).encode("ascii"))
+                    if answer is not None and "bundle" in answer[0]:
+                        await self._trust_bundle(str(answer[0]["bundle"]).encode("ascii"))
                         break  # reconnect trusting it (the control plane's own SVID may be new-root)
-                    if body is not None:
-                        await self._apply(body, client)
+                    if answer is not None:
+                        await self._apply(answer, client)
                     if self._renewed:  # reconnect with the new certificate
                         self._renewed = False
                         break
