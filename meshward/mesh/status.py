@@ -70,7 +70,25 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "last_exit": w.last_exit,
         "message": w.message,
         "config": None if ack is None else ack.summary(),
+        "sidecar_workers": _sidecar_workers(w, acks, sidecar_alive),
     }
+
+
+def _sidecar_workers(w: WorkloadRecord, acks: dict[str, Any], alive: bool) -> list[dict[str, Any]]:
+    """Each worker process of the sidecar (``spec.sidecar.workers``), with the generation it took:
+    worker 0 answers the control plane as the workload's sidecar, worker N as ``<ref>#wN``."""
+    pids: list[int | None] = list(w.sidecar_worker_pids) or [w.sidecar_pid]
+    rows = []
+    for index, pid in enumerate(pids):
+        ack = acks.get(w.ref if index == 0 else f"{w.ref}#w{index}")
+        rows.append(
+            {
+                "worker": index,
+                "pid": pid if alive and pid is not None and pid_alive(pid) else None,
+                "config": None if ack is None else ack.summary(),
+            }
+        )
+    return rows
 
 
 _PLAINTEXT = re.compile(r'^meshward_proxy_plaintext_connections_total\{source="([^"]*)"\} ([0-9.e+]+)$', re.M)
