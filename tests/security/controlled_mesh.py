@@ -107,7 +107,7 @@ class ControlledMesh:
             generation: int = op.request("POST", "/v1/config/apply", {"text": text})[1]["generation"]
         return generation
 
-    def sidecar(self, identity: str, app_port: int | None = None) -> MeshSidecar:
+    def sidecar(self, identity: str, app_port: int | None = None, workers: int = 1) -> MeshSidecar:
         """A real sidecar process for ``identity`` (NS/NAME), joined with a token, ready."""
         name = identity.replace("/", "-")
         directory = self.directory / name
@@ -118,6 +118,8 @@ class ControlledMesh:
         args += ["--id", identity, "--dir", str(directory), "--ready-file", str(ready)]
         if app_port is not None:
             args += ["--app", f"127.0.0.1:{app_port}"]
+        if workers > 1:
+            args += ["--workers", str(workers)]
         env = dict(os.environ, MESHWARD_TOKEN=self.identity.create_token(identity))
         proc = spawn(args, self.directory / f"{name}.log", env=env)
         self.procs.append(proc)
