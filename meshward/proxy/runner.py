@@ -56,11 +56,27 @@ from meshward.proxy.listener import bind_socket
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.sidecar import Sidecar
 
-__all__ = ["ControlSource", "SidecarProcess", "control_source", "run_sidecar"]
+__all__ = [
+    "ControlSource",
+    "SidecarProcess",
+    "SidecarStartError",
+    "control_source",
+    "run_sidecar",
+    "sidecar_process",
+]
 
 log = logging.getLogger("meshward.sidecar")
 
 Report = Callable[[dict[str, Any]], None]
+
+
+class SidecarStartError(Exception):
+    """The sidecar cannot start; the message says why. ``usage``: the caller's words were wrong
+    (an unreadable bundle, a bad address) rather than the files or the control plane."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 @dataclass(frozen=True)
@@ -238,18 +254,81 @@ async def _serve(process: SidecarProcess, worker: int, admin: bool, report: Repo
     await sidecar.stop()
 
 
+def sidecar_process(
+    *,
+    bootstrap: Path | None = None,
+    control: str | None = None,
+    bundle: Path | None = None,
+    identity: str | None = None,
+    directory: Path | None = None,
+    workload: str | None = None,
+    sidecar_id: str | None = None,
+    token: str | None = None,
+    gateway: bool = False,
+    listeners: dict[str, str | None] | None = None,
+    ready_file: Path | None = None,
+    workers: int = 1,
+    parent_pid: int = 0,
+) -> SidecarProcess:
+    """A :class:`SidecarProcess` from a command line's words: a ``bootstrap`` file, or a
+    ``control`` URL with ``bundle``, ``identity`` and ``directory``; ``listeners`` (``app``,
+    ``inbound``, ``outbound``, ``admin`` → HOST:PORT) override the file's. Raises
+    :class:`SidecarStartError`."""
+    from meshward.proxy.bootstrap import BootstrapError, load_bootstrap
+    from meshward.proxy.options import parse_address
+
+    if not 1 <= workers <= 64:
+        raise SidecarStartError("--workers must be between 1 and 64", usage=True)
+    source: Bootstrap | ControlSource
+    try:
+        if bootstrap is not None:
+            source = load_bootstrap(bootstrap)
+            options = source.options
+        else:
+            given = {"--control": control, "--bundle": bundle, "--id": identity, "--dir": directory}
+            missing = [flag for flag, value in given.items() if value is None]
+            if missing or control is None or bundle is None or identity is None or directory is None:
+                raise SidecarStartError(f"a control-fed sidecar needs {', '.join(missing)}", usage=True)
+            options = SidecarOptions(state_dir=directory)
+            source = control_source(
+                url=control,
+                bundle=bundle,
+                identity=identity,
+                directory=directory,
+                workload=workload,
+                sidecar_id=sidecar_id,
+                token=token,
+                gateway=gateway,
+            )
+        for name, address in (listeners or {}).items():
+            if address:
+                setattr(options, name, parse_address(address))
+    except BootstrapError as exc:
+        raise SidecarStartError(str(exc)) from exc
+    except (OSError, ValueError) as exc:
+        raise SidecarStartError(str(exc), usage=True) from exc
+    return SidecarProcess(options, source, ready_file, workers, parent_pid)
+
+
 def run_sidecar(process: SidecarProcess) -> int:
-    """Run the sidecar until stopped; the exit code. Raises (IdentityError, BootstrapError,
-    SnapshotRejected, ValueError, OSError) when it cannot start with one worker."""
+    """Run the sidecar until stopped; the exit code. Raises :class:`SidecarStartError` when it
+    cannot start (no identity or config, a refused snapshot, a listener that cannot bind)."""
     import uvloop
 
-    if process.workers <= 1:
-        ready = process.ready_file
-        uvloop.run(_serve(process, 0, True, lambda info: _write_ready(ready, {**info, "workers": 1})))
-        return 0
-    if isinstance(process.source, ControlSource):
-        _prepare_workers(process.source, process.workers)
-    return _run_workers(process)
+    from meshward.proxy.compiled import SnapshotRejected
+    from meshward.proxy.controlclient import IdentityError as NoIdentity
+    from meshward.tls.identity import IdentityError
+
+    try:
+        if process.workers <= 1:
+            ready = process.ready_file
+            uvloop.run(_serve(process, 0, True, lambda info: _write_ready(ready, {**info, "workers": 1})))
+            return 0
+        if isinstance(process.source, ControlSource):
+            _prepare_workers(process.source, process.workers)
+        return _run_workers(process)
+    except (NoIdentity, IdentityError, SnapshotRejected, ValueError, OSError) as exc:
+        raise SidecarStartError(str(exc)) from exc
 
 
 def _prepare_workers(source: ControlSource, workers: int) -> None:

@@ -55,48 +55,25 @@ def register(
 
 
 def run(args: argparse.Namespace) -> int:
-    from meshward.proxy.bootstrap import Bootstrap, BootstrapError, load_bootstrap
-    from meshward.proxy.compiled import SnapshotRejected
-    from meshward.proxy.controlclient import IdentityError as AgentIdentityError
-    from meshward.proxy.options import SidecarOptions, parse_address
-    from meshward.proxy.runner import ControlSource, SidecarProcess, control_source, run_sidecar
-    from meshward.tls.identity import IdentityError
+    from meshward.proxy.runner import SidecarStartError, run_sidecar, sidecar_process
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not 1 <= args.workers <= 64:
-        raise CliError("--workers must be between 1 and 64")
-    source: Bootstrap | ControlSource
     try:
-        if args.bootstrap is not None:
-            source = load_bootstrap(args.bootstrap)
-            options = source.options
-        else:
-            given = {"--bundle": args.bundle, "--id": args.identity, "--dir": args.dir}
-            missing = [flag for flag, value in given.items() if value is None]
-            if missing:
-                raise CliError(f"--control needs {', '.join(missing)}", exit_code=2)
-            options = SidecarOptions(state_dir=args.dir)
-            source = control_source(
-                url=args.control,
-                bundle=args.bundle,
-                identity=args.identity,
-                directory=args.dir,
-                workload=args.workload,
-                sidecar_id=args.sidecar_id,
-                token=os.environ.pop("MESHWARD_TOKEN", None),
-                gateway=args.gateway,
-            )
-        if args.app:
-            options.app = parse_address(args.app)
-        for name in ("inbound", "outbound", "admin"):
-            if getattr(args, name):
-                setattr(options, name, parse_address(getattr(args, name)))
-    except BootstrapError as exc:
-        raise CliError(str(exc)) from exc
-    except (OSError, ValueError) as exc:  # an unreadable bundle, a bad address or identity
-        raise CliError(str(exc), exit_code=2) from exc
-    process = SidecarProcess(options, source, args.ready_file, args.workers, args.parent_pid)
-    try:
+        process = sidecar_process(
+            bootstrap=args.bootstrap,
+            control=args.control,
+            bundle=args.bundle,
+            identity=args.identity,
+            directory=args.dir,
+            workload=args.workload,
+            sidecar_id=args.sidecar_id,
+            token=os.environ.pop("MESHWARD_TOKEN", None),  # never on the command line
+            gateway=args.gateway,
+            listeners={name: getattr(args, name) for name in ("app", "inbound", "outbound", "admin")},
+            ready_file=args.ready_file,
+            workers=args.workers,
+            parent_pid=args.parent_pid,
+        )
         return run_sidecar(process)
-    except (BootstrapError, IdentityError, AgentIdentityError, SnapshotRejected, ValueError) as exc:
-        raise CliError(str(exc)) from exc
+    except SidecarStartError as exc:
+        raise CliError(str(exc), exit_code=2 if exc.usage else 1) from exc
