@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import QUICK
+from bench.common import QUICK, cpu_seconds, total_cpu_seconds
 from meshward.config.snapshot import MeshSnapshot
 from meshward.control.client import ControlClient, operator_client
 from meshward.control.server import ControlPlane
@@ -139,8 +139,13 @@ async def _host(
         await agent.stop(unregister=False)
 
 
-def _distribution(n_sidecars: int, samples: int, processes: int) -> list[float]:
-    """Apply → the last of ``n_sidecars`` (in ``processes`` processes) has the generation, in ms."""
+def _distribution(
+    n_sidecars: int, samples: int, processes: int, cpu: dict[str, float] | None = None
+) -> list[float]:
+    """Apply → the last of ``n_sidecars`` (in ``processes`` processes) has the generation, in ms.
+    ``cpu`` gets the CPU milliseconds per apply of the control plane (this process, whose only
+    other work is the operator's requests) and of all the sidecar processes together."""
+    cpu = {} if cpu is None else cpu
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         state = MeshState(Path(tmp) / "state")
@@ -174,11 +179,13 @@ def _distribution(n_sidecars: int, samples: int, processes: int) -> list[float]:
                     quiet_since = time.monotonic()
             if len(latest) < n_sidecars:
                 raise TimeoutError(f"only {len(latest)} of {n_sidecars} sidecars started")
-            print(
-                f"  ({n_sidecars} sidecars settled in {time.monotonic() - deadline + 180:.1f} s)", flush=True
-            )
             operator.close()  # its kept-alive connection may have idled out meanwhile
-            return [_one_apply(operator, events, latest, i) for i in range(samples)]
+            pids = [host.pid for host in hosts if host.pid is not None]
+            before = (cpu_seconds(os.getpid()), total_cpu_seconds(pids))
+            times = [_one_apply(operator, events, latest, i) for i in range(samples)]
+            plane_cpu, hosts_cpu = cpu_seconds(os.getpid()) - before[0], total_cpu_seconds(pids) - before[1]
+            cpu.update(control_ms=plane_cpu * 1000 / samples, sidecars_ms=hosts_cpu * 1000 / samples)
+            return times
         finally:
             stop.set()
             for host in hosts:
@@ -237,7 +244,8 @@ def _up_to_ready() -> tuple[float, float]:
 
 def run() -> dict[str, Any]:
     samples = 5 if QUICK else 15
-    fan_out = _distribution(50, samples, processes=5)
+    cpu: dict[str, float] = {}
+    fan_out = _distribution(50, samples, processes=5, cpu=cpu)
     single = _distribution(1, samples, processes=1)
     up_runs = [_up_to_ready() for _ in range(1 if QUICK else 2)]
     p50_50, p50_1 = statistics.median(fan_out), statistics.median(single)
@@ -259,6 +267,12 @@ def run() -> dict[str, Any]:
             "met": max(fan_out) < TARGET_APPLY_MS,
         },
         {"name": "apply → in force in 1 sidecar, p50", "value": round(p50_1, 1), "unit": "ms"},
+        {
+            "name": "CPU per apply, control plane (50 sidecars)",
+            "value": round(cpu["control_ms"], 1),
+            "unit": "ms",
+        },
+        {"name": "CPU per apply, 50 sidecars together", "value": round(cpu["sidecars_ms"], 1), "unit": "ms"},
         {
             "name": "meshward up quickstart → all ready (best run)",
             "value": round(up, 2),
