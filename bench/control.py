@@ -49,6 +49,7 @@ from meshward.identity.state import MeshState
 from meshward.proxy.compiled import CompiledConfig
 from meshward.proxy.controlclient import AgentConfig, ControlAgent
 from meshward.proxy.options import SidecarOptions
+from meshward.proxy.runner import settle_heap
 from meshward.proxy.sidecar import Sidecar
 
 __all__ = ["run"]
@@ -134,6 +135,7 @@ async def _host(
         await agent.initial_snapshot()
         agent.start(inbound=f"127.0.0.1:{30000 + index}")
         agents.append(agent)
+    settle_heap()  # as the sidecar process does once it serves
     await asyncio.get_running_loop().run_in_executor(None, stop.wait, 600)
     for agent in agents:
         await agent.stop(unregister=False)

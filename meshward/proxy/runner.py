@@ -146,6 +146,14 @@ class SidecarProcess:
     parent_pid: int = 0  # stop when this process is gone (0: never)
 
 
+def settle_heap() -> None:
+    """Once serving: everything loaded so far lives as long as the process, so keep it out of
+    the collector's scans, and collect young objects less often (requests and compiled
+    generations make many short-lived objects)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
     line = json.dumps(info, sort_keys=True)
     print(line, flush=True)
@@ -221,10 +229,7 @@ async def _serve(process: SidecarProcess, worker: int, admin: bool, report: Repo
     await sidecar.start(admin=admin)
     if agent is not None:
         await _connect(sidecar, agent, process, worker)
-    # Everything loaded so far lives as long as the process: keep it out of the collector's
-    # scans, and collect young objects less often (requests make many short-lived objects).
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
