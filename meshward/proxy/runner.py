@@ -47,14 +47,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshward.identity.spiffe import SpiffeId
 from meshward.proxy.bootstrap import Bootstrap
-from meshward.proxy.controlclient import AUDIT_POST_KEY, AgentConfig, ControlAgent
 from meshward.proxy.listener import bind_socket
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.sidecar import Sidecar
+
+if TYPE_CHECKING:  # the control agent is imported only by a sidecar fed by the control plane
+    from meshward.proxy.controlclient import AgentConfig, ControlAgent
 
 __all__ = [
     "ControlSource",
@@ -94,6 +96,8 @@ class ControlSource:
 
     def agent_config(self, worker: int = 0) -> AgentConfig:
         """The agent of worker ``worker``: worker 0 is the sidecar itself, others are instances."""
+        from meshward.proxy.controlclient import AgentConfig
+
         sidecar_id, directory = self.sidecar_id, self.directory
         if worker:
             sidecar_id, directory = f"{sidecar_id}#w{worker}", directory / f"worker-{worker}"
@@ -190,6 +194,8 @@ async def _feed(sidecar: Sidecar, process: SidecarProcess, worker: int) -> Contr
         sidecar.set_identity(source.chain_pem, source.key_pem, source.bundle_pem)
         sidecar.set_snapshot(source.snapshot)
         return None
+    from meshward.proxy.controlclient import ControlAgent
+
     agent = ControlAgent(source.agent_config(worker), sidecar)
     await agent.obtain_identity()
     await agent.initial_snapshot()
@@ -204,6 +210,7 @@ async def _connect(sidecar: Sidecar, agent: ControlAgent, process: SidecarProces
     from meshward.detection.filter import start_detection_reporter
     from meshward.egress.credentials import SECRET_FETCH_KEY
     from meshward.filters.telemetry import start_audit_shipper
+    from meshward.proxy.controlclient import AUDIT_POST_KEY
 
     addresses = sidecar.addresses()
     gateway = isinstance(process.source, ControlSource) and process.source.gateway
@@ -340,6 +347,8 @@ def _prepare_workers(source: ControlSource, workers: int) -> None:
     """Fed by the control plane: obtain the SVID once (spending the join token), and give every
     worker's cache directory a copy, so each starts from a valid cached SVID."""
     import uvloop
+
+    from meshward.proxy.controlclient import ControlAgent
 
     class _IdentityOnly:
         def set_identity(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
