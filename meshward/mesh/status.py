@@ -132,14 +132,25 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
                 f"{w['namespace']}/{w['name']}: sidecar rejected generation {w['config']['generation']}: "
                 f"{w['config']['reason']}"
             )
+        for worker in w["sidecar_workers"][1:]:
+            if worker["config"] and worker["config"]["status"] == "NACK":
+                warnings.append(
+                    f"{w['namespace']}/{w['name']}: sidecar worker {worker['worker']} rejected generation "
+                    f"{worker['config']['generation']}: {worker['config']['reason']}"
+                )
     outbound = mesh_spec(store.resources(), trust_domain).outbound_traffic_policy.mode
     if outbound == "ALLOW_ANY":
         warnings.append(
             "outboundTrafficPolicy is ALLOW_ANY: workloads may call ANY external host, unchecked "
             "(use REGISTRY_ONLY with ExternalService + EgressPolicy; see docs/egress.md)"
         )
+    workers = {  # a sidecar's extra workers are shown with their workload (sidecar_workers)
+        f"{w.ref}#w{i}" for w in (run.workloads if run else []) for i in range(1, len(w.sidecar_worker_pids))
+    }
     others = [
-        {"sidecar": sidecar, **ack.summary()} for sidecar, ack in sorted(acks.items()) if "#" in sidecar
+        {"sidecar": sidecar, **ack.summary()}
+        for sidecar, ack in sorted(acks.items())
+        if "#" in sidecar and sidecar not in workers
     ]
     return {
         "trust_domain": trust_domain,

@@ -31,6 +31,7 @@ def test_up_runs_a_two_worker_sidecar_and_status_shows_each_worker(tmp_path: Pat
         assert [w["worker"] for w in workers] == [0, 1]
         assert all(w["pid"] is not None and alive(w["pid"]) for w in workers)
         assert all(w["config"] == {"generation": 1, "status": "ACK", "reason": ""} for w in workers)
+        assert "ml/tiny-model#w1" not in {s["sidecar"] for s in doc["sidecars"]}  # shown once, above
         assert [w["worker"] for w in webapp["sidecar_workers"]] == [0]  # the default: one
         assert webapp["sidecar_workers"][0]["pid"] == webapp["sidecar_pid"]
         status, answer = mesh.ask("two workers")
