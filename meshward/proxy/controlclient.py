@@ -12,7 +12,7 @@
 - **config**: a long-poll watch carrying the digest of the last snapshot received; each new
   snapshot is parsed and compiled in an executor (DLP's pattern database included: never on
   the loop), then swapped in on the loop (``Sidecar.apply``: the sidecar's
-  ``Watch[CompiledConfig]``) and ACKed, and the snapshot is cached in ``<dir>/snapshot.json``;
+  ``Watch[CompiledConfig]``), cached in ``<dir>/snapshot.json`` and ACKed;
   a snapshot that cannot be compiled is NACKed with the reason and the old config stays.
   Reconnects back off exponentially with full jitter (:mod:`meshward.retry`); the sidecar keeps
   serving its last good config meanwhile, until its certificate expires.
@@ -343,9 +343,10 @@ class ControlAgent:
             return None
         snapshot = compiled.snapshot
         self.generation = snapshot.generation
+        # Cached before the ACK: whatever the ACK's fate, a restart resumes from this generation.
+        await self._offload(write_public, self.snapshot_path, raw)
         if client is not None:
             await self._ack(client, snapshot.generation, True, "")
-        await self._offload(write_public, self.snapshot_path, raw)
         return snapshot
 
     async def _ack(self, client: AsyncControlClient, generation: int, ok: bool, reason: str) -> None:
