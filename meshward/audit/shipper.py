@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from meshward.audit.spool import AuditSpool
+from meshward.retry import Backoff
 
 __all__ = ["AuditPost", "AuditShipper", "ShipperStats"]
 
@@ -75,18 +75,19 @@ class AuditShipper:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = self.min_backoff
+        delay = Backoff(self.min_backoff, self.max_backoff, "spread")
         while not self._stopping:
             try:
                 progressed = await self.ship_once()
             except Exception as exc:  # transport failure: the control plane is away
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("audit: shipping failed (%s); retrying in %.1fs", self.stats.last_error, backoff)
-                await self._sleep(backoff * (0.5 + random.random()))
-                backoff = min(self.max_backoff, backoff * 2)
+                log.warning(
+                    "audit: shipping failed (%s); retrying in %.1fs", self.stats.last_error, delay.peek()
+                )
+                await self._sleep(delay.next())
                 continue
-            backoff = self.min_backoff
+            delay.reset()
             if not progressed:
                 await self._sleep(self.interval)
 

@@ -1,20 +1,16 @@
-"""The control plane's API client, shared by the CLI (operator certificate) and sidecars (SVID).
+"""The control plane's API client for blocking callers: the CLI and the mesh runner (operator certificate).
 
 Plain ``http.client`` over an mTLS socket: after each connect the server must present exactly
 ``spiffe://TD/ns/meshward-system/sa/control`` chained to the trust bundle, else the connection
 is refused before a byte of the request is sent. One client holds one keep-alive connection and
-is used by one thread at a time (the sidecar's watch loop has its own).
+is used by one thread at a time (the sidecar's agent uses :mod:`meshward.control.asyncclient`).
 
 Errors say whose fault they are: :class:`ControlUnavailable` (not reachable or not the control
 plane: retry later) and :class:`ControlRefused` (the control plane answered no: don't retry).
-
-A sidecar's audit batches take one path: :meth:`ControlClient.post_audit`, wrapped for the
-shipper (:class:`meshward.audit.shipper.AuditShipper`) by :func:`audit_poster`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import json
@@ -22,12 +18,10 @@ import os
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshward.audit.shipper import AuditPost
 from meshward.identity.state import MeshState
 from meshward.tls.contexts import client_context_files
 from meshward.tls.control import control_id
@@ -38,7 +32,6 @@ __all__ = [
     "ControlInfo",
     "ControlRefused",
     "ControlUnavailable",
-    "audit_poster",
     "operator_client",
     "pid_alive",
     "read_control_info",
@@ -187,31 +180,6 @@ class ControlClient:
             message = str(payload.get("error") or f"HTTP {status}")
             raise ControlRefused(status, message, payload)
         return status, payload
-
-    def post_audit(self, batch: bytes) -> tuple[int, bytes]:
-        """POST one NDJSON audit batch (a spool's format) to ``/v1/audit``: (status, JSON body)
-        whatever the control plane answered (the shipper decides); raises if it is unreachable."""
-        try:
-            status, answer = self.request(
-                "POST", "/v1/audit", raw=batch, headers={"Content-Type": "application/x-ndjson"}
-            )
-        except ControlRefused as exc:
-            return exc.status, json.dumps({"error": str(exc), **exc.body}).encode()
-        return status, json.dumps(answer).encode()
-
-
-def audit_poster(make_client: Callable[[], ControlClient]) -> AuditPost:
-    """The shipper's :data:`~meshward.audit.shipper.AuditPost`: each batch over a fresh client from
-    ``make_client`` (with the sidecar's SVID), in a worker thread."""
-
-    def send(batch: bytes) -> tuple[int, bytes]:
-        with make_client() as client:
-            return client.post_audit(batch)
-
-    async def post(batch: bytes) -> tuple[int, bytes]:
-        return await asyncio.to_thread(send, batch)
-
-    return post
 
 
 def operator_client(state: MeshState, timeout: float = 30.0) -> ControlClient | None:

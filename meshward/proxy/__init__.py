@@ -16,9 +16,16 @@ Map of the package (request path top to bottom)::
     upstream.py    upstream connections and the keep-alive pool (identity checked on connect)
     responses.py   every local answer (denials, failures) mapped in one place
     admin.py       /ready, /stats/prometheus, /config_dump, /tap
-    sidecar.py     Sidecar: set_identity / set_snapshot / start / stop / ship_audit
+    sidecar.py     Sidecar: set_identity / compile + apply (= set_snapshot) / start / stop / ship_audit
+    watch.py       Watch[T]: the generation in force (Sidecar.configs), swapped on the loop
     pipeline.py    the process's telemetry pipeline: audit spool + shipper, access log, exporter
-    bootstrap.py   the static bootstrap file; runner.py runs 1..N worker processes
+
+The sidecar process (``meshward proxy``)::
+
+    runner.py        the one process main: --bootstrap FILE | --control URL, 1..N workers
+    bootstrap.py     the static bootstrap file
+    controlclient.py the control agent: asyncio tasks on the sidecar's loop (identity, watch,
+                     compile in an executor, ACK/NACK, renewal)
 
 The HTTP parsing is sans-IO (:mod:`meshward.http`), the TLS pieces in :mod:`meshward.tls`.
 """

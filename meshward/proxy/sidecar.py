@@ -12,12 +12,15 @@ Drive it from a bootstrap file (``meshward proxy --bootstrap``) or from the cont
 
 A new identity is used for new connections; open ones keep theirs. A new snapshot is compiled
 first and swapped in as one object; if it cannot be compiled :class:`SnapshotRejected` is
-raised and the previous generation stays in force (the caller NACKs).
+raised and the previous generation stays in force (the caller NACKs). ``set_snapshot`` is
+:meth:`Sidecar.compile` (any thread: the control agent runs it in an executor, off the loop)
+then :meth:`Sidecar.apply` (on the loop: publishes the generation in :attr:`Sidecar.configs`,
+a :class:`~meshward.proxy.watch.Watch`).
 
 The sidecar owns the process's :class:`~meshward.filters.base.SidecarRuntime` (made with the
 first generation; the services filters keep across generations live in it) and its telemetry
 pipeline (:mod:`meshward.proxy.pipeline`: audit spool and shipper, access log, span exporter),
-closed by :meth:`Sidecar.stop`.
+configured by :meth:`Sidecar.apply` on the loop and closed by :meth:`Sidecar.stop`.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from meshward.proxy.outbound import handle_outbound
 from meshward.proxy.pipeline import TelemetryPipeline
 from meshward.proxy.stats import ProxyCollector, ProxyStats
 from meshward.proxy.upstream import UpstreamPool, UpstreamTarget
+from meshward.proxy.watch import Watch
 from meshward.telemetry.filter import telemetry_enabled
 from meshward.tls.identity import ReloadableIdentity, SvidInfo
 from meshward.tls.peer import PeerIdentity
@@ -75,7 +79,8 @@ class Sidecar:
         self.stats = ProxyStats()
         self.runtime_registry = CollectorRegistry()
         self._runtime: SidecarRuntime | None = None
-        self._config: CompiledConfig | None = None
+        #: The generation in force, swapped on the loop; ``await configs.changed(v)`` to follow it.
+        self.configs: Watch[CompiledConfig] = Watch()
         self.pipeline: TelemetryPipeline | None = None  # made with the first generation
         self.pool = UpstreamPool(
             self.identity,
@@ -105,6 +110,14 @@ class Sidecar:
 
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
         """Compile and atomically swap in a new generation; raise SnapshotRejected to NACK."""
+        self.apply(self.compile(snapshot))
+
+    def compile(self, snapshot: MeshSnapshot) -> CompiledConfig:
+        """Build a generation without putting it in force (may run off the loop; one at a time).
+
+        Raises :class:`SnapshotRejected` if it cannot be compiled, or if it is for another
+        workload or trust domain than the one this sidecar started with.
+        """
         runtime = self._runtime
         if runtime is None:
             runtime = SidecarRuntime(
@@ -121,9 +134,16 @@ class Sidecar:
         except SnapshotRejected:
             self.stats.config_rejected += 1
             raise
-        self._configure_telemetry(runtime, snapshot)
         self._runtime = runtime
-        self._config = compiled
+        return compiled
+
+    def apply(self, compiled: CompiledConfig) -> None:
+        """Put a compiled generation in force (on the loop, if one runs): one swap. Raises
+        SnapshotRejected (NACK, the old generation stays) if its telemetry cannot be opened."""
+        snapshot = compiled.snapshot
+        assert self._runtime is not None  # made by compile()
+        self._configure_telemetry(self._runtime, snapshot)
+        self.configs.set(compiled)
         revoked = frozenset(snapshot.revoked)
         if revoked != self.identity.revoked:  # refused at the next handshakes, and cut now
             self.identity.revoked = revoked
@@ -178,9 +198,10 @@ class Sidecar:
 
     @property
     def config(self) -> CompiledConfig:
-        if self._config is None:
+        config = self.configs.current
+        if config is None:
             raise RuntimeError("sidecar has no snapshot yet: call set_snapshot() first")
-        return self._config
+        return config
 
     @property
     def trust_domain(self) -> str:
@@ -188,7 +209,7 @@ class Sidecar:
 
     @property
     def ready(self) -> bool:
-        return self.started and self._config is not None and self.identity.loaded
+        return self.started and self.configs.current is not None and self.identity.loaded
 
     def xfcc(self, peer: PeerIdentity) -> str:
         """Envoy's X-Forwarded-Client-Cert value for a peer (cached per peer certificate)."""
@@ -231,7 +252,7 @@ class Sidecar:
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self, admin: bool = True) -> None:
         """Bind the listeners (port 0 = a free port; see :meth:`addresses`)."""
-        if not self.identity.loaded or self._config is None:
+        if not self.identity.loaded or self.configs.current is None:
             raise RuntimeError("set_identity() and set_snapshot() must be called before start()")
         opts = self.options
 
@@ -325,9 +346,10 @@ class Sidecar:
             "upstream_connects": float(self.pool.connects),
             "upstream_reuses": float(self.pool.reuses),
         }
-        if self._config is not None:
-            gauges["config_generation"] = float(self._config.generation)
-            gauges["config_endpoints_skipped"] = float(len(self._config.routes.skipped))
+        config = self.configs.current
+        if config is not None:
+            gauges["config_generation"] = float(config.generation)
+            gauges["config_endpoints_skipped"] = float(len(config.routes.skipped))
         if self.identity.loaded:
             remaining = self.identity.info.not_after - dt.datetime.now(dt.UTC)
             gauges["identity_expiry_seconds"] = remaining.total_seconds()
@@ -346,14 +368,15 @@ class Sidecar:
                 "not_after": info.not_after.isoformat(),
                 "rotations": self.identity.generation,
             }
-        if self._config is not None:
-            snap = self._config.snapshot
+        config = self.configs.current
+        if config is not None:
+            snap = config.snapshot
             doc.update(
                 generation=snap.generation,
                 trust_domain=snap.trust_domain,
-                mtls_mode=self._config.mtls_mode,
-                outbound_policy="ALLOW_ANY" if self._config.allow_any_outbound else "REGISTRY_ONLY",
-                filters=[f.name for f in self._config.chain.filters],
+                mtls_mode=config.mtls_mode,
+                outbound_policy="ALLOW_ANY" if config.allow_any_outbound else "REGISTRY_ONLY",
+                filters=[f.name for f in config.chain.filters],
                 snapshot=snap.to_json(),
             )
         doc["limits"] = {

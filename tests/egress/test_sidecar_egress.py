@@ -1,7 +1,7 @@
 """The sidecar's egress path in process: fail closed without a credential, keys replaced, ports.
 
 The credential source is the sidecar's ``runtime.secret_fetch`` hook (what
-``meshward.mesh.sidecar`` wires to the control plane); here the test plays the control plane's
+``meshward.proxy.runner`` wires to the control plane); here the test plays the control plane's
 answers, the e2e test (test_egress_e2e.py) runs the real one.
 """
 
