@@ -21,7 +21,10 @@ from meshward.filters.base import Peer
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.parser import Data, EndOfMessage, Event, RequestHead, RequestParser
 from meshward.proxy.exchange import Exchange
+from meshward.proxy.machine import ExchangeMachine
 from meshward.proxy.responses import render
+from meshward.proxy.states import UpstreamPort
+from meshward.proxy.upstream import UpstreamConnection
 from meshward.tls.peer import PeerIdentity, PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
@@ -71,7 +74,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.paused = 0
         self.closing = False
         self.raw = False  # an Upgrade/CONNECT head was parsed: the rest is not HTTP
-        self.tunnel = False
         self.write_paused = False  # our write buffer to the client is above its high mark
         self.peer = Peer("", 0)
         self.peer_identity: PeerIdentity | None = None
@@ -116,7 +118,7 @@ class DownstreamConnection(asyncio.Protocol):
         if self.raw:
             ex = self.exchange
             if ex is not None:
-                ex.on_request_raw(data)
+                ex.request_raw(data)
             return
         try:
             events = self.parser.feed(data)
@@ -157,10 +159,10 @@ class DownstreamConnection(asyncio.Protocol):
         kind = type(ev)
         if kind is Data:
             if ex is not None:
-                ex.on_request_data(ev.data)  # type: ignore[union-attr]
+                ex.request_data(ev.data)  # type: ignore[union-attr]
         elif kind is EndOfMessage:
             if ex is not None:
-                ex.on_request_end()
+                ex.request_end()
         elif kind is RequestHead:
             if ex is not None:
                 self.pending = deque([ev])
@@ -177,7 +179,7 @@ class DownstreamConnection(asyncio.Protocol):
         else:  # Upgrade: what follows the head is raw bytes for the tunnel
             self.raw = True
             if ex is not None:
-                ex.on_request_raw(ev.rest)  # type: ignore[union-attr]
+                ex.request_raw(ev.rest)  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_open = self in self.side.connections
@@ -187,7 +189,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.sidecar.stats.active[self.side.name] -= 1
         ex = self.exchange
         if ex is not None:
-            ex.abort("DC")
+            ex.lost("DC")
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -256,7 +258,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.sidecar.stats.protocol_errors[(self.side.name, exc.status)] += 1
         ex = self.exchange
         if ex is not None and ex.resp_started:
-            ex.abort("DPE")
+            ex.lost("DPE")
             self.close()
             return
         if ex is not None:
@@ -266,7 +268,15 @@ class DownstreamConnection(asyncio.Protocol):
         self.sidecar.stats.requests[(self.side.name, exc.status, "DPE")] += 1
         self.close()
 
-    def exchange_finished(self, ex: Exchange) -> None:
+    def release_upstream(self, up: UpstreamPort) -> None:
+        self.sidecar.pool.release(cast(UpstreamConnection, up), self.loop.time())
+
+    def exchange_finished(self, ex: ExchangeMachine) -> None:
+        stats = self.sidecar.stats
+        side = self.side.name
+        stats.requests[(side, ex.status, ex.flag)] += 1
+        stats.bytes_in[side] += ex.bytes_in
+        stats.bytes_out[side] += ex.bytes_out
         if self.exchange is not ex:
             return
         self.exchange = None
@@ -293,7 +303,7 @@ class DownstreamConnection(asyncio.Protocol):
             if ex.activity != self.last_activity:
                 self.last_activity = ex.activity
                 self.quiet_since = now
-            ex.check_timeouts(now, now - self.quiet_since)
+            ex.timeout(now, now - self.quiet_since)
             return
         self.quiet_since = now
         if self.head_started:

@@ -26,9 +26,9 @@ from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.normalize import split_target
 from meshward.proxy.egress import handle_connect, handle_external
 from meshward.proxy.exchange import Exchange
+from meshward.proxy.forward import forward_to_service
 from meshward.proxy.routes import split_authority
 from meshward.proxy.upstream import UpstreamTarget
-from meshward.rollout.forward import forward_to_service
 
 __all__ = ["handle_outbound", "original_destination"]
 

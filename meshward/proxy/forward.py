@@ -14,7 +14,7 @@ request head for a mesh service. It
    request was buffered whole (small bodies are: up to ``SMALL_BODY``, or ``MAX_BODY`` for
    idempotent methods); every outcome feeds outlier detection and the service's window of
    outcomes (an audit event, four per analysis interval);
-4. shadows a mirrored request to the mirror subset (:mod:`meshward.rollout.mirror`) and
+4. shadows a mirrored request to the mirror subset (:mod:`meshward.proxy.mirror`) and
    compares the two answers when both are in.
 """
 
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 from meshward.ai.protocol import classify
 from meshward.http.parser import ResponseHead
+from meshward.proxy.mirror import MirrorResult, send_mirror
 from meshward.proxy.responses import NOT_DELIVERED_HEADER
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 from meshward.rollout.compare import answers_differ
-from meshward.rollout.mirror import MirrorResult, send_mirror
 from meshward.rollout.rewrite import rewrite_body_model, rewrite_path_model
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class Attempt:
     __slots__ = (
         "capture",
         "data",
+        "ex",
         "idempotent",
         "key",
         "mirror",
@@ -82,7 +83,8 @@ class Attempt:
         "tried",
     )
 
-    def __init__(self, route: Route, subset: str | None) -> None:
+    def __init__(self, ex: Exchange, route: Route, subset: str | None) -> None:
+        self.ex = ex
         self.route = route
         self.plan: ServicePlan = route.plan
         self.subset = subset
@@ -130,8 +132,9 @@ class Attempt:
             raise last
         ex.fail("no_endpoints", self.route.entry.host)
 
-    def _retry(self, ex: Exchange, status: int) -> bool:
+    def _retry(self, status: int) -> bool:
         """Start the request again on another endpoint (the current one failed it)."""
+        ex = self.ex
         data = self.data
         if data is None or len(self.tried) >= MAX_TRIES or ex.finished:
             return False
@@ -145,7 +148,7 @@ class Attempt:
             if plan.window is not None and subset is not None:  # the failed try counts against it
                 plan.window.observe(subset, status, now - self.started)
             self.key = ""
-        ex._release_upstream(False)
+        ex.release_upstream(False)
         ex.task = ex.loop.create_task(self._resend(ex, data))
         return True
 
@@ -156,18 +159,18 @@ class Attempt:
             ex.fail(exc.name, exc.detail)
 
     # -- observer hooks (called by the exchange) -------------------------------------------------
-    def on_head(self, ex: Exchange, rh: ResponseHead) -> bool:
+    def on_head(self, rh: ResponseHead) -> bool:
         """True when this answer is dropped and the request retried elsewhere."""
         if rh.status not in _RETRY_STATUS:
             return False
         if self.idempotent or _not_delivered(rh):
-            return self._retry(ex, rh.status)
+            return self._retry(rh.status)
         return False
 
-    def on_error(self, ex: Exchange, name: str) -> bool:
+    def on_error(self, name: str) -> bool:
         if not self.idempotent or name not in ("upstream_reset", "upstream_timeout"):
             return False
-        return self._retry(ex, 504 if name == "upstream_timeout" else 502)
+        return self._retry(504 if name == "upstream_timeout" else 502)
 
     def on_data(self, data: bytes) -> None:
         cap = self.capture
@@ -177,7 +180,8 @@ class Attempt:
             else:
                 cap.append(data)
 
-    def on_finish(self, ex: Exchange) -> None:
+    def on_finish(self) -> None:
+        ex = self.ex
         now = ex.loop.time()
         plan = self.plan
         status = ex.status
@@ -283,7 +287,7 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
     if body is not None:
         head = reframe(head, len(body))
         ex.up_chunked = False
-    attempt = Attempt(route, subset)
+    attempt = Attempt(ex, route, subset)
     attempt.started = ex.loop.time()
     attempt.idempotent = method in IDEMPOTENT
     if complete and not req.upgrade:
