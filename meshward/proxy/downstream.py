@@ -194,14 +194,16 @@ class DownstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         ex = self.exchange
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.pause_reading()
+        up = ex.upstream if ex is not None else None
+        if up is not None:
+            up.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         ex = self.exchange
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.resume_reading()
+        up = ex.upstream if ex is not None else None
+        if up is not None:
+            up.resume_reading()
 
     # ---- flow control -------------------------------------------------------------------------
     def _pause(self, reason: int) -> None:

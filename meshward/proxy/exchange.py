@@ -21,7 +21,7 @@ from meshward.http.errors import BodyTooLarge, RemoteProtocolError
 from meshward.http.parser import RequestHead
 from meshward.proxy.eager import start_eagerly
 from meshward.proxy.machine import CONTINUE, ExchangeMachine
-from meshward.proxy.states import Req
+from meshward.proxy.states import REQ_DONE
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ log = logging.getLogger("meshward.proxy")
 
 class Exchange(ExchangeMachine):
     """One request on a client connection: the machine plus the coroutine that drives it."""
+
+    __slots__ = ("body_waiter", "conn", "loop", "task")
 
     def __init__(self, conn: DownstreamConnection, head: RequestHead, request_id: str) -> None:
         loop = conn.loop
@@ -74,7 +76,7 @@ class Exchange(ExchangeMachine):
         if head.expect_continue and not self.continue_sent:
             self.continue_sent = True
             self.conn.write(CONTINUE)
-        if self.req is not Req.DONE:
+        if self.req is not REQ_DONE:
             if self.req_buf_size > limit:
                 raise BodyTooLarge(f"request body larger than {limit} bytes")
             waiter = self.body_waiter = self.loop.create_future()
@@ -111,7 +113,7 @@ class Exchange(ExchangeMachine):
         if self.finished:
             pool.release(up, self.loop.time())
             return
-        self.attach(up, self.outgoing(head, body), body is not None)
+        self.attach(up, head, body)
 
     def replay_on(self, target: UpstreamTarget, data: bytes) -> None:
         self.task = self.loop.create_task(self._replay(target, data))

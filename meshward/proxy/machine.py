@@ -38,8 +38,18 @@ from meshward.proxy.hooks import CompiledChain
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.responses import LocalReply, denial_reply, failure_reply, render
 from meshward.proxy.states import (
-    REQUEST_MOVES,
-    RESPONSE_MOVES,
+    REQ_DISCARDING,
+    REQ_DONE,
+    REQ_RECEIVING,
+    REQ_STREAMING,
+    REQUEST_BITS,
+    RESP_BODY,
+    RESP_DONE,
+    RESP_HELD,
+    RESP_INTERIM,
+    RESP_TUNNEL,
+    RESP_WAITING,
+    RESPONSE_BITS,
     ClientPort,
     LocalProtocolError,
     Observer,
@@ -68,7 +78,7 @@ DISCARD_MAX: Final = 64 * 1024  # after a local answer, read and drop at most th
 # (a charge, a tool call, a fine-tuning job) is never replayed, whatever the failure looked like.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _MID_BODY_FLAGS: Final = {"upstream_timeout": "UT", "upstream_protocol": "UPE"}
-_NOT_SENT: Final = frozenset({Resp.WAITING, Resp.INTERIM, Resp.HELD})
+_NOT_SENT: Final = frozenset({RESP_WAITING, RESP_INTERIM, RESP_HELD})
 
 
 @lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
@@ -79,6 +89,40 @@ def _dropped_fields(connection: bytes | None) -> frozenset[bytes]:
 
 class ExchangeMachine:
     """One request/response exchange on a client connection, as two state machines."""
+
+    __slots__ = (
+        "activity",
+        "body_limit",
+        "bytes_in",
+        "bytes_out",
+        "chain",
+        "client",
+        "clock",
+        "continue_sent",
+        "ctx",
+        "finished",
+        "flag",
+        "forwarded_at",
+        "head",
+        "head_pending",
+        "keep_alive",
+        "mode",
+        "observer",
+        "options",
+        "raw_buf",
+        "replay",
+        "req",
+        "req_buf",
+        "req_buf_size",
+        "request_id",
+        "resp",
+        "retried",
+        "start",
+        "status",
+        "up_chunked",
+        "up_keep_alive",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -94,8 +138,8 @@ class ExchangeMachine:
         self.clock = clock
         self.options = options
         self.start = clock()
-        self.req = Req.RECEIVING
-        self.resp = Resp.WAITING
+        self.req = REQ_RECEIVING
+        self.resp = RESP_WAITING
         self.finished = False
         self.ctx: RequestContext | None = None
         self.chain: CompiledChain | None = None
@@ -127,28 +171,28 @@ class ExchangeMachine:
 
     # ---- the transition tables ------------------------------------------------------------------
     def _req_to(self, new: Req) -> None:
-        if new not in REQUEST_MOVES[self.req]:
-            raise LocalProtocolError(f"request cannot go from {self.req.value} to {new.value}")
+        if not REQUEST_BITS[self.req] >> new & 1:
+            raise LocalProtocolError(f"request cannot go from {self.req.name} to {new.name}")
         self.req = new
 
     def _resp_to(self, new: Resp) -> None:
-        if new not in RESPONSE_MOVES[self.resp]:
-            raise LocalProtocolError(f"response cannot go from {self.resp.value} to {new.value}")
+        if not RESPONSE_BITS[self.resp] >> new & 1:
+            raise LocalProtocolError(f"response cannot go from {self.resp.name} to {new.name}")
         self.resp = new
 
     @property
     def req_done(self) -> bool:
-        return self.req is Req.DONE
+        return self.req is REQ_DONE
 
     @property
     def resp_started(self) -> bool:
         """Whether an answer (the upstream's or a local one) is under way or over."""
         resp = self.resp
-        return resp is not Resp.WAITING and resp is not Resp.INTERIM
+        return resp is not RESP_WAITING and resp is not RESP_INTERIM
 
     @property
     def tunnel(self) -> bool:
-        return self.resp is Resp.TUNNEL
+        return self.resp is RESP_TUNNEL
 
     # ---- hooks the request side's coroutine overrides (meshward.proxy.exchange) ---------------
     def body_ready(self, error: BodyTooLarge | None) -> None:
@@ -166,12 +210,12 @@ class ExchangeMachine:
         self.bytes_in += len(data)
         self.activity += 1
         req = self.req
-        if req is Req.STREAMING:
+        if req is REQ_STREAMING:
             up = self.upstream
             if up is not None:
                 up.write(chunk(data) if self.up_chunked else data)
             return
-        if req is Req.DISCARDING:
+        if req is REQ_DISCARDING:
             if self.bytes_in > DISCARD_MAX:
                 self.keep_alive = False
                 self.client.close()
@@ -186,12 +230,14 @@ class ExchangeMachine:
 
     def request_end(self) -> None:
         req = self.req
-        self._req_to(Req.DONE)
-        if req is Req.DISCARDING:
-            if self.resp is Resp.DONE:
+        if req is REQ_DONE:
+            raise LocalProtocolError("request cannot end twice")
+        self.req = REQ_DONE  # every other state may end (REQUEST_MOVES)
+        if req is REQ_DISCARDING:
+            if self.resp is RESP_DONE:
                 self.finish()
             return
-        if req is Req.STREAMING:
+        if req is REQ_STREAMING:
             up = self.upstream
             if self.up_chunked and up is not None:
                 up.write(CHUNK_END)
@@ -201,7 +247,7 @@ class ExchangeMachine:
     def request_raw(self, data: bytes) -> None:
         """Client bytes after an Upgrade head: held until the 101, then tunnelled."""
         up = self.upstream
-        if self.resp is Resp.TUNNEL and up is not None:
+        if self.resp is RESP_TUNNEL and up is not None:
             up.write(data)
         elif self.raw_buf is not None:
             self.raw_buf.append(data)
@@ -230,43 +276,42 @@ class ExchangeMachine:
         if self.resp_started:
             self.lost("SI")
             self.client.close()
-        elif self.req is not Req.DONE:  # the client stopped sending its body: its fault, 408
+        elif self.req is not REQ_DONE:  # the client stopped sending its body: its fault, 408
             self.keep_alive = False
             self.fail("request_timeout", f"no request bytes for {opts.stream_idle_timeout}s")
 
     # ---- the request leaves ---------------------------------------------------------------------
-    def outgoing(self, head: bytes, body: bytes | None) -> bytes:
-        """The bytes to send: ``head``, then ``body`` if it replaced the client's, else what of
-        the client's body is in (chunk-framed when ``up_chunked``), in one buffer."""
-        if body is not None:
-            return head + body
-        buf = self.req_buf
-        done = self.req is Req.DONE
-        if self.up_chunked:
-            parts = [head]
-            parts.extend(chunk(b) for b in buf)
-            if done:
-                parts.append(CHUNK_END)
-            return b"".join(parts)
-        if not buf:
-            return head
-        return b"".join([head, *buf])
-
-    def attach(self, up: UpstreamPort, data: bytes, replaced: bool) -> None:
-        """The request leaves on ``up`` as ``data`` (:meth:`outgoing`); its body follows as it comes.
+    def attach(self, up: UpstreamPort, head: bytes, body: bytes | None) -> None:
+        """The request leaves on ``up``: ``head``, then ``body`` if it replaced the client's, else
+        what of the client's body is in (chunk-framed when ``up_chunked``), in one write; the rest
+        of the body follows as it comes.
 
         An idempotent request sent whole on a reused keep-alive connection may be replayed once
         if that connection turns out to have been closed by the upstream (the keep-alive race).
         """
         req = self.head
-        complete = (replaced or self.req is Req.DONE or not req.has_body) and not req.upgrade
+        state = self.req
+        if body is not None:
+            data = head + body
+        elif self.up_chunked:
+            parts = [head]
+            parts.extend(chunk(b) for b in self.req_buf)
+            if state is REQ_DONE:
+                parts.append(CHUNK_END)
+            data = b"".join(parts)
+        elif self.req_buf:
+            data = b"".join([head, *self.req_buf])
+        else:
+            data = head
+        complete = (body is not None or state is REQ_DONE or not req.has_body) and not req.upgrade
         replayable = complete and req.method in IDEMPOTENT and up.requests > 0 and not self.retried
         self.replay = data if replayable else None
         self.send_on(up, data)
-        self.req_buf = []
-        self.req_buf_size = 0
-        if self.req is Req.RECEIVING:
-            self._req_to(Req.STREAMING)
+        if self.req_buf:
+            self.req_buf = []
+            self.req_buf_size = 0
+        if state is REQ_RECEIVING:
+            self._req_to(REQ_STREAMING)
         self.client.resume_buffer_full()
 
     def send_on(self, up: UpstreamPort, data: bytes) -> None:
@@ -298,7 +343,7 @@ class ExchangeMachine:
             if status == 101 and self.head.upgrade:
                 self._start_tunnel(rh)
                 return
-            self._resp_to(Resp.INTERIM)
+            self._resp_to(RESP_INTERIM)
             if status == 100 and self.head.expect_continue and not self.continue_sent:
                 self.continue_sent = True
                 self.client.write(CONTINUE)
@@ -359,15 +404,15 @@ class ExchangeMachine:
         if rewrite and not no_body:
             # Held until the filters release a body byte (or the body ends): while they hold the
             # whole body back, a ResponseDenied can still turn this response into a local answer.
-            self._resp_to(Resp.HELD)
+            self._resp_to(RESP_HELD)
             self.head_pending = data
         else:
-            self._resp_to(Resp.BODY)
+            self._resp_to(RESP_BODY)
             self.client.write(data)
 
     def response_data(self, data: bytes) -> None:
         self.activity += 1
-        if self.resp is Resp.INTERIM or self.resp is Resp.TUNNEL:
+        if self.resp is RESP_INTERIM or self.resp is RESP_TUNNEL:
             return
         chain = self.chain
         ctx = self.ctx
@@ -379,18 +424,20 @@ class ExchangeMachine:
                 self._stream_abort(abort)
                 return
         if data:
-            if self.observer is not None:
-                self.observer.on_data(data)
+            observer = self.observer
+            if observer is not None:
+                observer.on_data(data)
             self.bytes_out += len(data)
-            self._release_head()
+            if self.resp is RESP_HELD:
+                self._release_head()
             self.client.write(chunk(data) if self.mode == MODE_CHUNKED else data)
 
     def response_end(self) -> None:
         resp = self.resp
-        if resp is Resp.INTERIM:
-            self._resp_to(Resp.WAITING)
+        if resp is RESP_INTERIM:
+            self._resp_to(RESP_WAITING)
             return
-        if resp is Resp.DONE or resp is Resp.TUNNEL:
+        if resp is RESP_DONE or resp is RESP_TUNNEL:
             return  # a 101's own end: raw bytes follow
         tail = b""
         chain = self.chain
@@ -402,43 +449,45 @@ class ExchangeMachine:
                         tail = f.on_response_chunk(ctx, tail)
                     tail += f.on_response_end(ctx)
             except StreamAbort as abort:
-                if self.resp is Resp.HELD and isinstance(abort, ResponseDenied):
+                if self.resp is RESP_HELD and isinstance(abort, ResponseDenied):
                     # the whole response was read: its upstream connection may serve again
-                    self.release_upstream(self.up_keep_alive and self.req is Req.DONE)
+                    self.release_upstream(self.up_keep_alive and self.req is REQ_DONE)
                 self._stream_abort(abort)
                 return
-        self._release_head()
+        if resp is RESP_HELD:
+            self._release_head()
         mode = self.mode
         if tail:
             self.bytes_out += len(tail)
             self.client.write(chunk(tail) if mode == MODE_CHUNKED else tail)
         if mode == MODE_CHUNKED:
             self.client.write(CHUNK_END)
-        self._resp_to(Resp.DONE)
-        self.release_upstream(self.up_keep_alive and self.req is Req.DONE)
-        if self.req is not Req.DONE:
+        self.resp = RESP_DONE  # from HELD or BODY: both may end (RESPONSE_MOVES)
+        self.release_upstream(self.up_keep_alive and self.req is REQ_DONE)
+        if self.req is not REQ_DONE:
             self.keep_alive = False  # the app answered before the body ended: start afresh
         self.finish()
 
     def _release_head(self) -> None:
-        if self.resp is Resp.HELD:
-            self._resp_to(Resp.BODY)
-            head = self.head_pending
-            self.head_pending = b""
-            self.client.write(head)
+        """The held head leaves, before the first body byte the filters let through."""
+        self._resp_to(RESP_BODY)
+        head = self.head_pending
+        self.head_pending = b""
+        self.client.write(head)
 
     def _stream_abort(self, abort: StreamAbort) -> None:
         """A response filter cut the stream: write its tail, end cleanly, drop the upstream.
 
         A :class:`ResponseDenied` before any response byte left is answered as its denial instead.
         """
-        if self.resp is Resp.HELD:
+        if self.resp is RESP_HELD:
             if isinstance(abort, ResponseDenied):
                 self.deny(abort.denial)
                 return
             self._release_head()
-        if self.ctx is not None:
-            self.ctx.scratch["stream_abort"] = abort.reason
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.scratch["stream_abort"] = abort.reason
         if abort.tail:
             self.bytes_out += len(abort.tail)
             self.client.write(chunk(abort.tail) if self.mode == MODE_CHUNKED else abort.tail)
@@ -446,9 +495,9 @@ class ExchangeMachine:
             self.client.write(CHUNK_END)
         else:
             self.keep_alive = False  # a Content-Length body cannot end early: close instead
-        self._resp_to(Resp.DONE)
+        self._resp_to(RESP_DONE)
         self.release_upstream(False)
-        if self.req is not Req.DONE:
+        if self.req is not REQ_DONE:
             self.keep_alive = False
         self.finish()
 
@@ -468,7 +517,7 @@ class ExchangeMachine:
         observer = self.observer
         if observer is not None and not self.resp_started and observer.on_error(name):
             return  # retried on another endpoint
-        if resp is Resp.TUNNEL:
+        if resp is RESP_TUNNEL:
             self.finish()
             self.client.close()
         elif resp in _NOT_SENT:
@@ -490,11 +539,12 @@ class ExchangeMachine:
 
     def open_tunnel(self, status: int, head: bytes) -> None:
         """Answer ``head`` and pass raw bytes both ways from now on (held client bytes first)."""
-        self._resp_to(Resp.TUNNEL)
+        self._resp_to(RESP_TUNNEL)
         self.status = status
         self.keep_alive = False
-        if self.ctx is not None:
-            self.ctx.response_status = status
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.response_status = status
         self.client.write(head)
         up = self.upstream
         if up is not None and self.raw_buf:
@@ -530,7 +580,8 @@ class ExchangeMachine:
     def fail(self, name: str, detail: str | None) -> None:
         """Answer one of the sidecar's own failures (:data:`meshward.proxy.responses.FAILURES`)."""
         close = self._close_after_local()
-        protocol = self.ctx.ai.protocol if self.ctx is not None else None
+        ctx = self.ctx
+        protocol = ctx.ai.protocol if ctx is not None else None
         self._send_local(
             failure_reply(name, self.request_id, detail, close, self.head.method == "HEAD", protocol)
         )
@@ -546,7 +597,7 @@ class ExchangeMachine:
         head = self.head
         if head.upgrade:
             return True
-        if self.req is Req.DONE or not head.has_body:
+        if self.req is REQ_DONE or not head.has_body:
             return not self.keep_alive
         if head.expect_continue and not self.continue_sent:
             return True  # the client may never send the body it announced
@@ -561,7 +612,7 @@ class ExchangeMachine:
         self.release_upstream(False)
         self.status = reply.status
         self.flag = reply.flag
-        self._resp_to(Resp.DONE)
+        self._resp_to(RESP_DONE)
         ctx = self.ctx
         if ctx is not None:
             ctx.response_status = reply.status
@@ -571,10 +622,10 @@ class ExchangeMachine:
             self.keep_alive = False
             self.finish()
             self.client.close()
-        elif self.req is Req.DONE:
+        elif self.req is REQ_DONE:
             self.finish()
         else:
-            self._req_to(Req.DISCARDING)  # drop the rest of the (small) body, then serve the next
+            self._req_to(REQ_DISCARDING)  # drop the rest of the (small) body, then serve the next
             self.req_buf = []
             self.client.resume_buffer_full()
 
@@ -599,6 +650,8 @@ class ExchangeMachine:
                         f.on_complete(ctx)
                     except Exception:
                         log.exception("filter %s failed in on_complete", f.name)
-        if self.observer is not None:
-            self.observer.on_finish()
+        observer = self.observer
+        if observer is not None:
+            self.observer = None  # it holds this exchange: no cycle left for the GC
+            observer.on_finish()
         self.client.exchange_finished(self)

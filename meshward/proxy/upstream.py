@@ -142,12 +142,14 @@ class UpstreamConnection(asyncio.Protocol):
             ex.upstream_error("upstream_reset", "")
 
     def pause_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.client.pause_upstream_full()
+        ex = self.exchange
+        if ex is not None:
+            ex.client.pause_upstream_full()
 
     def resume_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.client.resume_upstream_full()
+        ex = self.exchange
+        if ex is not None:
+            ex.client.resume_upstream_full()
 
     # -----------------------------------------------------------------------------------------
     def pause_reading(self) -> None:
@@ -228,17 +230,17 @@ class UpstreamPool:
             raise UpstreamError(
                 "upstream_connect", f"{target} timed out after {self.connect_timeout}s"
             ) from None
-        except ssl.SSLError as exc:
-            raise UpstreamError("upstream_tls", f"{target}: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise UpstreamError("upstream_connect", f"{target}: {exc.strerror or exc}") from None
+        except ssl.SSLError as tls_error:
+            raise UpstreamError("upstream_tls", f"{target}: {tls_error.reason or tls_error}") from None
+        except OSError as os_error:
+            raise UpstreamError("upstream_connect", f"{target}: {os_error.strerror or os_error}") from None
         if ctx is not None and target.ssl_context is None:
             try:
                 sslobj = transport.get_extra_info("ssl_object")
                 peer = peer_identity(sslobj, self.trust_domain(), self.identity.revoked)
-            except PeerIdentityError as exc:
+            except PeerIdentityError as refused:
                 conn.close()
-                raise UpstreamError("upstream_identity", f"{target}: {exc}") from None
+                raise UpstreamError("upstream_identity", f"{target}: {refused}") from None
             if peer.uri not in target.identities:
                 conn.close()
                 raise UpstreamError(
