@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from meshward.ai.protocol import classify
 from meshward.http.parser import ResponseHead
+from meshward.proxy.forwarded import framing
 from meshward.proxy.mirror import MirrorResult, send_mirror
 from meshward.proxy.responses import NOT_DELIVERED_HEADER
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from meshward.proxy.routes import Route
     from meshward.rollout.plan import ServicePlan
 
-__all__ = ["IDEMPOTENT", "MAX_BODY", "MAX_TRIES", "Attempt", "forward_to_service", "reframe"]
+__all__ = ["IDEMPOTENT", "MAX_BODY", "MAX_TRIES", "Attempt", "forward_to_service"]
 
 MAX_TRIES = 3
 MAX_BODY = 1 << 20  # a body read to route by model (or to replay) is at most this large
@@ -47,23 +48,6 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _RETRY_STATUS = frozenset({502, 503, 504})
 MAX_MIRRORS = 64  # shadow requests in flight per sidecar; more are skipped, never queued
 _MIRRORS: set[asyncio.Task[MirrorResult | None]] = set()  # strong references while they run
-
-
-def reframe(head: bytes, length: int, path: str | None = None) -> bytes:
-    """``head`` (a serialized request head) framed by ``Content-Length: length``, with its
-    request target replaced by ``path`` when given."""
-    lines = head.split(b"\r\n")
-    first = lines[0]
-    if path is not None:
-        method, _, rest = first.partition(b" ")
-        _, _, version = rest.rpartition(b" ")
-        first = b"%s %s %s" % (method, path.encode(), version)
-    kept = [
-        line
-        for line in lines[1:]
-        if line and not line.lower().startswith((b"content-length:", b"transfer-encoding:"))
-    ]
-    return b"\r\n".join([first, *kept, b"content-length: %d" % length, b"", b""])
 
 
 class Attempt:
@@ -252,8 +236,9 @@ def _header(ex: Exchange, name: str) -> str | None:
     return None
 
 
-async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str) -> None:
-    """Serve ``ex`` (whose head for the upstream is ``head``, target ``path``) from ``route``."""
+async def forward_to_service(ex: Exchange, route: Route, fields: bytes, path: str) -> None:
+    """Serve ``ex`` from ``route``: ``fields`` is the head for the upstream (request line, target
+    ``path``, fields) without its framing, which is added here once the body is known."""
     plan = route.plan
     compiled = plan.route
     req = ex.head
@@ -269,7 +254,7 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
             complete = True
     subset: str | None = None
     mirror_subset: str | None = None
-    mirror_head, mirror_body = head, body
+    mirror_fields, mirror_body = fields, body
     if compiled is not None:
         model = None
         if compiled.needs_model:
@@ -279,22 +264,19 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
         decision = compiled.decide(plan.principal, lambda n: _header(ex, n), model, plan.requests)
         subset, mirror_subset = decision.subset, decision.mirror
         if decision.model is not None and model is not None:
-            head, body = _aliased(head, body, path, model, decision.model)
+            fields, body = _aliased(fields, body, path, model, decision.model)
         if mirror_subset is not None and model is not None:
             alias = compiled.aliases.get(model, {}).get(mirror_subset)
             if alias is not None:
-                mirror_head, mirror_body = _aliased(mirror_head, mirror_body, path, model, alias)
-    if body is not None:
-        head = reframe(head, len(body))
-        ex.up_chunked = False
+                mirror_fields, mirror_body = _aliased(mirror_fields, mirror_body, path, model, alias)
+    head = fields + framing(ex, body)
     attempt = Attempt(ex, route, subset)
     attempt.started = ex.loop.time()
     attempt.idempotent = method in IDEMPOTENT
     if complete and not req.upgrade:
         attempt.data = head + (body or b"")
     if mirror_subset is not None and complete and not req.upgrade and len(_MIRRORS) < MAX_MIRRORS:
-        if mirror_body is not None:
-            mirror_head = reframe(mirror_head, len(mirror_body))
+        mirror_head = mirror_fields + framing(ex, mirror_body)
         attempt.capture = []
         task = ex.loop.create_task(
             send_mirror(ex.conn.sidecar, route, mirror_subset, mirror_head + (mirror_body or b""))
@@ -307,21 +289,21 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
 
 
 def _aliased(
-    head: bytes, body: bytes | None, path: str, model: str, alias: str
+    fields: bytes, body: bytes | None, path: str, model: str, alias: str
 ) -> tuple[bytes, bytes | None]:
+    """The request for the model's ``alias``: in the OIP path, else in the OpenAI body."""
     new_path = rewrite_path_model(path, model, alias)
     if new_path is not None:
-        return reframe(head, len(body or b""), new_path) if body is not None else _retarget(
-            head, new_path
-        ), body
+        return _retarget(fields, new_path), body
     if body is not None:
         rewritten = rewrite_body_model(body, alias)
         if rewritten is not None:
-            return head, rewritten
-    return head, body
+            return fields, rewritten
+    return fields, body
 
 
 def _retarget(head: bytes, path: str) -> bytes:
+    """``head`` with its request target replaced by ``path``."""
     first, sep, rest = head.partition(b"\r\n")
     method, _, target = first.partition(b" ")
     _, _, version = target.rpartition(b" ")
