@@ -32,7 +32,15 @@ from typing import TYPE_CHECKING, Final
 
 from meshward.filters.base import Denial, RequestContext, ResponseDenied, StreamAbort
 from meshward.http.errors import BodyTooLarge, RemoteProtocolError
-from meshward.http.framing import CHUNK_END, HOP_BY_HOP, chunk, clean_fields, connection_tokens, response_head
+from meshward.http.framing import (
+    CHUNK_END,
+    HOP_BY_HOP,
+    STATUS_REASONS,
+    chunk,
+    clean_fields,
+    connection_tokens,
+    response_head,
+)
 from meshward.http.parser import RequestHead, ResponseHead
 from meshward.proxy.hooks import CompiledChain
 from meshward.proxy.options import SidecarOptions
@@ -79,6 +87,11 @@ DISCARD_MAX: Final = 64 * 1024  # after a local answer, read and drop at most th
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _MID_BODY_FLAGS: Final = {"upstream_timeout": "UT", "upstream_protocol": "UPE"}
 _NOT_SENT: Final = frozenset({RESP_WAITING, RESP_INTERIM, RESP_HELD})
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` (the upstream's reason, else the standard one)."""
+    return b"HTTP/1.1 %d %s" % (status, reason or STATUS_REASONS.get(status, b"Unknown"))
 
 
 @lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
@@ -375,21 +388,25 @@ class ExchangeMachine:
                 return
             # a body the filters may rewrite is re-framed below: its old length goes
             strip_length = rewrite and not no_body
-            headers = clean_fields(
+            fields = clean_fields(
                 [
                     (n.encode("latin-1"), v.encode("latin-1"))
                     for n, v in str_headers
                     if not (strip_length and n.lower() == "content-length")
                 ]
             )
+            lines = [status_line(status, rh.reason)]
+            lines += [n + b": " + v for n, v in fields]
         else:
-            headers = [(n, v) for n, v in rh.headers if n.lower() not in drop]
+            # the head serialized in one pass over the upstream's fields (bytes as they came)
+            lines = [status_line(status, rh.reason)]
+            lines += [n + b": " + v for n, v in rh.headers if n.lower() not in drop]
         if no_body:
             self.mode = MODE_NONE
         elif rewrite or rh.content_length is None:
             if head.version == "1.1":
                 self.mode = MODE_CHUNKED
-                headers.append((b"transfer-encoding", b"chunked"))
+                lines.append(b"transfer-encoding: chunked")
             else:
                 self.mode = MODE_CLOSE
                 self.keep_alive = False
@@ -397,10 +414,11 @@ class ExchangeMachine:
             self.mode = MODE_RAW
         if not self.keep_alive or self.client.closing:
             self.keep_alive = False
-            headers.append((b"connection", b"close"))
+            lines.append(b"connection: close")
         elif head.version == "1.0":
-            headers.append((b"connection", b"keep-alive"))
-        data = response_head(status, rh.reason or None, headers)
+            lines.append(b"connection: keep-alive")
+        lines.append(b"\r\n")
+        data = b"\r\n".join(lines)
         if rewrite and not no_body:
             # Held until the filters release a body byte (or the body ends): while they hold the
             # whole body back, a ResponseDenied can still turn this response into a local answer.
