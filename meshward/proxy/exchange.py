@@ -39,7 +39,7 @@ class Exchange(ExchangeMachine):
 
     def __init__(self, conn: DownstreamConnection, head: RequestHead, request_id: str) -> None:
         loop = conn.loop
-        super().__init__(conn, head, request_id, loop.time, conn.sidecar.options)
+        ExchangeMachine.__init__(self, conn, head, request_id, loop.time, conn.sidecar.options)
         self.conn = conn
         self.loop = loop
         self.task: asyncio.Task[None] | None = None

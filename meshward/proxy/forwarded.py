@@ -23,13 +23,13 @@ __all__ = ["field_lines", "framing"]
 def field_lines(ex: Exchange, ctx: RequestContext, skip: Container[str], body: bytes | None) -> list[str]:
     """Header lines (``"name: value\\r\\n"``) for the forwarded request, framing included."""
     head = ex.head
-    lines: list[str] = []
-    for name, value in ctx.headers.items():
-        if name in skip:
-            continue
-        if name == "expect" and (ex.continue_sent or body is not None):
-            continue
-        lines.append(f"{name}: {value}\r\n")
+    # an Expect the sidecar already answered (or a body it replaced) does not travel on
+    no_expect = ex.continue_sent or body is not None
+    lines = [
+        f"{name}: {value}\r\n"
+        for name, value in ctx.headers.items()
+        if name not in skip and not (no_expect and name == "expect")
+    ]
     if body is not None:
         lines.append(f"content-length: {len(body)}\r\n")
     elif head.chunked:

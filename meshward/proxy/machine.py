@@ -425,7 +425,10 @@ class ExchangeMachine:
             self._resp_to(RESP_HELD)
             self.head_pending = data
         else:
-            self._resp_to(RESP_BODY)
+            if self.resp is RESP_WAITING:
+                self.resp = RESP_BODY  # the usual move, checked without a call
+            else:
+                self._resp_to(RESP_BODY)
             self.client.write(data)
 
     def response_data(self, data: bytes) -> None:
