@@ -536,6 +536,76 @@ def test_a_denial_before_the_body_ended_drops_the_rest_and_serves_the_next_reque
     )
 
 
+def test_an_http_1_0_client_gets_a_close_delimited_body() -> None:
+    play(
+        """
+        >> client GET /a HTTP/1.0|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK||hello
+        << client HTTP/1.1 200 OK|connection: close||hello
+        >> up1 eof
+        << client close
+        """
+    )
+
+
+def test_a_head_answer_has_no_body_whatever_its_length_says() -> None:
+    play(
+        """
+        >> client HEAD /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 HEAD /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 5||
+        << release up1
+        << client HTTP/1.1 200 OK|content-length: 5||
+        """
+    )
+
+
+def test_connection_close_from_the_client_ends_the_connection_after_the_answer() -> None:
+    play(
+        f"""
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1|connection: close||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 {OK}
+        << release up1
+        << client HTTP/1.1 200 OK|content-length: 2|connection: close||ok
+        << client close
+        """
+    )
+
+
+def test_an_interim_103_is_not_forwarded() -> None:
+    play(
+        f"""
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 103 Early Hints|link: </s.css>||{OK}
+        << release up1
+        << client {OK}
+        """
+    )
+
+
+def test_an_upstream_that_closes_is_not_pooled() -> None:
+    play(
+        f"""
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 2|connection: close||ok
+        << up1 close
+        << client {OK}
+        >> client GET /b HTTP/1.1|host: m|x-request-id: r2||
+        << connect up2
+        << up2 GET /b HTTP/1.1|host: m|x-request-id: r2||
+        """
+    )
+
+
 # ---- the transition tables -------------------------------------------------------------------
 
 
