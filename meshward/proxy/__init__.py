@@ -3,7 +3,8 @@
 Map of the package (request path top to bottom)::
 
     listener.py    accept loop: plain, STRICT mTLS, PERMISSIVE (first-byte sniff); SO_REUSEPORT
-    downstream.py  asyncio adapter of a client connection: parser events, pipelining, backpressure
+    downstream.py  asyncio adapter of a client connection: peer SVID check, callbacks to the session
+    session.py     a client connection's HTTP: parser per connection, pipelining, backpressure
     states.py      the exchange's states, their transition tables, the ports it acts through
     machine.py     sans-IO exchange: request/response events in, writes/pauses/closes out
     exchange.py    the request side's coroutine: run the handler, read_body(), forward()

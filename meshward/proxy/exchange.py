@@ -25,7 +25,7 @@ from meshward.proxy.states import REQ_DONE
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 
 if TYPE_CHECKING:
-    from meshward.proxy.downstream import DownstreamConnection
+    from meshward.proxy.session import ClientSession
 
 __all__ = ["Exchange"]
 
@@ -37,7 +37,7 @@ class Exchange(ExchangeMachine):
 
     __slots__ = ("body_waiter", "conn", "loop", "task")
 
-    def __init__(self, conn: DownstreamConnection, head: RequestHead, request_id: str) -> None:
+    def __init__(self, conn: ClientSession, head: RequestHead, request_id: str) -> None:
         loop = conn.loop
         ExchangeMachine.__init__(self, conn, head, request_id, loop.time, conn.sidecar.options)
         self.conn = conn

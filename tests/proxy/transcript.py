@@ -199,7 +199,7 @@ class Transcript:
         self.conn = DownstreamConnection(side)
         self.client = FakeTransport("client", self.log, self.conn)
         self.conn.connection_made(cast(asyncio.Transport, self.client))
-        self.t0 = self.conn.loop.time()
+        self.t0 = self.conn.session.loop.time()
 
     @property
     def stats(self) -> ProxyStats:
@@ -217,7 +217,7 @@ class Transcript:
             else:
                 self.conn.data_received(wire(what))
         elif who == "sweep":
-            self.conn.check_timeouts(self.t0 + float(what))
+            self.conn.session.check_timeouts(self.t0 + float(what))
         elif what == "connected":
             self.pool.gates[who].set_result(None)
         else:
