@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Denial",
+    "DenialKind",
     "Filter",
     "Peer",
     "RequestContext",
@@ -55,22 +56,63 @@ class Peer:
         return self.spiffe_id[len("spiffe://") :] if self.spiffe_id else None
 
 
-@dataclass(slots=True)
-class Denial:
-    """A local answer instead of forwarding. ``kind`` picks the status mapping in one place.
+DenialKind = Literal[
+    "authn", "authz", "ratelimit", "dlp", "export", "bad_request", "not_found", "too_large", "unavailable"
+]
 
-    kinds: ``authn`` 401, ``authz`` 403, ``ratelimit`` 429, ``dlp`` 403, ``export`` 403, ``bad_request`` 400,
-    ``too_large`` 413, ``unavailable`` 503.
+
+class Denial:
+    """A local answer instead of forwarding: what kind of refusal it is, and the facts of it.
+
+    The response is decided in ONE place, :func:`meshward.proxy.responses.denial_reply`: the
+    ``kind`` gives the status and the response flag (``authn`` 401, ``authz`` 403,
+    ``ratelimit`` 429, ``dlp`` 403, ``export`` 403, ``bad_request`` 400, ``not_found`` 404,
+    ``too_large`` 413, ``unavailable`` 503); ``facts`` are the extra JSON fields of the body
+    (e.g. a 429's ``retry_after``, the deciding policy); ``headers`` are added as they are.
+    ``status`` is kept for older callers and readers: 0 (the default) means "the kind's", and a
+    status that disagrees with the kind does not change the answer. ``body`` is ``facts``.
     """
 
-    kind: Literal["authn", "authz", "ratelimit", "dlp", "export", "bad_request", "too_large", "unavailable"]
-    status: int
-    message: str
-    policy: str | None = None  # "ns/name" of the deciding policy
-    rule: str | None = None  # rule index or limit name
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: dict[str, Any] = field(default_factory=dict)  # extra JSON fields
-    reason: str | None = None  # why, in words (e.g. "no ALLOW policy matched"), for SDK-facing bodies
+    __slots__ = ("facts", "headers", "kind", "message", "policy", "reason", "rule", "status")
+
+    def __init__(
+        self,
+        kind: DenialKind,
+        status: int = 0,
+        message: str = "",
+        policy: str | None = None,
+        rule: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+        reason: str | None = None,
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        self.kind: DenialKind = kind
+        self.status = status
+        self.message = message
+        self.policy = policy  # "ns/name" of the deciding policy
+        self.rule = rule  # rule index or limit name
+        self.headers: list[tuple[str, str]] = headers if headers is not None else []
+        merged: dict[str, Any] = dict(body) if body else {}
+        if facts:
+            merged.update(facts)
+        self.facts = merged
+        self.reason = reason  # why, in words (e.g. "no ALLOW policy matched"), for SDK-facing bodies
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The extra JSON fields of the answer (the facts), under their older name."""
+        return self.facts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Denial):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Denial({self.kind!r}, {self.message!r}, policy={self.policy!r}, facts={self.facts!r})"
 
 
 class StreamAbort(Exception):
