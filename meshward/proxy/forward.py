@@ -85,11 +85,12 @@ class Attempt:
         return self.route.targets[self.plan.keys.index(key)]
 
     def next_key(self, now: float) -> str | None:
-        """An endpoint of the subset not tried yet; when the subset has none left, any other
-        endpoint of the service (a failing version must not fail requests another can serve)."""
+        """An endpoint of the subset not tried yet; when the subset has none left, another
+        endpoint of the service (a failing version must not fail requests another can serve),
+        but never one of a subset the route gives no weight: a rolled-back canary stays out."""
         tried = frozenset(self.tried)
         plan = self.plan
-        for candidates, panic in ((plan.candidates(self.subset), False), (plan.keys, True)):
+        for candidates, panic in ((plan.candidates(self.subset), False), (plan.failover, True)):
             i = plan.balancer.pick(candidates, now, tried, panic)
             if i >= 0:
                 return candidates[i]

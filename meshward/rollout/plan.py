@@ -34,6 +34,7 @@ def endpoint_state(runtime: SidecarRuntime) -> EndpointState:
 class ServicePlan:
     keys: tuple[str, ...] = ()  # "host:port" of each target, in the route's target order
     members: dict[str, tuple[str, ...]] = field(default_factory=dict)  # subset → keys
+    failover: tuple[str, ...] = ()  # keys a request may fail over to (none of a subset without weight)
     route: CompiledRoute | None = None
     balancer: Balancer = field(default_factory=Balancer)
     window: WindowStats | None = None
@@ -76,9 +77,13 @@ def service_plans(snapshot: MeshSnapshot, state: EndpointState) -> dict[str, Ser
                 subset = subset_of(entry.endpoint_labels.get(ep, {}), compiled.subsets)
                 if subset is not None:
                     members.setdefault(subset, []).append(ep)
+        barred = {
+            ep for name, eps in members.items() if compiled and name not in compiled.serving for ep in eps
+        }
         plans[host] = ServicePlan(
             keys=tuple(entry.endpoints),
             members={k: tuple(v) for k, v in members.items()},
+            failover=tuple(ep for ep in entry.endpoints if ep not in barred),
             route=compiled,
             balancer=balancer,
             window=window if compiled is not None else None,

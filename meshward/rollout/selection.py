@@ -129,6 +129,12 @@ class CompiledRoute:
         if self.canary_weight and "canary" in self.subsets:
             default.append(Destination(subset="canary", weight=self.canary_weight))
         self.default = _cumulative([(d.subset, d.weight) for d in default])
+        #: Subsets some request may be routed to (weight > 0 by default or in a rule). A subset
+        #: outside it (a rolled-back or not yet started canary) never serves, not even as failover.
+        self.serving = frozenset(
+            {d.subset for d in default if d.weight > 0}
+            | {d.subset for r in spec.rules for d in r.route if d.weight > 0}
+        )
         sticky = spec.sticky_by
         self.sticky_principal = sticky == "source.principal"
         self.sticky_header = (

@@ -204,3 +204,44 @@ def test_no_panic_lets_the_caller_fall_back() -> None:
     b.outcome("a:1", False, 0.0)
     assert b.pick(("a:1",), 1.0, panic=False) == -1
     assert b.pick(("a:1",), 1.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("weight", "rules", "serving"),
+    [
+        (0, [], {"stable"}),  # not started, or rolled back: the canary serves nothing
+        (20, [], {"stable", "canary"}),
+        (100, [], {"canary"}),
+        (
+            0,
+            [{"match": {"headers": {"X-Canary": "yes"}}, "route": [{"subset": "canary"}]}],
+            {"stable", "canary"},
+        ),
+    ],
+)
+def test_serving_subsets_are_those_with_weight(weight: int, rules: list[Any], serving: set[str]) -> None:
+    assert route(weight, rules=rules).serving == serving
+
+
+def test_a_rolled_back_canary_is_no_failover_target() -> None:
+    from meshward.config.snapshot import ServiceEntry
+    from meshward.rollout.plan import EndpointState, service_plans
+    from tests.support.sidecar import make_snapshot
+
+    v1, v2 = "127.0.0.1:1001", "127.0.0.1:1002"
+    labels = {v1: {"version": "v1"}, v2: {"version": "v2"}}
+    entry = ServiceEntry("chat", "llm", (v1, v2), ("spiffe://demo.local/ns/llm/sa/chat",), labels)
+    for weight, failover in ((20, (v1, v2)), (0, (v1,))):
+        doc = {
+            "apiVersion": "meshward.dev/v1alpha1",
+            "kind": "ModelRoute",
+            "metadata": {"name": "chat", "namespace": "llm", "annotations": {WEIGHT_ANNOTATION: str(weight)}},
+            "spec": {
+                "service": "chat",
+                "subsets": {"stable": {"version": "v1"}, "canary": {"version": "v2"}},
+                "rollout": {"steps": [20, 50, 100], "interval": "1s"},
+            },
+        }
+        snapshot = make_snapshot("web/caller", services=[entry], policies=[doc])
+        plan = service_plans(snapshot, EndpointState())["chat.llm"]
+        assert plan.failover == failover, weight
