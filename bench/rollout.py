@@ -4,7 +4,7 @@
    service (a ``ModelRoute`` with two header/principal rules, a rollout weight, mirroring, sticky
    by header) each request runs :meth:`CompiledRoute.decide` + :meth:`Balancer.pick` over its
    subset + ``started`` / ``finished`` (outlier bookkeeping) + the window's ``observe`` — what
-   :mod:`meshward.rollout.forward` adds to an outbound request. Timed in batches with
+   :mod:`meshward.proxy.forward` adds to an outbound request. Timed in batches with
    ``perf_counter_ns``; the plain-service path (no route: pick + bookkeeping) alongside.
 2. **Failing check → all traffic on stable**: ``meshward up`` of ``examples/rollout`` (interval
    1 s, threshold 2, the canary leaks emails): from the first failed check to every sidecar

@@ -99,6 +99,18 @@ class AsyncControlClient:
         status, _, payload = await self.request_raw(method, path, body, timeout, headers, raw)
         return status, payload
 
+    async def post_audit(self, batch: bytes) -> tuple[int, bytes]:
+        """POST one NDJSON audit batch (a spool's format) to ``/v1/audit``: (status, JSON body)
+        whatever the control plane answered (the shipper decides); raises if it is unreachable.
+        The one path a sidecar's audit records take (an :data:`meshward.audit.shipper.AuditPost`)."""
+        try:
+            status, answer = await self.request(
+                "POST", "/v1/audit", raw=batch, headers={"Content-Type": "application/x-ndjson"}
+            )
+        except ControlRefused as exc:
+            return exc.status, json.dumps({"error": str(exc), **exc.body}).encode()
+        return status, json.dumps(answer).encode()
+
     async def request_raw(
         self,
         method: str,

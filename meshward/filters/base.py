@@ -13,23 +13,31 @@ hooks are synchronous and must be cheap per chunk.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from meshward.ai.types import AIRequest, TokenUsage
 from meshward.authn.enduser import EndUser
 from meshward.config.snapshot import WorkloadInfo
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 __all__ = [
     "Denial",
+    "DenialKind",
     "Filter",
     "Peer",
     "RequestContext",
     "ResponseDenied",
+    "SecretFetch",
     "SidecarRuntime",
     "StreamAbort",
 ]
+
+S = TypeVar("S")
 
 
 @dataclass(slots=True)
@@ -48,22 +56,63 @@ class Peer:
         return self.spiffe_id[len("spiffe://") :] if self.spiffe_id else None
 
 
-@dataclass(slots=True)
-class Denial:
-    """A local answer instead of forwarding. ``kind`` picks the status mapping in one place.
+DenialKind = Literal[
+    "authn", "authz", "ratelimit", "dlp", "export", "bad_request", "not_found", "too_large", "unavailable"
+]
 
-    kinds: ``authn`` 401, ``authz`` 403, ``ratelimit`` 429, ``dlp`` 403, ``export`` 403, ``bad_request`` 400,
-    ``too_large`` 413, ``unavailable`` 503.
+
+class Denial:
+    """A local answer instead of forwarding: what kind of refusal it is, and the facts of it.
+
+    The response is decided in ONE place, :func:`meshward.proxy.responses.denial_reply`: the
+    ``kind`` gives the status and the response flag (``authn`` 401, ``authz`` 403,
+    ``ratelimit`` 429, ``dlp`` 403, ``export`` 403, ``bad_request`` 400, ``not_found`` 404,
+    ``too_large`` 413, ``unavailable`` 503); ``facts`` are the extra JSON fields of the body
+    (e.g. a 429's ``retry_after``, the deciding policy); ``headers`` are added as they are.
+    ``status`` is kept for older callers and readers: 0 (the default) means "the kind's", and a
+    status that disagrees with the kind does not change the answer. ``body`` is ``facts``.
     """
 
-    kind: Literal["authn", "authz", "ratelimit", "dlp", "export", "bad_request", "too_large", "unavailable"]
-    status: int
-    message: str
-    policy: str | None = None  # "ns/name" of the deciding policy
-    rule: str | None = None  # rule index or limit name
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: dict[str, Any] = field(default_factory=dict)  # extra JSON fields
-    reason: str | None = None  # why, in words (e.g. "no ALLOW policy matched"), for SDK-facing bodies
+    __slots__ = ("facts", "headers", "kind", "message", "policy", "reason", "rule", "status")
+
+    def __init__(
+        self,
+        kind: DenialKind,
+        status: int = 0,
+        message: str = "",
+        policy: str | None = None,
+        rule: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+        reason: str | None = None,
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        self.kind: DenialKind = kind
+        self.status = status
+        self.message = message
+        self.policy = policy  # "ns/name" of the deciding policy
+        self.rule = rule  # rule index or limit name
+        self.headers: list[tuple[str, str]] = headers if headers is not None else []
+        merged: dict[str, Any] = dict(body) if body else {}
+        if facts:
+            merged.update(facts)
+        self.facts = merged
+        self.reason = reason  # why, in words (e.g. "no ALLOW policy matched"), for SDK-facing bodies
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The extra JSON fields of the answer (the facts), under their older name."""
+        return self.facts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Denial):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Denial({self.kind!r}, {self.message!r}, policy={self.policy!r}, facts={self.facts!r})"
 
 
 class StreamAbort(Exception):
@@ -164,17 +213,42 @@ class Filter:
         """Always called once, after the response or a local reply (release, account, log)."""
 
 
+#: ``async (name) -> value``: an egress credential fetched over the sidecar's mTLS identity.
+SecretFetch = Callable[[str], Awaitable[str]]
+
+
 @dataclass
 class SidecarRuntime:
     """What outlives a config generation in one sidecar process.
 
     Filter factories get it so that state which must survive a config swap (rate-limit
-    buckets, metric collectors, the audit spool, Redis clients) is kept here, keyed by concern
-    in ``shared``, instead of inside a filter that is rebuilt on every generation.
+    buckets, metric collectors, the audit outputs, Redis clients) is kept here instead of
+    inside a filter that is rebuilt on every generation. Each concern keeps its state in one
+    object of its own type, reached with :meth:`service` through an accessor in the concern's
+    own module (``counters(runtime)``, ``detection_state(runtime)``, ...): the type is the key,
+    so no string is shared between packages. What the sidecar process itself hands to filters
+    is a typed attribute (``secret_fetch``).
     """
 
     workload: WorkloadInfo
     trust_domain: str
     state_dir: Path | None = None  # the sidecar's own directory (spool, caches); None = in memory
-    shared: dict[str, Any] = field(default_factory=dict)
-    metrics_registry: Any = None  # prometheus_client.CollectorRegistry, served on /stats/prometheus
+    metrics_registry: CollectorRegistry | None = None  # served on /stats/prometheus
+    # Set by the process that talks to the control plane (meshward.mesh.sidecar); None: no
+    # egress credential can be had.
+    secret_fetch: SecretFetch | None = None
+    _services: dict[type[Any], Any] = field(default_factory=dict, init=False, repr=False)
+
+    def service(self, kind: type[S], make: Callable[[], S] | None = None) -> S:
+        """This process's one ``kind``: made on first use by ``make()`` (default ``kind()``)."""
+        found = self._services.get(kind)
+        if found is None:
+            found = self._services[kind] = make() if make is not None else kind()
+        return cast(S, found)
+
+    def provide(self, service: object) -> None:
+        """Install ``service`` as this process's one of its type (before anyone made another)."""
+        kind = type(service)
+        if kind in self._services:
+            raise RuntimeError(f"the runtime already has a {kind.__name__}")
+        self._services[kind] = service

@@ -35,7 +35,7 @@ class GatewayRouteFilter(Filter):
     async def on_request(self, ctx: RequestContext) -> Denial | None:
         route = self.table.resolve(ctx.method, ctx.host, ctx.path)
         if route is None:
-            return Denial(kind="bad_request", status=404, message="no route for this request")
+            return Denial(kind="not_found", message="no route for this request")
         ctx.headers["host"] = route.service_host
         return None
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Filter, SidecarRuntime
 from meshward.proxy.chain import build_chain
+from meshward.proxy.egress import EgressSide, compile_egress_side
+from meshward.proxy.hooks import CompiledChain
 from meshward.proxy.routes import RouteTable
-
-if TYPE_CHECKING:
-    from meshward.proxy.egress import EgressSide
+from meshward.rollout.plan import endpoint_state
 
 __all__ = [
     "ChainFactory",
@@ -60,32 +60,6 @@ def workload_change(runtime: SidecarRuntime, snapshot: MeshSnapshot) -> str:
     return f"{ref} changed; {restart}"
 
 
-def _overrides(f: Filter, hook: str) -> bool:
-    return getattr(type(f), hook) is not getattr(Filter, hook)
-
-
-class CompiledChain:
-    """The ordered filters plus, per hook, only the filters that implement it."""
-
-    __slots__ = ("body", "chunk", "complete", "eager", "filters", "headers", "requests")
-
-    def __init__(self, filters: Sequence[Filter]) -> None:
-        self.filters = tuple(filters)
-        self.body = tuple(f for f in filters if _overrides(f, "wants_request_body"))
-        self.requests = tuple(f for f in filters if _overrides(f, "on_request"))
-        rev = tuple(reversed(self.filters))
-        self.headers = tuple(f for f in rev if _overrides(f, "on_response_headers"))
-        self.chunk = tuple(
-            f for f in rev if _overrides(f, "on_response_chunk") or _overrides(f, "on_response_end")
-        )
-        self.complete = tuple(f for f in rev if _overrides(f, "on_complete"))
-        # Requests may run inline (no Task per request) when no filter needs one up front.
-        self.eager = all(f.eager_safe for f in self.requests)
-
-    def __len__(self) -> int:
-        return len(self.filters)
-
-
 @dataclass(frozen=True, slots=True)
 class CompiledConfig:
     snapshot: MeshSnapshot
@@ -112,11 +86,9 @@ def compile_snapshot(
     """Build every per-generation structure; any failure becomes :class:`SnapshotRejected`."""
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
-        routes = RouteTable(snapshot, runtime.shared)
+        routes = RouteTable(snapshot, endpoint_state(runtime))
         for skipped in routes.skipped:
             log.warning("config generation %s: skipped endpoint of %s", snapshot.generation, skipped)
-        from meshward.proxy.egress import compile_egress_side  # imports this module
-
         egress = compile_egress_side(snapshot, runtime)
     except Exception as exc:
         log.warning("config generation %s rejected: %s", snapshot.generation, exc)

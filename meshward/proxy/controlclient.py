@@ -55,7 +55,6 @@ from meshward.tls.contexts import client_context
 from meshward.tls.control import bundle_digest
 
 __all__ = [
-    "AUDIT_POST_KEY",
     "AgentConfig",
     "ControlAgent",
     "IdentityError",
@@ -66,9 +65,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 25.0
-#: Key in ``SidecarRuntime.shared``: ``async (ndjson_batch) -> (http_status, body)`` posting one
-#: audit batch to the control plane over this sidecar's mTLS identity (for the audit shipper).
-AUDIT_POST_KEY = "control.audit_post"
 MAX_BACKOFF = 5.0
 
 
@@ -505,16 +501,11 @@ class ControlAgent:
             self._renewed = True
 
     # -- requests for the sidecar's other parts (audit shipper, egress credentials, detection) -----
-    async def post_audit_async(self, batch: bytes) -> tuple[int, bytes]:
-        """POST one NDJSON audit batch; (status, body) whatever the answer (the shipper decides)."""
-        client = self._shared_client()
-        try:
-            status, body = await client.request(
-                "POST", "/v1/audit", raw=batch, headers={"Content-Type": "application/x-ndjson"}
-            )
-        except ControlRefused as exc:
-            return exc.status, json.dumps(exc.body).encode()
-        return status, json.dumps(body).encode()
+    async def post_audit(self, batch: bytes) -> tuple[int, bytes]:
+        """The audit shipper's :data:`~meshward.audit.shipper.AuditPost`: one NDJSON batch over the
+        agent's kept-alive client (our current SVID), by the one posting path
+        (:meth:`AsyncControlClient.post_audit`)."""
+        return await self._shared_client().post_audit(batch)
 
     async def fetch_secret_async(self, name: str) -> str:
         """An egress credential this workload is entitled to (raises ControlRefused if not)."""

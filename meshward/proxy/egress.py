@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import TYPE_CHECKING
 
+from meshward.ai.protocol import classify
 from meshward.ai.types import AIRequest
 from meshward.config.snapshot import MeshSnapshot
 from meshward.egress.chain import EgressConfig, compile_egress_config
@@ -31,12 +33,13 @@ from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.hygiene import clean_request_headers
 from meshward.http.normalize import normalize_path
-from meshward.proxy.classify import classify
-from meshward.proxy.compiled import CompiledChain
-from meshward.proxy.exchange import Exchange
 from meshward.proxy.forwarded import field_lines
+from meshward.proxy.hooks import CompiledChain
 from meshward.proxy.routes import RouteTable, split_authority
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
+
+if TYPE_CHECKING:
+    from meshward.proxy.exchange import Exchange
 
 __all__ = ["EgressSide", "compile_egress_side", "handle_connect", "handle_external"]
 
@@ -209,13 +212,4 @@ async def handle_connect(ex: Exchange, side: EgressSide, routes: RouteTable, all
     up.upgraded = True  # raw bytes from now on, both ways
     up.exchange = ex
     ex.upstream = up
-    ex.tunnel = True
-    ex.status = 200
-    ex.resp_started = True
-    ex.keep_alive = False
-    ctx.response_status = 200
-    ex.conn.tunnel = True
-    ex.conn.write(_ESTABLISHED)
-    if ex.raw_buf:
-        up.write(b"".join(ex.raw_buf))
-    ex.raw_buf = None
+    ex.open_tunnel(200, _ESTABLISHED)

@@ -111,13 +111,13 @@ class Listener:
             await self.loop.connect_accepted_socket(
                 self.factory, conn, ssl=ctx, ssl_handshake_timeout=self.handshake_timeout
             )
-        except ssl.SSLError as exc:
-            self.stats.tls_refused(source, (exc.reason or "tls_error").lower())
-            log.info("%s: TLS handshake refused: %s", self.name, exc.reason or exc)
+        except ssl.SSLError as refused:
+            self.stats.tls_refused(source, (refused.reason or "tls_error").lower())
+            log.info("%s: TLS handshake refused: %s", self.name, refused.reason or refused)
             conn.close()
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as incomplete:
             self.stats.tls_refused(source, "handshake_incomplete")
-            log.info("%s: TLS handshake did not complete: %r", self.name, exc)
+            log.info("%s: TLS handshake did not complete: %r", self.name, incomplete)
             conn.close()
 
     # PERMISSIVE: look at the first byte without consuming it.

@@ -26,9 +26,10 @@ from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.normalize import split_target
 from meshward.proxy.egress import handle_connect, handle_external
 from meshward.proxy.exchange import Exchange
+from meshward.proxy.forward import forward_to_service
+from meshward.proxy.forwarded import framing
 from meshward.proxy.routes import split_authority
 from meshward.proxy.upstream import UpstreamTarget
-from meshward.rollout.forward import forward_to_service
 
 __all__ = ["handle_outbound", "original_destination"]
 
@@ -54,7 +55,7 @@ def original_destination(transport: object) -> tuple[str, int] | None:
     return address, port
 
 
-_DROP = HOP_BY_HOP | {b"host", b"x-forwarded-client-cert"}
+_DROP = HOP_BY_HOP | {b"host", b"x-forwarded-client-cert", b"content-length"}
 
 
 @lru_cache(maxsize=64)  # "keep-alive", "close", ...: a handful of values in practice
@@ -90,8 +91,11 @@ async def handle_outbound(ex: Exchange) -> None:
     if route is None and not cfg.allow_any_outbound:
         ex.fail("no_route", host)
         return
+    # The head is built once from the parsed fields; the framing goes last, once the body is
+    # known (forward_to_service may buffer it: then a Content-Length of what was read).
     drop = _not_forwarded(head.connection)
-    parts = [f"{head.method} {path}{'?' + query if query else ''} HTTP/1.1\r\nhost: {authority}\r\n".encode()]
+    target = f"{path}?{query}" if query else path
+    lines = [f"{head.method} {target} HTTP/1.1\r\nhost: {authority}".encode()]
     upgrade = b""
     for name, value in head.headers:
         low = name.lower()
@@ -99,21 +103,18 @@ async def handle_outbound(ex: Exchange) -> None:
             if low == b"upgrade":
                 upgrade = value
             continue
-        parts.append(b"%s: %s\r\n" % (name, value))
-    if head.chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-        ex.up_chunked = True
+        lines.append(name + b": " + value)
     if head.request_id is None:  # the parser's scan found no X-Request-Id
-        parts.append(b"x-request-id: %s\r\n" % ex.request_id.encode())
+        lines.append(b"x-request-id: " + ex.request_id.encode())
     if head.upgrade:
-        parts.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
-    parts.append(b"\r\n")
-    data = b"".join(parts)
+        lines.append(b"connection: upgrade\r\nupgrade: " + upgrade)
+    lines.append(b"")
+    fields = b"\r\n".join(lines)
     if route is None:
-        await ex.forward(UpstreamTarget(host, port or 80), data)
+        await ex.forward(UpstreamTarget(host, port or 80), fields + framing(ex, None))
         return
     if not route.targets:
         ex.fail("no_endpoints", route.entry.host)
         return
     # subsets, balancing, ejection, retries, mirroring: meshward.rollout
-    await forward_to_service(ex, route, data, f"{path}{'?' + query if query else ''}")
+    await forward_to_service(ex, route, fields, target)

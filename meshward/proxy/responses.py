@@ -19,16 +19,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from meshward.filters.base import Denial
+from meshward.filters.base import Denial, DenialKind
 from meshward.http.framing import clean_fields, response_head
 
 __all__ = [
-    "DENIAL_STATUS",
+    "DENIALS",
     "FAILURES",
     "NOT_DELIVERED",
     "NOT_DELIVERED_HEADER",
     "Failure",
     "LocalReply",
+    "Refusal",
     "denial_reply",
     "error_document",
     "explain",
@@ -36,28 +37,27 @@ __all__ = [
     "render",
 ]
 
-# Denial kind → status when the filter left ``status`` at 0.
-DENIAL_STATUS: dict[str, int] = {
-    "authn": 401,
-    "authz": 403,
-    "ratelimit": 429,
-    "dlp": 403,
-    "export": 403,
-    "bad_request": 400,
-    "too_large": 413,
-    "unavailable": 503,
-}
 
-# Denial kind → response flag (Envoy's where one exists).
-_DENIAL_FLAGS: dict[str, str] = {
-    "authn": "UAEX",
-    "authz": "RBAC",
-    "ratelimit": "RL",
-    "dlp": "DLP",
-    "export": "DLP",
-    "bad_request": "DPE",
-    "too_large": "DPE",
-    "unavailable": "UH",
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """What a kind of :class:`~meshward.filters.base.Denial` answers: status and response flag."""
+
+    status: int
+    flag: str
+
+
+# THE mapping of a filter's Denial: its kind decides status and flag (Envoy's flags where one
+# exists); its facts become the body's extra fields. Filters never choose a status themselves.
+DENIALS: dict[DenialKind, Refusal] = {
+    "authn": Refusal(401, "UAEX"),
+    "authz": Refusal(403, "RBAC"),
+    "ratelimit": Refusal(429, "RL"),
+    "dlp": Refusal(403, "DLP"),
+    "export": Refusal(403, "DLP"),
+    "bad_request": Refusal(400, "DPE"),
+    "not_found": Refusal(404, "NR"),
+    "too_large": Refusal(413, "DPE"),
+    "unavailable": Refusal(503, "UH"),
 }
 
 
@@ -96,7 +96,7 @@ FAILURES: dict[str, Failure] = {
 
 
 # Failures where the request never reached an app: a caller's sidecar may send it elsewhere,
-# whatever its method (meshward.rollout.forward). Said in this response header.
+# whatever its method (meshward.proxy.forward). Said in this response header.
 NOT_DELIVERED = frozenset({"upstream_connect", "no_app", "not_ready", "no_endpoints"})
 NOT_DELIVERED_HEADER = "x-meshward-not-delivered"
 _PLAIN_HTTP_REASON = b" Use plain http:// to mesh services (the sidecar adds mTLS)\r\n"
@@ -134,8 +134,8 @@ def explain(message: str, request_id: str, denial: Denial | None = None) -> str:
                 f" {'limit' if denial.kind == 'ratelimit' else 'rule'} {denial.rule}" if denial.rule else ""
             )
             parts.append(f"policy {denial.policy}{rule}")
-        if "retry_after" in denial.body:
-            parts.append(f"retry after {denial.body['retry_after']}s")
+        if "retry_after" in denial.facts:
+            parts.append(f"retry after {denial.facts['retry_after']}s")
     parts.append(f"request id {request_id}")
     return f"{parts[0]} ({'; '.join(parts[1:])})"
 
@@ -198,15 +198,16 @@ def denial_reply(
     denial: Denial, request_id: str, close: bool = False, head_only: bool = False, protocol: str | None = None
 ) -> LocalReply:
     """The one mapping from a filter's Denial to the response the caller gets."""
-    status = denial.status or DENIAL_STATUS.get(denial.kind, 403)
+    refusal = DENIALS[denial.kind]
+    status = refusal.status
     headers = denial.headers
     if protocol == "openai" and status == 429 and _retry_after(headers) > SDK_MAX_RETRY_AFTER:
         # The openai SDK ignores a Retry-After over 60 s and retries at once; tell it not to.
         headers = [*headers, ("x-should-retry", "false")]
     data = render(
-        status, denial.message, request_id, denial.body, headers, close, head_only, protocol, denial
+        status, denial.message, request_id, denial.facts, headers, close, head_only, protocol, denial
     )
-    return LocalReply(data, status, _DENIAL_FLAGS.get(denial.kind, "-"), close)
+    return LocalReply(data, status, refusal.flag, close)
 
 
 def failure_reply(

@@ -210,9 +210,6 @@ async def _connect(sidecar: Sidecar, agent: ControlAgent, process: SidecarProces
     """Register the inbound (worker 0), start the agent, and wire the parts that talk to the
     control plane over this sidecar's SVID."""
     from meshward.detection.filter import start_detection_reporter
-    from meshward.egress.credentials import SECRET_FETCH_KEY
-    from meshward.filters.telemetry import start_audit_shipper
-    from meshward.proxy.controlclient import AUDIT_POST_KEY
 
     addresses = sidecar.addresses()
     gateway = isinstance(process.source, ControlSource) and process.source.gateway
@@ -223,11 +220,10 @@ async def _connect(sidecar: Sidecar, agent: ControlAgent, process: SidecarProces
     if inbound is not None:
         await agent.register(inbound)
     agent.start(inbound)
-    # The audit spool (telemetry filter) ships its records to the control plane over our SVID.
-    sidecar.runtime.shared[AUDIT_POST_KEY] = agent.post_audit_async
+    # The audit spool (the telemetry pipeline's) ships its records to the control plane over our SVID.
+    sidecar.ship_audit(agent.post_audit)
     # Egress credentials are fetched over the same mTLS identity, kept in memory only.
-    sidecar.runtime.shared[SECRET_FETCH_KEY] = agent.fetch_secret_async
-    start_audit_shipper(sidecar.runtime, agent.post_audit_async)
+    sidecar.runtime.secret_fetch = agent.fetch_secret_async
     # Detection aggregates (and refused handshakes) go to the control plane the same way.
     start_detection_reporter(sidecar.runtime, sidecar.stats, agent.post_json_async)
 

@@ -6,6 +6,7 @@ Drive it from a bootstrap file (``meshward proxy --bootstrap``) or from the cont
     sidecar.set_identity(chain_pem, key_pem, bundle_pem)   # again on rotation
     sidecar.set_snapshot(snapshot)                        # again per generation; may raise
     await sidecar.start()                                 # binds inbound, outbound, admin
+    sidecar.ship_audit(post)                              # fed by the control plane: ship audit
     ...
     await sidecar.stop()
 
@@ -15,6 +16,11 @@ raised and the previous generation stays in force (the caller NACKs). ``set_snap
 :meth:`Sidecar.compile` (any thread: the control agent runs it in an executor, off the loop)
 then :meth:`Sidecar.apply` (on the loop: publishes the generation in :attr:`Sidecar.configs`,
 a :class:`~meshward.proxy.watch.Watch`).
+
+The sidecar owns the process's :class:`~meshward.filters.base.SidecarRuntime` (made with the
+first generation; the services filters keep across generations live in it) and its telemetry
+pipeline (:mod:`meshward.proxy.pipeline`: audit spool and shipper, access log, span exporter),
+configured by :meth:`Sidecar.apply` on the loop and closed by :meth:`Sidecar.stop`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from meshward.audit.shipper import AuditPost
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import SidecarRuntime
 from meshward.proxy.admin import AdminConnection
@@ -45,19 +52,17 @@ from meshward.proxy.inbound import handle_inbound
 from meshward.proxy.listener import Listener, bind_socket
 from meshward.proxy.options import Address, SidecarOptions
 from meshward.proxy.outbound import handle_outbound
+from meshward.proxy.pipeline import TelemetryPipeline
 from meshward.proxy.stats import ProxyCollector, ProxyStats
 from meshward.proxy.upstream import UpstreamPool, UpstreamTarget
 from meshward.proxy.watch import Watch
+from meshward.telemetry.filter import telemetry_enabled
 from meshward.tls.identity import ReloadableIdentity, SvidInfo
 from meshward.tls.peer import PeerIdentity
 
 __all__ = ["Sidecar", "SnapshotRejected"]
 
 log = logging.getLogger("meshward.proxy")
-
-#: Key in ``SidecarRuntime.shared``: the current SVID's notAfter (an aware datetime), exported as
-#: ``meshward_certificate_expiration_timestamp_seconds`` by the telemetry filter.
-NOT_AFTER_KEY = "identity.not_after"
 
 
 class Sidecar:
@@ -76,6 +81,7 @@ class Sidecar:
         self._runtime: SidecarRuntime | None = None
         #: The generation in force, swapped on the loop; ``await configs.changed(v)`` to follow it.
         self.configs: Watch[CompiledConfig] = Watch()
+        self.pipeline: TelemetryPipeline | None = None  # made with the first generation
         self.pool = UpstreamPool(
             self.identity,
             lambda: self.trust_domain,
@@ -99,8 +105,6 @@ class Sidecar:
         """Install a new SVID + bundle for NEW connections (raises IdentityError if unusable)."""
         info = self.identity.update(chain_pem, key_pem, bundle_pem)
         self._xfcc.clear()
-        if self._runtime is not None:  # the certificate expiry gauge (meshward.telemetry.metrics)
-            self._runtime.shared[NOT_AFTER_KEY] = info.not_after
         log.info("identity %s (serial %x) valid until %s", info.spiffe_id.uri, info.serial, info.not_after)
         return info
 
@@ -122,8 +126,6 @@ class Sidecar:
                 state_dir=self.options.state_dir,
                 metrics_registry=self.runtime_registry,
             )
-            if self.identity.loaded:
-                runtime.shared[NOT_AFTER_KEY] = self.identity.info.not_after
         elif snapshot.workload != runtime.workload or snapshot.trust_domain != runtime.trust_domain:
             self.stats.config_rejected += 1
             raise SnapshotRejected(snapshot.generation, workload_change(runtime, snapshot))
@@ -136,8 +138,11 @@ class Sidecar:
         return compiled
 
     def apply(self, compiled: CompiledConfig) -> None:
-        """Put a compiled generation in force (on the loop, if one runs): one swap."""
+        """Put a compiled generation in force (on the loop, if one runs): one swap. Raises
+        SnapshotRejected (NACK, the old generation stays) if its telemetry cannot be opened."""
         snapshot = compiled.snapshot
+        assert self._runtime is not None  # made by compile()
+        self._configure_telemetry(self._runtime, snapshot)
         self.configs.set(compiled)
         revoked = frozenset(snapshot.revoked)
         if revoked != self.identity.revoked:  # refused at the next handshakes, and cut now
@@ -151,6 +156,29 @@ class Sidecar:
             len(snapshot.services),
             compiled.mtls_mode,
         )
+
+    def _configure_telemetry(self, runtime: SidecarRuntime, snapshot: MeshSnapshot) -> None:
+        """Open what ``snapshot`` asks of the telemetry pipeline (made with the first generation);
+        raise SnapshotRejected if it cannot (an access log that cannot be opened NACKs, as a bad
+        policy does)."""
+        pipeline = self.pipeline
+        try:
+            if pipeline is None and telemetry_enabled():
+                pipeline = TelemetryPipeline(runtime, self._not_after)
+            if pipeline is not None:
+                pipeline.configure(snapshot)
+        except Exception as exc:
+            if pipeline is not None and pipeline is not self.pipeline:
+                pipeline.close()
+            self.stats.config_rejected += 1
+            log.warning("config generation %s rejected: telemetry: %s", snapshot.generation, exc)
+            raise SnapshotRejected(snapshot.generation, f"telemetry: {type(exc).__name__}: {exc}") from exc
+        self.pipeline = pipeline
+
+    def ship_audit(self, post: AuditPost) -> None:
+        """Ship the audit spool with ``post`` from now on (on the running loop, once)."""
+        if self.pipeline is not None:
+            self.pipeline.ship(post)
 
     def _cut_revoked(self, revoked: frozenset[str]) -> None:
         """Close inbound connections from a peer whose certificate is now revoked, and every idle
@@ -291,6 +319,8 @@ class Sidecar:
             for conn in list(side.connections):
                 conn.close()
         self.pool.close_all()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
         await asyncio.sleep(0)
 
     async def _sweep(self) -> None:
@@ -307,6 +337,9 @@ class Sidecar:
             self.pool.sweep(now)
 
     # ---- observability ------------------------------------------------------------------------
+    def _not_after(self) -> dt.datetime | None:
+        return self.identity.info.not_after if self.identity.loaded else None
+
     def _gauges(self) -> dict[str, float]:
         gauges: dict[str, float] = {
             "upstream_idle_connections": float(self.pool.idle_count),

@@ -21,7 +21,7 @@ from meshward.tls.identity import ReloadableIdentity
 from meshward.tls.peer import PeerIdentityError, peer_identity
 
 if TYPE_CHECKING:
-    from meshward.proxy.exchange import Exchange
+    from meshward.proxy.machine import ExchangeMachine
 
 __all__ = ["UpstreamConnection", "UpstreamError", "UpstreamPool", "UpstreamTarget"]
 
@@ -66,7 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.target = target
         self.transport: asyncio.Transport | None = None
         self.parser = ResponseParser()
-        self.exchange: Exchange | None = None
+        self.exchange: ExchangeMachine | None = None
         self.closed = False
         self.upgraded = False
         self.idle_since = 0.0
@@ -85,15 +85,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()  # an idle upstream must not talk: it cannot be trusted for reuse
             return
         if self.upgraded:
-            ex.on_upstream_raw(data)
+            ex.upstream_raw(data)
             return
-        downstream = ex.conn
+        downstream = ex.client
         downstream.cork()
         try:
             try:
                 events = self.parser.feed(data)
             except RemoteProtocolError as exc:
-                ex.on_upstream_error("upstream_protocol", exc.message)
+                ex.upstream_error("upstream_protocol", exc.message)
                 return
             for ev in events:
                 ex = self.exchange
@@ -101,17 +101,17 @@ class UpstreamConnection(asyncio.Protocol):
                     return
                 kind = type(ev)
                 if kind is Data:
-                    ex.on_response_data(ev.data)  # type: ignore[union-attr]
+                    ex.response_data(ev.data)  # type: ignore[union-attr]
                 elif kind is ResponseHead:
-                    ex.on_response_head(ev)  # type: ignore[arg-type]
+                    ex.response_head(ev)  # type: ignore[arg-type]
                 elif kind is EndOfMessage:
-                    ex.on_response_end()
+                    ex.response_end()
                 elif kind is Upgrade:
                     if not ex.tunnel:  # a 101 nobody asked for: never a raw channel to the client
-                        ex.on_upstream_error("upstream_protocol", "unrequested protocol switch")
+                        ex.upstream_error("upstream_protocol", "unrequested protocol switch")
                         return
                     self.upgraded = True
-                    ex.on_upstream_raw(ev.rest)  # type: ignore[union-attr]
+                    ex.upstream_raw(ev.rest)  # type: ignore[union-attr]
         finally:
             downstream.uncork()
 
@@ -126,28 +126,30 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.exchange = None
         if self.upgraded:
-            ex.on_upstream_closed()
+            ex.upstream_closed()
             return
         try:
             events = self.parser.eof()
         except RemoteProtocolError:
             if isinstance(exc, ssl.SSLError):
-                ex.on_upstream_error("upstream_tls", exc.reason or str(exc))
+                ex.upstream_error("upstream_tls", exc.reason or str(exc))
             else:
-                ex.on_upstream_error("upstream_reset", "")
+                ex.upstream_error("upstream_reset", "")
             return
         if events:
-            ex.on_response_end()
+            ex.response_end()
         else:
-            ex.on_upstream_error("upstream_reset", "")
+            ex.upstream_error("upstream_reset", "")
 
     def pause_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.conn.pause_upstream_full()
+        ex = self.exchange
+        if ex is not None:
+            ex.client.pause_upstream_full()
 
     def resume_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.conn.resume_upstream_full()
+        ex = self.exchange
+        if ex is not None:
+            ex.client.resume_upstream_full()
 
     # -----------------------------------------------------------------------------------------
     def pause_reading(self) -> None:
@@ -160,6 +162,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
+
+    def expect(self, head_request: bool) -> None:
+        """The next response answers a HEAD (no body, whatever it says)."""
+        self.parser.expect(head_request)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -224,17 +230,17 @@ class UpstreamPool:
             raise UpstreamError(
                 "upstream_connect", f"{target} timed out after {self.connect_timeout}s"
             ) from None
-        except ssl.SSLError as exc:
-            raise UpstreamError("upstream_tls", f"{target}: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise UpstreamError("upstream_connect", f"{target}: {exc.strerror or exc}") from None
+        except ssl.SSLError as tls_error:
+            raise UpstreamError("upstream_tls", f"{target}: {tls_error.reason or tls_error}") from None
+        except OSError as os_error:
+            raise UpstreamError("upstream_connect", f"{target}: {os_error.strerror or os_error}") from None
         if ctx is not None and target.ssl_context is None:
             try:
                 sslobj = transport.get_extra_info("ssl_object")
                 peer = peer_identity(sslobj, self.trust_domain(), self.identity.revoked)
-            except PeerIdentityError as exc:
+            except PeerIdentityError as refused:
                 conn.close()
-                raise UpstreamError("upstream_identity", f"{target}: {exc}") from None
+                raise UpstreamError("upstream_identity", f"{target}: {refused}") from None
             if peer.uri not in target.identities:
                 conn.close()
                 raise UpstreamError(

@@ -1,6 +1,7 @@
 """Model versions: several endpoints per service, ``ModelRoute`` routing and canary rollouts.
 
-Data plane (pure decisions, then the glue the outbound proxy calls):
+Data plane (pure decisions; the outbound proxy's glue that uses them lives in
+:mod:`meshward.proxy.forward` and :mod:`meshward.proxy.mirror`):
 
 - :mod:`.balancer`  least request over healthy endpoints, outlier ejection with back-off.
 - :mod:`.selection` a compiled ``ModelRoute``: rules, weights, sticky buckets, mirror sampling.
@@ -8,8 +9,6 @@ Data plane (pure decisions, then the glue the outbound proxy calls):
 - :mod:`.compare`   does a shadow answer differ from the real one.
 - :mod:`.window`    per-subset outcomes of a window, as an audit event for the control plane.
 - :mod:`.plan`      per service and generation: endpoints by subset + cross-generation state.
-- :mod:`.forward`   the outbound glue: decide, pick, forward, retry, mirror, observe.
-- :mod:`.mirror`    the shadow request's own mTLS exchange.
 
 Control plane (automated canary analysis):
 

@@ -14,7 +14,7 @@ request head for a mesh service. It
    request was buffered whole (small bodies are: up to ``SMALL_BODY``, or ``MAX_BODY`` for
    idempotent methods); every outcome feeds outlier detection and the service's window of
    outcomes (an audit event, four per analysis interval);
-4. shadows a mirrored request to the mirror subset (:mod:`meshward.rollout.mirror`) and
+4. shadows a mirrored request to the mirror subset (:mod:`meshward.proxy.mirror`) and
    compares the two answers when both are in.
 """
 
@@ -26,18 +26,20 @@ from typing import TYPE_CHECKING
 
 from meshward.ai.protocol import classify
 from meshward.http.parser import ResponseHead
+from meshward.proxy.forwarded import framing
+from meshward.proxy.mirror import MirrorResult, send_mirror
 from meshward.proxy.responses import NOT_DELIVERED_HEADER
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 from meshward.rollout.compare import answers_differ
-from meshward.rollout.mirror import MirrorResult, send_mirror
 from meshward.rollout.rewrite import rewrite_body_model, rewrite_path_model
+from meshward.telemetry.outputs import telemetry_outputs
 
 if TYPE_CHECKING:
     from meshward.proxy.exchange import Exchange
     from meshward.proxy.routes import Route
     from meshward.rollout.plan import ServicePlan
 
-__all__ = ["IDEMPOTENT", "MAX_BODY", "MAX_TRIES", "Attempt", "forward_to_service", "reframe"]
+__all__ = ["IDEMPOTENT", "MAX_BODY", "MAX_TRIES", "Attempt", "forward_to_service"]
 
 MAX_TRIES = 3
 MAX_BODY = 1 << 20  # a body read to route by model (or to replay) is at most this large
@@ -49,29 +51,13 @@ MAX_MIRRORS = 64  # shadow requests in flight per sidecar; more are skipped, nev
 _MIRRORS: set[asyncio.Task[MirrorResult | None]] = set()  # strong references while they run
 
 
-def reframe(head: bytes, length: int, path: str | None = None) -> bytes:
-    """``head`` (a serialized request head) framed by ``Content-Length: length``, with its
-    request target replaced by ``path`` when given."""
-    lines = head.split(b"\r\n")
-    first = lines[0]
-    if path is not None:
-        method, _, rest = first.partition(b" ")
-        _, _, version = rest.rpartition(b" ")
-        first = b"%s %s %s" % (method, path.encode(), version)
-    kept = [
-        line
-        for line in lines[1:]
-        if line and not line.lower().startswith((b"content-length:", b"transfer-encoding:"))
-    ]
-    return b"\r\n".join([first, *kept, b"content-length: %d" % length, b"", b""])
-
-
 class Attempt:
     """The exchange's observer while it is served by a service plan."""
 
     __slots__ = (
         "capture",
         "data",
+        "ex",
         "idempotent",
         "key",
         "mirror",
@@ -82,7 +68,8 @@ class Attempt:
         "tried",
     )
 
-    def __init__(self, route: Route, subset: str | None) -> None:
+    def __init__(self, ex: Exchange, route: Route, subset: str | None) -> None:
+        self.ex = ex
         self.route = route
         self.plan: ServicePlan = route.plan
         self.subset = subset
@@ -130,8 +117,9 @@ class Attempt:
             raise last
         ex.fail("no_endpoints", self.route.entry.host)
 
-    def _retry(self, ex: Exchange, status: int) -> bool:
+    def _retry(self, status: int) -> bool:
         """Start the request again on another endpoint (the current one failed it)."""
+        ex = self.ex
         data = self.data
         if data is None or len(self.tried) >= MAX_TRIES or ex.finished:
             return False
@@ -145,7 +133,7 @@ class Attempt:
             if plan.window is not None and subset is not None:  # the failed try counts against it
                 plan.window.observe(subset, status, now - self.started)
             self.key = ""
-        ex._release_upstream(False)
+        ex.release_upstream(False)
         ex.task = ex.loop.create_task(self._resend(ex, data))
         return True
 
@@ -156,18 +144,18 @@ class Attempt:
             ex.fail(exc.name, exc.detail)
 
     # -- observer hooks (called by the exchange) -------------------------------------------------
-    def on_head(self, ex: Exchange, rh: ResponseHead) -> bool:
+    def on_head(self, rh: ResponseHead) -> bool:
         """True when this answer is dropped and the request retried elsewhere."""
         if rh.status not in _RETRY_STATUS:
             return False
         if self.idempotent or _not_delivered(rh):
-            return self._retry(ex, rh.status)
+            return self._retry(rh.status)
         return False
 
-    def on_error(self, ex: Exchange, name: str) -> bool:
+    def on_error(self, name: str) -> bool:
         if not self.idempotent or name not in ("upstream_reset", "upstream_timeout"):
             return False
-        return self._retry(ex, 504 if name == "upstream_timeout" else 502)
+        return self._retry(504 if name == "upstream_timeout" else 502)
 
     def on_data(self, data: bytes) -> None:
         cap = self.capture
@@ -177,7 +165,8 @@ class Attempt:
             else:
                 cap.append(data)
 
-    def on_finish(self, ex: Exchange) -> None:
+    def on_finish(self) -> None:
+        ex = self.ex
         now = ex.loop.time()
         plan = self.plan
         status = ex.status
@@ -223,12 +212,10 @@ def _schedule_flush(ex: Exchange, plan: ServicePlan) -> None:
     route_name = route.name if route is not None else ""
 
     def flush() -> None:
-        from meshward.filters.telemetry import telemetry_state
-
         window.scheduled = False
         event = window.drain(route_name, plan.generation, int(time.time() * 1000))
         if event is not None:
-            telemetry_state(runtime).audit(event)
+            telemetry_outputs(runtime).audit(event)
 
     ex.loop.call_later(route.report_every if route is not None else 5.0, flush)
 
@@ -248,8 +235,9 @@ def _header(ex: Exchange, name: str) -> str | None:
     return None
 
 
-async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str) -> None:
-    """Serve ``ex`` (whose head for the upstream is ``head``, target ``path``) from ``route``."""
+async def forward_to_service(ex: Exchange, route: Route, fields: bytes, path: str) -> None:
+    """Serve ``ex`` from ``route``: ``fields`` is the head for the upstream (request line, target
+    ``path``, fields) without its framing, which is added here once the body is known."""
     plan = route.plan
     compiled = plan.route
     req = ex.head
@@ -265,7 +253,7 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
             complete = True
     subset: str | None = None
     mirror_subset: str | None = None
-    mirror_head, mirror_body = head, body
+    mirror_fields, mirror_body = fields, body
     if compiled is not None:
         model = None
         if compiled.needs_model:
@@ -275,22 +263,19 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
         decision = compiled.decide(plan.principal, lambda n: _header(ex, n), model, plan.requests)
         subset, mirror_subset = decision.subset, decision.mirror
         if decision.model is not None and model is not None:
-            head, body = _aliased(head, body, path, model, decision.model)
+            fields, body = _aliased(fields, body, path, model, decision.model)
         if mirror_subset is not None and model is not None:
             alias = compiled.aliases.get(model, {}).get(mirror_subset)
             if alias is not None:
-                mirror_head, mirror_body = _aliased(mirror_head, mirror_body, path, model, alias)
-    if body is not None:
-        head = reframe(head, len(body))
-        ex.up_chunked = False
-    attempt = Attempt(route, subset)
+                mirror_fields, mirror_body = _aliased(mirror_fields, mirror_body, path, model, alias)
+    head = fields + framing(ex, body)
+    attempt = Attempt(ex, route, subset)
     attempt.started = ex.loop.time()
     attempt.idempotent = method in IDEMPOTENT
     if complete and not req.upgrade:
         attempt.data = head + (body or b"")
     if mirror_subset is not None and complete and not req.upgrade and len(_MIRRORS) < MAX_MIRRORS:
-        if mirror_body is not None:
-            mirror_head = reframe(mirror_head, len(mirror_body))
+        mirror_head = mirror_fields + framing(ex, mirror_body)
         attempt.capture = []
         task = ex.loop.create_task(
             send_mirror(ex.conn.sidecar, route, mirror_subset, mirror_head + (mirror_body or b""))
@@ -303,21 +288,21 @@ async def forward_to_service(ex: Exchange, route: Route, head: bytes, path: str)
 
 
 def _aliased(
-    head: bytes, body: bytes | None, path: str, model: str, alias: str
+    fields: bytes, body: bytes | None, path: str, model: str, alias: str
 ) -> tuple[bytes, bytes | None]:
+    """The request for the model's ``alias``: in the OIP path, else in the OpenAI body."""
     new_path = rewrite_path_model(path, model, alias)
     if new_path is not None:
-        return reframe(head, len(body or b""), new_path) if body is not None else _retarget(
-            head, new_path
-        ), body
+        return _retarget(fields, new_path), body
     if body is not None:
         rewritten = rewrite_body_model(body, alias)
         if rewritten is not None:
-            return head, rewritten
-    return head, body
+            return fields, rewritten
+    return fields, body
 
 
 def _retarget(head: bytes, path: str) -> bytes:
+    """``head`` with its request target replaced by ``path``."""
     first, sep, rest = head.partition(b"\r\n")
     method, _, target = first.partition(b" ")
     _, _, version = target.rpartition(b" ")

@@ -4,7 +4,7 @@ The copy goes over its own mTLS connection (our SVID; the server must prove one 
 service's identities, as for any upstream), with ``Connection: close``, bounded in time
 (the sidecar's ``request_timeout``, at most 30 s) and size (1 MiB of body). The answer is never
 sent to the caller: only its status, body and latency are kept for the comparison in
-:mod:`meshward.rollout.forward`. A shadow that fails counts as a 502.
+:mod:`meshward.proxy.forward`. A shadow that fails counts as a 502.
 """
 
 from __future__ import annotations
