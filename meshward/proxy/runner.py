@@ -25,7 +25,8 @@ the cache and no join token is spent twice.
 
 The ready file (and stdout) get one JSON line: pid, identity, generation, the listeners'
 addresses, ``workers`` and, with N > 1, ``worker_pids``. SIGTERM/SIGINT, or the exit of
-``parent_pid``, stop it (the inbound is unregistered first).
+``parent_pid``, stop it (the inbound is unregistered first); a worker still running
+``STOP_GRACE`` seconds after its SIGTERM is killed.
 
 ``MESHWARD_PROFILE=PATH`` writes a cProfile of the serving phase to ``PATH.<pid>`` at exit (used by
 ``bench.proxy`` to say what costs the most).
@@ -70,6 +71,7 @@ __all__ = [
 log = logging.getLogger("meshward.sidecar")
 
 Report = Callable[[dict[str, Any]], None]
+STOP_GRACE = 10.0  # seconds a worker has to stop (unregister, close) after SIGTERM
 
 
 class SidecarStartError(Exception):
@@ -414,13 +416,16 @@ def _run_workers(process: SidecarProcess) -> int:
     _write_ready(process.ready_file, info)
     stopping = False
 
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        _stop_children(children, wait=False)
+    stop_deadline = 0.0  # once stopping: workers still running then are killed
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def stop() -> None:
+        nonlocal stopping, stop_deadline
+        if not stopping:
+            stopping, stop_deadline = True, time.monotonic() + STOP_GRACE
+            _stop_children(children, wait=False)
+
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop())
     status, remaining = 0, set(children)
     while remaining:
         try:
@@ -430,9 +435,14 @@ def _run_workers(process: SidecarProcess) -> int:
         if pid == 0:  # all still running: is whoever started us still there?
             if process.parent_pid and os.getppid() != process.parent_pid and not stopping:
                 log.warning("parent %d is gone: stopping", process.parent_pid)
-                stopping = True
-                _stop_children(children, wait=False)
-            time.sleep(0.2)
+                stop()
+            if stopping and time.monotonic() > stop_deadline:
+                log.warning(
+                    "workers %s still running %.0fs after SIGTERM: killed", sorted(remaining), STOP_GRACE
+                )
+                _stop_children(sorted(remaining), wait=False, sig=signal.SIGKILL)
+                stop_deadline = float("inf")
+            time.sleep(0.1)
             continue
         remaining.discard(pid)
         if not stopping and st:
@@ -440,10 +450,10 @@ def _run_workers(process: SidecarProcess) -> int:
     return status
 
 
-def _stop_children(children: list[int], wait: bool = True) -> None:
+def _stop_children(children: list[int], wait: bool = True, sig: signal.Signals = signal.SIGTERM) -> None:
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
     if wait:
         for pid in children:
             with contextlib.suppress(ChildProcessError):
