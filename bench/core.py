@@ -1,0 +1,453 @@
+"""The proxy core against its ceiling (issue 14): ``.venv/bin/python -m bench.core``.
+
+Side by side in one run, wrk ``-c 32`` (keep-alive, one wrk thread) against the same nginx
+serving a ~1 KB JSON (``bench.proxy``'s upstream); every pair is client side (plain HTTP in) ═mTLS═▶
+server side (mTLS in) → nginx, one process each unless said otherwise:
+
+- ``haproxy``   HAProxy 2.6, ``nbthread 1`` (the reference every ratio is taken against);
+- ``forwarder`` the bare uvloop + httptools + ssl forwarder of :mod:`bench.forwarder` (the
+  Python ceiling: parse, re-emit the head, keep-alive, nothing else);
+- ``mw_a``      Meshward, no policy (``defaultPolicy: allow``), telemetry off
+  (``MESHWARD_TELEMETRY=off``): the bare core;
+- ``mw_b``      Meshward, the default chain: 100 AuthorizationPolicies selecting the server
+  (1,000 in the mesh, :func:`bench.authz.build_mesh`), telemetry on (metrics, access log to
+  the state directory), audit of denials (the Mesh default);
+- ``mw_c``      ``mw_b`` plus a token budget (RateLimitPolicy) and a DataProtectionPolicy
+  (``direction: both``, every built-in detector, ``mask``: the 1 KB JSON answer is scanned);
+- ``mw_b_w2``   ``mw_b`` with ``meshward proxy --workers 2`` on both sides (reported apart: the
+  comparison of record is one worker against HAProxy ``nbthread 1``).
+
+Throughput is the best of ``ROUNDS`` alternating rounds per setup (``DURATION`` s each, after a
+1 s warm-up). CPU-seconds per 1,000 requests per sidecar is each proxy process's user+system
+time (``/proc``, workers summed) over the throughput round, divided by the requests wrk counted.
+Added p50/p99 at 1,000 requests/s: wrk's Lua ``delay()`` paces 10 connections at 10 ms (wrk2 is
+not in Debian), minus the same run straight at nginx. RSS is read from ``/proc`` after the runs.
+
+Last, a cProfile of the ``mw_b`` server sidecar (``MESHWARD_PROFILE``) under the same load,
+aggregated by phase (:mod:`bench.phases`): what remains per request, and where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.authz import build_mesh
+from bench.common import QUICK, cpu_seconds, total_cpu_seconds, workdir
+from bench.phases import profile_phases
+from bench.proxy import ensure_tools, rss_mb, start_haproxy_pair, start_nginx, wrk
+from meshward.config.snapshot import ServiceEntry
+from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_port
+from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
+
+__all__ = ["SETUPS", "Pair", "rows", "run", "start_forwarder_pair", "start_meshward_pair"]
+
+DURATION = 2 if QUICK else 5
+ROUNDS = 1 if QUICK else 2
+CONCURRENCY = 32
+RATE = 1000
+RATE_CONNECTIONS = 10
+PROFILE_SECONDS = 3 if QUICK else 6
+SETUPS = ("haproxy", "forwarder", "mw_a", "mw_b", "mw_c")  # the one-worker comparison
+WORKERS_SETUP = "mw_b_w2"
+FLOOR, GOAL_P50, GOAL_P99, GOAL_CPU, GOAL_RSS = 0.5, 0.5, 1.0, 0.1, 40.0
+
+
+@dataclass
+class Pair:
+    """A running client→server proxy pair: where wrk connects, and each side's processes."""
+
+    port: int
+    client_pids: list[int]
+    server_pids: list[int]
+    procs: list[Proc] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop(timeout=10)
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def start_forwarder_pair(d: Path, upstream: int) -> Pair:
+    """Two :mod:`bench.forwarder` processes: plain in → mTLS → mTLS in → ``upstream``."""
+    pair = Pair(0, [], [])
+    s_port, c_port = free_port(), free_port()
+    for side, listen, to, flag in (
+        ("server", s_port, upstream, "--tls-in"),
+        ("client", c_port, s_port, "--tls-out"),
+    ):
+        svid = issue_svid(d / f"fwd-{side}", f"bench/{'nginx' if side == 'server' else 'client'}")
+        args = [PYTHON, "-m", "bench.forwarder", "--listen", f"127.0.0.1:{listen}", "--upstream"]
+        args += [
+            f"127.0.0.1:{to}",
+            "--cert",
+            str(svid.cert),
+            "--key",
+            str(svid.key),
+            "--ca",
+            str(svid.bundle),
+        ]
+        proc = spawn([*args, flag], d / f"fwd-{side}.log")
+        pair.procs.append(proc)
+        (pair.server_pids if side == "server" else pair.client_pids).append(proc.pid)
+        wait_port(listen)
+    pair.port = c_port
+    return pair
+
+
+def policies_for(setup: str) -> tuple[dict[str, Any], list[Any]]:
+    """The Mesh settings and the policies of a Meshward setup (``mw_a`` / ``mw_b`` / ``mw_c``)."""
+    if setup == "mw_a":
+        return {"defaultPolicy": "allow"}, []
+    policies: list[Any] = list(build_mesh("bench", "nginx", open_to="bench/client"))
+    if setup == "mw_c":
+        policies.append(
+            {
+                "apiVersion": "meshward.dev/v1alpha1",
+                "kind": "RateLimitPolicy",
+                "metadata": {"name": "budget", "namespace": "bench"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "nginx"}},
+                    "limits": [
+                        {
+                            "name": "tokens",
+                            "key": "source.principal",
+                            "tokens": {"limit": 1_000_000_000, "per": "minute"},
+                        }
+                    ],
+                },
+            }
+        )
+        policies.append(
+            {
+                "apiVersion": "meshward.dev/v1alpha1",
+                "kind": "DataProtectionPolicy",
+                "metadata": {"name": "pii", "namespace": "bench"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "nginx"}},
+                    "direction": "both",
+                    "action": "mask",
+                },
+            }
+        )
+    return {}, policies
+
+
+def _pids(sidecar: Any) -> list[int]:
+    return [sidecar.proc.pid, *[int(p) for p in sidecar.ready.get("worker_pids", [])]]
+
+
+def start_meshward_pair(
+    d: Path,
+    upstream: int,
+    setup: str,
+    workers: int = 1,
+    profile: Path | None = None,
+    policies: tuple[dict[str, Any], list[Any]] | None = None,
+    service: str = "nginx",
+) -> Pair:
+    """A Meshward client sidecar → server sidecar pair in front of ``upstream``.
+
+    ``mw_a`` runs with ``MESHWARD_TELEMETRY=off``; the others keep their access log and audit
+    spool in a state directory of their own. ``profile`` turns on the server's cProfile."""
+    mesh, docs = policies if policies is not None else policies_for(setup)
+    env = {"MESHWARD_TELEMETRY": "off"} if setup == "mw_a" else {}
+    pair = Pair(0, [], [])
+    try:
+        server_svid = issue_svid(d / "server", f"bench/{service}")
+        opts = {} if setup == "mw_a" else {"state_dir": str(d / "server-state")}
+        server_boot = write_bootstrap(
+            d / "server.json",
+            server_svid,
+            make_snapshot(f"bench/{service}", policies=docs, mesh=mesh),
+            app=f"127.0.0.1:{upstream}",
+            options=opts,
+        )
+        server_env = {**env, "MESHWARD_PROFILE": str(profile), "MESHWARD_PURE": "1"} if profile else env
+        with _env(**server_env):
+            server = start_sidecar(server_boot, f"{setup}-server", workers=workers)
+        pair.procs.append(server.proc)
+        pair.server_pids = _pids(server)
+        entry = ServiceEntry(
+            service, "bench", (f"127.0.0.1:{server.inbound_port}",), (server_svid.spiffe_id.uri,)
+        )
+        client_svid = issue_svid(d / "client", "bench/client")
+        copts = {} if setup == "mw_a" else {"state_dir": str(d / "client-state")}
+        client_boot = write_bootstrap(
+            d / "client.json",
+            client_svid,
+            make_snapshot("bench/client", services=[entry], mesh=mesh),
+            options=copts,
+        )
+        with _env(**env):
+            client = start_sidecar(client_boot, f"{setup}-client", workers=workers)
+        pair.procs.append(client.proc)
+        pair.client_pids = _pids(client)
+        pair.port = client.outbound[1]
+    except BaseException:
+        pair.stop()
+        raise
+    return pair
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+
+
+def throughput(pair: Pair) -> dict[str, Any]:
+    """One ``-c 32`` round: requests/s, latency, and each side's CPU-seconds per 1,000 requests."""
+    wrk(pair.port, CONCURRENCY, 1)  # warm-up: connections, pools, caches
+    before = [total_cpu_seconds(pair.client_pids), total_cpu_seconds(pair.server_pids)]
+    run = wrk(pair.port, CONCURRENCY, DURATION)
+    after = [total_cpu_seconds(pair.client_pids), total_cpu_seconds(pair.server_pids)]
+    per_1k = [(a - b) / max(run["requests"], 1) * 1000 for a, b in zip(after, before, strict=True)]
+    run["cpu_s_per_1k_client"] = round(per_1k[0], 4)
+    run["cpu_s_per_1k_server"] = round(per_1k[1], 4)
+    return run
+
+
+def at_rate(port: int, d: Path) -> dict[str, Any]:
+    script = d / f"rate{RATE}.lua"
+    script.write_text(f"function delay()\n  return {RATE_CONNECTIONS * 1000 // RATE}\nend\n")
+    return wrk(port, RATE_CONNECTIONS, DURATION, script)
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    best = dict(max(runs, key=lambda r: r["rps"]))
+    best["rounds_rps"] = [r["rps"] for r in runs]
+    return best
+
+
+def measure_all(d: Path) -> dict[str, Any]:
+    """Every setup of the module docstring, in one run; the profile last."""
+    res: dict[str, Any] = {}
+    pairs: dict[str, Pair] = {}
+    nginx_procs: list[Proc] = []
+    try:
+        nginx = start_nginx(d, nginx_procs)
+        (d / "hap").mkdir()
+        hap_procs: list[Proc] = []
+        port, pids = start_haproxy_pair(d / "hap", nginx, hap_procs)
+        pairs["haproxy"] = Pair(port, pids[1:], pids[:1], hap_procs)  # [server, client] as started
+        pairs["forwarder"] = start_forwarder_pair(d, nginx)
+        for setup in ("mw_a", "mw_b", "mw_c"):
+            pairs[setup] = start_meshward_pair(d / setup, nginx, setup)
+        pairs[WORKERS_SETUP] = start_meshward_pair(d / WORKERS_SETUP, nginx, "mw_b", workers=2)
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in ("direct", *pairs)}
+        for _ in range(ROUNDS):
+            wrk(nginx, CONCURRENCY, 1)
+            rounds["direct"].append(wrk(nginx, CONCURRENCY, DURATION))
+            for name, pair in pairs.items():
+                rounds[name].append(throughput(pair))
+        res["throughput"] = {name: _best(runs) for name, runs in rounds.items()}
+        res["rate_1000"] = {"direct": at_rate(nginx, d)}
+        for name in SETUPS:
+            res["rate_1000"][name] = at_rate(pairs[name].port, d)
+        res["rss_mb"] = {
+            name: {
+                "client": [rss_mb(p) for p in pair.client_pids],
+                "server": [rss_mb(p) for p in pair.server_pids],
+            }
+            for name, pair in pairs.items()
+        }
+        for pair in pairs.values():
+            pair.stop()
+        pairs.clear()
+        res["profile"] = profile_server(d / "profile", nginx)
+    finally:
+        for pair in pairs.values():
+            pair.stop()
+        for p in nginx_procs:
+            p.stop()
+    return res
+
+
+def profile_server(d: Path, upstream: int) -> dict[str, Any]:
+    """cProfile of the ``mw_b`` server sidecar under ``-c 32`` load, by phase (:mod:`bench.phases`)."""
+    base = d / "server.prof"
+    pair = start_meshward_pair(d, upstream, "mw_b", profile=base)
+    try:
+        cpu0 = cpu_seconds(pair.server_pids[0])
+        warm = wrk(pair.port, CONCURRENCY, 1)
+        run = wrk(pair.port, CONCURRENCY, PROFILE_SECONDS)
+        cpu = cpu_seconds(pair.server_pids[0]) - cpu0
+    finally:
+        pair.stop()
+    out = base.with_name(f"{base.name}.{pair.server_pids[0]}")
+    if not out.exists():
+        return {"error": "no profile written (MESHWARD_PROFILE not honoured by this sidecar)"}
+    phases = profile_phases(out, warm["requests"] + run["requests"], cpu)
+    phases["profiled_rps"] = run["rps"]
+    return phases
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+
+def _row(
+    name: str, value: Any, unit: str, target: str | None = None, met: bool | None = None
+) -> dict[str, Any]:
+    return {"name": name, "value": value, "unit": unit, "target": target, "met": met}
+
+
+def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline rows (value, target, met) from ``measure_all``'s figures."""
+    tp, rate, rss = res["throughput"], res["rate_1000"], res["rss_mb"]
+    hap = tp["haproxy"]["rps"]
+    ratio = {name: round(tp[name]["rps"] / hap, 3) for name in tp}
+    ceiling = ratio["forwarder"]
+    out = [
+        _row("throughput haproxy pair (-c 32, reference)", tp["haproxy"]["rps"], "req/s"),
+        _row("ratio bare forwarder / haproxy (the Python ceiling)", ratio["forwarder"], "x"),
+        _row("ratio (a) no policy, no telemetry / haproxy", ratio["mw_a"], "x"),
+        _row(
+            "ratio (b) 100 authz + telemetry + audit / haproxy",
+            ratio["mw_b"],
+            "x",
+            f">= {FLOOR} (floor)",
+            ratio["mw_b"] >= FLOOR,
+        ),
+        _row(
+            "ratio (b) / haproxy, goal: the bare forwarder's ratio",
+            ratio["mw_b"],
+            "x",
+            f">= {ceiling} (goal)",
+            ratio["mw_b"] >= ceiling,
+        ),
+        _row("ratio (c) (b) + token budget + DLP / haproxy", ratio["mw_c"], "x"),
+        _row("ratio (b) 2 workers per sidecar / haproxy (not of record)", ratio[WORKERS_SETUP], "x"),
+    ]
+    direct = rate["direct"]
+    for name, label in (("mw_b", "(b)"), ("mw_a", "(a)"), ("haproxy", "haproxy"), ("forwarder", "forwarder")):
+        p50 = round(rate[name]["p50_ms"] - direct["p50_ms"], 3)
+        p99 = round(rate[name]["p99_ms"] - direct["p99_ms"], 3)
+        goal = name == "mw_b"
+        out.append(
+            _row(
+                f"added p50 at {RATE:,} req/s {label}",
+                p50,
+                "ms",
+                f"<= {GOAL_P50}" if goal else None,
+                p50 <= GOAL_P50 if goal else None,
+            )
+        )
+        out.append(
+            _row(
+                f"added p99 at {RATE:,} req/s {label}",
+                p99,
+                "ms",
+                f"<= {GOAL_P99}" if goal else None,
+                p99 <= GOAL_P99 if goal else None,
+            )
+        )
+    for name, label in (
+        ("mw_b", "(b)"),
+        ("mw_a", "(a)"),
+        ("mw_c", "(c)"),
+        ("haproxy", "haproxy"),
+        ("forwarder", "forwarder"),
+    ):
+        cpu = max(tp[name]["cpu_s_per_1k_client"], tp[name]["cpu_s_per_1k_server"])
+        goal = name == "mw_b"
+        out.append(
+            _row(
+                f"CPU-s per 1,000 requests per sidecar {label} (max of pair)",
+                cpu,
+                "CPU-s",
+                f"<= {GOAL_CPU}" if goal else None,
+                cpu <= GOAL_CPU if goal else None,
+            )
+        )
+    for name, label in (("mw_b", "(b)"), ("mw_a", "(a)"), ("mw_c", "(c)")):
+        mb = max(rss[name]["client"] + rss[name]["server"])
+        goal = name == "mw_b"
+        out.append(
+            _row(
+                f"RSS per sidecar {label} (max of pair)",
+                mb,
+                "MB",
+                f"<= {GOAL_RSS}" if goal else None,
+                mb <= GOAL_RSS if goal else None,
+            )
+        )
+    w2 = rss[WORKERS_SETUP]
+    out.append(
+        _row("RSS per worker process, (b) 2 workers (max)", max(w2["client"][1:] + w2["server"][1:]), "MB")
+    )
+    return out
+
+
+def profile_tables(prof: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The profile's lists as tables of their own (moved out of ``prof``)."""
+    if "phases" not in prof:
+        return {}
+    total, rps = prof.get("us_per_request_total"), prof.get("profiled_rps")
+    head = f"Profile of the (b) server sidecar under -c {CONCURRENCY} ({rps} req/s while profiled)"
+    return {
+        f"{head}: CPU per request by phase, {total} µs in all (cProfile inflates the Python phases)": prof.pop(
+            "phases"
+        ),
+        f"{head}: own time by module": prof.pop("modules", []),
+        f"{head}: the 15 costliest functions (own time)": prof.pop("functions", []),
+    }
+
+
+def run() -> dict[str, Any]:
+    ensure_tools()
+    with workdir("core") as d:
+        res = measure_all(d)
+    tp = res["throughput"]
+    res["ratios_vs_haproxy"] = {name: round(tp[name]["rps"] / tp["haproxy"]["rps"], 3) for name in tp}
+    res["results"] = rows(res)
+    res["tables"] = profile_tables(res.get("profile", {}))
+    res["notes"] = (
+        f"One run, all setups side by side: wrk -t1 -c{CONCURRENCY} for {DURATION} s per round, best of "
+        f"{ROUNDS} alternating rounds; GET /data.json (1 KB JSON from nginx) for every setup, so in (c) "
+        "the DLP scans the JSON answer and the token budget admits and settles each request (nginx's "
+        "answer carries no usage). (a) runs with MESHWARD_TELEMETRY=off. Fixed 1,000 req/s via wrk's Lua "
+        "delay() (10 connections x 10 ms); added = setup minus nginx alone at the same rate. CPU per "
+        "1,000 requests: /proc user+system of each proxy process over its throughput round. The "
+        "profile (cProfile, process CPU clock) inflates Python frames; its 'outside Python' phase is "
+        "the process CPU that no Python frame accounts for (uvloop, TLS records, syscalls)."
+    )
+    return res
+
+
+def _print(res: dict[str, Any]) -> None:
+    for row in res["results"]:
+        met = "" if row["met"] is None else ("  met" if row["met"] else "  NOT met")
+        target = f"  (target {row['target']})" if row["target"] else ""
+        print(f"{row['name']:62} {row['value']!s:>10} {row['unit']}{target}{met}")
+    prof = res.get("profile", {})
+    print(f"profile of the (b) server sidecar: {prof.get('us_per_request_total')} us/request (profiled)")
+    for p in prof.get("phases", []):
+        print(f"  {p['phase']:58} {p['us_per_request']:8.2f} us  {p['share_pct']:5.1f} %")
+
+
+def main() -> None:
+    res = run()
+    if "--json" in sys.argv:
+        print(json.dumps(res, indent=2))
+    _print(res)
+
+
+if __name__ == "__main__":
+    main()

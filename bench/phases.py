@@ -1,0 +1,139 @@
+"""A sidecar's cProfile, aggregated by phase of the request path: what one request costs, where.
+
+Pure but for reading the ``.prof`` file. Each profiled function's own time goes to a phase by
+its module (:func:`phase_of`); a C function (``~`` in the profile: a builtin or a method of a C
+type) or a standard-library function that is not the event loop's goes to the phase of its
+callers, in proportion to the time each caller spent in it. What no Python frame accounts for
+(uvloop's own work, TLS records, syscalls) is the process's CPU time minus the profile's total,
+when the caller passes it.
+"""
+
+from __future__ import annotations
+
+import pstats
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OUTSIDE", "PHASES", "aggregate", "phase_of", "profile_phases"]
+
+FuncKey = tuple[str, int, str]
+OUTSIDE = "outside Python frames (uvloop, TLS records, syscalls)"
+_CALLER = "(caller's phase)"
+
+# (pattern on "file:function", phase) — the first that matches wins.
+PHASES: tuple[tuple[str, str], ...] = (
+    (r"_ssl\.|SSLObject|SSLSocket|/ssl\.py", "TLS (ssl module calls)"),
+    (r"httptools|/meshward/http/", "HTTP parsing and heads (meshward.http, httptools)"),
+    (
+        r"/meshward/proxy/[^/]*downstream[^/]*\.py|/meshward/proxy/(listener|inbound)\.py",
+        "downstream connection (read, dispatch)",
+    ),
+    (r"/meshward/proxy/[^/]*(upstream|pool)[^/]*\.py", "upstream connection (pool, write, read)"),
+    (r"/meshward/proxy/[^/]*respon[^/]*\.py", "response relay"),
+    (r"/meshward/proxy/[^/]*(stats|admin)[^/]*\.py", "proxy stats"),
+    (r"/meshward/proxy/", "exchange (routing, head build, filter driving)"),
+    (r"/meshward/filters/base\.py", "filter contract (RequestContext)"),
+    (r"/meshward/(filters/)?authz", "authz"),
+    (r"/meshward/(filters/)?authn", "authn"),
+    (r"/meshward/(filters/)?ratelimit", "ratelimit / token budget"),
+    (r"/meshward/(filters/)?dlp|hyperscan", "DLP"),
+    (r"/meshward/(filters/telemetry|telemetry|audit|metering)|prometheus_client", "telemetry and audit"),
+    (r"/meshward/detection", "detection"),
+    (r"/meshward/(gateway|egress|rollout|dashboard)", "other filters (gateway, egress, rollout, tap)"),
+    (r"/meshward/ai/", "AI protocol and usage"),
+    (r"/meshward/", "other meshward"),
+    (r"/asyncio/|uvloop", "event loop (asyncio/uvloop calls)"),
+    (r"^~:|/lib/python3[^/]*/", _CALLER),
+)
+
+
+def phase_of(func: FuncKey) -> str:
+    """The phase of one profile entry, or ``"(caller's phase)"`` for builtins and the stdlib."""
+    file, _line, name = func
+    text = f"{file}:{name}"
+    for pattern, phase in PHASES:
+        if re.search(pattern, text):
+            return phase
+    return "other"
+
+
+def aggregate(stats: Mapping[FuncKey, tuple[Any, ...]]) -> dict[str, float]:
+    """Own time (s) per phase; time of caller-phase entries follows their callers (transitively)."""
+    memo: dict[FuncKey, dict[str, float]] = {}
+
+    def shares(func: FuncKey, depth: int = 0) -> dict[str, float]:
+        """How ``func``'s own time splits over phases (fractions summing to 1)."""
+        phase = phase_of(func)
+        if phase != _CALLER:
+            return {phase: 1.0}
+        if func in memo:
+            return memo[func]
+        memo[func] = {"other": 1.0}  # a cycle or a deep chain ends here
+        callers: Mapping[FuncKey, tuple[Any, ...]] = stats[func][4] if func in stats else {}
+        weights = {c: float(v[2]) for c, v in callers.items()} if depth < 20 else {}
+        total = sum(weights.values())
+        if total <= 0:
+            return memo[func]
+        out: dict[str, float] = defaultdict(float)
+        for caller, weight in weights.items():
+            for ph, frac in shares(caller, depth + 1).items():
+                out[ph] += frac * weight / total
+        memo[func] = dict(out)
+        return memo[func]
+
+    result: dict[str, float] = defaultdict(float)
+    for func, entry in stats.items():
+        own = float(entry[2])
+        for phase, frac in shares(func).items():
+            result[phase] += own * frac
+    return dict(result)
+
+
+def _module(file: str) -> str:
+    if file == "~":
+        return "(C builtins)"
+    m = re.search(r"/(meshward/.*|asyncio/.*|prometheus_client/.*)\.py$", file)
+    return m.group(1).replace("/", ".") if m else Path(file).stem
+
+
+def profile_phases(path: Path, requests: float, process_cpu: float | None = None) -> dict[str, Any]:
+    """Per-phase µs per request (and share) from a cProfile dump that served ``requests``.
+
+    ``process_cpu``: the process's CPU seconds over the same window; the part no Python frame
+    accounts for becomes the ``OUTSIDE`` phase."""
+    stats: Mapping[FuncKey, tuple[Any, ...]] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    by_phase = aggregate(stats)
+    profiled = sum(by_phase.values())
+    if process_cpu is not None and process_cpu > profiled:
+        by_phase[OUTSIDE] = process_cpu - profiled
+    total = sum(by_phase.values()) or 1.0
+    per = max(requests, 1.0)
+    phases = [
+        {"phase": name, "us_per_request": round(sec / per * 1e6, 2), "share_pct": round(100 * sec / total, 1)}
+        for name, sec in sorted(by_phase.items(), key=lambda kv: kv[1], reverse=True)
+    ]
+    modules: dict[str, float] = defaultdict(float)
+    for (file, _line, _name), entry in stats.items():
+        modules[_module(file)] += float(entry[2])
+    top = sorted(modules.items(), key=lambda kv: kv[1], reverse=True)[:15]
+    top_functions = sorted(stats.items(), key=lambda kv: float(kv[1][2]), reverse=True)[:15]
+    return {
+        "requests": int(requests),
+        "us_per_request_total": round(total / per * 1e6, 1),
+        "phases": phases,
+        "modules": [
+            {"module": m, "us_per_request": round(s / per * 1e6, 2), "share_pct": round(100 * s / total, 1)}
+            for m, s in top
+        ],
+        "functions": [
+            {
+                "function": f"{name} ({Path(file).name}:{line})" if line else name,
+                "calls_per_request": round(float(e[1]) / per, 2),
+                "us_per_request": round(float(e[2]) / per * 1e6, 2),
+            }
+            for (file, line, name), e in top_functions
+        ],
+    }
