@@ -436,10 +436,12 @@ def _print(res: dict[str, Any]) -> None:
         met = "" if row["met"] is None else ("  met" if row["met"] else "  NOT met")
         target = f"  (target {row['target']})" if row["target"] else ""
         print(f"{row['name']:62} {row['value']!s:>10} {row['unit']}{target}{met}")
-    prof = res.get("profile", {})
-    print(f"profile of the (b) server sidecar: {prof.get('us_per_request_total')} us/request (profiled)")
-    for p in prof.get("phases", []):
-        print(f"  {p['phase']:58} {p['us_per_request']:8.2f} us  {p['share_pct']:5.1f} %")
+    for title, table in res.get("tables", {}).items():
+        print(title)
+        for row in table:
+            print(
+                "  " + "  ".join(f"{v!s:>10}" if not isinstance(v, str) else f"{v:58}" for v in row.values())
+            )
 
 
 def main() -> None:

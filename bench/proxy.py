@@ -68,10 +68,11 @@ def ensure_tools() -> None:
 # ---- the three setups --------------------------------------------------------------------------
 
 
-def start_nginx(d: Path, procs: list[Proc]) -> int:
+def start_nginx(d: Path, procs: list[Proc], body: str = BODY) -> int:
+    """nginx answering every request with ``body`` (JSON), keep-alive without limit."""
     port = free_port()
     (d / "nginx").mkdir()
-    (d / "nginx" / "data.json").write_text(BODY)
+    (d / "nginx" / "data.json").write_text(body)
     conf = d / "nginx" / "nginx.conf"
     conf.write_text(
         f"""
@@ -88,7 +89,7 @@ http {{
   default_type application/json;
   server {{
     listen 127.0.0.1:{port};
-    location / {{ return 200 '{BODY.strip()}'; }}
+    location / {{ return 200 '{body.strip()}'; }}
   }}
 }}
 """
