@@ -67,6 +67,7 @@ class Pair:
     client_pids: list[int]
     server_pids: list[int]
     procs: list[Proc] = field(default_factory=list)
+    inner_port: int = 0  # the server side's (mTLS) listener
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -91,26 +92,22 @@ def start_forwarder_pair(d: Path, upstream: int) -> Pair:
     """Two :mod:`bench.forwarder` processes: plain in → mTLS → mTLS in → ``upstream``."""
     pair = Pair(0, [], [])
     s_port, c_port = free_port(), free_port()
-    for side, listen, to, flag in (
-        ("server", s_port, upstream, "--tls-in"),
-        ("client", c_port, s_port, "--tls-out"),
-    ):
-        svid = issue_svid(d / f"fwd-{side}", f"bench/{'nginx' if side == 'server' else 'client'}")
-        args = [PYTHON, "-m", "bench.forwarder", "--listen", f"127.0.0.1:{listen}", "--upstream"]
-        args += [
-            f"127.0.0.1:{to}",
-            "--cert",
-            str(svid.cert),
-            "--key",
-            str(svid.key),
-            "--ca",
-            str(svid.bundle),
-        ]
-        proc = spawn([*args, flag], d / f"fwd-{side}.log")
-        pair.procs.append(proc)
-        (pair.server_pids if side == "server" else pair.client_pids).append(proc.pid)
-        wait_port(listen)
-    pair.port = c_port
+    try:
+        for side, listen, to, flag in (
+            ("server", s_port, upstream, "--tls-in"),
+            ("client", c_port, s_port, "--tls-out"),
+        ):
+            svid = issue_svid(d / f"fwd-{side}", f"bench/{'nginx' if side == 'server' else 'client'}")
+            args = [PYTHON, "-m", "bench.forwarder", "--listen", f"127.0.0.1:{listen}", "--upstream"]
+            args += [f"127.0.0.1:{to}", "--cert", str(svid.cert), "--key", str(svid.key)]
+            proc = spawn([*args, "--ca", str(svid.bundle), flag], d / f"fwd-{side}.log")
+            pair.procs.append(proc)
+            (pair.server_pids if side == "server" else pair.client_pids).append(proc.pid)
+            wait_port(listen)
+    except BaseException:
+        pair.stop()
+        raise
+    pair.port, pair.inner_port = c_port, s_port
     return pair
 
 
@@ -202,7 +199,7 @@ def start_meshward_pair(
             client = start_sidecar(client_boot, f"{setup}-client", workers=workers)
         pair.procs.append(client.proc)
         pair.client_pids = _pids(client)
-        pair.port = client.outbound[1]
+        pair.port, pair.inner_port = client.outbound[1], server.inbound_port
     except BaseException:
         pair.stop()
         raise
