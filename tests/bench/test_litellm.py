@@ -64,9 +64,9 @@ def test_group_pids_finds_every_process_of_the_group(tmp_path: Path) -> None:
     proc = spawn(["sh", "-c", "sleep 30 & sleep 30 & wait"], tmp_path / "group.log")
     try:
 
-        def three() -> list[int] | None:
+        def three() -> list[int]:
             found = ll.group_pids(proc.pid)
-            return found if len(found) >= 3 else None
+            return found if len(found) >= 3 else []
 
         pids = wait_for(three, timeout=10)
         assert proc.pid in pids and all(os.getpgid(p) == proc.pid for p in pids)
