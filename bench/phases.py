@@ -36,7 +36,7 @@ PHASES: tuple[tuple[str, str], ...] = (
     (r"/meshward/proxy/[^/]*(stats|admin)[^/]*\.py", "proxy stats"),
     (r"/meshward/proxy/", "exchange (routing, head build, filter driving)"),
     (r"/meshward/filters/base\.py", "filter contract (RequestContext)"),
-    (r"/meshward/(filters/)?authz", "authz"),
+    (r"/meshward/(filters/)?authz|^<authz", "authz"),
     (r"/meshward/(filters/)?authn", "authn"),
     (r"/meshward/(filters/)?ratelimit", "ratelimit / token budget"),
     (r"/meshward/(filters/)?dlp|hyperscan", "DLP"),

@@ -31,6 +31,7 @@ STDLIB = "/usr/lib/python3.11"
         (("/r/meshward/proxy/exchange.py", 5, "start"), "exchange (routing, head build, filter driving)"),
         (("/r/meshward/filters/authz.py", 5, "on_request"), "authz"),
         (("/r/meshward/authz/engine.py", 5, "evaluate"), "authz"),
+        (("<authz-policies>", 1, "_c413"), "authz"),
         (("/r/meshward/filters/telemetry.py", 5, "record"), "telemetry and audit"),
         (("/r/meshward/audit/spool.py", 5, "append"), "telemetry and audit"),
         ((f"{SITE}/prometheus_client/metrics.py", 5, "inc"), "telemetry and audit"),
