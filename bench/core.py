@@ -23,8 +23,10 @@ time (``/proc``, workers summed) over the throughput round, divided by the reque
 Added p50/p99 at 1,000 requests/s: wrk's Lua ``delay()`` paces 10 connections at 10 ms (wrk2 is
 not in Debian), minus the same run straight at nginx. RSS is read from ``/proc`` after the runs.
 
-Last, a cProfile of the ``mw_b`` server sidecar (``MESHWARD_PROFILE``) under the same load,
-aggregated by phase (:mod:`bench.phases`): what remains per request, and where.
+Last, what remains per request and where: the ``mw_b`` server sidecar under the same load,
+sampled by py-spy with native frames (pinned, in ``.bench/tools-venv``; skipped with the reason
+if it cannot be installed) and aggregated by phase (:mod:`bench.phases`), then once more under
+cProfile (``MESHWARD_PROFILE``) for the costliest functions and their calls per request.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,8 +43,9 @@ from typing import Any
 
 from bench.authz import build_mesh
 from bench.common import QUICK, cpu_seconds, total_cpu_seconds, workdir
-from bench.phases import profile_phases
+from bench.phases import profile_phases, sampled_phases
 from bench.proxy import ensure_tools, rss_mb, start_haproxy_pair, start_nginx, wrk
+from bench.venvs import CACHE, Skip, ensure_venv
 from meshward.config.snapshot import ServiceEntry
 from tests.support.proc import PYTHON, Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
@@ -54,6 +58,8 @@ CONCURRENCY = 32
 RATE = 1000
 RATE_CONNECTIONS = 10
 PROFILE_SECONDS = 3 if QUICK else 6
+PY_SPY = "py-spy==0.4.3"  # a sampling profiler, in a virtualenv of its own (bench.venvs)
+SAMPLE_RATE = 200
 SETUPS = ("haproxy", "forwarder", "mw_a", "mw_b", "mw_c")  # the one-worker comparison
 WORKERS_SETUP = "mw_b_w2"
 FLOOR, GOAL_P50, GOAL_P99, GOAL_CPU, GOAL_RSS = 0.5, 0.5, 1.0, 0.1, 40.0
@@ -268,12 +274,40 @@ def measure_all(d: Path) -> dict[str, Any]:
         for pair in pairs.values():
             pair.stop()
         pairs.clear()
+        unprofiled_us = res["throughput"]["mw_b"]["cpu_s_per_1k_server"] * 1000
+        res["sampled"] = sample_server(d / "sampled", nginx, unprofiled_us)
         res["profile"] = profile_server(d / "profile", nginx)
     finally:
         for pair in pairs.values():
             pair.stop()
         for p in nginx_procs:
             p.stop()
+    return res
+
+
+def sample_server(d: Path, upstream: int, cpu_us_per_request: float) -> dict[str, Any]:
+    """py-spy (native frames) on the ``mw_b`` server sidecar under ``-c 32`` load, by phase; each
+    phase's µs is its share of ``cpu_us_per_request`` (the server's CPU in the throughput run)."""
+    try:
+        spy = ensure_venv(CACHE / "tools-venv", PY_SPY, "py-spy")
+    except Skip as exc:
+        return {"skipped": str(exc)}
+    raw = d / "server.raw"
+    pair = start_meshward_pair(d, upstream, "mw_b")
+    try:
+        wrk(pair.port, CONCURRENCY, 1)
+        args = [str(spy), "record", "--pid", str(pair.server_pids[0]), "--duration", str(PROFILE_SECONDS)]
+        args += ["--rate", str(SAMPLE_RATE), "--native", "--format", "raw", "--output", str(raw)]
+        spying = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        run = wrk(pair.port, CONCURRENCY, PROFILE_SECONDS)
+        _, err = spying.communicate(timeout=PROFILE_SECONDS + 60)
+    finally:
+        pair.stop()
+    if not raw.exists():
+        return {"skipped": f"py-spy wrote no samples: {err.strip()[-200:]}"}
+    res = sampled_phases(raw.read_text(), cpu_us_per_request)
+    res["sampled_rps"] = run["rps"]
+    res["cpu_us_per_request"] = round(cpu_us_per_request, 1)
     return res
 
 
@@ -393,28 +427,33 @@ def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def profile_tables(
-    prof: dict[str, Any], unprofiled_us: float | None = None
+    sampled: dict[str, Any], prof: dict[str, Any], unprofiled_us: float | None = None
 ) -> dict[str, list[dict[str, Any]]]:
-    """The profile's lists as tables of their own (moved out of ``prof``). ``unprofiled_us``: the
-    server's CPU per request without the profiler; each phase's share of it is an estimate (the
-    profiler slows Python frames, not native code, so Python phases are over-weighted)."""
+    """The profiles' lists as tables of their own (moved out of the dicts): the sampled phases
+    when py-spy ran, else cProfile's (each phase's share of ``unprofiled_us`` is then an estimate
+    that over-weights Python); cProfile's costliest functions with their calls per request."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    if "phases" in sampled:
+        tables[
+            f"Where the (b) server sidecar's CPU goes per request, by phase: py-spy, {SAMPLE_RATE} samples/s with "
+            f"native frames, -c {CONCURRENCY} ({sampled.get('sampled_rps')} req/s while sampled); us_per_request = "
+            f"share x {sampled.get('cpu_us_per_request')} µs, its CPU per request in the throughput run"
+        ] = sampled.pop("phases")
     if "phases" not in prof:
-        return {}
+        return tables
     total, rps = prof.get("us_per_request_total"), prof.get("profiled_rps")
-    phases = prof.pop("phases")
-    if unprofiled_us:
-        prof["server_cpu_us_per_request_unprofiled"] = round(unprofiled_us, 1)
-        for row in phases:
-            row["est_us_unprofiled"] = round(row["share_pct"] / 100 * unprofiled_us, 1)
-    head = f"Profile of the (b) server sidecar under -c {CONCURRENCY} ({rps} req/s while profiled)"
-    title = f"{head}: CPU per request by phase, {total} µs in all under cProfile"
-    if unprofiled_us:
-        title += f"; est_us_unprofiled = share x {unprofiled_us:.0f} µs, its CPU per request unprofiled"
-    return {
-        title: phases,
-        f"{head}: own time by module": prof.pop("modules", []),
-        f"{head}: the 15 costliest functions (own time)": prof.pop("functions", []),
-    }
+    head = f"cProfile of the (b) server sidecar under -c {CONCURRENCY} ({rps} req/s while profiled, {total} µs per request)"
+    phases, modules = prof.pop("phases"), prof.pop("modules", [])
+    if not tables:
+        if unprofiled_us:
+            for row in phases:
+                row["est_us_unprofiled"] = round(row["share_pct"] / 100 * unprofiled_us, 1)
+        tables[f"{head}: CPU per request by phase (py-spy did not run; cProfile over-weights Python)"] = (
+            phases
+        )
+        tables[f"{head}: own time by module"] = modules
+    tables[f"{head}: the 15 costliest functions (own time, calls per request)"] = prof.pop("functions", [])
+    return tables
 
 
 def run() -> dict[str, Any]:
@@ -424,7 +463,9 @@ def run() -> dict[str, Any]:
     tp = res["throughput"]
     res["ratios_vs_haproxy"] = {name: round(tp[name]["rps"] / tp["haproxy"]["rps"], 3) for name in tp}
     res["results"] = rows(res)
-    res["tables"] = profile_tables(res.get("profile", {}), tp["mw_b"]["cpu_s_per_1k_server"] * 1000)
+    res["tables"] = profile_tables(
+        res.get("sampled", {}), res.get("profile", {}), tp["mw_b"]["cpu_s_per_1k_server"] * 1000
+    )
     res["notes"] = (
         f"One run, all setups side by side: wrk -t1 -c{CONCURRENCY} for {DURATION} s per round, best of "
         f"{ROUNDS} alternating rounds; GET /data.json (1 KB JSON from nginx) for every setup, so in (c) "

@@ -26,9 +26,7 @@ and the rest of ``make bench`` goes on.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import sys
 import time
 import urllib.request
@@ -38,12 +36,13 @@ from typing import Any
 from bench.common import QUICK, total_cpu_seconds, workdir
 from bench.core import Pair, start_meshward_pair
 from bench.proxy import ensure_tools, start_nginx, wrk
-from tests.support.proc import ROOT, Proc, free_port, spawn, wait_for
+from bench.venvs import CACHE, Skip, ensure_venv
+from tests.support.proc import Proc, free_port, spawn, wait_for
 
-__all__ = ["LITELLM", "ensure_litellm", "group_pids", "run"]
+__all__ = ["LITELLM", "Skip", "ensure_litellm", "group_pids", "run"]
 
 LITELLM = "litellm[proxy]==1.108.7"  # the version the index gave on 2026-12-07; pinned
-VENV = Path(os.environ.get("MESHWARD_BENCH_CACHE") or ROOT / ".bench") / "litellm-venv"
+VENV = CACHE / "litellm-venv"
 INSTALL_TIMEOUT = 420
 DURATION = 3 if QUICK else 6
 CONCURRENCY = 16
@@ -71,36 +70,9 @@ ANSWER = {
 }
 
 
-class Skip(Exception):
-    """The comparison cannot run here; the message says why."""
-
-
 def ensure_litellm(venv: Path = VENV) -> Path:
     """The ``litellm`` command of a virtualenv with :data:`LITELLM`, made (once) if missing."""
-    marker = venv / f".installed-{LITELLM.rpartition('==')[2]}"
-    exe = venv / "bin" / "litellm"
-    if marker.exists() and exe.exists():
-        return exe
-    try:
-        if not (venv / "bin" / "python").exists():
-            subprocess.run(
-                [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120
-            )
-        done = subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", LITELLM],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise Skip(f"cannot make the LiteLLM virtualenv {venv}: {type(exc).__name__}: {exc}") from None
-    if done.returncode != 0 or not exe.exists():
-        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("ERROR")] or done.stderr.splitlines()
-        raise Skip(
-            f"pip install {LITELLM} failed (no package index?): {(errors or ['exit ' + str(done.returncode)])[-1][:200]}"
-        )
-    marker.write_text(LITELLM + "\n")
-    return exe
+    return ensure_venv(venv, LITELLM, "litellm", INSTALL_TIMEOUT)
 
 
 def group_pids(pgid: int) -> list[int]:

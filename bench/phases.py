@@ -1,11 +1,18 @@
-"""A sidecar's cProfile, aggregated by phase of the request path: what one request costs, where.
+"""A sidecar's profile, aggregated by phase of the request path: what one request costs, where.
 
-Pure but for reading the ``.prof`` file. Each profiled function's own time goes to a phase by
-its module (:func:`phase_of`); a C function (``~`` in the profile: a builtin or a method of a C
-type) or a standard-library function that is not the event loop's goes to the phase of its
-callers, in proportion to the time each caller spent in it. What no Python frame accounts for
-(uvloop's own work, TLS records, syscalls) is the process's CPU time minus the profile's total,
-when the caller passes it.
+Two sources, both pure (text or stats in, figures out):
+
+- **Sampled** (:func:`sampled_phases`): py-spy's raw stacks with native frames. Each sample goes
+  to the first frame, from the leaf up, that names a phase: a syscall, TLS (libssl, libcrypto,
+  ``_ssl``, uvloop's SSL protocol), the HTTP parser (llhttp), else the Python module
+  (:func:`phase_of`); frames that name none (the interpreter, uvloop's glue) pass to their
+  caller. Samples of a waiting thread (the event loop in ``epoll_wait``, a thread in a lock or
+  ``Event.wait``) are idle, a thread waiting for the GIL is counted apart: neither is CPU.
+- **Deterministic** (:func:`profile_phases`): a cProfile dump. Each function's own time goes to
+  the phase of its module; a C function (``~``) or a standard-library function that is not the
+  event loop's goes to its callers', in proportion to the time each spent in it. What no Python
+  frame accounts for is the process's CPU time minus the profile's total. cProfile slows every
+  Python call, so it over-weights Python; its call counts per request are exact.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OUTSIDE", "PHASES", "aggregate", "phase_of", "profile_phases"]
+__all__ = ["OUTSIDE", "PHASES", "aggregate", "phase_of", "profile_phases", "sampled_phases"]
 
 FuncKey = tuple[str, int, str]
 OUTSIDE = "outside Python frames (uvloop, TLS records, syscalls)"
@@ -26,26 +33,26 @@ _CALLER = "(caller's phase)"
 # (pattern on "file:function", phase) — the first that matches wins.
 PHASES: tuple[tuple[str, str], ...] = (
     (r"_ssl\.|SSLObject|SSLSocket|/ssl\.py", "TLS (ssl module calls)"),
-    (r"httptools|/meshward/http/", "HTTP parsing and heads (meshward.http, httptools)"),
+    (r"httptools|(^|/)meshward/http/", "HTTP parsing and heads (meshward.http, httptools)"),
     (
-        r"/meshward/proxy/[^/]*downstream[^/]*\.py|/meshward/proxy/(listener|inbound)\.py",
+        r"(^|/)meshward/proxy/[^/]*downstream[^/]*\.py|(^|/)meshward/proxy/(listener|inbound)\.py",
         "downstream connection (read, dispatch)",
     ),
-    (r"/meshward/proxy/[^/]*(upstream|pool)[^/]*\.py", "upstream connection (pool, write, read)"),
-    (r"/meshward/proxy/[^/]*respon[^/]*\.py", "response relay"),
-    (r"/meshward/proxy/[^/]*(stats|admin)[^/]*\.py", "proxy stats"),
-    (r"/meshward/proxy/", "exchange (routing, head build, filter driving)"),
-    (r"/meshward/filters/base\.py", "filter contract (RequestContext)"),
-    (r"/meshward/(filters/)?authz|^<authz", "authz"),
-    (r"/meshward/(filters/)?authn", "authn"),
-    (r"/meshward/(filters/)?ratelimit", "ratelimit / token budget"),
-    (r"/meshward/(filters/)?dlp|hyperscan", "DLP"),
-    (r"/meshward/(filters/telemetry|telemetry|audit|metering)|prometheus_client", "telemetry and audit"),
-    (r"/meshward/detection", "detection"),
-    (r"/meshward/(gateway|egress|rollout|dashboard)", "other filters (gateway, egress, rollout, tap)"),
-    (r"/meshward/ai/", "AI protocol and usage"),
-    (r"/meshward/", "other meshward"),
-    (r"/asyncio/|uvloop", "event loop (asyncio/uvloop calls)"),
+    (r"(^|/)meshward/proxy/[^/]*(upstream|pool)[^/]*\.py", "upstream connection (pool, write, read)"),
+    (r"(^|/)meshward/proxy/[^/]*respon[^/]*\.py", "response relay"),
+    (r"(^|/)meshward/proxy/[^/]*(stats|admin)[^/]*\.py", "proxy stats"),
+    (r"(^|/)meshward/proxy/", "exchange (routing, head build, filter driving)"),
+    (r"(^|/)meshward/filters/base\.py", "filter contract (RequestContext)"),
+    (r"(^|/)meshward/(filters/)?authz|^<authz", "authz"),
+    (r"(^|/)meshward/(filters/)?authn", "authn"),
+    (r"(^|/)meshward/(filters/)?ratelimit", "ratelimit / token budget"),
+    (r"(^|/)meshward/(filters/)?dlp|hyperscan", "DLP"),
+    (r"(^|/)meshward/(filters/telemetry|telemetry|audit|metering)|prometheus_client", "telemetry and audit"),
+    (r"(^|/)meshward/detection", "detection"),
+    (r"(^|/)meshward/(gateway|egress|rollout|dashboard)", "other filters (gateway, egress, rollout, tap)"),
+    (r"(^|/)meshward/ai/", "AI protocol and usage"),
+    (r"(^|/)meshward/", "other meshward"),
+    (r"(^|/)asyncio/|uvloop", "event loop (asyncio/uvloop calls)"),
     (r"^~:|/lib/python3[^/]*/", _CALLER),
 )
 
@@ -137,3 +144,71 @@ def profile_phases(path: Path, requests: float, process_cpu: float | None = None
             for (file, line, name), e in top_functions
         ],
     }
+
+
+# ---- sampled (py-spy raw stacks) ----------------------------------------------------------------
+
+IDLE = "idle (not CPU)"
+GIL_WAIT = "waiting for the GIL (not CPU)"
+SYSCALL_WRITE = "syscalls: socket writes (loopback TCP: the receiver's kernel work too)"
+SYSCALL_READ = "syscalls: socket reads"
+SYSCALL_OTHER = "syscalls: other (epoll_ctl, getpid, ...)"
+TLS = "TLS (libssl, libcrypto, uvloop SSL protocol)"
+PARSER = "HTTP parsing and heads (meshward.http, httptools)"
+_SYSCALL = re.compile(
+    r"^(?P<call>write|writev|read|readv|send|sendmsg|sendto|recv|recvmsg|recvfrom|epoll_ctl|getpid|close|accept4?|fstat|stat|clock_gettime) \(libc"
+)
+_TLS = re.compile(r"\((libssl|libcrypto)[^)]*\)$|_ssl\.c|_ssl__|ssl\.py|SSLProtocol|sslproto|SSLObject")
+_PARSER = re.compile(r"llhttp|\(parser\.c:|httptools")
+_FRAME = re.compile(r"^(?P<name>.*) \((?P<where>[^()]*)\)$")
+
+
+def _sample_phase(frames: list[str]) -> str:
+    leaf = frames[-1]
+    if leaf.startswith(("epoll_pwait ", "epoll_wait ")):
+        return IDLE
+    if any("PyThread_acquire_lock" in f for f in frames[-4:]) or any(
+        re.search(r"^(Event|Condition)\.wait \(threading\.py", f) for f in frames
+    ):
+        return IDLE
+    if any(f.startswith(("pthread_cond_wait", "pthread_cond_timedwait", "take_gil")) for f in frames[-4:]):
+        return GIL_WAIT
+    for frame in reversed(frames):
+        call = _SYSCALL.search(frame)
+        if call is not None:
+            name = call.group("call")
+            if name.startswith(("write", "send")):
+                return SYSCALL_WRITE
+            return SYSCALL_READ if name.startswith(("read", "recv")) else SYSCALL_OTHER
+        if _TLS.search(frame):
+            return TLS
+        if _PARSER.search(frame):
+            return PARSER
+        m = _FRAME.match(frame)
+        file = m.group("where").rsplit(":", 1)[0] if m else ""
+        if m is None or not (file.endswith(".py") or file.startswith("<authz")):
+            continue  # native glue (the interpreter, uvloop's loop.c, libc at an address): the caller's
+        phase = phase_of((file, 0, m.group("name")))
+        if phase not in (_CALLER, "other"):
+            return phase
+    return "interpreter and event loop (no phase named)"
+
+
+def sampled_phases(raw: str, cpu_us_per_request: float | None = None) -> dict[str, Any]:
+    """Per-phase shares of the CPU samples in py-spy's ``--format raw`` output (``a;b;c N``
+    lines, root first); with ``cpu_us_per_request``, each phase's µs per request."""
+    counts: dict[str, int] = defaultdict(int)
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        counts[_sample_phase(stack.split(";"))] += int(n)
+    idle, gil = counts.pop(IDLE, 0), counts.pop(GIL_WAIT, 0)
+    busy = sum(counts.values())
+    phases = []
+    for name, n in sorted(counts.items(), key=lambda kv: kv[1], reverse=True):
+        row: dict[str, Any] = {"phase": name, "samples": n, "share_pct": round(100 * n / max(busy, 1), 1)}
+        if cpu_us_per_request is not None:
+            row["us_per_request"] = round(n / max(busy, 1) * cpu_us_per_request, 1)
+        phases.append(row)
+    return {"samples_cpu": busy, "samples_idle": idle, "samples_gil_wait": gil, "phases": phases}

@@ -133,15 +133,24 @@ def test_rows_and_profile_render_in_the_report() -> None:
             {"function": "evaluate (engine.py:1)", "calls_per_request": 1.0, "us_per_request": 10.0}
         ],
     }
-    result = {"results": rows(_figures(5_000.0)), "tables": profile_tables(prof), "profile": prof}
-    assert "phases" not in prof  # moved into the tables, not repeated in the details
+    sampled = {
+        "sampled_rps": 3900.0,
+        "cpu_us_per_request": 150.0,
+        "phases": [{"phase": "TLS", "samples": 30, "share_pct": 30.0, "us_per_request": 45.0}],
+    }
+    tables = profile_tables(sampled, prof, 150.0)
+    result = {"results": rows(_figures(5_000.0)), "tables": tables, "profile": prof, "sampled": sampled}
+    assert "phases" not in prof and "phases" not in sampled  # moved into the tables, not repeated
     run = AreaRun("core", "ok", ".venv/bin/python -m bench.core", "2026-12-07 05:00 UTC", 90.0, result)
     text = render(Machine(2, "cpu", "1 GiB", "6", "3.11"), [run], "now", "cmd")
     assert (
         "| ratio (b) 100 authz + telemetry + audit / haproxy | 0.5 | x | >= 0.5 (floor) | **met** |" in text
     )
-    assert "CPU per request by phase, 120.0 µs in all" in text
-    assert "| phase | us_per_request | share_pct |" in text and "| authz | 10 | 8.3 |" in text
+    assert "by phase: py-spy" in text and "share x 150.0 µs" in text
+    assert "| phase | samples | share_pct | us_per_request |" in text and "| TLS | 30 | 30 | 45 |" in text
+    assert "| evaluate (engine.py:1) | 1 | 10 |" in text  # cProfile's functions, always
+    assert "cProfile over-weights Python" not in text  # its phases only when py-spy did not run
+
     listed = [row[1] for row in targets([run])]
     assert listed == [
         "ratio (b) 100 authz + telemetry + audit / haproxy",
@@ -151,3 +160,14 @@ def test_rows_and_profile_render_in_the_report() -> None:
         "CPU-s per 1,000 requests per sidecar (b) (max of pair)",
         "RSS per sidecar (b) (max of pair)",
     ]
+
+
+def test_without_samples_the_cprofile_phases_are_shown_with_an_estimate() -> None:
+    prof = {
+        "phases": [{"phase": "authz", "us_per_request": 10.0, "share_pct": 25.0}],
+        "modules": [],
+        "functions": [],
+    }
+    tables = profile_tables({"skipped": "no index"}, prof, 200.0)
+    (title, phases), *_ = tables.items()
+    assert "py-spy did not run" in title and phases[0]["est_us_unprofiled"] == 50.0

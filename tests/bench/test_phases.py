@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.phases import OUTSIDE, aggregate, phase_of, profile_phases
+from bench.phases import OUTSIDE, aggregate, phase_of, profile_phases, sampled_phases
 
 SITE = "/work/.venv/lib/python3.11/site-packages"
 STDLIB = "/usr/lib/python3.11"
@@ -87,3 +87,41 @@ def test_profile_phases_from_a_real_profile(tmp_path: Path) -> None:
     assert sum(shares.values()) == pytest.approx(100, abs=0.5)
     assert res["us_per_request_total"] == pytest.approx(1e5, rel=0.01)  # 10 s over 100 requests
     assert any("_work" in f["function"] or "dumps" in f["function"] for f in res["functions"])
+
+
+ROOT_FRAMES = "_run_module_as_main (<frozen runpy>:198);run_forever (loop.c:33397);uv_run (core.c:464)"
+RAW = "\n".join(
+    [
+        f"{ROOT_FRAMES};uv__io_poll (linux.c:1452);epoll_pwait (libc.so.6) 50",  # the loop waits: idle
+        "Thread.run (threading.py:982);AccessLog._run (meshward/telemetry/accesslog.py:179);"
+        "Event.wait (threading.py:629);lock_PyThread_acquire_lock (libpython3.11.so.1.0);0x7f16 (libc.so.6) 40",
+        f"{ROOT_FRAMES};DownstreamConnection.data_received (meshward/proxy/downstream.py:140);"
+        "pthread_cond_wait (libc.so.6);0x7ff3 (libc.so.6) 5",  # waiting for the GIL
+        f"{ROOT_FRAMES};UpstreamConnection.write (meshward/proxy/upstream.py:164);"
+        "uv_try_write (stream.c:1);write (libc.so.6) 30",
+        f"{ROOT_FRAMES};SSLProtocol__do_read (loop.c:160535);SSL_read_ex (libssl.so.3);read (libc.so.6) 10",
+        f"{ROOT_FRAMES};SSLProtocol__do_read (loop.c:160535);SSL_read_ex (libssl.so.3);0x7ff3 (libcrypto.so.3) 20",
+        f"{ROOT_FRAMES};ResponseParser.feed (meshward/http/parser.py:326);llhttp__internal_execute (llhttp.c:1) 8",
+        f"{ROOT_FRAMES};AuthzFilter.on_request (meshward/filters/authz.py:90);_c413 (<authz-policies>:15);"
+        "Py_DECREF (object.h:537) 12",
+        f"{ROOT_FRAMES};handle_inbound (meshward/proxy/inbound.py:76);dict_get (libpython3.11.so.1.0) 15",
+        f"{ROOT_FRAMES};loop_run_in_context1 (loop.c:14713) 5",
+        "not a sample line",
+    ]
+)
+
+
+def test_sampled_phases_from_py_spy_raw_stacks() -> None:
+    res = sampled_phases(RAW, cpu_us_per_request=100.0)
+    assert (res["samples_idle"], res["samples_gil_wait"], res["samples_cpu"]) == (90, 5, 100)
+    got = {p["phase"]: (p["samples"], p["us_per_request"]) for p in res["phases"]}
+    assert got == {
+        "syscalls: socket writes (loopback TCP: the receiver's kernel work too)": (30, 30.0),
+        "syscalls: socket reads": (10, 10.0),
+        "TLS (libssl, libcrypto, uvloop SSL protocol)": (20, 20.0),
+        "downstream connection (read, dispatch)": (15, 15.0),  # inbound.py, C below it
+        "authz": (12, 12.0),  # the compiled policies
+        "HTTP parsing and heads (meshward.http, httptools)": (8, 8.0),
+        "interpreter and event loop (no phase named)": (5, 5.0),
+    }
+    assert [p["samples"] for p in res["phases"]] == sorted(got[p["phase"]][0] for p in res["phases"])[::-1]
