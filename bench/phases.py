@@ -199,10 +199,10 @@ def sampled_phases(raw: str, cpu_us_per_request: float | None = None) -> dict[st
     lines, root first); with ``cpu_us_per_request``, each phase's µs per request."""
     counts: dict[str, int] = defaultdict(int)
     for line in raw.splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
             continue
-        counts[_sample_phase(stack.split(";"))] += int(n)
+        counts[_sample_phase(stack.split(";"))] += int(count)
     idle, gil = counts.pop(IDLE, 0), counts.pop(GIL_WAIT, 0)
     busy = sum(counts.values())
     phases = []
