@@ -59,7 +59,8 @@ RATE = 1000
 RATE_CONNECTIONS = 10
 PROFILE_SECONDS = 3 if QUICK else 6
 PY_SPY = "py-spy==0.4.3"  # a sampling profiler, in a virtualenv of its own (bench.venvs)
-SAMPLE_RATE = 200
+SAMPLE_RATE = 100  # py-spy pauses the process to unwind native stacks: ~half speed at 100/s
+SAMPLE_SECONDS = 3 if QUICK else 8
 SETUPS = ("haproxy", "forwarder", "mw_a", "mw_b", "mw_c")  # the one-worker comparison
 WORKERS_SETUP = "mw_b_w2"
 FLOOR, GOAL_P50, GOAL_P99, GOAL_CPU, GOAL_RSS = 0.5, 0.5, 1.0, 0.1, 40.0
@@ -296,11 +297,11 @@ def sample_server(d: Path, upstream: int, cpu_us_per_request: float) -> dict[str
     pair = start_meshward_pair(d, upstream, "mw_b")
     try:
         wrk(pair.port, CONCURRENCY, 1)
-        args = [str(spy), "record", "--pid", str(pair.server_pids[0]), "--duration", str(PROFILE_SECONDS)]
+        args = [str(spy), "record", "--pid", str(pair.server_pids[0]), "--duration", str(SAMPLE_SECONDS)]
         args += ["--rate", str(SAMPLE_RATE), "--native", "--format", "raw", "--output", str(raw)]
         spying = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        run = wrk(pair.port, CONCURRENCY, PROFILE_SECONDS)
-        _, err = spying.communicate(timeout=PROFILE_SECONDS + 60)
+        run = wrk(pair.port, CONCURRENCY, SAMPLE_SECONDS)
+        _, err = spying.communicate(timeout=SAMPLE_SECONDS + 60)
     finally:
         pair.stop()
     if not raw.exists():
