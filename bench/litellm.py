@@ -13,7 +13,7 @@ the proxies are what is measured):
   directions, every built-in detector) and telemetry + audit on.
 
 Every request is the same ``POST /v1/chat/completions`` (a short chat prompt). Throughput: wrk
-``-c 16`` for ``DURATION`` s after a warm-up; requests/s per core is the requests served per
+``-c 8`` for ``DURATION`` s after a warm-up; requests/s per core is the requests served per
 CPU-second of the proxy's processes (``/proc``: LiteLLM's whole process group; both Meshward
 sidecars, and the server alone). Added p50: wrk's Lua ``delay()`` paces ``RATE_CONNECTIONS``
 connections at ``RATE`` requests/s in all (LiteLLM queues from about 20/s on this machine),
@@ -45,7 +45,8 @@ LITELLM = "litellm[proxy]==1.108.7"  # the version the index gave on 2026-12-07;
 VENV = CACHE / "litellm-venv"
 INSTALL_TIMEOUT = 420
 DURATION = 3 if QUICK else 6
-CONCURRENCY = 16
+CONCURRENCY = 8
+WRK_TIMEOUT = 20  # LiteLLM queues: seconds before wrk would count a request as failed
 RATE = 10  # requests/s for the latency runs: well under LiteLLM's capacity (it queues from ~20/s)
 RATE_CONNECTIONS = 2
 RATE_DURATION = 4 if QUICK else 8
@@ -204,13 +205,16 @@ def _scripts(d: Path, key: str | None) -> tuple[Path, Path]:
 
 def measure(port: int, pids: list[list[int]], load: Path, paced: Path) -> dict[str, Any]:
     """Throughput with each process set's CPU, then latency at :data:`RATE` requests/s."""
-    wrk(port, CONCURRENCY, 2, load)  # warm-up
+    wrk(port, CONCURRENCY, 2, load, timeout=WRK_TIMEOUT)  # warm-up
     before = [total_cpu_seconds(p) for p in pids]
     t0 = time.monotonic()
-    tp = wrk(port, CONCURRENCY, DURATION, load)
+    tp = wrk(port, CONCURRENCY, DURATION, load, timeout=WRK_TIMEOUT)
     wall = time.monotonic() - t0
     cpu = [total_cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
-    res: dict[str, Any] = {"throughput": tp, "rate": wrk(port, RATE_CONNECTIONS, RATE_DURATION, paced)}
+    res: dict[str, Any] = {
+        "throughput": tp,
+        "rate": wrk(port, RATE_CONNECTIONS, RATE_DURATION, paced, timeout=WRK_TIMEOUT),
+    }
     if pids:
         res["cpu_seconds"] = [round(c, 3) for c in cpu]
         res["cores_busy"] = [round(c / wall, 3) for c in cpu]
@@ -281,14 +285,14 @@ def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     lat = round(mw_p50 / ll_p50, 3) if ll_p50 > 0 else None
     return [
         {
-            "name": "LiteLLM requests/s (-c 16)",
+            "name": "LiteLLM requests/s (-c 8)",
             "value": ll["throughput"]["rps"],
             "unit": "req/s",
             "target": None,
             "met": None,
         },
         {
-            "name": "Meshward pair requests/s (-c 16)",
+            "name": "Meshward pair requests/s (-c 8)",
             "value": mw["throughput"]["rps"],
             "unit": "req/s",
             "target": None,
