@@ -473,9 +473,11 @@ def run() -> dict[str, Any]:
         "the DLP scans the JSON answer and the token budget admits and settles each request (nginx's "
         "answer carries no usage). (a) runs with MESHWARD_TELEMETRY=off. Fixed 1,000 req/s via wrk's Lua "
         "delay() (10 connections x 10 ms); added = setup minus nginx alone at the same rate. CPU per "
-        "1,000 requests: /proc user+system of each proxy process over its throughput round. The "
-        "profile (cProfile, process CPU clock) inflates Python frames; its 'outside Python' phase is "
-        "the process CPU that no Python frame accounts for (uvloop, TLS records, syscalls)."
+        "1,000 requests: /proc user+system of each proxy process over its throughput round. Phases: "
+        "py-spy samples of the (b) server (native frames; idle and GIL-wait samples left out) scaled to "
+        "its CPU per request; a syscall's share includes the kernel's loopback TCP work. cProfile's "
+        "functions come from a separate, much slower run (every Python call is timed): read their calls "
+        "per request, not their µs; TLS handshakes weigh more there because fewer requests share them."
     )
     return res
 
