@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.authz import build_mesh
-from bench.common import QUICK, cpu_seconds, total_cpu_seconds, workdir
+from bench.common import QUICK, cpu_seconds, cpu_split, workdir
 from bench.phases import profile_phases, sampled_phases
 from bench.proxy import ensure_tools, rss_mb, start_haproxy_pair, start_nginx, wrk
 from bench.venvs import CACHE, Skip, ensure_venv
@@ -217,14 +217,16 @@ def start_meshward_pair(
 
 
 def throughput(pair: Pair) -> dict[str, Any]:
-    """One ``-c 32`` round: requests/s, latency, and each side's CPU-seconds per 1,000 requests."""
+    """One ``-c 32`` round: requests/s, latency, and each side's CPU-seconds per 1,000 requests
+    (user + system, and the system part alone)."""
     wrk(pair.port, CONCURRENCY, 1)  # warm-up: connections, pools, caches
-    before = [total_cpu_seconds(pair.client_pids), total_cpu_seconds(pair.server_pids)]
+    before = [cpu_split(pair.client_pids), cpu_split(pair.server_pids)]
     run = wrk(pair.port, CONCURRENCY, DURATION)
-    after = [total_cpu_seconds(pair.client_pids), total_cpu_seconds(pair.server_pids)]
-    per_1k = [(a - b) / max(run["requests"], 1) * 1000 for a, b in zip(after, before, strict=True)]
-    run["cpu_s_per_1k_client"] = round(per_1k[0], 4)
-    run["cpu_s_per_1k_server"] = round(per_1k[1], 4)
+    after = [cpu_split(pair.client_pids), cpu_split(pair.server_pids)]
+    per = 1000 / max(run["requests"], 1)
+    for side, (u0, s0), (u1, s1) in zip(("client", "server"), before, after, strict=True):
+        run[f"cpu_s_per_1k_{side}"] = round((u1 - u0 + s1 - s0) * per, 4)
+        run[f"sys_s_per_1k_{side}"] = round((s1 - s0) * per, 4)
     return run
 
 
@@ -238,6 +240,15 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     best = dict(max(runs, key=lambda r: r["rps"]))
     best["rounds_rps"] = [r["rps"] for r in runs]
     return best
+
+
+def _least(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The lowest p50 and the lowest p99 of a setup's paced rounds (noise only adds latency)."""
+    least = dict(min(runs, key=lambda r: r["p50_ms"]))
+    least["p99_ms"] = min(r["p99_ms"] for r in runs)
+    least["rounds_p50_ms"] = [r["p50_ms"] for r in runs]
+    least["rounds_p99_ms"] = [r["p99_ms"] for r in runs]
+    return least
 
 
 def measure_all(d: Path) -> dict[str, Any]:
@@ -262,9 +273,12 @@ def measure_all(d: Path) -> dict[str, Any]:
             for name, pair in pairs.items():
                 rounds[name].append(throughput(pair))
         res["throughput"] = {name: _best(runs) for name, runs in rounds.items()}
-        res["rate_1000"] = {"direct": at_rate(nginx, d)}
-        for name in SETUPS:
-            res["rate_1000"][name] = at_rate(pairs[name].port, d)
+        paced: dict[str, list[dict[str, Any]]] = {name: [] for name in ("direct", *SETUPS)}
+        for _ in range(ROUNDS):
+            paced["direct"].append(at_rate(nginx, d))
+            for name in SETUPS:
+                paced[name].append(at_rate(pairs[name].port, d))
+        res["rate_1000"] = {name: _least(runs) for name, runs in paced.items()}
         res["rss_mb"] = {
             name: {
                 "client": [rss_mb(p) for p in pair.client_pids],
@@ -275,8 +289,11 @@ def measure_all(d: Path) -> dict[str, Any]:
         for pair in pairs.values():
             pair.stop()
         pairs.clear()
-        unprofiled_us = res["throughput"]["mw_b"]["cpu_s_per_1k_server"] * 1000
-        res["sampled"] = sample_server(d / "sampled", nginx, unprofiled_us)
+        server = res["throughput"]["mw_b"]
+        system_us = server["sys_s_per_1k_server"] * 1000
+        res["sampled"] = sample_server(
+            d / "sampled", nginx, server["cpu_s_per_1k_server"] * 1000 - system_us, system_us
+        )
         res["profile"] = profile_server(d / "profile", nginx)
     finally:
         for pair in pairs.values():
@@ -286,9 +303,10 @@ def measure_all(d: Path) -> dict[str, Any]:
     return res
 
 
-def sample_server(d: Path, upstream: int, cpu_us_per_request: float) -> dict[str, Any]:
-    """py-spy (native frames) on the ``mw_b`` server sidecar under ``-c 32`` load, by phase; each
-    phase's µs is its share of ``cpu_us_per_request`` (the server's CPU in the throughput run)."""
+def sample_server(d: Path, upstream: int, user_us: float, system_us: float) -> dict[str, Any]:
+    """py-spy (native frames) on the ``mw_b`` server sidecar under ``-c 32`` load, by phase; the
+    µs per request come from the server's user and system CPU in the throughput run
+    (:func:`bench.phases.sampled_phases`)."""
     try:
         spy = ensure_venv(CACHE / "tools-venv", PY_SPY, "py-spy")
     except Skip as exc:
@@ -306,9 +324,9 @@ def sample_server(d: Path, upstream: int, cpu_us_per_request: float) -> dict[str
         pair.stop()
     if not raw.exists():
         return {"skipped": f"py-spy wrote no samples: {err.strip()[-200:]}"}
-    res = sampled_phases(raw.read_text(), cpu_us_per_request)
+    res = sampled_phases(raw.read_text(), user_us, system_us)
     res["sampled_rps"] = run["rps"]
-    res["cpu_us_per_request"] = round(cpu_us_per_request, 1)
+    res["user_us_per_request"], res["system_us_per_request"] = round(user_us, 1), round(system_us, 1)
     return res
 
 
@@ -394,6 +412,7 @@ def rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         ("mw_b", "(b)"),
         ("mw_a", "(a)"),
         ("mw_c", "(c)"),
+        (WORKERS_SETUP, "(b) 2 workers, workers summed"),
         ("haproxy", "haproxy"),
         ("forwarder", "forwarder"),
     ):
@@ -437,8 +456,9 @@ def profile_tables(
     if "phases" in sampled:
         tables[
             f"Where the (b) server sidecar's CPU goes per request, by phase: py-spy, {SAMPLE_RATE} samples/s with "
-            f"native frames, -c {CONCURRENCY} ({sampled.get('sampled_rps')} req/s while sampled); us_per_request = "
-            f"share x {sampled.get('cpu_us_per_request')} µs, its CPU per request in the throughput run"
+            f"native frames, -c {CONCURRENCY} ({sampled.get('sampled_rps')} req/s while sampled); us_per_request: "
+            f"the syscalls share its {sampled.get('system_us_per_request')} µs of system CPU per request, the rest "
+            f"its {sampled.get('user_us_per_request')} µs of user CPU (both from /proc, in the throughput run)"
         ] = sampled.pop("phases")
     if "phases" not in prof:
         return tables
@@ -472,10 +492,13 @@ def run() -> dict[str, Any]:
         f"{ROUNDS} alternating rounds; GET /data.json (1 KB JSON from nginx) for every setup, so in (c) "
         "the DLP scans the JSON answer and the token budget admits and settles each request (nginx's "
         "answer carries no usage). (a) runs with MESHWARD_TELEMETRY=off. Fixed 1,000 req/s via wrk's Lua "
-        "delay() (10 connections x 10 ms); added = setup minus nginx alone at the same rate. CPU per "
+        f"delay() (10 connections x 10 ms), lowest p50 and lowest p99 of {ROUNDS} rounds; added = setup "
+        "minus nginx alone at the same rate. CPU per "
         "1,000 requests: /proc user+system of each proxy process over its throughput round. Phases: "
-        "py-spy samples of the (b) server (native frames; idle and GIL-wait samples left out) scaled to "
-        "its CPU per request; a syscall's share includes the kernel's loopback TCP work. cProfile's "
+        "py-spy samples of the (b) server (native frames; idle and GIL-wait samples left out), the "
+        "syscall phases scaled to its system CPU per request, the others to its user CPU (/proc, "
+        "throughput run); a socket write's system time includes the kernel's loopback TCP work for the "
+        "receiver. cProfile's "
         "functions come from a separate, much slower run (every Python call is timed): read their calls "
         "per request, not their µs; TLS handshakes weigh more there because fewer requests share them."
     )

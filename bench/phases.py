@@ -153,6 +153,7 @@ GIL_WAIT = "waiting for the GIL (not CPU)"
 SYSCALL_WRITE = "syscalls: socket writes (loopback TCP: the receiver's kernel work too)"
 SYSCALL_READ = "syscalls: socket reads"
 SYSCALL_OTHER = "syscalls: other (epoll_ctl, getpid, ...)"
+SYSCALLS = (SYSCALL_WRITE, SYSCALL_READ, SYSCALL_OTHER)
 TLS = "TLS (libssl, libcrypto, uvloop SSL protocol)"
 PARSER = "HTTP parsing and heads (meshward.http, httptools)"
 _SYSCALL = re.compile(
@@ -194,9 +195,13 @@ def _sample_phase(frames: list[str]) -> str:
     return "interpreter and event loop (no phase named)"
 
 
-def sampled_phases(raw: str, cpu_us_per_request: float | None = None) -> dict[str, Any]:
+def sampled_phases(raw: str, user_us: float | None = None, system_us: float | None = None) -> dict[str, Any]:
     """Per-phase shares of the CPU samples in py-spy's ``--format raw`` output (``a;b;c N``
-    lines, root first); with ``cpu_us_per_request``, each phase's µs per request."""
+    lines, root first). With the process's ``user_us`` and ``system_us`` CPU per request (from
+    ``/proc``), each phase's µs per request: the syscall phases split ``system_us`` by their
+    samples, the others ``user_us``. (A sample cannot tell CPU from waiting for one: on a busy
+    machine a process preempted in a syscall still looks busy there, so the samples alone would
+    over-weight syscalls; the kernel's own count of system time does not.)"""
     counts: dict[str, int] = defaultdict(int)
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -205,10 +210,14 @@ def sampled_phases(raw: str, cpu_us_per_request: float | None = None) -> dict[st
         counts[_sample_phase(stack.split(";"))] += int(count)
     idle, gil = counts.pop(IDLE, 0), counts.pop(GIL_WAIT, 0)
     busy = sum(counts.values())
+    in_kernel = sum(n for name, n in counts.items() if name in SYSCALLS)
     phases = []
     for name, n in sorted(counts.items(), key=lambda kv: kv[1], reverse=True):
         row: dict[str, Any] = {"phase": name, "samples": n, "share_pct": round(100 * n / max(busy, 1), 1)}
-        if cpu_us_per_request is not None:
-            row["us_per_request"] = round(n / max(busy, 1) * cpu_us_per_request, 1)
+        if user_us is not None and system_us is not None:
+            kernel = name in SYSCALLS
+            pool, of = (system_us, in_kernel) if kernel else (user_us, busy - in_kernel)
+            row["us_per_request"] = round(n / max(of, 1) * pool, 1)
         phases.append(row)
+    phases.sort(key=lambda r: (-r.get("us_per_request", 0), -r["samples"]))
     return {"samples_cpu": busy, "samples_idle": idle, "samples_gil_wait": gil, "phases": phases}

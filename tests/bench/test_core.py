@@ -135,7 +135,8 @@ def test_rows_and_profile_render_in_the_report() -> None:
     }
     sampled = {
         "sampled_rps": 3900.0,
-        "cpu_us_per_request": 150.0,
+        "user_us_per_request": 110.0,
+        "system_us_per_request": 40.0,
         "phases": [{"phase": "TLS", "samples": 30, "share_pct": 30.0, "us_per_request": 45.0}],
     }
     tables = profile_tables(sampled, prof, 150.0)
@@ -146,7 +147,9 @@ def test_rows_and_profile_render_in_the_report() -> None:
     assert (
         "| ratio (b) 100 authz + telemetry + audit / haproxy | 0.5 | x | >= 0.5 (floor) | **met** |" in text
     )
-    assert "by phase: py-spy" in text and "share x 150.0 µs" in text
+    assert (
+        "by phase: py-spy" in text and "its 40.0 µs of system CPU" in text and "its 110.0 µs of user" in text
+    )
     assert "| phase | samples | share_pct | us_per_request |" in text and "| TLS | 30 | 30 | 45 |" in text
     assert "| evaluate (engine.py:1) | 1 | 10 |" in text  # cProfile's functions, always
     assert "cProfile over-weights Python" not in text  # its phases only when py-spy did not run

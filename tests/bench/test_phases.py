@@ -112,16 +112,26 @@ RAW = "\n".join(
 
 
 def test_sampled_phases_from_py_spy_raw_stacks() -> None:
-    res = sampled_phases(RAW, cpu_us_per_request=100.0)
+    res = sampled_phases(RAW, user_us=120.0, system_us=20.0)
     assert (res["samples_idle"], res["samples_gil_wait"], res["samples_cpu"]) == (90, 5, 100)
-    got = {p["phase"]: (p["samples"], p["us_per_request"]) for p in res["phases"]}
-    assert got == {
-        "syscalls: socket writes (loopback TCP: the receiver's kernel work too)": (30, 30.0),
-        "syscalls: socket reads": (10, 10.0),
-        "TLS (libssl, libcrypto, uvloop SSL protocol)": (20, 20.0),
-        "downstream connection (read, dispatch)": (15, 15.0),  # inbound.py, C below it
-        "authz": (12, 12.0),  # the compiled policies
-        "HTTP parsing and heads (meshward.http, httptools)": (8, 8.0),
-        "interpreter and event loop (no phase named)": (5, 5.0),
+    got = [(p["phase"], p["samples"], p["us_per_request"]) for p in res["phases"]]
+    assert got == [  # syscalls share the system CPU (40 samples), the rest the user CPU (60)
+        ("TLS (libssl, libcrypto, uvloop SSL protocol)", 20, 40.0),
+        ("downstream connection (read, dispatch)", 15, 30.0),  # inbound.py, C below it
+        ("authz", 12, 24.0),  # the compiled policies
+        ("HTTP parsing and heads (meshward.http, httptools)", 8, 16.0),
+        ("syscalls: socket writes (loopback TCP: the receiver's kernel work too)", 30, 15.0),
+        ("interpreter and event loop (no phase named)", 5, 10.0),
+        ("syscalls: socket reads", 10, 5.0),
+    ]
+    assert sum(p["share_pct"] for p in res["phases"]) == pytest.approx(100)
+
+
+def test_sampled_phases_without_cpu_figures_give_shares_only() -> None:
+    res = sampled_phases(RAW)
+    assert all("us_per_request" not in p for p in res["phases"])
+    assert res["phases"][0] == {
+        "phase": "syscalls: socket writes (loopback TCP: the receiver's kernel work too)",
+        "samples": 30,
+        "share_pct": 30.0,
     }
-    assert [p["samples"] for p in res["phases"]] == sorted(got[p["phase"]][0] for p in res["phases"])[::-1]
