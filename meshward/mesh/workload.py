@@ -16,10 +16,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meshward.mesh.errors import MeshError
+from meshward.mesh.polling import wait_until
 from meshward.mesh.processes import Child, start_child
 from meshward.mesh.records import WorkloadRecord
 from meshward.resources.mesh import Workload, parse_duration
@@ -48,10 +49,6 @@ MAX_RESTART_DELAY = 30.0
 NO_PROXY = "127.0.0.1,localhost,::1"
 
 
-class MeshError(Exception):
-    """The mesh cannot start (the message says why and whose fault it is)."""
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,16 +64,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, stop: threading.Event) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop.is_set():
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise MeshError(f"timed out after {timeout:.0f}s waiting for {what}" if not stop.is_set() else "stopped")
 
 
 def tail(log: Path, lines: int = 5) -> str:

@@ -7,7 +7,8 @@ Map of the package (request path top to bottom)::
     exchange.py    one request: buffer/stream the body, forward, local answers, finish()
     response.py    its response half: filter hooks, re-framing, StreamAbort, WebSocket tunnel
     eager.py       run a request's coroutine without a Task until it first waits (outbound)
-    inbound.py     enforcement side: normalize → RequestContext → classify → filters → app
+    prepare.py     prepare_request(): head → RequestContext (shared with `meshward check`)
+    inbound.py     enforcement side: prepare_request → body if asked → filters → app
     outbound.py    the app's HTTP proxy: resolve a mesh service → mTLS + SPIFFE check
     chain.py       build_chain(): the filters, in order, one comment per layer
     compiled.py    one generation compiled for the hot path (chain hooks, routes, mTLS mode)
@@ -17,7 +18,6 @@ Map of the package (request path top to bottom)::
     admin.py       /ready, /stats/prometheus, /config_dump
     sidecar.py     Sidecar: set_identity / set_snapshot / start / stop
     bootstrap.py   the static bootstrap file; runner.py runs 1..N worker processes
-    classify.py    adapter to meshward.ai.protocol
 
 The HTTP parsing is sans-IO (:mod:`meshward.http`), the TLS pieces in :mod:`meshward.tls`.
 """

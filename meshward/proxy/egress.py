@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from meshward.ai.protocol import classify
 from meshward.ai.types import AIRequest
 from meshward.config.snapshot import MeshSnapshot
 from meshward.egress.chain import EgressConfig, compile_egress_config
@@ -31,7 +32,6 @@ from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.hygiene import clean_request_headers
 from meshward.http.normalize import normalize_path
-from meshward.proxy.classify import classify
 from meshward.proxy.compiled import CompiledChain
 from meshward.proxy.exchange import Exchange
 from meshward.proxy.forwarded import field_lines
