@@ -56,7 +56,7 @@ AREAS = (
     "detection",
     "versus",
 )
-BUDGET_SECONDS = 24 * 60  # the whole run must stay under 25 minutes (15 areas)
+BUDGET_SECONDS = 24 * 60  # the whole run must stay under 25 minutes (16 areas)
 AREA_LIMIT_SECONDS = 5 * 60
 # LiteLLM's first run makes its virtualenv (``pip install``, about 2 minutes) before measuring.
 AREA_LIMITS = {"litellm": 8 * 60}
