@@ -21,7 +21,8 @@ Throughput is the best of ``ROUNDS`` alternating rounds per setup (``DURATION`` 
 1 s warm-up). CPU-seconds per 1,000 requests per sidecar is each proxy process's user+system
 time (``/proc``, workers summed) over the throughput round, divided by the requests wrk counted.
 Added p50/p99 at 1,000 requests/s: wrk's Lua ``delay()`` paces 10 connections at 10 ms (wrk2 is
-not in Debian), minus the same run straight at nginx. RSS is read from ``/proc`` after the runs.
+not in Debian), the lowest p50 and p99 of ``ROUNDS`` rounds, minus the same straight at nginx.
+RSS is read from ``/proc`` after the runs.
 
 Last, what remains per request and where: the ``mw_b`` server sidecar under the same load,
 sampled by py-spy with native frames (pinned, in ``.bench/tools-venv``; skipped with the reason
