@@ -319,8 +319,15 @@ def sample_server(d: Path, upstream: int, user_us: float, system_us: float) -> d
         args = [str(spy), "record", "--pid", str(pair.server_pids[0]), "--duration", str(SAMPLE_SECONDS)]
         args += ["--rate", str(SAMPLE_RATE), "--native", "--format", "raw", "--output", str(raw)]
         spying = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        run = wrk(pair.port, CONCURRENCY, SAMPLE_SECONDS)
-        _, err = spying.communicate(timeout=SAMPLE_SECONDS + 60)
+        try:
+            run = wrk(pair.port, CONCURRENCY, SAMPLE_SECONDS)
+            _, err = spying.communicate(timeout=SAMPLE_SECONDS + 60)
+        except subprocess.TimeoutExpired:
+            return {"skipped": "py-spy did not finish in time"}
+        finally:
+            if spying.poll() is None:  # wrk failed, or py-spy hangs: stop it too
+                spying.kill()
+                spying.wait()
     finally:
         pair.stop()
     if not raw.exists():
