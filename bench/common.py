@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QUICK", "add_pair_row", "cpu_seconds", "total_cpu_seconds", "workdir"]
+__all__ = ["QUICK", "add_pair_row", "cpu_seconds", "cpu_split", "total_cpu_seconds", "workdir"]
 
 QUICK = os.environ.get("MESHWARD_BENCH_QUICK") == "1"  # the runner's --quick: a shorter run
 
@@ -20,6 +20,18 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(pids: Iterable[int]) -> tuple[float, float]:
+    """User and system CPU seconds of all of ``pids`` (an exited process counts nothing)."""
+    user = system = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+    return user, system
 
 
 def total_cpu_seconds(pids: Iterable[int]) -> float:

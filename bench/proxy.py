@@ -68,10 +68,11 @@ def ensure_tools() -> None:
 # ---- the three setups --------------------------------------------------------------------------
 
 
-def start_nginx(d: Path, procs: list[Proc]) -> int:
+def start_nginx(d: Path, procs: list[Proc], body: str = BODY) -> int:
+    """nginx answering every request with ``body`` (JSON), keep-alive without limit."""
     port = free_port()
     (d / "nginx").mkdir()
-    (d / "nginx" / "data.json").write_text(BODY)
+    (d / "nginx" / "data.json").write_text(body)
     conf = d / "nginx" / "nginx.conf"
     conf.write_text(
         f"""
@@ -88,7 +89,7 @@ http {{
   default_type application/json;
   server {{
     listen 127.0.0.1:{port};
-    location / {{ return 200 '{BODY.strip()}'; }}
+    location / {{ return 200 '{body.strip()}'; }}
   }}
 }}
 """
@@ -197,8 +198,11 @@ def wrk(
     script: Path | None = None,
     headers: dict[str, str] | None = None,
     scheme: str = "http",
+    timeout: int | None = None,
 ) -> dict[str, float]:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-H", "Host: nginx.bench"]
+    if timeout is not None:  # seconds before wrk counts a request as a socket error (default 2)
+        args.append(f"--timeout={timeout}s")
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     if script is not None:
@@ -207,7 +211,7 @@ def wrk(
         [*args, f"{scheme}://127.0.0.1:{port}/data.json"],
         capture_output=True,
         text=True,
-        timeout=duration + 30,
+        timeout=duration + 30 + (timeout or 0),
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]

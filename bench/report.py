@@ -112,7 +112,7 @@ def _area_section(run: AreaRun) -> list[str]:
         if not run.result:
             return lines
     rows = run.result.get("results")
-    rest = {k: v for k, v in run.result.items() if k not in ("results", "notes", "command")}
+    rest = {k: v for k, v in run.result.items() if k not in ("results", "notes", "command", "tables")}
     if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
         table = [
             [
@@ -138,11 +138,27 @@ def _area_section(run: AreaRun) -> list[str]:
             ]
         else:
             lines += [*detail, ""]
+    lines += _extra_tables(run.result.get("tables"))
     ratios = [(k, v) for k, v in flatten(rest) if "ratio" in k.lower()]
     if ratios:
         lines += ["Ratios: " + "; ".join(f"`{k}` = {_fmt(v)}" for k, v in ratios), ""]
     if run.result.get("notes"):
         lines += [str(run.result["notes"]), ""]
+    return lines
+
+
+def _extra_tables(tables: Any) -> list[str]:
+    """An area's ``tables``: ``{title: [row dict, ...]}``, each shown as a table of its own (the
+    columns are the first row's keys), e.g. a profile by phase."""
+    if not isinstance(tables, Mapping):
+        return []
+    lines: list[str] = []
+    for title, rows in tables.items():
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, Mapping) for r in rows):
+            continue
+        headers = list(rows[0])
+        lines += [f"**{_fmt(title)}**", ""]
+        lines += [*_table([_fmt(h) for h in headers], [[_fmt(r.get(h)) for h in headers] for r in rows]), ""]
     return lines
 
 
