@@ -76,6 +76,26 @@ class HoldThenRelease(HoldThenDeny):
         return b"rewritten"
 
 
+class AddHeaders(Filter):
+    """Adds response fields, one of them with a CRLF that would split the head."""
+
+    name = "add_headers"
+
+    def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
+        headers.append(("x-evil", "a\r\nset-cookie: stolen=1"))
+        headers.append(("x-ok", "1"))
+        return False
+
+
+class HeadersOnly(Filter):
+    """Looks at the response head and changes nothing."""
+
+    name = "headers_only"
+
+    def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
+        return False
+
+
 class DenyHead(Filter):
     name = "deny_head"
 
@@ -333,6 +353,43 @@ def test_a_held_head_is_released_re_framed_with_the_rewritten_body() -> None:
         << client HTTP/1.1 200 OK|transfer-encoding: chunked||9|rewritten|0||
         """,
         filters=[HoldThenRelease()],
+    )
+
+
+def test_fields_a_filter_adds_are_sent_and_a_field_with_crlf_is_dropped() -> None:
+    play(
+        """
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 2|keep-alive: timeout=5||ok
+        << release up1
+        << client HTTP/1.1 200 OK|content-length: 2|x-ok: 1||ok
+        """,
+        filters=[AddHeaders()],
+    )
+    play(
+        """
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 2||ok
+        << release up1
+        << client HTTP/1.1 200 OK|content-length: 2||ok
+        """,
+        filters=[Passthrough(), HeadersOnly()],
+    )
+    # dropped too when the body is re-framed: the old length goes with it
+    play(
+        """
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 5||hello
+        << release up1
+        << client HTTP/1.1 200 OK|x-ok: 1|transfer-encoding: chunked||9|rewritten|0||
+        """,
+        filters=[HoldThenRelease(), AddHeaders()],
     )
 
 
