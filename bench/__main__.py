@@ -50,6 +50,7 @@ AREAS = (
     "egress",
     "rollout",
     "detection",
+    "versus",
 )
 BUDGET_SECONDS = 24 * 60  # the whole run must stay under 25 minutes (13 areas)
 AREA_LIMIT_SECONDS = 5 * 60

@@ -34,9 +34,10 @@ from typing import Any
 
 from bench.common import QUICK, add_pair_row, cpu_seconds
 from bench.telemetry import _FAST_APP, _ctx, _env, _load, _per_op_us
-from meshward.dashboard.taphub import TapSubscriber, tap_hub
 from meshward.filters.base import SidecarRuntime
-from meshward.filters.telemetry import TelemetryFilter, build
+from meshward.proxy.pipeline import TelemetryPipeline
+from meshward.telemetry.filter import TelemetryFilter, build
+from meshward.telemetry.taphub import TapSubscriber, tap_hub
 
 __all__ = ["run"]
 
@@ -53,6 +54,8 @@ def bench_in_process(n: int) -> dict[str, float]:
         runtime = SidecarRuntime(
             snapshot.workload, "bench.local", state_dir=Path(tmp), metrics_registry=CollectorRegistry()
         )
+        pipeline = TelemetryPipeline(runtime)
+        pipeline.configure(snapshot)
         flt = build(snapshot, runtime)
         assert isinstance(flt, TelemetryFilter)
         ctx = _ctx()
@@ -60,11 +63,11 @@ def bench_in_process(n: int) -> dict[str, float]:
         check_ns = _idle_check_ns(flt)
         sink: list[int] = []
         subscriber = TapSubscriber(lambda data: sink.append(len(data)))
-        hub = tap_hub(runtime.shared)
+        hub = tap_hub(runtime)
         hub.subscribe(subscriber)
         watched = _per_op_us(lambda: flt.record(ctx, time.monotonic()), n)
         hub.unsubscribe(subscriber)
-        flt.shared.close()
+        pipeline.close()
     return {
         "record_tap_idle_us": idle,
         "record_tap_watched_us": watched,

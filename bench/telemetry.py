@@ -32,8 +32,9 @@ from prometheus_client import CollectorRegistry
 from bench.common import QUICK, add_pair_row, cpu_seconds
 from meshward.audit.ocsf import http_activity
 from meshward.filters.base import Peer, RequestContext, SidecarRuntime
-from meshward.filters.telemetry import TelemetryFilter, build
+from meshward.proxy.pipeline import TelemetryPipeline
 from meshward.telemetry.accesslog import access_line
+from meshward.telemetry.filter import TelemetryFilter, build
 from meshward.telemetry.tracing import TraceContext
 
 __all__ = ["run"]
@@ -79,12 +80,13 @@ def bench_in_process(n: int) -> dict[str, float]:
         runtime = SidecarRuntime(
             snapshot.workload, "bench.local", state_dir=Path(tmp), metrics_registry=CollectorRegistry()
         )
+        pipeline = TelemetryPipeline(runtime)
+        pipeline.configure(snapshot)
         flt = build(snapshot, runtime)
         assert isinstance(flt, TelemetryFilter)
-        shared = flt.shared
         ctx = _ctx()
         ctx.scratch["telemetry.trace"] = TraceContext.for_request(TRACEPARENT)
-        assert shared.access_log is not None and shared.spool is not None
+        assert flt.outputs.access_log is not None and pipeline.spool is not None
         metrics = flt.metrics
         labels = (
             "destination",
@@ -99,7 +101,7 @@ def bench_in_process(n: int) -> dict[str, float]:
             "gpt-bench",
             "chat",
         )
-        log, spool = shared.access_log, shared.spool
+        log, spool = flt.outputs.access_log, pipeline.spool
         now = time.time()
         dest_json = f'"{flt.destination}"'
         results = {
@@ -114,10 +116,11 @@ def bench_in_process(n: int) -> dict[str, float]:
         audit_all = make_snapshot(
             "llm/chat", trust_domain="bench.local", mesh={"audit": {"recordAllowed": True}}
         )
+        pipeline.configure(audit_all)
         flt_all = build(audit_all, runtime)
         assert isinstance(flt_all, TelemetryFilter) and flt_all.record_allowed
         results["all_with_allowed_audit_us"] = _per_op_us(lambda: flt_all.record(ctx, time.monotonic()), n)
-        shared.close()
+        pipeline.close()
     return results
 
 

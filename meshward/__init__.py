@@ -1,25 +1,37 @@
 """Meshward: a zero-trust service mesh for AI model services.
 
-Architecture map (one package per concern, see ``../shared/DESIGN.md``):
+Read this first. The code is one package per concern, stacked in layers: a package imports only
+packages in the layers **below** it (and packages on the same line do not import each other).
+``make test`` enforces it: ``lint-imports`` checks every import statement against the contract in
+``pyproject.toml`` (``[tool.importlinter]``, the one place the layers are written), and
+``tests/test_layers.py`` imports each package alone and checks what it pulled in.
 
-- ``meshward.identity``  SPIFFE IDs, the certificate authority, join tokens, X.509-SVIDs.
-- ``meshward.resources`` the declarative resource kinds (pydantic) and the YAML loader.
-- ``meshward.config``    the config store (SQLite generations) and the per-sidecar snapshot.
-- ``meshward.http``      sans-IO HTTP/1.1 parsing, strict validation, path normalization and header hygiene.
-- ``meshward.tls``       the one TLS context builder and SPIFFE peer check (sidecars, control plane).
-- ``meshward.proxy``     the sidecar: inbound and outbound listeners, connection pool, admin.
-- ``meshward.filters``   the filter chain contract and one filter per concern.
-- ``meshward.ai``        AI protocol classification (OpenAI, OIP v2, TF Serving) and token usage.
-- ``meshward.authz``     pure authorization policy engine.
-- ``meshward.ratelimit`` token buckets, concurrency and LLM token budgets (local and Redis).
-- ``meshward.dlp``       data-loss prevention detectors, body decoding (as the app reads it) and rewriting.
-- ``meshward.telemetry`` metrics, access log and tracing.
-- ``meshward.audit``     the tamper-evident audit trail, its spool and its SIEM exports.
-- ``meshward.egress``    external services, egress policy, TLS origination, injected credentials.
-- ``meshward.detection`` threat detection: sidecar aggregates, PRADA, detectors, alerts, quarantine.
-- ``meshward.control``   the control plane: CA over HTTPS, config API, watch, audit sink.
-- ``meshward.mesh``      the local mesh runner (``meshward up``/``down``/``status``/``run``).
-- ``meshward.cli``       the ``meshward`` command.
+Top (the command line) to bottom (leaves)::
+
+    cli                                   the ``meshward`` command: argument parsing and output only
+    demo | dashboard | review             operator programs built on the mesh (demo, web UI, reviews)
+    mesh                                  the local mesh runner: up/down/status/run, check, daemonizing
+    proxy                                 the sidecar process: data plane, control agent, telemetry pipeline
+    control                               the control plane (CA, config API, watch, audit) and its client
+    detection | rollout | egress | gateway  features: their engines and their filters
+    telemetry                             metrics, access log, tracing, live tap; the telemetry filter
+    audit                                 the tamper-evident audit trail, its spool and SIEM exports
+    filters                               the filter contract (``filters.base``) and the policy filters
+    ratelimit | analysis | metering       rate limits and token budgets; static analysis; usage
+    authz                                 the pure authorization engine
+    config                                the config store (generations) and the per-sidecar snapshot
+    resources                             the declarative resource kinds (pydantic) and the YAML loader
+    dlp | tls                             DLP detectors and scanner; TLS contexts and SPIFFE peer checks
+    identity | http | ai | authn | isolation | patterns | retry
+                                          leaves: SPIFFE IDs and the CA; sans-IO HTTP/1.1; AI protocol
+                                          classification; JWT/API keys; network namespaces; Istio
+                                          string matching and time windows; back-off
+
+Where a request goes (see ``../shared/DESIGN.md``): ``proxy`` accepts it and parses it with
+``http``, prepares it (``proxy.prepare.prepare_request``, shared with ``meshward check``), runs the
+filter chain (``filters`` + the features' filters, each pure policy from ``authz``, ``ratelimit``,
+``dlp``), forwards it and records it (``telemetry``, ``audit``). ``control`` compiles resources
+(``resources`` -> ``config``) into per-sidecar snapshots that the sidecar's control agent watches.
 """
 
 __version__ = "0.1.0"

@@ -1,8 +1,9 @@
 """Ships a sidecar's audit spool to the control plane in batches, resuming where it left off.
 
-The transport is the caller's: ``post(body) -> (http_status, response_body)`` sends one NDJSON
-batch (``Content-Type: application/x-ndjson``) over the sidecar's mTLS client to the control
-plane's audit endpoint, which answers with :meth:`meshward.audit.store.IngestAck.to_json`
+The transport is the caller's (:data:`AuditPost`; the sidecar's is
+:func:`meshward.control.client.audit_poster`): ``post(body) -> (http_status, response_body)``
+sends one NDJSON batch (``Content-Type: application/x-ndjson``) over the sidecar's mTLS client to
+the control plane's audit endpoint, which answers with :meth:`meshward.audit.store.IngestAck.to_json`
 (200) or :meth:`~meshward.audit.store.AuditRejected.to_json` (4xx). The shipper
 
 - reads from the last acknowledged sequence number (persisted in the spool, so a restarted
@@ -18,14 +19,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from meshward.audit.spool import AuditSpool
+from meshward.retry import Backoff
 
-__all__ = ["AuditPost", "AuditShipper", "ShipperStats", "control_client_post"]
+__all__ = ["AuditPost", "AuditShipper", "ShipperStats"]
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +75,19 @@ class AuditShipper:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = self.min_backoff
+        delay = Backoff(self.min_backoff, self.max_backoff, "spread")
         while not self._stopping:
             try:
                 progressed = await self.ship_once()
             except Exception as exc:  # transport failure: the control plane is away
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("audit: shipping failed (%s); retrying in %.1fs", self.stats.last_error, backoff)
-                await self._sleep(backoff * (0.5 + random.random()))
-                backoff = min(self.max_backoff, backoff * 2)
+                log.warning(
+                    "audit: shipping failed (%s); retrying in %.1fs", self.stats.last_error, delay.peek()
+                )
+                await self._sleep(delay.next())
                 continue
-            backoff = self.min_backoff
+            delay.reset()
             if not progressed:
                 await self._sleep(self.interval)
 
@@ -149,31 +150,3 @@ class AuditShipper:
             except Exception:
                 return False
         return self.spool.pending == 0
-
-
-def control_client_post(make_client: Callable[[], Any]) -> AuditPost:
-    """An :data:`AuditPost` over :class:`meshward.control.client.ControlClient` (JSON body form).
-
-    ``make_client`` returns a fresh client with the sidecar's SVID (the agent's own factory);
-    the blocking call runs in a worker thread. A refusal becomes ``(status, its JSON body)``;
-    an unreachable control plane raises, which the shipper retries with backoff.
-    """
-    from meshward.control.client import ControlRefused
-
-    def send(body: bytes) -> tuple[int, bytes]:
-        header_end = body.find(b"\n")
-        header = json.loads(body[:header_end])
-        records = [json.loads(line) for line in body[header_end + 1 :].splitlines() if line]
-        with make_client() as client:
-            try:
-                status, answer = client.request(
-                    "POST", "/v1/audit", {"chain": header["chain"], "records": records}
-                )
-            except ControlRefused as exc:
-                return exc.status, json.dumps({"error": str(exc), **exc.body}).encode()
-        return status, json.dumps(answer).encode()
-
-    async def post(body: bytes) -> tuple[int, bytes]:
-        return await asyncio.to_thread(send, body)
-
-    return post

@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import ssl
 import threading
 from collections.abc import Iterable
@@ -41,6 +40,7 @@ from meshward.audit.chain import AuditRecord
 from meshward.audit.formats import to_cef, to_ocsf, to_ocsf_json, to_syslog
 from meshward.audit.store import AuditStore, ChainInfo
 from meshward.resources.mesh import AuditSink
+from meshward.retry import Backoff
 
 __all__ = [
     "FileSink",
@@ -322,7 +322,7 @@ class SinkForwarder:
     async def _run_sink(self, sink: Sink) -> None:
         loop = asyncio.get_running_loop()
         cursor = self.load_cursor(sink)
-        backoff = 0.2
+        delay = Backoff(0.2, self.max_backoff, "spread")
         while not self._stopping.is_set():
             batch = await loop.run_in_executor(None, self._pending, cursor, sink.config.batch_size)
             if not batch:
@@ -333,12 +333,11 @@ class SinkForwarder:
             except Exception as exc:
                 self.errors[sink.name] = f"{type(exc).__name__}: {exc}"
                 log.warning(
-                    "audit sink %s: %s; retrying in %.1fs", sink.name, self.errors[sink.name], backoff
+                    "audit sink %s: %s; retrying in %.1fs", sink.name, self.errors[sink.name], delay.peek()
                 )
-                await self._wait(backoff * (0.5 + random.random()))
-                backoff = min(self.max_backoff, backoff * 2)
+                await self._wait(delay.next())
                 continue
-            backoff = 0.2
+            delay.reset()
             self.errors[sink.name] = None
             for info, record in batch:
                 cursor[info.slug] = max(cursor.get(info.slug, 0), record.seq)

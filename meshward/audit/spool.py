@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ class AuditSpool:
         self.acked = self._load_acked()
         self.recovered_bytes = 0  # bytes of torn tail cut on open (for the log / tests)
         self._writer = ChainWriter()
+        # Appends come from the sidecar's loop (requests) and from the thread compiling a new
+        # generation (its "config applied" event): one at a time, or the chain would fork.
+        self._append_lock = threading.Lock()
         self._fd = -1
         self._segment_first = 1
         self._segment_size = 0
@@ -176,14 +180,15 @@ class AuditSpool:
 
     # -- writing ---------------------------------------------------------------------------------
     def append(self, event: dict[str, Any]) -> AuditRecord:
-        """Chain ``event`` and write it to disk (one ``write``); returns the record."""
-        if self._segment_size >= self.segment_bytes:
-            write_private(self.directory / "base", f"{self._writer.seq} {self._writer.head}".encode())
-            seq = self._writer.seq + 1
-            self._open_segment(self.directory / _segment_name(seq), seq)
-        record, line = self._writer.next_with_line(event)
-        os.write(self._fd, line)
-        self._segment_size += len(line)
+        """Chain ``event`` and write it to disk (one ``write``); returns the record. Thread-safe."""
+        with self._append_lock:
+            if self._segment_size >= self.segment_bytes:
+                write_private(self.directory / "base", f"{self._writer.seq} {self._writer.head}".encode())
+                seq = self._writer.seq + 1
+                self._open_segment(self.directory / _segment_name(seq), seq)
+            record, line = self._writer.next_with_line(event)
+            os.write(self._fd, line)
+            self._segment_size += len(line)
         return record
 
     def sync(self) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meshward.authn.enduser import claim_value
-from meshward.authz.matchers import ip_to_int
+from meshward.patterns.ipblocks import ip_to_int
 
 __all__ = ["AuthzDecision", "RequestAttributes"]
 

@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
 
 from meshward.authz.attributes import RequestAttributes
-from meshward.authz.matchers import ip_ranges, normalize_principal_pattern, template_regex
-from meshward.authz.timewindow import parse_time_window
+from meshward.patterns.ipblocks import ip_ranges
+from meshward.patterns.paths import is_template, template_regex
+from meshward.patterns.principals import normalize_principal_pattern
+from meshward.patterns.strings import StringMatcher, is_exact
+from meshward.patterns.timewindow import parse_time_window
 from meshward.resources.authorization import Condition, Operation, Rule, Source, claim_path
 
 __all__ = [
@@ -122,7 +125,7 @@ def principal_keys(rule: Rule, trust_domain: str) -> frozenset[str] | None:
     keys: set[str] = set()
     for f in rule.from_:
         values = [normalize_principal_pattern(p, trust_domain) for p in f.source.principals]
-        if not values or any(v.startswith("*") or v.endswith("*") for v in values):
+        if not values or not all(is_exact(v) for v in values):
             return None
         keys.update(values)
     return frozenset(keys)
@@ -230,28 +233,20 @@ def _each_strings(
 
 
 def _string_match(attr: str, values: Iterable[str], code: CodeBuilder) -> str:
-    """Exact / ``prefix*`` / ``*suffix`` / ``*`` (non-empty); a missing value never matches."""
-    exact: set[str] = set()
-    prefixes: list[str] = []
-    suffixes: list[str] = []
-    for value in values:
-        if value == "*":
-            return f"({attr} not in _EMPTY)"
-        if value.endswith("*"):
-            prefixes.append(value[:-1])
-        elif value.startswith("*"):
-            suffixes.append(value[1:])
-        else:
-            exact.add(value)
-    if not prefixes and not suffixes:
-        return f"({attr} in {code.const(frozenset(exact))})"
+    """Istio's string forms (:class:`StringMatcher`) as an expression; a missing value never
+    matches, presence (``*``) needs a non-empty value."""
+    m = StringMatcher(values)
+    if m.presence:
+        return f"({attr} not in _EMPTY)"
+    if m.exact_only:
+        return f"({attr} in {code.const(m.exact)})"
     alternatives: list[str] = []
-    if exact:
-        alternatives.append(f"_v in {code.const(frozenset(exact))}")
-    if prefixes:
-        alternatives.append(f"_v.startswith({code.const(tuple(prefixes))})")
-    if suffixes:
-        alternatives.append(f"_v.endswith({code.const(tuple(suffixes))})")
+    if m.exact:
+        alternatives.append(f"_v in {code.const(m.exact)}")
+    if m.prefixes:
+        alternatives.append(f"_v.startswith({code.const(m.prefixes)})")
+    if m.suffixes:
+        alternatives.append(f"_v.endswith({code.const(m.suffixes)})")
     return f"((_v := {attr}) is not None and ({' or '.join(alternatives)}))"
 
 
@@ -272,8 +267,8 @@ def _ip_match(attr: str, blocks: Sequence[str]) -> str:
 
 def _path_match(patterns: Sequence[str], code: CodeBuilder) -> str:
     """Plain patterns inline like any string; URI templates as one precompiled regex."""
-    plain = [p for p in patterns if "{" not in p]
-    templates = [p for p in patterns if "{" in p]
+    plain = [p for p in patterns if not is_template(p)]
+    templates = [p for p in patterns if is_template(p)]
     alternatives: list[str] = []
     if plain:
         alternatives.append(_string_match("r.path", plain, code))

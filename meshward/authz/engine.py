@@ -1,8 +1,8 @@
 """The authorization engine of one workload: compiled policies in, decisions out.
 
-Which policies apply (:func:`select_policies`): those in the workload's namespace and those in
-the mesh root namespace (mesh-wide), whose ``selector`` matches the workload's labels (an empty
-selector selects every workload in scope).
+Which policies apply (:func:`~meshward.config.selection.select_policies`, re-exported here):
+those in the workload's namespace and those in the mesh root namespace (mesh-wide), whose
+``selector`` matches the workload's labels (an empty selector selects every workload in scope).
 
 How a request is decided (:meth:`AuthzEngine.evaluate`), Istio's order with zero trust on top:
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from meshward.authz.aliases import resolve_aliases
 from meshward.authz.attributes import AuthzDecision, RequestAttributes
@@ -36,31 +36,12 @@ from meshward.authz.compiler import (
     rule_expression,
     rule_uses_model,
 )
+from meshward.config.selection import select_policies
 from meshward.config.snapshot import MeshSnapshot, WorkloadInfo
 from meshward.resources.authorization import AuthorizationPolicy
 from meshward.resources.base import Resource
 
 __all__ = ["AuthzEngine", "compile_engine", "engine_from_snapshot", "select_policies"]
-
-
-_Policy = TypeVar("_Policy", bound=Resource[Any])
-
-
-def select_policies(
-    policies: Iterable[Resource[Any]], workload: WorkloadInfo, root_namespace: str, kind: type[_Policy]
-) -> list[_Policy]:
-    """The policies of class ``kind`` that apply to ``workload``: those of its namespace or the
-    root one whose ``spec.selector`` matches its labels, sorted by namespace/name.
-
-    Shared by every workload-selected policy kind (authorization, rate limits, DLP)."""
-    chosen = [
-        p
-        for p in policies
-        if isinstance(p, kind)
-        and p.metadata.namespace in (workload.namespace, root_namespace)
-        and p.spec.selector.matches(workload.labels)
-    ]
-    return sorted(chosen, key=lambda p: (p.metadata.namespace, p.metadata.name))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """One SQLite file of the control plane's state (config generations, alerts, rollouts).
 
-Created 0600 with its schema, in WAL mode; a connection per use (threads never share one).
+Created 0600 with its schema, in WAL mode; a connection per use or per thread (threads never share one).
 WAL + ``synchronous=NORMAL``: a commit is atomic and survives a crash of the process; only an OS
 crash may lose the last commits (never corrupt the file), and writes stay fast (no fsync each).
 """
@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["connect", "initialize"]
+__all__ = ["connect", "initialize", "open_connection"]
 
 
 def initialize(path: Path, schema: str) -> None:
@@ -28,10 +28,17 @@ def initialize(path: Path, schema: str) -> None:
         db.executescript(schema)
 
 
-@contextlib.contextmanager
-def connect(path: Path) -> Iterator[sqlite3.Connection]:
+def open_connection(path: Path) -> sqlite3.Connection:
+    """A new connection (autocommit; ``BEGIN`` where a transaction is needed); the caller closes it."""
     db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+@contextlib.contextmanager
+def connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection for one use, closed after it."""
+    db = open_connection(path)
     try:
         yield db
     finally:

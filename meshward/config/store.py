@@ -19,16 +19,17 @@ import contextlib
 import datetime as dt
 import difflib
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from meshward.config.sqlite import connect, initialize
+from meshward.config.sqlite import initialize, open_connection
 
 if TYPE_CHECKING:
     from meshward.resources import Resource
@@ -204,10 +205,23 @@ class ConfigStore:
         self.path = path
         self.trust_domain = trust_domain
         self._write_lock = threading.Lock()
+        self._local = threading.local()  # one kept connection per thread (see _connect)
         initialize(path, _SCHEMA)
 
-    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return connect(self.path)
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, opened on first use and kept while the thread lives: the
+        control plane answers every sidecar's watch and ACK on that sidecar's connection thread,
+        and opening SQLite per call was most of an ACK's cost. Threads never share one."""
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "db", None)
+        if held is None or held[0] != os.getpid():  # a forked child never uses its parent's
+            held = self._local.db = (os.getpid(), open_connection(self.path))
+        db = held[1]
+        try:
+            yield db
+        finally:
+            if db.in_transaction:  # never hand a half-done transaction to the next use
+                db.execute("ROLLBACK")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -430,12 +444,28 @@ class ConfigStore:
             ).fetchall()
         return [SidecarRecord(*row) for row in rows]
 
-    def record_ack(self, sidecar: str, generation: int, ok: bool, reason: str = "") -> None:
+    def record_ack(
+        self, sidecar: str, generation: int, ok: bool, reason: str = "", *, workload: str = "", limit: int = 0
+    ) -> int:
+        """Record (replace) ``sidecar``'s answer to ``generation``; 0 when recorded.
+
+        With ``limit``: a sidecar not reporting yet is refused when ``workload`` (its NS/NAME) has
+        ``limit`` sidecars reporting already; the answer is then that number. One connection and
+        indexed lookups: every sidecar ACKs every generation."""
         with self._connect() as db:
+            if limit and db.execute("SELECT 1 FROM acks WHERE sidecar = ?", (sidecar,)).fetchone() is None:
+                prefix = workload + "#"
+                (count,) = db.execute(
+                    "SELECT COUNT(*) FROM acks WHERE sidecar = ? OR substr(sidecar, 1, ?) = ?",
+                    (workload, len(prefix), prefix),
+                ).fetchone()
+                if count >= limit:
+                    return int(count)
             db.execute(
                 "INSERT OR REPLACE INTO acks VALUES (?, ?, ?, ?, ?)",
                 (sidecar, generation, "ACK" if ok else "NACK", reason[:500], _now()),
             )
+        return 0
 
     def acks(self) -> dict[str, Ack]:
         with self._connect() as db:

@@ -11,8 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from meshward.cli.commands.control import run_control
-from meshward.cli.errors import CliError
+from meshward.control.main import ControlStartError, serve_forever
 from meshward.control.server import DEFAULT_LISTEN
 
 
@@ -21,8 +20,9 @@ def main() -> int:
     parser.add_argument("--state", type=Path, default=Path(os.environ.get("MESHWARD_STATE") or "./.meshward"))
     parser.add_argument("--listen", default=f"{DEFAULT_LISTEN[0]}:{DEFAULT_LISTEN[1]}")
     try:
-        return run_control(parser.parse_args())
-    except (CliError, OSError) as exc:
+        args = parser.parse_args()
+        return serve_forever(args.state, args.listen)
+    except (ControlStartError, OSError) as exc:
         print(f"meshward control: {exc}", file=sys.stderr)
         return 1
 

@@ -1,9 +1,9 @@
-"""The control plane's API client, shared by the CLI (operator certificate) and sidecars (SVID).
+"""The control plane's API client for blocking callers: the CLI and the mesh runner (operator certificate).
 
 Plain ``http.client`` over an mTLS socket: after each connect the server must present exactly
 ``spiffe://TD/ns/meshward-system/sa/control`` chained to the trust bundle, else the connection
 is refused before a byte of the request is sent. One client holds one keep-alive connection and
-is used by one thread at a time (the sidecar's watch loop has its own).
+is used by one thread at a time (the sidecar's agent uses :mod:`meshward.control.asyncclient`).
 
 Errors say whose fault they are: :class:`ControlUnavailable` (not reachable or not the control
 plane: retry later) and :class:`ControlRefused` (the control plane answered no: don't retry).

@@ -75,6 +75,7 @@ from meshward.control.limits import (
 )
 from meshward.control.service import ApiError, ControlService, RawJson
 from meshward.identity.keys import write_public
+from meshward.identity.renewal import renewal_due
 from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.rollout.controller import RolloutController
@@ -151,7 +152,8 @@ class ControlPlane:
         with self._tls_lock:
             trust = self.service.identity.trust_material()
             rotated = trust != self._trust
-            if not rotated and self._cert_not_after - dt.datetime.now(dt.UTC) >= CONTROL_CERT_TTL / 2:
+            not_after = self._cert_not_after
+            if not rotated and not renewal_due(not_after - CONTROL_CERT_TTL, not_after):
                 return False
             self._cert_not_after = self._mint_server_cert()
             self._ssl = self._context()

@@ -100,6 +100,7 @@ class ControlService:
         self._changed = threading.Condition()
         self._version = 0
         self._view: GenerationEncoder | None = None
+        self._bundle_read: tuple[int, bytes, str] | None = None  # see _bundle
         self.closing = False
         # Threat detection: sidecars' reports → alerts (audit, webhooks) → quarantine generations.
         self.detection = DetectionEngine(
@@ -174,6 +175,15 @@ class ControlService:
             self._view = None
             self._version += 1
             self._changed.notify_all()
+
+    def _bundle(self, version: int) -> tuple[bytes, str]:
+        """The trust bundle and its digest, read once per change notification (``version``): a
+        change wakes every watch at once, and they all compare against the same read."""
+        cached = self._bundle_read
+        if cached is None or cached[0] != version:
+            bundle = self.identity.bundle_pem()
+            cached = self._bundle_read = (version, bundle, bundle_digest(bundle))
+        return cached[1], cached[2]
 
     def check_revocations(self) -> bool:
         """Re-read the revoked serials (``meshward certs revoke`` writes the ledger from another
@@ -295,11 +305,11 @@ class ControlService:
         ok = bool(body.get("ok"))
         reason = clip(str(body.get("reason", "")))
         sidecar = self._sidecar_id(body, workload)
-        acks = self.store.acks()
-        own = [s for s in acks if s == workload or s.startswith(workload + "#")]
-        if sidecar not in acks and len(own) >= MAX_SIDECARS_PER_WORKLOAD:
-            raise ApiError(429, f"workload {workload} has {len(own)} sidecars reporting already")
-        self.store.record_ack(sidecar, generation, ok, reason)
+        own = self.store.record_ack(
+            sidecar, generation, ok, reason, workload=workload, limit=MAX_SIDECARS_PER_WORKLOAD
+        )
+        if own:
+            raise ApiError(429, f"workload {workload} has {own} sidecars reporting already")
         return {}
 
     def watch(self, query: dict[str, str], peer: SpiffeId) -> RawJson | None:
@@ -320,8 +330,8 @@ class ControlService:
             with self._changed:
                 version = self._version
             if have_bundle is not None:
-                bundle = self.identity.bundle_pem()
-                if bundle_digest(bundle) != have_bundle:
+                bundle, digest = self._bundle(version)
+                if digest != have_bundle:
                     return RawJson(json.dumps({"bundle": bundle.decode("ascii")}).encode())
             digest, text = self._current().encode(ns, name)
             if digest != have:  # the body is assembled, not dumped again: this runs per sidecar

@@ -1,6 +1,5 @@
 """The dashboard: a loopback web UI over the running mesh, and the live tap behind it.
 
-- :mod:`~meshward.dashboard.taphub`  in the sidecar: request metadata to whoever watches ``/tap``.
 - :mod:`~meshward.dashboard.tap`     reading every sidecar's tap: filters, relay, one-line format.
 - :mod:`~meshward.dashboard.traffic` observed edges from the sidecars' Prometheus metrics.
 - :mod:`~meshward.dashboard.auth`    one-time login tokens, sessions, CSRF tokens.
@@ -9,5 +8,7 @@
 - :mod:`~meshward.dashboard.server`  the HTTP server (127.0.0.1 only) and its security headers.
 - :mod:`~meshward.dashboard.launch`  ``meshward dashboard``: find or start it, mint a login URL.
 
-This package's ``__init__`` imports nothing: the sidecar imports :mod:`.taphub` alone.
+The sidecar's side of the tap (request metadata to whoever watches ``/tap``) is
+:mod:`meshward.telemetry.taphub`: the dashboard sits above the sidecar and reads it over HTTP.
+This package's ``__init__`` imports nothing.
 """

@@ -7,24 +7,20 @@ the one JSON object an example client prints.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO", "MeshCli", "client_json", "command_exists", "wait_until"]
+__all__ = ["NOT_YET", "REPO", "MeshCli", "client_json"]
 
 REPO = Path(__file__).resolve().parents[2]  # examples/ lives beside the meshward package
-
-
-def command_exists(name: str) -> bool:
-    """Is ``meshward NAME`` built (a module in ``meshward.cli.commands``)?"""
-    return importlib.util.find_spec(f"meshward.cli.commands.{name}") is not None
+#: What the demo's waits (:func:`meshward.mesh.polling.wait_until`) read as "not up yet": a
+#: command that timed out, a file half written, a JSON document not there yet.
+NOT_YET: tuple[type[Exception], ...] = (Exception,)
 
 
 def child_env() -> dict[str, str]:
@@ -37,21 +33,6 @@ def child_env() -> dict[str, str]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(name, None)  # the demo's callers get their proxy from their sidecar, not from us
     return env
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something truthy or ``timeout`` passes (then None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:  # not up yet
-            pass
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
 
 
 def client_json(stdout: str) -> dict[str, Any]:

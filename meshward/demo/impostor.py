@@ -17,11 +17,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 
-from meshward.demo.cluster import REPO, child_env, wait_until
+from meshward.demo.cluster import NOT_YET, REPO, child_env
+from meshward.mesh.errors import MeshError
+from meshward.mesh.polling import wait_until
 
 __all__ = ["ForgedServer", "caller_sidecar"]
 
@@ -127,9 +129,14 @@ def caller_sidecar(certs: Path, forged_port: int, workdir: Path) -> Iterator[str
             start_new_session=True,
         )
     try:
-        info = wait_until(
-            lambda: proc.poll() is None and ready.exists() and json.loads(ready.read_text()), 20
-        )
+        info = None
+        with suppress(MeshError):
+            info = wait_until(
+                lambda: proc.poll() is None and ready.exists() and json.loads(ready.read_text()),
+                20,
+                "the caller's sidecar",
+                tolerate=NOT_YET,
+            )
         yield f"http://{info['outbound']}" if info else None
     finally:
         proc.terminate()

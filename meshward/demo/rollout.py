@@ -14,8 +14,10 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from meshward.demo.cluster import command_exists, wait_until
+from meshward.demo.cluster import NOT_YET
 from meshward.demo.report import Outcome, StepResult
+from meshward.mesh.errors import MeshError
+from meshward.mesh.polling import wait_until
 
 if TYPE_CHECKING:
     from meshward.demo.scenario import Scenario
@@ -74,8 +76,6 @@ def _rollout(scenario: Scenario) -> dict[str, Any]:
 
 
 def rollout_canary(scenario: Scenario) -> StepResult:
-    if not command_exists("rollout"):
-        return StepResult(TITLE, EXPECTED, "not built yet: meshward rollout", Outcome.SKIP)
     before = scenario.generation()
     if before is None:
         return _result(False, "no current generation in `meshward status`")
@@ -92,7 +92,9 @@ def rollout_canary(scenario: Scenario) -> StepResult:
                 for w in scenario.cli.status().get("workloads", [])
             )
 
-        if not wait_until(canary_ready, 60, interval=0.3):
+        try:
+            wait_until(canary_ready, 60, "chat-v2", interval=0.3, tolerate=NOT_YET)
+        except MeshError:
             return _result(False, "chat-v2 was not started by the running mesh within 60 s")
         leaked = 0
         sent = 0

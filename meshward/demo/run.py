@@ -6,6 +6,7 @@ With ``once`` it stops the mesh after the scenario and returns 0 only if every s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,9 +18,11 @@ from typing import Any
 
 import yaml
 
-from meshward.demo.cluster import REPO, MeshCli, wait_until
+from meshward.demo.cluster import NOT_YET, REPO, MeshCli
 from meshward.demo.report import Outcome, StepResult, render_table, summary_line
 from meshward.demo.scenario import Scenario
+from meshward.mesh.errors import MeshError
+from meshward.mesh.polling import wait_until
 
 __all__ = ["MESH_FILE", "exit_code", "prepare_mesh_file", "run_demo"]
 
@@ -115,9 +118,11 @@ def run_demo(state: Path, once: bool, isolation: str = "none") -> int:
         models = sum(
             1 for d in yaml.safe_load_all(mesh_file.read_text()) if d and d.get("kind") == "Workload"
         )
-        status = _all_ready(cli, models) or wait_until(
-            lambda: _all_ready(cli, models), timeout=90, interval=0.5
-        )
+        status = None
+        with contextlib.suppress(MeshError):
+            status = wait_until(
+                lambda: _all_ready(cli, models), 90, "every workload", interval=0.5, tolerate=NOT_YET
+            )
         names = ", ".join(
             f"{w.get('service')}.{w.get('namespace')}" for w in (status or {}).get("workloads", [])
         )

@@ -14,7 +14,7 @@ Control plane:
 - :mod:`~meshward.detection.engine` correlation, alerts, delivery, quarantine;
 - :mod:`~meshward.detection.store` alerts, quarantines and the outbox in SQLite;
 - :mod:`~meshward.detection.delivery` the OCSF Detection Finding and webhook payloads;
-- :mod:`~meshward.detection.access` the CLI's path to all of it (``meshward alerts``,
+- :mod:`~meshward.control.detection_access` the CLI's path to all of it (``meshward alerts``,
   ``meshward quarantine``).
 
 For other components: :func:`alerts_for_subject` (e.g. a rollout reading the alerts about a

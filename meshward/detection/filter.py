@@ -23,7 +23,6 @@ never fails a request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -53,7 +52,7 @@ ReportPost = Callable[[str, dict[str, Any]], Awaitable[tuple[int, Any]]]
 
 
 class DetectionShared:
-    """Per-process detection state (``runtime.shared["detection"]``), outliving generations."""
+    """Per-process detection state (a :class:`SidecarRuntime` service), outliving generations."""
 
     def __init__(self, runtime: SidecarRuntime) -> None:
         self.runtime = runtime
@@ -120,10 +119,7 @@ class _DetectionCollector(Collector):
 
 
 def detection_state(runtime: SidecarRuntime) -> DetectionShared:
-    state = runtime.shared.get("detection")
-    if not isinstance(state, DetectionShared):
-        state = runtime.shared["detection"] = DetectionShared(runtime)
-    return state
+    return runtime.service(DetectionShared, lambda: DetectionShared(runtime))
 
 
 def _caller(ctx: RequestContext) -> str:
@@ -380,8 +376,7 @@ def start_detection_reporter(
 
 
 def stop_detection_reporter(runtime: SidecarRuntime) -> None:
-    shared = runtime.shared.get("detection")
-    if isinstance(shared, DetectionShared) and shared.task is not None:
+    shared = detection_state(runtime)
+    if shared.task is not None:
         shared.task.cancel()
-        with contextlib.suppress(Exception):
-            shared.task = None
+        shared.task = None

@@ -15,15 +15,28 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from meshward.dlp.detectors import CandidatePattern, builtin_patterns, regex_pattern, terms_pattern
 from meshward.dlp.scanner import Engine, Finding, Scanner
-from meshward.resources.dataprotection import ACTION_STRICTNESS, DataProtectionPolicy
 
-__all__ = ["Decision", "Direction", "DlpPlan", "DlpRule", "Limit", "compile_plans", "normalize_value"]
+if TYPE_CHECKING:  # the DLP engine sits below the resource kinds (their validation uses it)
+    from meshward.resources.dataprotection import DataProtectionPolicy
+
+__all__ = [
+    "ACTION_STRICTNESS",
+    "Decision",
+    "Direction",
+    "DlpPlan",
+    "DlpRule",
+    "Limit",
+    "compile_plans",
+    "normalize_value",
+]
 
 Direction = Literal["request", "response"]
+#: Which action wins when several rules find the same value (the strictest).
+ACTION_STRICTNESS: dict[str, int] = {"log": 0, "mask": 1, "hash": 2, "redact": 3, "block": 4}
 _SEPARATORS = re.compile(rb"[\s().-]+")
 
 

@@ -24,7 +24,6 @@ Undeclared hosts get a chain of telemetry alone, so their 403 is logged and audi
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import meshward.filters.ratelimit
@@ -35,8 +34,10 @@ from meshward.egress.engine import EgressEngine, ExternalEntry, ExternalTable, c
 from meshward.egress.filters import CredentialFilter, EgressAuthzFilter, SpendFilter, egress_metrics
 from meshward.egress.tls import origination_context
 from meshward.filters.base import Filter, Peer, SidecarRuntime
-from meshward.filters.telemetry import TelemetryFilter, telemetry_state
 from meshward.resources.base import Resource
+from meshward.telemetry.filter import TelemetryFilter, telemetry_enabled
+from meshward.telemetry.outputs import telemetry_outputs
+from meshward.telemetry.taphub import tap_hub
 
 __all__ = ["APPLIES_TO", "EgressConfig", "compile_egress_config", "egress_view", "inbound_view"]
 
@@ -67,7 +68,7 @@ class _EgressTelemetry(TelemetryFilter):
     """The telemetry filter with the external host as the destination."""
 
     def __init__(self, runtime: SidecarRuntime, snapshot: MeshSnapshot, host: str) -> None:
-        super().__init__(telemetry_state(runtime), snapshot)
+        super().__init__(telemetry_outputs(runtime), snapshot, tap_hub(runtime))
         self.destination = host
         self.destination_service = host
         self.destination_workload = host
@@ -113,7 +114,7 @@ def compile_egress_config(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Eg
     w = snapshot.workload
     td = snapshot.trust_domain
     engine = compile_egress(snapshot.resources, w, snapshot.mesh.root_namespace, td)
-    telemetry = os.environ.get("MESHWARD_TELEMETRY") != "off"
+    telemetry = telemetry_enabled()
     shared: list[Filter] = []
     chains: dict[str, list[Filter]] = {}
     tunnels: dict[str, list[Filter]] = {}

@@ -19,22 +19,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-from meshward.filters.base import SidecarRuntime
+from meshward.filters.base import SecretFetch, SidecarRuntime
 
-__all__ = ["REFRESH_SECONDS", "SECRET_FETCH_KEY", "CredentialCache", "credential_cache"]
+__all__ = ["REFRESH_SECONDS", "CredentialCache", "credential_cache"]
 
 log = logging.getLogger("meshward.egress")
 
-#: Key in ``SidecarRuntime.shared``: ``async (name) -> value``, set by the sidecar process that
-#: talks to the control plane (``meshward.mesh.sidecar``). Absent: no credential can be had.
-SECRET_FETCH_KEY = "control.secret_fetch"
 REFRESH_SECONDS = float(os.environ.get("MESHWARD_SECRET_REFRESH", "5"))
 FETCH_TIMEOUT = 10.0
-
-SecretFetch = Callable[[str], Awaitable[str]]
 
 
 class _Entry:
@@ -49,15 +43,15 @@ class _Entry:
 class CredentialCache:
     """Secret values by name for one sidecar process (see the module docstring)."""
 
-    def __init__(self, shared: dict[str, Any], clock: Callable[[], float] = time.monotonic) -> None:
-        self._shared = shared
+    def __init__(self, runtime: SidecarRuntime, clock: Callable[[], float] = time.monotonic) -> None:
+        self._runtime = runtime
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._pending: dict[str, asyncio.Future[str | None]] = {}
 
     def _fetcher(self) -> SecretFetch | None:
-        fetch = self._shared.get(SECRET_FETCH_KEY)
-        return fetch if callable(fetch) else None
+        """``runtime.secret_fetch``: set by the sidecar process that talks to the control plane."""
+        return self._runtime.secret_fetch
 
     async def get(self, name: str) -> str | None:
         """The value, or None when this sidecar cannot have it (the caller answers 503)."""
@@ -119,8 +113,5 @@ def _reason(exc: BaseException) -> str:
 
 
 def credential_cache(runtime: SidecarRuntime) -> CredentialCache:
-    """The process's cache (kept across config generations in ``runtime.shared``)."""
-    cache = runtime.shared.get("egress.credentials")
-    if not isinstance(cache, CredentialCache):
-        cache = runtime.shared["egress.credentials"] = CredentialCache(runtime.shared)
-    return cache
+    """The process's cache (a runtime service: kept across config generations)."""
+    return runtime.service(CredentialCache, lambda: CredentialCache(runtime))

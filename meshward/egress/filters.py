@@ -36,7 +36,7 @@ _MAX_MODELS = 256
 
 
 class EgressMetrics:
-    """Egress counters of one sidecar process (``runtime.shared["egress.metrics"]``)."""
+    """Egress counters of one sidecar process (a runtime service: see :func:`egress_metrics`)."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.requests = Counter(
@@ -72,10 +72,7 @@ class EgressMetrics:
 
 
 def egress_metrics(runtime: SidecarRuntime) -> EgressMetrics:
-    found = runtime.shared.get("egress.metrics")
-    if not isinstance(found, EgressMetrics):
-        found = runtime.shared["egress.metrics"] = EgressMetrics(runtime.metrics_registry)
-    return found
+    return runtime.service(EgressMetrics, lambda: EgressMetrics(runtime.metrics_registry))
 
 
 def attributes(ctx: RequestContext, now: float) -> RequestAttributes:

@@ -17,8 +17,8 @@ What it records for telemetry and audit:
   ``dry_run_deny``: the dry-run decision), None when no policy did;
   ``ctx.scratch["authz.reason"]``: the decision in words ("no ALLOW policy matched",
   "default deny", "denied by ml/x rules[0]"); ``ctx.audit_marks``: matching AUDIT policies.
-- counters, kept across generations as plain ints in ``runtime.shared["authz.counters"]``:
-  ``{"allowed": {policy: n}, "denied": {...}, "dry_run_allowed": {...},
+- counters, kept across generations as plain ints in the runtime's :class:`AuthzCounters`
+  (``counters(runtime)``): ``{"allowed": {policy: n}, "denied": {...}, "dry_run_allowed": {...},
   "dry_run_denied": {...}}`` keyed by the deciding policy ``ns/name`` or ``"-"`` when none
   decided (default deny, no ALLOW match); the telemetry filter exports them.
 """
@@ -37,7 +37,6 @@ from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
 
 __all__ = [
-    "COUNTERS_KEY",
     "AuthzCounters",
     "AuthzFilter",
     "attributes_of",
@@ -46,17 +45,19 @@ __all__ = [
     "end_user_attributes",
 ]
 
-COUNTERS_KEY = "authz.counters"
-AuthzCounters = dict[str, dict[str, int]]
 _OUTCOMES = ("allowed", "denied", "dry_run_allowed", "dry_run_denied")
+
+
+class AuthzCounters(dict[str, dict[str, int]]):
+    """Decisions per outcome and deciding policy, for the whole process: ``{outcome: {policy: n}}``."""
+
+    def __init__(self) -> None:
+        super().__init__((outcome, {}) for outcome in _OUTCOMES)
 
 
 def counters(runtime: SidecarRuntime) -> AuthzCounters:
     """The per-policy decision counters of this sidecar (created on first use)."""
-    found = runtime.shared.get(COUNTERS_KEY)
-    if not isinstance(found, dict):
-        found = runtime.shared[COUNTERS_KEY] = {outcome: {} for outcome in _OUTCOMES}
-    return found
+    return runtime.service(AuthzCounters)
 
 
 def build(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> Filter | None:

@@ -13,13 +13,17 @@ hooks are synchronous and must be cheap per chunk.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from meshward.ai.types import AIRequest, TokenUsage
 from meshward.authn.enduser import EndUser
 from meshward.config.snapshot import WorkloadInfo
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "Denial",
@@ -28,9 +32,12 @@ __all__ = [
     "Peer",
     "RequestContext",
     "ResponseDenied",
+    "SecretFetch",
     "SidecarRuntime",
     "StreamAbort",
 ]
+
+S = TypeVar("S")
 
 
 @dataclass(slots=True)
@@ -206,17 +213,42 @@ class Filter:
         """Always called once, after the response or a local reply (release, account, log)."""
 
 
+#: ``async (name) -> value``: an egress credential fetched over the sidecar's mTLS identity.
+SecretFetch = Callable[[str], Awaitable[str]]
+
+
 @dataclass
 class SidecarRuntime:
     """What outlives a config generation in one sidecar process.
 
     Filter factories get it so that state which must survive a config swap (rate-limit
-    buckets, metric collectors, the audit spool, Redis clients) is kept here, keyed by concern
-    in ``shared``, instead of inside a filter that is rebuilt on every generation.
+    buckets, metric collectors, the audit outputs, Redis clients) is kept here instead of
+    inside a filter that is rebuilt on every generation. Each concern keeps its state in one
+    object of its own type, reached with :meth:`service` through an accessor in the concern's
+    own module (``counters(runtime)``, ``detection_state(runtime)``, ...): the type is the key,
+    so no string is shared between packages. What the sidecar process itself hands to filters
+    is a typed attribute (``secret_fetch``).
     """
 
     workload: WorkloadInfo
     trust_domain: str
     state_dir: Path | None = None  # the sidecar's own directory (spool, caches); None = in memory
-    shared: dict[str, Any] = field(default_factory=dict)
-    metrics_registry: Any = None  # prometheus_client.CollectorRegistry, served on /stats/prometheus
+    metrics_registry: CollectorRegistry | None = None  # served on /stats/prometheus
+    # Set by the process that talks to the control plane (meshward.mesh.sidecar); None: no
+    # egress credential can be had.
+    secret_fetch: SecretFetch | None = None
+    _services: dict[type[Any], Any] = field(default_factory=dict, init=False, repr=False)
+
+    def service(self, kind: type[S], make: Callable[[], S] | None = None) -> S:
+        """This process's one ``kind``: made on first use by ``make()`` (default ``kind()``)."""
+        found = self._services.get(kind)
+        if found is None:
+            found = self._services[kind] = make() if make is not None else kind()
+        return cast(S, found)
+
+    def provide(self, service: object) -> None:
+        """Install ``service`` as this process's one of its type (before anyone made another)."""
+        kind = type(service)
+        if kind in self._services:
+            raise RuntimeError(f"the runtime already has a {kind.__name__}")
+        self._services[kind] = service

@@ -65,7 +65,6 @@ from meshward.resources.dataprotection import DataProtectionPolicy
 __all__ = ["DlpFilter", "build", "hash_key", "selected_policies"]
 
 _KEY_FILE = "dlp-hash.key"
-_SHARED_KEY = "dlp.hash_key"
 
 
 def selected_policies(snapshot: MeshSnapshot) -> list[DataProtectionPolicy]:
@@ -78,14 +77,19 @@ def selected_policies(snapshot: MeshSnapshot) -> list[DataProtectionPolicy]:
     )
 
 
+class _HashKey(bytes):
+    """The process's key for ``hash`` tags (its one :class:`SidecarRuntime` service of this type)."""
+
+
 def hash_key(runtime: SidecarRuntime) -> bytes:
     """The sidecar's key for ``hash`` tags: kept across generations, on disk (0600) if it can be."""
-    key = runtime.shared.get(_SHARED_KEY)
-    if isinstance(key, bytes):
-        return key
+    return runtime.service(_HashKey, lambda: _HashKey(_load_key(runtime.state_dir)))
+
+
+def _load_key(state_dir: Path | None) -> bytes:
     key = secrets.token_bytes(32)
-    if runtime.state_dir is not None:
-        path = Path(runtime.state_dir) / _KEY_FILE
+    if state_dir is not None:
+        path = Path(state_dir) / _KEY_FILE
         try:
             key = path.read_bytes()
         except FileNotFoundError:
@@ -93,7 +97,6 @@ def hash_key(runtime: SidecarRuntime) -> bytes:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(key)
-    runtime.shared[_SHARED_KEY] = key
     return key
 
 

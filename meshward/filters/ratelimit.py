@@ -10,8 +10,9 @@ the token usage as the body streams by (:class:`meshward.ai.usage.UsageMeter`, n
 held back) and ``on_complete`` — which runs once whatever happened — reconciles token
 reservations with that usage, releases concurrency slots and records ``ctx.tokens``.
 
-State that must outlive a config generation (local buckets, Redis clients, counters) is in
-``runtime.shared["ratelimit"]``; this filter is rebuilt on every generation.
+State that must outlive a config generation (local buckets, Redis clients, counters) is the
+runtime's :class:`RateLimitShared` (``shared_state(runtime)``); this filter is rebuilt on every
+generation.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _SCRATCH = "ratelimit"
 
 @dataclass
 class RateLimitShared:
-    """What survives config swaps in one sidecar (``runtime.shared["ratelimit"]``)."""
+    """What survives config swaps in one sidecar (a :class:`SidecarRuntime` service)."""
 
     local: LocalBackend = field(default_factory=lambda: LocalBackend(time.time))
     redis: dict[str, RedisBackend] = field(default_factory=dict)  # by URL, connected lazily
@@ -61,10 +62,7 @@ class RateLimitShared:
 
 
 def shared_state(runtime: SidecarRuntime) -> RateLimitShared:
-    state = runtime.shared.get("ratelimit")
-    if not isinstance(state, RateLimitShared):
-        state = runtime.shared["ratelimit"] = RateLimitShared()
-    return state
+    return runtime.service(RateLimitShared)
 
 
 class _Pending:

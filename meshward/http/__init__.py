@@ -7,7 +7,6 @@ so every rule (smuggling, limits, normalization) is tested without a network.
 from meshward.http.errors import (
     BodyTooLarge,
     HeaderTooLarge,
-    LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "EndOfMessage",
     "Event",
     "HeaderTooLarge",
-    "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
     "RequestHead",

@@ -1,13 +1,14 @@
 """Errors of the HTTP/1.1 layer; each says whose fault it is and which status answers it.
 
 Modelled on h11: a :class:`RemoteProtocolError` is the peer's fault (it sent something we
-refuse) and carries the status code to answer with; a :class:`LocalProtocolError` is a bug or
-misuse on our side.
+refuse) and carries the status code to answer with. (h11's ``LocalProtocolError``, misuse on our
+side, has no counterpart: the sidecar writes heads from validated parts, and a bug there is an
+ordinary exception answered with a 500.)
 """
 
 from __future__ import annotations
 
-__all__ = ["BodyTooLarge", "HeaderTooLarge", "LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
+__all__ = ["BodyTooLarge", "HeaderTooLarge", "ProtocolError", "RemoteProtocolError"]
 
 
 class ProtocolError(Exception):
@@ -35,7 +36,3 @@ class BodyTooLarge(RemoteProtocolError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 413)
-
-
-class LocalProtocolError(ProtocolError):
-    """We tried to do something HTTP/1.1 does not allow (a bug on our side)."""

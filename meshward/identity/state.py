@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from meshward.identity.authority import Authority
 from meshward.identity.keys import generate_key, key_pem, load_key, write_private, write_public
 from meshward.identity.ledger import SvidLedger, iso
+from meshward.identity.renewal import renewal_due
 from meshward.identity.spiffe import SpiffeId
 
 __all__ = [
@@ -255,9 +256,7 @@ class MeshState:
             leaf.verify_directly_issued_by(authority.intermediate)
         except (ValueError, TypeError, InvalidSignature):
             return False
-        start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-        half_life = start + (end - start) / 2
-        return dt.datetime.now(dt.UTC) < half_life
+        return not renewal_due(leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
     def __repr__(self) -> str:
         return f"MeshState({str(self.path)!r})"

@@ -1,6 +1,6 @@
 """Running ingress gateways: one process per ``Gateway`` resource, for ``up`` and ``gateway``.
 
-A gateway is the sidecar program in gateway mode (``python -m meshward.mesh.sidecar --gateway``)
+A gateway is the sidecar program in gateway mode (``meshward proxy --control URL --gateway``)
 with the identity ``<namespace>/<name>``: a join token, its own key and SVID, its config from
 the control plane. It registers no inbound endpoint (outside callers find it by its address,
 shown in ``meshward status``), and is restarted with back-off like a sidecar when it exits.
@@ -15,13 +15,11 @@ import time
 from pathlib import Path
 
 from meshward.identity.issuance import IdentityService
-from meshward.mesh.processes import Child, start_child, stop_groups
+from meshward.mesh.processes import Child, restart_delay, start_child, stop_groups
 from meshward.mesh.records import GatewayRecord
 from meshward.mesh.workload import MeshError, sidecar_command, tail, wait_ready_file
 
 __all__ = ["GatewayProcess"]
-
-MAX_RESTART_DELAY = 30.0
 
 
 class GatewayProcess:
@@ -83,7 +81,7 @@ class GatewayProcess:
         if not self.next_start:
             rec.ready, rec.state = False, "restarting"
             rec.message = f"exited ({code}): {tail(child.log)}"
-            self.next_start = now + min(MAX_RESTART_DELAY, 0.5 * 2**self.failures)
+            self.next_start = now + restart_delay(self.failures)
             self.failures += 1
             return True
         if now < self.next_start:

@@ -15,7 +15,25 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["Child", "group_alive", "kill_group", "start_child", "stop_groups"]
+from meshward.retry import backoff
+
+__all__ = [
+    "MAX_RESTART_DELAY",
+    "Child",
+    "group_alive",
+    "kill_group",
+    "restart_delay",
+    "start_child",
+    "stop_groups",
+]
+
+MAX_RESTART_DELAY = 30.0
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before restarting a process that failed ``failures`` times in a row: 0.5 s,
+    doubling, at most 30 s (no jitter: the log says when it comes back)."""
+    return backoff(failures, base=0.5, cap=MAX_RESTART_DELAY, jitter="none")
 
 
 class Child:

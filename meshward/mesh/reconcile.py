@@ -21,23 +21,27 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from meshward.config.store import ConfigStore, canonical
 from meshward.identity.spiffe import SpiffeId
 from meshward.mesh.processes import stop_groups
-from meshward.mesh.records import WorkloadRecord
-from meshward.mesh.workload import MeshError, WorkloadRunner
+from meshward.mesh.records import RunRecord, WorkloadRecord
+from meshward.mesh.workload import MeshContext, MeshError, WorkloadRunner
 from meshward.resources.mesh import Workload
 
-if TYPE_CHECKING:
-    from meshward.mesh.supervisor import MeshSupervisor
-
-__all__ = ["POLL_SECONDS", "Reconciler", "diff_workloads"]
+__all__ = ["POLL_SECONDS", "Reconciler", "RunningMesh", "diff_workloads"]
 
 POLL_SECONDS = 0.5
 ANSWER_WAIT = 3.0  # at most this long for a changed Workload's sidecar to answer before a restart
 Key = tuple[str, str]
+
+
+class RunningMesh(MeshContext, Protocol):
+    """What the reconciler changes in the running mesh (the supervisor): its record and runners."""
+
+    record: RunRecord
+    runners: list[WorkloadRunner]
 
 
 def _workloads(store: ConfigStore) -> dict[Key, Workload]:
@@ -53,7 +57,7 @@ def diff_workloads(old: dict[Key, str], new: dict[Key, str]) -> tuple[list[Key],
 
 
 class Reconciler:
-    def __init__(self, mesh: MeshSupervisor) -> None:
+    def __init__(self, mesh: RunningMesh) -> None:
         self.mesh = mesh
         self.store = ConfigStore(mesh.state.db_path, mesh.state.trust_domain)
         self.generation = self.store.generation()

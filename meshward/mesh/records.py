@@ -48,6 +48,8 @@ class WorkloadRecord:
     netns: str | None = None  # its network namespace's name (isolation: netns)
     app_uid: int | None = None  # the app's user (isolation: netns)
     version: str | None = None  # the Workload's ``version`` label (one service, several versions)
+    sidecar_workers: int = 1  # the Workload's spec.sidecar.workers
+    sidecar_worker_pids: list[int] = field(default_factory=list)  # with several workers
 
     @property
     def ref(self) -> str:

@@ -70,7 +70,25 @@ def _workload(w: WorkloadRecord, acks: dict[str, Any]) -> dict[str, Any]:
         "last_exit": w.last_exit,
         "message": w.message,
         "config": None if ack is None else ack.summary(),
+        "sidecar_workers": _sidecar_workers(w, acks, sidecar_alive),
     }
+
+
+def _sidecar_workers(w: WorkloadRecord, acks: dict[str, Any], alive: bool) -> list[dict[str, Any]]:
+    """Each worker process of the sidecar (``spec.sidecar.workers``), with the generation it took:
+    worker 0 answers the control plane as the workload's sidecar, worker N as ``<ref>#wN``."""
+    pids: list[int | None] = list(w.sidecar_worker_pids) or [w.sidecar_pid]
+    rows = []
+    for index, pid in enumerate(pids):
+        ack = acks.get(w.ref if index == 0 else f"{w.ref}#w{index}")
+        rows.append(
+            {
+                "worker": index,
+                "pid": pid if alive and pid is not None and pid_alive(pid) else None,
+                "config": None if ack is None else ack.summary(),
+            }
+        )
+    return rows
 
 
 _PLAINTEXT = re.compile(r'^meshward_proxy_plaintext_connections_total\{source="([^"]*)"\} ([0-9.e+]+)$', re.M)
@@ -114,14 +132,25 @@ def mesh_status(state: MeshState) -> dict[str, Any]:
                 f"{w['namespace']}/{w['name']}: sidecar rejected generation {w['config']['generation']}: "
                 f"{w['config']['reason']}"
             )
+        for worker in w["sidecar_workers"][1:]:
+            if worker["config"] and worker["config"]["status"] == "NACK":
+                warnings.append(
+                    f"{w['namespace']}/{w['name']}: sidecar worker {worker['worker']} rejected generation "
+                    f"{worker['config']['generation']}: {worker['config']['reason']}"
+                )
     outbound = mesh_spec(store.resources(), trust_domain).outbound_traffic_policy.mode
     if outbound == "ALLOW_ANY":
         warnings.append(
             "outboundTrafficPolicy is ALLOW_ANY: workloads may call ANY external host, unchecked "
             "(use REGISTRY_ONLY with ExternalService + EgressPolicy; see docs/egress.md)"
         )
+    workers = {  # a sidecar's extra workers are shown with their workload (sidecar_workers)
+        f"{w.ref}#w{i}" for w in (run.workloads if run else []) for i in range(1, len(w.sidecar_worker_pids))
+    }
     others = [
-        {"sidecar": sidecar, **ack.summary()} for sidecar, ack in sorted(acks.items()) if "#" in sidecar
+        {"sidecar": sidecar, **ack.summary()}
+        for sidecar, ack in sorted(acks.items())
+        if "#" in sidecar and sidecar not in workers
     ]
     return {
         "trust_domain": trust_domain,

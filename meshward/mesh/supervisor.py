@@ -41,14 +41,13 @@ from meshward.identity.spiffe import SpiffeId
 from meshward.identity.state import MeshState
 from meshward.isolation.plan import IsolationPlan
 from meshward.mesh.gateway import GatewayProcess
-from meshward.mesh.processes import Child, start_child, stop_groups
+from meshward.mesh.processes import Child, restart_delay, start_child, stop_groups
 from meshward.mesh.reconcile import Reconciler
 from meshward.mesh.records import GatewayRecord, RunRecord, WorkloadRecord, mesh_dir, write_run
 from meshward.mesh.scrape import write_targets
 from meshward.mesh.status import align_columns
 from meshward.mesh.workload import (
     CONTROL_PORT,
-    MAX_RESTART_DELAY,
     START_TIMEOUT,
     MeshError,
     WorkloadRunner,
@@ -304,7 +303,7 @@ class MeshSupervisor:
         now = time.monotonic()
         if not self.next_control_start:
             self.record.control_restarts += 1
-            self.next_control_start = now + min(MAX_RESTART_DELAY, 0.5 * 2**self.control_failures)
+            self.next_control_start = now + restart_delay(self.control_failures)
             self.control_failures += 1
             self.log(f"control plane exited ({code}); restarting in {self.next_control_start - now:.1f}s")
             self.save()
@@ -315,9 +314,7 @@ class MeshSupervisor:
                 self.log("control plane restarted")
             except MeshError as exc:
                 self.log(str(exc))
-                self.next_control_start = time.monotonic() + min(
-                    MAX_RESTART_DELAY, 0.5 * 2**self.control_failures
-                )
+                self.next_control_start = time.monotonic() + restart_delay(self.control_failures)
                 self.control_failures += 1
 
     def supervise(self, interval: float = 0.2) -> None:

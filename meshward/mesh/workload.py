@@ -16,22 +16,25 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from meshward.mesh.processes import Child, start_child
+from meshward.mesh.errors import MeshError
+from meshward.mesh.polling import wait_until
+from meshward.mesh.processes import Child, restart_delay, start_child
 from meshward.mesh.records import WorkloadRecord
 from meshward.resources.mesh import Workload, parse_duration
 
 if TYPE_CHECKING:
+    from meshward.identity.issuance import IdentityService
+    from meshward.identity.state import MeshState
     from meshward.isolation.plan import NamespacePlan
-    from meshward.mesh.supervisor import MeshSupervisor
 
 __all__ = [
     "CONTROL_PORT",
     "NO_PROXY",
     "START_TIMEOUT",
+    "MeshContext",
     "MeshError",
     "WorkloadRunner",
     "free_port",
@@ -44,12 +47,7 @@ __all__ = [
 
 CONTROL_PORT = 15012
 START_TIMEOUT = 20.0
-MAX_RESTART_DELAY = 30.0
 NO_PROXY = "127.0.0.1,localhost,::1"
-
-
-class MeshError(Exception):
-    """The mesh cannot start (the message says why and whose fault it is)."""
 
 
 def free_port() -> int:
@@ -67,16 +65,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, stop: threading.Event) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop.is_set():
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise MeshError(f"timed out after {timeout:.0f}s waiting for {what}" if not stop.is_set() else "stopped")
 
 
 def tail(log: Path, lines: int = 5) -> str:
@@ -115,9 +103,11 @@ def sidecar_command(
     app: str | None,
     listeners: dict[str, str],
     parent_pid: int,
+    workers: int = 1,
 ) -> list[str]:
-    """The command line of a control-plane-fed sidecar (:mod:`meshward.mesh.sidecar`)."""
-    args = [sys.executable, "-m", "meshward.mesh.sidecar", "--control", control_url]
+    """The command line of a control-plane-fed sidecar: ``meshward proxy --control``
+    (:mod:`meshward.proxy.runner`), logging at INFO into the sidecar's log file."""
+    args = [sys.executable, "-m", "meshward", "proxy", "--control", control_url, "--log-level", "info"]
     args += ["--bundle", str(bundle), "--id", identity, "--workload", workload, "--sidecar-id", sidecar_id]
     args += ["--dir", str(directory), "--ready-file", str(directory / "ready.json")]
     args += ["--parent-pid", str(parent_pid)]
@@ -125,13 +115,30 @@ def sidecar_command(
         args += ["--app", app]
     for name in ("inbound", "outbound", "admin"):
         args += [f"--{name}", listeners.get(name, "127.0.0.1:0")]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     return args
+
+
+class MeshContext(Protocol):
+    """What a workload needs from the mesh that runs it: the supervisor's parts, as a protocol
+    (this module never imports :mod:`meshward.mesh.supervisor`, which imports it)."""
+
+    state: MeshState
+    identity: IdentityService
+    control_url: str
+    stopping: threading.Event
+    mesh_file: Path
+    cwd: Path
+
+    def save(self) -> None: ...
+    def log(self, line: str) -> None: ...
 
 
 class WorkloadRunner:
     """One workload: its sidecar and its app, started in order and restarted when they exit."""
 
-    def __init__(self, mesh: MeshSupervisor, workload: Workload, record: WorkloadRecord) -> None:
+    def __init__(self, mesh: MeshContext, workload: Workload, record: WorkloadRecord) -> None:
         self.mesh, self.workload, self.record = mesh, workload, record
         self.sidecar: Child | None = None
         self.app: Child | None = None
@@ -150,6 +157,7 @@ class WorkloadRunner:
         serves = not self.job and (workload.spec.command or workload.spec.port)
         record.app = f"127.0.0.1:{self.app_port}" if serves else None
         record.type = workload.spec.type
+        record.sidecar_workers = workload.spec.sidecar.workers
 
     # -- sidecar ---------------------------------------------------------------------------------
     def start_sidecar(self) -> None:
@@ -168,6 +176,7 @@ class WorkloadRunner:
             app=rec.app,
             listeners=self.listeners,
             parent_pid=os.getpid(),
+            workers=self.workload.spec.sidecar.workers,
         )
         if self.isolation is not None:  # the sidecar runs in the workload's namespace, as root
             args = ["ip", "netns", "exec", self.isolation.netns, *args]
@@ -176,7 +185,10 @@ class WorkloadRunner:
         rec.sidecar_pid = self.sidecar.pid
         mesh.save()
         info = wait_ready_file(self.sidecar, ready_file, f"the sidecar of {rec.ref}", mesh.stopping)
-        mesh.log(f"{rec.ref}: sidecar ready (generation {info.get('generation')})")
+        rec.sidecar_worker_pids = [int(pid) for pid in info.get("worker_pids", [])]
+        mesh.save()
+        workers = f", {len(rec.sidecar_worker_pids)} workers" if rec.sidecar_worker_pids else ""
+        mesh.log(f"{rec.ref}: sidecar ready (generation {info.get('generation')}{workers})")
         for name in ("inbound", "outbound", "admin"):
             if info.get(name):
                 self.listeners[name] = str(info[name])  # a restart binds the same ports
@@ -293,7 +305,7 @@ class WorkloadRunner:
     # -- supervision -----------------------------------------------------------------------------
     @staticmethod
     def _delay(failures: int) -> float:
-        return float(min(MAX_RESTART_DELAY, 0.5 * 2**failures))
+        return restart_delay(failures)
 
     def check(self) -> None:
         """Called periodically: restart whatever exited (sidecar first: the app needs it)."""

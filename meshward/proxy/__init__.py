@@ -9,7 +9,8 @@ Map of the package (request path top to bottom)::
     machine.py     sans-IO exchange: request/response events in, writes/pauses/closes out
     exchange.py    the request side's coroutine: run the handler, read_body(), forward()
     eager.py       run a request's coroutine without a Task until it first waits
-    inbound.py     enforcement side: normalize → RequestContext → classify → filters → app
+    prepare.py     prepare_request(): head → RequestContext (shared with `meshward check`)
+    inbound.py     enforcement side: prepare_request → body if asked → filters → app
     outbound.py    the app's HTTP proxy: resolve a mesh service → mTLS + SPIFFE check
     forward.py     outbound to a service plan: subset, endpoint, retries, mirror, outcomes
     mirror.py      a shadow request's own mTLS exchange
@@ -21,10 +22,17 @@ Map of the package (request path top to bottom)::
     routes.py      service names → serving sidecars
     upstream.py    asyncio adapter of upstream connections; the keep-alive pool
     responses.py   every local answer (denials by kind, failures by name) mapped in one place
-    admin.py       /ready, /stats/prometheus, /config_dump
-    sidecar.py     Sidecar: set_identity / set_snapshot / start / stop
-    bootstrap.py   the static bootstrap file; runner.py runs 1..N worker processes
-    classify.py    adapter to meshward.ai.protocol
+    admin.py       /ready, /stats/prometheus, /config_dump, /tap
+    sidecar.py     Sidecar: set_identity / compile + apply (= set_snapshot) / start / stop / ship_audit
+    watch.py       Watch[T]: the generation in force (Sidecar.configs), swapped on the loop
+    pipeline.py    the process's telemetry pipeline: audit spool + shipper, access log, exporter
+
+The sidecar process (``meshward proxy``)::
+
+    runner.py        the one process main: --bootstrap FILE | --control URL, 1..N workers
+    bootstrap.py     the static bootstrap file
+    controlclient.py the control agent: asyncio tasks on the sidecar's loop (identity, watch,
+                     compile in an executor, ACK/NACK, renewal)
 
 The HTTP parsing is sans-IO (:mod:`meshward.http`), the TLS pieces in :mod:`meshward.tls`.
 """

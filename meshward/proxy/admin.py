@@ -1,7 +1,7 @@
 """The admin listener (plain HTTP, loopback only): ``/ready``, ``/stats/prometheus``, ``/config_dump``,
 ``/tap``.
 
-``/tap`` is a Server-Sent Events stream of request metadata (:mod:`meshward.dashboard.taphub`)
+``/tap`` is a Server-Sent Events stream of request metadata (:mod:`meshward.telemetry.taphub`)
 for ``meshward tap`` and the dashboard; the stream lasts until the reader hangs up, and a reader
 that falls behind loses the oldest events instead of slowing the sidecar.
 
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from meshward.dashboard.taphub import TapSubscriber, tap_hub
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import response_head
 from meshward.http.normalize import split_target
 from meshward.http.parser import RequestHead, RequestParser
+from meshward.telemetry.taphub import TapSubscriber, tap_hub
 
 if TYPE_CHECKING:
     from meshward.proxy.sidecar import Sidecar
@@ -41,7 +41,7 @@ class AdminConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.tap is not None:
-            tap_hub(self.sidecar.runtime.shared).unsubscribe(self.tap)
+            tap_hub(self.sidecar.runtime).unsubscribe(self.tap)
             self.tap = None
 
     def pause_writing(self) -> None:
@@ -82,7 +82,7 @@ class AdminConnection(asyncio.Protocol):
         elif path == "/config_dump":
             doc = self.sidecar.config_dump()
             self._send(200, b"application/json", _json(doc), close)
-        elif path == "/tap" and head.method == "GET" and tap_hub(self.sidecar.runtime.shared).enabled:
+        elif path == "/tap" and head.method == "GET" and tap_hub(self.sidecar.runtime).enabled:
             self._start_tap()
         else:
             self._send(404, b"text/plain", b"not found: /ready /stats/prometheus /config_dump /tap\n", close)
@@ -93,7 +93,7 @@ class AdminConnection(asyncio.Protocol):
         self.transport.write(response_head(200, None, [*headers, (b"connection", b"close")]) + b": tap\n\n")
         self.transport.set_write_buffer_limits(high=256 * 1024)
         self.tap = TapSubscriber(self.transport.write)
-        tap_hub(self.sidecar.runtime.shared).subscribe(self.tap)
+        tap_hub(self.sidecar.runtime).subscribe(self.tap)
 
     def _send(self, status: int, ctype: bytes, body: bytes, close: bool) -> None:
         assert self.transport is not None

@@ -11,8 +11,8 @@ import meshward.detection.filter
 import meshward.filters.authn
 import meshward.filters.authz
 import meshward.filters.ratelimit
-import meshward.filters.telemetry
 import meshward.gateway.filter
+import meshward.telemetry.filter
 from meshward.config.snapshot import MeshSnapshot
 from meshward.egress.chain import inbound_view
 from meshward.filters.base import Filter, SidecarRuntime
@@ -55,6 +55,6 @@ def build_chain(snapshot: MeshSnapshot, runtime: SidecarRuntime) -> list[Filter]
 
     # telemetry last: it sees every outcome (denials of the filters above included, through
     # on_complete) and, on the response path, is the first to see the model's raw answer.
-    chain.append(meshward.filters.telemetry.build(snapshot, runtime))
+    chain.append(meshward.telemetry.filter.build(snapshot, runtime))
 
     return [f for f in chain if f is not None]

@@ -18,6 +18,7 @@ from meshward.proxy.chain import build_chain
 from meshward.proxy.egress import EgressSide, compile_egress_side
 from meshward.proxy.hooks import CompiledChain
 from meshward.proxy.routes import RouteTable
+from meshward.rollout.plan import endpoint_state
 
 __all__ = [
     "ChainFactory",
@@ -85,7 +86,7 @@ def compile_snapshot(
     """Build every per-generation structure; any failure becomes :class:`SnapshotRejected`."""
     try:
         chain = CompiledChain(chain_factory(snapshot, runtime))
-        routes = RouteTable(snapshot, runtime.shared)
+        routes = RouteTable(snapshot, endpoint_state(runtime))
         for skipped in routes.skipped:
             log.warning("config generation %s: skipped endpoint of %s", snapshot.generation, skipped)
         egress = compile_egress_side(snapshot, runtime)

@@ -1,24 +1,30 @@
 """The sidecar's side of the control plane: identity, config watch, ACK/NACK, cache, renewal.
 
-:class:`ControlAgent` keeps one sidecar supplied, in two background threads:
+:class:`ControlAgent` keeps one sidecar supplied, as tasks on the sidecar's own event loop
+(:meth:`ControlAgent.start`), talking to the control plane with
+:class:`~meshward.control.asyncclient.AsyncControlClient`:
 
 - **identity**: a key made here (it never leaves this process; cached 0600 with the chain in
   ``<dir>/svid.pem``) and a CSR; the first SVID is bought with a join token, later ones are
-  renewed over mTLS with the current SVID at half-life. A cached SVID that is still valid is
-  used as is, so a restarted sidecar needs neither a token nor the control plane.
+  renewed over mTLS with the current SVID at half-life (:mod:`meshward.identity.renewal`). A
+  cached SVID that is still valid is used as is, so a restarted sidecar needs neither a token
+  nor the control plane.
 - **config**: a long-poll watch carrying the digest of the last snapshot received; each new
-  snapshot is handed to the sidecar, which compiles and swaps it in (ACK, and the snapshot is
-  cached in ``<dir>/snapshot.json``) or raises (NACK with the reason; the old config stays).
-  Reconnects use exponential backoff with full jitter; the sidecar keeps serving its last good
-  config meanwhile, until its certificate expires.
+  snapshot is parsed and compiled in an executor (DLP's pattern database included: never on
+  the loop), then swapped in on the loop (``Sidecar.apply``: the sidecar's
+  ``Watch[CompiledConfig]``), cached in ``<dir>/snapshot.json`` and ACKed;
+  a snapshot that cannot be compiled is NACKed with the reason and the old config stays.
+  Reconnects back off exponentially with full jitter (:mod:`meshward.retry`); the sidecar keeps
+  serving its last good config meanwhile, until its certificate expires.
 - **trust bundle**: the watch also carries the digest of the bundle the sidecar holds; after a CA
   rotation the control plane pushes the new bundle, which the sidecar trusts at once (peers with
   new-root SVIDs verify from the next connection on), and the SVID is renewed right away under
   the new CA, well before the old root leaves the bundle.
 
 The agent also registers the sidecar's inbound listener, which puts it in every other sidecar's
-services table, and unregisters it when stopped. :mod:`meshward.mesh.sidecar` is the process
-that runs a ``Sidecar`` fed by this agent (what ``meshward up`` and ``meshward run`` start).
+services table, and unregisters it when stopped. :mod:`meshward.proxy.runner` is the process
+that runs a ``Sidecar`` fed by this agent (``meshward proxy --control``: what ``meshward up``
+and ``meshward run`` start).
 """
 
 from __future__ import annotations
@@ -28,8 +34,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import random
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -40,27 +44,27 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from meshward.config.snapshot import MeshSnapshot
-from meshward.control.client import ControlClient, ControlRefused, ControlUnavailable
+from meshward.control.asyncclient import AsyncControlClient
+from meshward.control.client import ControlRefused, ControlUnavailable
 from meshward.identity.keys import generate_key, key_pem, make_csr, write_private, write_public
+from meshward.identity.renewal import renew_at
 from meshward.identity.spiffe import SpiffeId
+from meshward.proxy.compiled import CompiledConfig
+from meshward.retry import Backoff
+from meshward.tls.contexts import client_context
 from meshward.tls.control import bundle_digest
 
 __all__ = [
-    "AUDIT_POST_KEY",
     "AgentConfig",
     "ControlAgent",
     "IdentityError",
     "SidecarTarget",
     "Svid",
-    "backoff_delays",
 ]
 
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 25.0
-#: Key in ``SidecarRuntime.shared``: ``async (ndjson_batch) -> (http_status, body)`` posting one
-#: audit batch to the control plane over this sidecar's mTLS identity (for the audit shipper).
-AUDIT_POST_KEY = "control.audit_post"
 MAX_BACKOFF = 5.0
 
 
@@ -68,11 +72,23 @@ class IdentityError(Exception):
     """No usable SVID: none cached and the join token was refused or the control plane is away."""
 
 
-class SidecarTarget(Protocol):
-    """What the agent feeds: the data plane's ``Sidecar`` (or anything that compiles snapshots)."""
+class _Refused(Exception):
+    """The sidecar refused generation ``generation`` (``error`` says why): NACK it."""
 
-    def set_identity(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None: ...
-    def set_snapshot(self, snapshot: MeshSnapshot) -> None: ...
+    def __init__(self, generation: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.generation, self.error = generation, error
+
+
+class SidecarTarget(Protocol):
+    """What the agent feeds: the data plane's ``Sidecar`` (or anything that compiles snapshots).
+
+    ``compile`` runs in an executor (one at a time) and raises to refuse; ``apply`` and
+    ``set_identity`` run on the loop."""
+
+    def set_identity(self, chain_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> object: ...
+    def compile(self, snapshot: MeshSnapshot) -> CompiledConfig: ...
+    def apply(self, compiled: CompiledConfig) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +110,7 @@ class Svid:
     def renew_at(self) -> dt.datetime:
         """Half-life, as the SPIFFE and Istio agents do."""
         leaf = self.leaf
-        return leaf.not_valid_before_utc + (leaf.not_valid_after_utc - leaf.not_valid_before_utc) / 2
+        return renew_at(leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
     def valid(self, margin: float = 5.0) -> bool:
         return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin) < self.not_after
@@ -109,22 +125,18 @@ class AgentConfig:
     directory: Path  # cache: svid.pem (0600), bundle.pem, snapshot.json
     bootstrap_bundle_pem: bytes  # trust anchor for the first contact with the control plane
     token: str | None = None
-
-
-def backoff_delays(base: float = 0.1, cap: float = MAX_BACKOFF) -> Callable[[], float]:
-    """Exponential backoff with full jitter: each call gives the next delay; reset by re-creating."""
-    attempt = 0
-
-    def next_delay() -> float:
-        nonlocal attempt
-        attempt += 1
-        return random.uniform(0, min(cap, base * 2**attempt))
-
-    return next_delay
+    # Forget this sidecar's registration and ACKs when it stops even without an inbound listener
+    # (an extra worker of a sidecar: ``<sidecar-id>#w<N>``, see meshward.proxy.runner).
+    unregister_on_stop: bool = False
 
 
 class ControlAgent:
-    """Feeds one sidecar from the control plane; see the module docstring."""
+    """Feeds one sidecar from the control plane; see the module docstring.
+
+    Every coroutine runs on the sidecar's loop: ``await obtain_identity()`` and
+    ``await initial_snapshot()`` before the sidecar serves, then :meth:`start` (the watch and
+    renewal tasks) and, at the end, ``await stop()``.
+    """
 
     def __init__(self, config: AgentConfig, target: SidecarTarget) -> None:
         self.config = config
@@ -137,12 +149,12 @@ class ControlAgent:
         self.generation = 0
         self.last_error = ""
         self.inbound: str | None = None
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._renewed = threading.Event()  # set by the renew loop: the watch reconnects with the new SVID
-        self._renew_now = threading.Event()  # a new trust bundle (or stop): renew without waiting
-        self._svid_lock = threading.Lock()  # the watch (new bundle) and the renew loop both replace svid
-        self._post_client: tuple[Svid | None, ControlClient] | None = None  # see post_json
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._wake: asyncio.Event | None = None  # stop, or a new trust bundle: renew without waiting
+        self._renewed = False  # set by the renew task: the watch reconnects with the new SVID
+        self._renew_now = False  # a new trust bundle: renew without waiting for half-life
+        self._clients: tuple[Svid | None, AsyncControlClient] | None = None  # see _shared_client
 
     # -- files -------------------------------------------------------------------------------------
     @property
@@ -187,44 +199,53 @@ class ControlAgent:
         return snapshot
 
     # -- talking to the control plane ----------------------------------------------------------------
-    def _client(self, timeout: float = 10.0, anonymous: bool = False) -> ControlClient:
+    def _client(self, timeout: float = 10.0, anonymous: bool = False) -> AsyncControlClient:
         td = self.config.identity.trust_domain
-        if anonymous or self.svid is None:
-            return ControlClient(
-                self.config.control_url, td, self.config.bootstrap_bundle_pem, timeout=timeout
-            )
-        return ControlClient(
-            self.config.control_url,
-            td,
-            self._control_trust(),
-            self.svid_path,
-            self.svid_path,
-            timeout=timeout,
-        )
+        svid = self.svid
+        if anonymous or svid is None:
+            context = client_context(None, None, self.config.bootstrap_bundle_pem)
+        else:
+            context = client_context(svid.chain_pem, svid.key_pem, self._control_trust(svid))
+        return AsyncControlClient(self.config.control_url, td, context, timeout=timeout)
 
-    def _control_trust(self) -> bytes:
+    def _shared_client(self) -> AsyncControlClient:
+        """The kept-alive client for short requests (ACKs, audit, secrets, reports): one
+        connection, callers take turns; replaced when the SVID is."""
+        held = self._clients
+        if held is None or held[0] is not self.svid:
+            if held is not None:
+                asyncio.get_running_loop().create_task(held[1].close())
+            held = self._clients = (self.svid, self._client(timeout=30.0))
+        return held[1]
+
+    def _control_trust(self, svid: Svid) -> bytes:
         """Roots that verify the control plane: our SVID's bundle and the one we were started with.
 
         After a root rotation made while this sidecar was away (its cached bundle has only the old
         root), the bundle it was restarted with is the one that verifies the control plane's
         new-root certificate; the control plane then pushes the current bundle down the watch.
         """
-        assert self.svid is not None
-        held, boot = self.svid.bundle_pem, self.config.bootstrap_bundle_pem
+        held, boot = svid.bundle_pem, self.config.bootstrap_bundle_pem
         return held if boot.strip() in held else held.rstrip(b"\n") + b"\n" + boot
 
-    def _request_svid(self, token: str | None) -> Svid:
-        key = generate_key()
+    async def _offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Blocking work (key generation, compiling, fsync'd files) off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _request_svid(self, token: str | None) -> Svid:
+        key = await self._offload(generate_key)
         csr = make_csr(key, self.config.identity).decode("ascii")
-        if token is not None:
-            with self._client(anonymous=True) as client:
-                _, body = client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
-        else:
-            with self._client() as client:
-                _, body = client.request("POST", "/v1/identity/renew", {"csr": csr})
+        client = self._client(anonymous=token is not None)
+        try:
+            if token is not None:
+                _, body = await client.request("POST", "/v1/identity/sign", {"csr": csr, "token": token})
+            else:
+                _, body = await client.request("POST", "/v1/identity/renew", {"csr": csr})
+        finally:
+            await client.close()
         return Svid(key_pem(key), body["chain"].encode("ascii"), body["bundle"].encode("ascii"))
 
-    def obtain_identity(self, join_timeout: float = 20.0) -> Svid:
+    async def obtain_identity(self, join_timeout: float = 20.0) -> Svid:
         """The cached SVID if still valid, else a new one bought with the join token.
 
         While the control plane is not reachable yet (it may be starting alongside this sidecar)
@@ -237,77 +258,94 @@ class ControlAgent:
                     f"no valid cached SVID in {self.directory} and no join token for {self.config.identity.uri}"
                 )
             deadline = time.monotonic() + join_timeout
-            delay = backoff_delays(base=0.05, cap=1.0)
+            delay = Backoff(base=0.05, cap=1.0)
             while True:
                 try:
-                    svid = self._request_svid(self.config.token)
+                    svid = await self._request_svid(self.config.token)
                     break
                 except ControlRefused as exc:
                     raise IdentityError(f"the control plane refused the join token: {exc}") from None
                 except ControlUnavailable as exc:
                     if time.monotonic() >= deadline:
                         raise IdentityError(str(exc)) from None
-                    time.sleep(delay())
-            self._store_svid(svid)
+                    await asyncio.sleep(delay.next())
+            await self._offload(self._store_svid, svid)
         self.svid = svid
         self.target.set_identity(svid.chain_pem, svid.key_pem, svid.bundle_pem)
         return svid
 
-    def initial_snapshot(self, timeout: float = 5.0) -> MeshSnapshot:
+    async def initial_snapshot(self, timeout: float = 5.0) -> MeshSnapshot:
         """The current config from the control plane, else the cached last good one."""
         try:
-            with self._client(timeout=timeout + 5) as client:
-                body = self._watch_once(client, "", timeout)
-                if body is not None:
-                    snapshot = MeshSnapshot.from_json(body["snapshot"])
-                    if self._apply(snapshot, str(body["digest"]), client, body["snapshot"]):
-                        return snapshot
+            client = self._client(timeout=timeout + 5)
+            try:
+                answer = await self._watch_once(client, "", timeout)
+                if answer is not None and (snapshot := await self._apply(answer, client)) is not None:
+                    return snapshot
+            finally:
+                await client.close()
         except (ControlUnavailable, ControlRefused) as exc:
             self.last_error = str(exc)
-        cached = self.cached_snapshot()
+        cached: MeshSnapshot | None = await self._offload(self.cached_snapshot)
         if cached is None:
             raise IdentityError(
                 f"no config: control plane unreachable ({self.last_error}) and nothing cached"
             )
-        self.target.set_snapshot(cached)
+        self.target.apply(await self._offload(self.target.compile, cached))
         self.generation = cached.generation
         return cached
 
-    def _watch_once(
-        self, client: ControlClient, have: str, timeout: float, bundle: str | None = None
-    ) -> dict[str, Any] | None:
+    async def _watch_once(
+        self, client: AsyncControlClient, have: str, timeout: float, bundle: str | None = None
+    ) -> tuple[dict[str, Any], bytes] | None:
+        """The watch's answer, parsed and as received (a snapshot's answer is, byte for byte,
+        what ``snapshot.json`` caches); None when nothing changed in ``timeout`` seconds."""
         params: dict[str, Any] = {"workload": self.config.workload, "have": have, "timeout": timeout}
         if bundle is not None:
             params["bundle"] = bundle
         query = urllib.parse.urlencode(params)
-        status, body = client.request("GET", f"/v1/watch?{query}", timeout=timeout + 10)
-        return body if status == 200 and body else None
+        status, raw, body = await client.request_raw("GET", f"/v1/watch?{query}", timeout=timeout + 10)
+        return (body, raw) if status == 200 and body else None
 
-    def _apply(
-        self,
-        snapshot: MeshSnapshot,
-        digest: str,
-        client: ControlClient | None,
-        doc: dict[str, Any] | None = None,
-    ) -> bool:
-        """Hand a snapshot to the sidecar; ACK (and cache) or NACK (keep the old one)."""
+    def _compile(self, doc: dict[str, Any]) -> CompiledConfig:
+        """In the executor: parse one snapshot (a malformed one raises as it is), then compile it
+        (a refusal raises :class:`_Refused`: NACK)."""
+        snapshot = MeshSnapshot.from_json(doc)
+        try:
+            return self.target.compile(snapshot)
+        except Exception as exc:
+            raise _Refused(snapshot.generation, exc) from exc
+
+    async def _apply(
+        self, answer: tuple[dict[str, Any], bytes], client: AsyncControlClient | None
+    ) -> MeshSnapshot | None:
+        """Compile a watched snapshot off the loop, swap it in on the loop; ACK (and cache) it
+        and return it, or NACK it (the old one stays) and return None."""
+        body, raw = answer
+        doc, digest = body["snapshot"], str(body["digest"])
         self.digest = digest
         try:
-            self.target.set_snapshot(snapshot)
-        except Exception as exc:  # the sidecar could not compile it: its reason goes to the operator
-            reason = f"{type(exc).__name__}: {exc}"
-            log.warning("generation %d rejected: %s", snapshot.generation, reason)
+            compiled: CompiledConfig = await self._offload(self._compile, doc)
+            try:
+                self.target.apply(compiled)
+            except Exception as exc:
+                raise _Refused(compiled.generation, exc) from exc
+        except _Refused as refused:  # the sidecar could not take it: its reason goes to the operator
+            error = refused.error
+            reason = f"{type(error).__name__}: {error}"
+            log.warning("generation %d rejected: %s", refused.generation, reason)
             if client is not None:
-                self._ack(client, snapshot.generation, False, reason)
-            return False
+                await self._ack(client, refused.generation, False, reason)
+            return None
+        snapshot = compiled.snapshot
         self.generation = snapshot.generation
-        cached = {"digest": digest, "snapshot": doc if doc is not None else snapshot.to_json()}
-        write_public(self.snapshot_path, json.dumps(cached).encode())
+        # Cached before the ACK: whatever the ACK's fate, a restart resumes from this generation.
+        await self._offload(write_public, self.snapshot_path, raw)
         if client is not None:
-            self._ack(client, snapshot.generation, True, "")
-        return True
+            await self._ack(client, snapshot.generation, True, "")
+        return snapshot
 
-    def _ack(self, client: ControlClient, generation: int, ok: bool, reason: str) -> None:
+    async def _ack(self, client: AsyncControlClient, generation: int, ok: bool, reason: str) -> None:
         body = {
             "workload": self.config.workload,
             "sidecar": self.config.sidecar_id,
@@ -315,165 +353,175 @@ class ControlAgent:
             "ok": ok,
             "reason": reason,
         }
-        client.request("POST", "/v1/sidecars/ack", body)
+        await client.request("POST", "/v1/sidecars/ack", body)
 
-    def _register(self, client: ControlClient) -> None:
+    async def _register(self, client: AsyncControlClient) -> None:
         if self.inbound is not None:
             body = {
                 "workload": self.config.workload,
                 "sidecar": self.config.sidecar_id,
                 "inbound": self.inbound,
             }
-            client.request("POST", "/v1/sidecars/register", body)
+            await client.request("POST", "/v1/sidecars/register", body)
 
-    def register_now(self, timeout: float = 5.0) -> bool:
+    async def register(self, inbound: str | None = None, timeout: float = 5.0) -> bool:
         """Register the inbound listener at once (so peers can reach it when we say ready)."""
+        if inbound is not None:
+            self.inbound = inbound
+        client = self._client(timeout=timeout)
         try:
-            with self._client(timeout=timeout) as client:
-                self._register(client)
+            await self._register(client)
         except (ControlUnavailable, ControlRefused) as exc:
             self.last_error = str(exc)
             return False
+        finally:
+            await client.close()
         return True
 
-    # -- the background loops ----------------------------------------------------------------------
+    # -- the background tasks ----------------------------------------------------------------------
     def start(self, inbound: str | None) -> None:
-        """Register ``inbound`` (HOST:PORT, or None for a client-only sidecar) and start watching."""
+        """Register ``inbound`` (HOST:PORT, or None for a client-only sidecar) and start watching
+        and renewing, as tasks on the running loop."""
+        loop = asyncio.get_running_loop()
         self.inbound = inbound
-        for name, target in (("watch", self._watch_loop), ("renew", self._renew_loop)):
-            t = threading.Thread(target=target, name=f"control-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._tasks = [
+            loop.create_task(self._watch_loop(), name="control-watch"),
+            loop.create_task(self._renew_loop(), name="control-renew"),
+        ]
 
-    def stop(self, unregister: bool = True) -> None:
-        self._stop.set()
-        self._renew_now.set()
-        if unregister and self.inbound is not None and self.svid is not None:
-            with contextlib.suppress(ControlUnavailable, ControlRefused), self._client(timeout=2.0) as client:
+    async def stop(self, unregister: bool = True) -> None:
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        known = self.inbound is not None or self.config.unregister_on_stop
+        if unregister and known and self.svid is not None:
+            client = self._client(timeout=2.0)
+            try:
                 body = {"workload": self.config.workload, "sidecar": self.config.sidecar_id}
-                client.request("POST", "/v1/sidecars/unregister", body)
+                with contextlib.suppress(ControlUnavailable, ControlRefused):
+                    await client.request("POST", "/v1/sidecars/unregister", body)
+            finally:
+                await client.close()
+        held, self._clients = self._clients, None
+        if held is not None:
+            await held[1].close()
 
-    def _watch_loop(self) -> None:
-        delay = backoff_delays()
-        while not self._stop.is_set():
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if stopped or woken (a new trust bundle)."""
+        wake = self._wake
+        if wake is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+
+    async def _watch_loop(self) -> None:
+        delay = Backoff(base=0.1, cap=MAX_BACKOFF)
+        while not self._stopping:
             client = self._client(timeout=WATCH_SECONDS + 10)
             try:
-                self._register(client)
-                while not self._stop.is_set():
+                await self._register(client)
+                while not self._stopping:
                     svid = self.svid
                     held = bundle_digest(svid.bundle_pem) if svid is not None else None
-                    body = self._watch_once(client, self.digest, WATCH_SECONDS, held)
-                    delay = backoff_delays()  # the control plane answered: reset the backoff
-                    if body is not None and "bundle" in body:
-                        self._trust_bundle(str(body["bundle"]).encode("ascii"))
+                    answer = await self._watch_once(client, self.digest, WATCH_SECONDS, held)
+                    delay.reset()  # the control plane answered
+                    if answer is not None and "bundle" in answer[0]:
+                        await self._trust_bundle(str(answer[0]["bundle"]).encode("ascii"))
                         break  # reconnect trusting it (the control plane's own SVID may be new-root)
-                    if body is not None:
-                        snapshot = MeshSnapshot.from_json(body["snapshot"])
-                        self._apply(snapshot, str(body["digest"]), client, body["snapshot"])
-                    if self._renewed.is_set():  # reconnect with the new certificate
-                        self._renewed.clear()
+                    if answer is not None:
+                        await self._apply(answer, client)
+                    if self._renewed:  # reconnect with the new certificate
+                        self._renewed = False
                         break
             except (ControlUnavailable, ControlRefused, ValueError, KeyError) as exc:
                 self.last_error = str(exc)
                 log.info("control plane watch: %s", exc)
-                self._stop.wait(delay())
+                await asyncio.sleep(delay.next())
             finally:
-                client.close()
+                await client.close()
 
-    def _trust_bundle(self, bundle_pem: bytes) -> None:
+    async def _trust_bundle(self, bundle_pem: bytes) -> None:
         """A new trust bundle from the control plane: trust it now, and renew under the new CA."""
-        with self._svid_lock:
-            svid = self.svid
-            if svid is None or svid.bundle_pem == bundle_pem:
-                return
-            updated = Svid(svid.key_pem, svid.chain_pem, bundle_pem)
-            try:
-                self.target.set_identity(updated.chain_pem, updated.key_pem, bundle_pem)
-            except Exception as exc:  # unusable bundle: keep the old one, say why, retry later
-                self.last_error = f"trust bundle from the control plane refused: {exc}"
-                log.warning("%s", self.last_error)
-                self._stop.wait(MAX_BACKOFF)
-                return
-            self._store_svid(updated)
-            self.svid = updated
+        svid = self.svid
+        if svid is None or svid.bundle_pem == bundle_pem:
+            return
+        updated = Svid(svid.key_pem, svid.chain_pem, bundle_pem)
+        try:
+            self.target.set_identity(updated.chain_pem, updated.key_pem, bundle_pem)
+        except Exception as exc:  # unusable bundle: keep the old one, say why, retry later
+            self.last_error = f"trust bundle from the control plane refused: {exc}"
+            log.warning("%s", self.last_error)
+            await asyncio.sleep(MAX_BACKOFF)
+            return
+        await self._offload(self._store_svid, updated)
+        self.svid = updated
         log.info("trust bundle updated by the control plane; renewing the SVID under the current CA")
-        self._renew_now.set()
+        self._renew_now = True
+        if self._wake is not None:
+            self._wake.set()
 
-    def _renew_loop(self) -> None:
-        delay = backoff_delays(base=0.5, cap=30.0)
-        while not self._stop.is_set():
+    async def _renew_loop(self) -> None:
+        delay = Backoff(base=0.5, cap=30.0)
+        while not self._stopping:
             svid = self.svid
             assert svid is not None
             wait = (svid.renew_at() - dt.datetime.now(dt.UTC)).total_seconds()
-            if wait > 0:
-                self._renew_now.wait(min(wait, 3600.0))  # half-life, a new bundle, or stop
-            if self._stop.is_set():
+            if wait > 0 and not self._renew_now:
+                await self._pause(min(wait, 3600.0))  # half-life, a new bundle, or stop
+            if self._stopping:
                 return
-            forced = self._renew_now.is_set()
+            if self._wake is not None:
+                self._wake.clear()
+            forced = self._renew_now
             if not forced and dt.datetime.now(dt.UTC) < svid.renew_at():
                 continue
-            self._renew_now.clear()
+            self._renew_now = False
             try:
-                fresh = self._request_svid(token=None)
+                fresh = await self._request_svid(token=None)
             except (ControlUnavailable, ControlRefused) as exc:
                 self.last_error = f"renewal: {exc}"
                 log.warning("SVID renewal failed (expires %s): %s", svid.not_after, exc)
-                self._stop.wait(delay())
+                await self._pause(delay.next())
                 if forced:
-                    self._renew_now.set()  # still owed: the CA changed
+                    self._renew_now = True  # still owed: the CA changed
                 continue
-            delay = backoff_delays(base=0.5, cap=30.0)
-            with self._svid_lock:
-                self._store_svid(fresh)
-                self.svid = fresh
-                self.target.set_identity(fresh.chain_pem, fresh.key_pem, fresh.bundle_pem)
-            self._renewed.set()
+            delay.reset()
+            await self._offload(self._store_svid, fresh)
+            self.svid = fresh
+            self.target.set_identity(fresh.chain_pem, fresh.key_pem, fresh.bundle_pem)
+            self._renewed = True
 
-    def post_audit(self, batch: bytes) -> tuple[int, bytes]:
-        """POST one NDJSON audit batch; (status, body) whatever the answer (the shipper decides)."""
-        with self._client(timeout=30.0) as client:
-            try:
-                status, body = client.request(
-                    "POST", "/v1/audit", raw=batch, headers={"Content-Type": "application/x-ndjson"}
-                )
-            except ControlRefused as exc:
-                return exc.status, json.dumps(exc.body).encode()
-        return status, json.dumps(body).encode()
+    # -- requests for the sidecar's other parts (audit shipper, egress credentials, detection) -----
+    async def post_audit(self, batch: bytes) -> tuple[int, bytes]:
+        """The audit shipper's :data:`~meshward.audit.shipper.AuditPost`: one NDJSON batch over the
+        agent's kept-alive client (our current SVID), by the one posting path
+        (:meth:`AsyncControlClient.post_audit`)."""
+        return await self._shared_client().post_audit(batch)
 
-    async def post_audit_async(self, batch: bytes) -> tuple[int, bytes]:
-        return await asyncio.get_running_loop().run_in_executor(None, self.post_audit, batch)
-
-    def fetch_secret(self, name: str) -> str:
+    async def fetch_secret_async(self, name: str) -> str:
         """An egress credential this workload is entitled to (raises ControlRefused if not)."""
         query = urllib.parse.urlencode({"workload": self.config.workload, "name": name})
-        with self._client(timeout=10.0) as client:
-            _, body = client.request("GET", f"/v1/secrets/value?{query}")
+        _, body = await self._shared_client().request("GET", f"/v1/secrets/value?{query}", timeout=10.0)
         value = body.get("value")
         if not isinstance(value, str):
             raise ControlRefused(502, "control plane answered without a value")
         return value
 
-    async def fetch_secret_async(self, name: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(None, self.fetch_secret, name)
-
-    def post_json(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        """POST ``body`` to ``path`` over our SVID; (status, answer). Raises if unreachable.
-
-        One caller at a time (the detection reporter): the connection is kept alive between
-        calls and replaced when the SVID is.
-        """
-        held = self._post_client
-        if held is None or held[0] is not self.svid:
-            if held is not None:
-                held[1].close()
-            held = self._post_client = (self.svid, self._client(timeout=10.0))
+    async def post_json_async(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST ``body`` to ``path`` over our SVID; (status, answer). Raises if unreachable."""
         try:
-            return held[1].request("POST", path, body)
+            return await self._shared_client().request("POST", path, body, timeout=10.0)
         except ControlRefused as exc:
             return exc.status, exc.body
-
-    async def post_json_async(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return await asyncio.get_running_loop().run_in_executor(None, self.post_json, path, body)
 
     def status(self) -> dict[str, Any]:
         svid = self.svid

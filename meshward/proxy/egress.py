@@ -22,6 +22,7 @@ import asyncio
 import itertools
 from typing import TYPE_CHECKING
 
+from meshward.ai.protocol import classify
 from meshward.ai.types import AIRequest
 from meshward.config.snapshot import MeshSnapshot
 from meshward.egress.chain import EgressConfig, compile_egress_config
@@ -32,7 +33,6 @@ from meshward.http.errors import RemoteProtocolError
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
 from meshward.http.hygiene import clean_request_headers
 from meshward.http.normalize import normalize_path
-from meshward.proxy.classify import classify
 from meshward.proxy.forwarded import field_lines
 from meshward.proxy.hooks import CompiledChain
 from meshward.proxy.routes import RouteTable, split_authority

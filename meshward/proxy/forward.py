@@ -32,6 +32,7 @@ from meshward.proxy.responses import NOT_DELIVERED_HEADER
 from meshward.proxy.upstream import UpstreamError, UpstreamTarget
 from meshward.rollout.compare import answers_differ
 from meshward.rollout.rewrite import rewrite_body_model, rewrite_path_model
+from meshward.telemetry.outputs import telemetry_outputs
 
 if TYPE_CHECKING:
     from meshward.proxy.exchange import Exchange
@@ -211,12 +212,10 @@ def _schedule_flush(ex: Exchange, plan: ServicePlan) -> None:
     route_name = route.name if route is not None else ""
 
     def flush() -> None:
-        from meshward.filters.telemetry import telemetry_state
-
         window.scheduled = False
         event = window.drain(route_name, plan.generation, int(time.time() * 1000))
         if event is not None:
-            telemetry_state(runtime).audit(event)
+            telemetry_outputs(runtime).audit(event)
 
     ex.loop.call_later(route.report_every if route is not None else 5.0, flush)
 

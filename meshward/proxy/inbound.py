@@ -1,27 +1,24 @@
 """The inbound side: the enforcement point in front of the app.
 
 mTLS has already authenticated the caller (the listener refuses anything else in STRICT mode).
-For each request: normalize the path (encoded slashes per the mesh's ``pathNormalization``),
-clean the header fields (:mod:`meshward.http.hygiene`: Connection-nominated and mesh-owned
-fields out, in every spelling, before any filter sees them), build the
-:class:`RequestContext`, classify the AI protocol, buffer the body if a filter asks for it
-(then classify again, now knowing the JSON ``model``), run the filters, and forward to the app
-on loopback exactly the fields the filters saw, plus the caller's identity in
-``X-Forwarded-Client-Cert``.
+For each request: :func:`~meshward.proxy.prepare.prepare_request` (shared with ``meshward
+check``) normalizes the path (encoded slashes per the mesh's ``pathNormalization``), cleans the
+header fields (:mod:`meshward.http.hygiene`: Connection-nominated and mesh-owned fields out, in
+every spelling, before any filter sees them), builds the :class:`RequestContext` and classifies
+the AI protocol; then the body is buffered if a filter asks for it (and classified again, now
+knowing the JSON ``model``), the filters run, and exactly the fields the filters saw are
+forwarded to the app on loopback, plus the caller's identity in ``X-Forwarded-Client-Cert``.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from meshward.filters.base import RequestContext
-from meshward.http.errors import RemoteProtocolError
+from meshward.ai.protocol import classify
 from meshward.http.framing import HOP_BY_HOP, connection_tokens
-from meshward.http.hygiene import clean_request_headers, websocket_upgrade
-from meshward.http.normalize import normalize_path, split_target
-from meshward.proxy.classify import classify
 from meshward.proxy.exchange import Exchange
 from meshward.proxy.forwarded import field_lines
+from meshward.proxy.prepare import prepare_request
 
 __all__ = ["handle_inbound"]
 
@@ -46,26 +43,17 @@ async def handle_inbound(ex: Exchange) -> None:
     if head.method == "CONNECT":
         ex.fail("connect_method", None)
         return
-    _, raw_path, query = split_target(head.target) if head.target != "*" else (None, "*", "")
-    slashes = cfg.snapshot.mesh.path_normalization.encoded_slashes
-    path = normalize_path(raw_path, slashes) if raw_path != "*" else raw_path
-    headers = clean_request_headers(head.headers, head.connection)
-    if head.upgrade and not websocket_upgrade(headers.get("upgrade")):
-        raise RemoteProtocolError("only WebSocket upgrades are supported")
     app = sidecar.options.app
-    ctx = RequestContext(
+    ctx = prepare_request(
+        head,
+        cfg.snapshot.mesh.path_normalization.encoded_slashes,
         request_id=ex.request_id,
-        direction="inbound",
         peer=conn.peer,
-        method=head.method,
-        path=path,
-        query=query,
-        host=headers.get("host", ""),
-        headers=headers,
         destination_port=app[1] if app else 0,
         start=ex.start,
     )
-    ctx.ai = classify(head.method, path, headers, None)
+    path = ctx.path
+    headers = ctx.headers
     ex.ctx = ctx
     chain = cfg.chain
     ex.chain = chain

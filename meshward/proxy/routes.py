@@ -4,19 +4,18 @@ Apps call ``http://<service>.<namespace>[:port]/…`` or ``http://<service>/…`
 their own namespace); ``.svc`` and ``.svc.cluster.local`` suffixes are accepted as in
 Kubernetes. The table is pure data built once per snapshot. Which endpoint serves a request
 (subsets of a ``ModelRoute``, least request, outlier ejection) is decided by
-:mod:`meshward.rollout`; the per-endpoint state it keeps outlives generations (in the runtime's
-``shared`` dict).
+:mod:`meshward.rollout`; the per-endpoint state it keeps outlives generations (the runtime's
+:class:`~meshward.rollout.plan.EndpointState`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from meshward.config.endpoint import parse_endpoint
 from meshward.config.snapshot import MeshSnapshot, ServiceEntry
 from meshward.proxy.upstream import UpstreamTarget
-from meshward.rollout.plan import ServicePlan, service_plans
+from meshward.rollout.plan import EndpointState, ServicePlan, service_plans
 
 __all__ = ["Route", "RouteTable", "split_authority"]
 
@@ -45,12 +44,12 @@ def split_authority(authority: str) -> tuple[str, int | None]:
 class RouteTable:
     """Names → routes for one snapshot (every accepted spelling of every service)."""
 
-    def __init__(self, snapshot: MeshSnapshot, shared: dict[str, Any] | None = None) -> None:
+    def __init__(self, snapshot: MeshSnapshot, state: EndpointState | None = None) -> None:
         own_ns = snapshot.workload.namespace
         self.routes: dict[str, Route] = {}
         #: "service.ns endpoint: why" for every endpoint skipped as invalid (the rest still route)
         self.skipped: list[str] = []
-        plans = service_plans(snapshot, {} if shared is None else shared)
+        plans = service_plans(snapshot, EndpointState() if state is None else state)
         for entry in snapshot.services.values():
             identities = frozenset(entry.identities)
             targets = []

@@ -6,12 +6,21 @@ Drive it from a bootstrap file (``meshward proxy --bootstrap``) or from the cont
     sidecar.set_identity(chain_pem, key_pem, bundle_pem)   # again on rotation
     sidecar.set_snapshot(snapshot)                        # again per generation; may raise
     await sidecar.start()                                 # binds inbound, outbound, admin
+    sidecar.ship_audit(post)                              # fed by the control plane: ship audit
     ...
     await sidecar.stop()
 
 A new identity is used for new connections; open ones keep theirs. A new snapshot is compiled
 first and swapped in as one object; if it cannot be compiled :class:`SnapshotRejected` is
-raised and the previous generation stays in force (the caller NACKs).
+raised and the previous generation stays in force (the caller NACKs). ``set_snapshot`` is
+:meth:`Sidecar.compile` (any thread: the control agent runs it in an executor, off the loop)
+then :meth:`Sidecar.apply` (on the loop: publishes the generation in :attr:`Sidecar.configs`,
+a :class:`~meshward.proxy.watch.Watch`).
+
+The sidecar owns the process's :class:`~meshward.filters.base.SidecarRuntime` (made with the
+first generation; the services filters keep across generations live in it) and its telemetry
+pipeline (:mod:`meshward.proxy.pipeline`: audit spool and shipper, access log, span exporter),
+configured by :meth:`Sidecar.apply` on the loop and closed by :meth:`Sidecar.stop`.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from meshward.audit.shipper import AuditPost
 from meshward.config.snapshot import MeshSnapshot
 from meshward.filters.base import SidecarRuntime
 from meshward.proxy.admin import AdminConnection
@@ -42,18 +52,17 @@ from meshward.proxy.inbound import handle_inbound
 from meshward.proxy.listener import Listener, bind_socket
 from meshward.proxy.options import Address, SidecarOptions
 from meshward.proxy.outbound import handle_outbound
+from meshward.proxy.pipeline import TelemetryPipeline
 from meshward.proxy.stats import ProxyCollector, ProxyStats
 from meshward.proxy.upstream import UpstreamPool, UpstreamTarget
+from meshward.proxy.watch import Watch
+from meshward.telemetry.filter import telemetry_enabled
 from meshward.tls.identity import ReloadableIdentity, SvidInfo
 from meshward.tls.peer import PeerIdentity
 
 __all__ = ["Sidecar", "SnapshotRejected"]
 
 log = logging.getLogger("meshward.proxy")
-
-#: Key in ``SidecarRuntime.shared``: the current SVID's notAfter (an aware datetime), exported as
-#: ``meshward_certificate_expiration_timestamp_seconds`` by the telemetry filter.
-NOT_AFTER_KEY = "identity.not_after"
 
 
 class Sidecar:
@@ -70,7 +79,9 @@ class Sidecar:
         self.stats = ProxyStats()
         self.runtime_registry = CollectorRegistry()
         self._runtime: SidecarRuntime | None = None
-        self._config: CompiledConfig | None = None
+        #: The generation in force, swapped on the loop; ``await configs.changed(v)`` to follow it.
+        self.configs: Watch[CompiledConfig] = Watch()
+        self.pipeline: TelemetryPipeline | None = None  # made with the first generation
         self.pool = UpstreamPool(
             self.identity,
             lambda: self.trust_domain,
@@ -94,13 +105,19 @@ class Sidecar:
         """Install a new SVID + bundle for NEW connections (raises IdentityError if unusable)."""
         info = self.identity.update(chain_pem, key_pem, bundle_pem)
         self._xfcc.clear()
-        if self._runtime is not None:  # the certificate expiry gauge (meshward.telemetry.metrics)
-            self._runtime.shared[NOT_AFTER_KEY] = info.not_after
         log.info("identity %s (serial %x) valid until %s", info.spiffe_id.uri, info.serial, info.not_after)
         return info
 
     def set_snapshot(self, snapshot: MeshSnapshot) -> None:
         """Compile and atomically swap in a new generation; raise SnapshotRejected to NACK."""
+        self.apply(self.compile(snapshot))
+
+    def compile(self, snapshot: MeshSnapshot) -> CompiledConfig:
+        """Build a generation without putting it in force (may run off the loop; one at a time).
+
+        Raises :class:`SnapshotRejected` if it cannot be compiled, or if it is for another
+        workload or trust domain than the one this sidecar started with.
+        """
         runtime = self._runtime
         if runtime is None:
             runtime = SidecarRuntime(
@@ -109,8 +126,6 @@ class Sidecar:
                 state_dir=self.options.state_dir,
                 metrics_registry=self.runtime_registry,
             )
-            if self.identity.loaded:
-                runtime.shared[NOT_AFTER_KEY] = self.identity.info.not_after
         elif snapshot.workload != runtime.workload or snapshot.trust_domain != runtime.trust_domain:
             self.stats.config_rejected += 1
             raise SnapshotRejected(snapshot.generation, workload_change(runtime, snapshot))
@@ -120,7 +135,15 @@ class Sidecar:
             self.stats.config_rejected += 1
             raise
         self._runtime = runtime
-        self._config = compiled
+        return compiled
+
+    def apply(self, compiled: CompiledConfig) -> None:
+        """Put a compiled generation in force (on the loop, if one runs): one swap. Raises
+        SnapshotRejected (NACK, the old generation stays) if its telemetry cannot be opened."""
+        snapshot = compiled.snapshot
+        assert self._runtime is not None  # made by compile()
+        self._configure_telemetry(self._runtime, snapshot)
+        self.configs.set(compiled)
         revoked = frozenset(snapshot.revoked)
         if revoked != self.identity.revoked:  # refused at the next handshakes, and cut now
             self.identity.revoked = revoked
@@ -133,6 +156,29 @@ class Sidecar:
             len(snapshot.services),
             compiled.mtls_mode,
         )
+
+    def _configure_telemetry(self, runtime: SidecarRuntime, snapshot: MeshSnapshot) -> None:
+        """Open what ``snapshot`` asks of the telemetry pipeline (made with the first generation);
+        raise SnapshotRejected if it cannot (an access log that cannot be opened NACKs, as a bad
+        policy does)."""
+        pipeline = self.pipeline
+        try:
+            if pipeline is None and telemetry_enabled():
+                pipeline = TelemetryPipeline(runtime, self._not_after)
+            if pipeline is not None:
+                pipeline.configure(snapshot)
+        except Exception as exc:
+            if pipeline is not None and pipeline is not self.pipeline:
+                pipeline.close()
+            self.stats.config_rejected += 1
+            log.warning("config generation %s rejected: telemetry: %s", snapshot.generation, exc)
+            raise SnapshotRejected(snapshot.generation, f"telemetry: {type(exc).__name__}: {exc}") from exc
+        self.pipeline = pipeline
+
+    def ship_audit(self, post: AuditPost) -> None:
+        """Ship the audit spool with ``post`` from now on (on the running loop, once)."""
+        if self.pipeline is not None:
+            self.pipeline.ship(post)
 
     def _cut_revoked(self, revoked: frozenset[str]) -> None:
         """Close inbound connections from a peer whose certificate is now revoked, and every idle
@@ -152,9 +198,10 @@ class Sidecar:
 
     @property
     def config(self) -> CompiledConfig:
-        if self._config is None:
+        config = self.configs.current
+        if config is None:
             raise RuntimeError("sidecar has no snapshot yet: call set_snapshot() first")
-        return self._config
+        return config
 
     @property
     def trust_domain(self) -> str:
@@ -162,7 +209,7 @@ class Sidecar:
 
     @property
     def ready(self) -> bool:
-        return self.started and self._config is not None and self.identity.loaded
+        return self.started and self.configs.current is not None and self.identity.loaded
 
     def xfcc(self, peer: PeerIdentity) -> str:
         """Envoy's X-Forwarded-Client-Cert value for a peer (cached per peer certificate)."""
@@ -205,7 +252,7 @@ class Sidecar:
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self, admin: bool = True) -> None:
         """Bind the listeners (port 0 = a free port; see :meth:`addresses`)."""
-        if not self.identity.loaded or self._config is None:
+        if not self.identity.loaded or self.configs.current is None:
             raise RuntimeError("set_identity() and set_snapshot() must be called before start()")
         opts = self.options
 
@@ -272,6 +319,8 @@ class Sidecar:
             for conn in list(side.connections):
                 conn.close()
         self.pool.close_all()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
         await asyncio.sleep(0)
 
     async def _sweep(self) -> None:
@@ -288,15 +337,19 @@ class Sidecar:
             self.pool.sweep(now)
 
     # ---- observability ------------------------------------------------------------------------
+    def _not_after(self) -> dt.datetime | None:
+        return self.identity.info.not_after if self.identity.loaded else None
+
     def _gauges(self) -> dict[str, float]:
         gauges: dict[str, float] = {
             "upstream_idle_connections": float(self.pool.idle_count),
             "upstream_connects": float(self.pool.connects),
             "upstream_reuses": float(self.pool.reuses),
         }
-        if self._config is not None:
-            gauges["config_generation"] = float(self._config.generation)
-            gauges["config_endpoints_skipped"] = float(len(self._config.routes.skipped))
+        config = self.configs.current
+        if config is not None:
+            gauges["config_generation"] = float(config.generation)
+            gauges["config_endpoints_skipped"] = float(len(config.routes.skipped))
         if self.identity.loaded:
             remaining = self.identity.info.not_after - dt.datetime.now(dt.UTC)
             gauges["identity_expiry_seconds"] = remaining.total_seconds()
@@ -315,14 +368,15 @@ class Sidecar:
                 "not_after": info.not_after.isoformat(),
                 "rotations": self.identity.generation,
             }
-        if self._config is not None:
-            snap = self._config.snapshot
+        config = self.configs.current
+        if config is not None:
+            snap = config.snapshot
             doc.update(
                 generation=snap.generation,
                 trust_domain=snap.trust_domain,
-                mtls_mode=self._config.mtls_mode,
-                outbound_policy="ALLOW_ANY" if self._config.allow_any_outbound else "REGISTRY_ONLY",
-                filters=[f.name for f in self._config.chain.filters],
+                mtls_mode=config.mtls_mode,
+                outbound_policy="ALLOW_ANY" if config.allow_any_outbound else "REGISTRY_ONLY",
+                filters=[f.name for f in config.chain.filters],
                 snapshot=snap.to_json(),
             )
         doc["limits"] = {

@@ -62,7 +62,7 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Limit state in this sidecar's memory; survives config swaps (kept in ``runtime.shared``)."""
+    """Limit state in this sidecar's memory; survives config swaps (kept in the runtime's ``RateLimitShared``)."""
 
     name = "local"
     synchronous = True

@@ -1,22 +1,23 @@
 """RateLimitPolicy resources → the hot-path form: matchers, key extractors, plain numbers.
 
 Everything that can be decided at config time is: which policies select this workload,
-identities normalized to Istio's principal form, glob patterns split into exact / prefix /
-suffix sets, rates turned into per-second floats. At request time a limit answers two pure
-questions: does it apply to this request (:meth:`CompiledLimit.applies`) and which bucket
-(:meth:`CompiledLimit.key_of`).
+identities normalized to Istio's principal form, Istio's string patterns compiled into
+:class:`~meshward.patterns.strings.StringMatcher` (exact / prefix / suffix / presence), rates
+turned into per-second floats. At request time a limit answers two pure questions: does it
+apply to this request (:meth:`CompiledLimit.applies`) and which bucket (:meth:`CompiledLimit.key_of`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meshward.authn.enduser import claim_value
-from meshward.authz.engine import select_policies
-from meshward.authz.matchers import normalize_principal_pattern
+from meshward.config.selection import select_policies
 from meshward.config.snapshot import MeshSnapshot
+from meshward.patterns.principals import normalize_principal_pattern
+from meshward.patterns.strings import StringMatcher
 from meshward.ratelimit.keyed import bounded_key
 from meshward.resources.ratelimit import PERIOD_SECONDS, RateLimit, RateLimitPolicy
 
@@ -24,7 +25,6 @@ __all__ = [
     "CompiledLimit",
     "CompiledPolicy",
     "Dimension",
-    "Pattern",
     "RequestFacts",
     "compile_limit",
     "compile_policies",
@@ -49,39 +49,6 @@ class RequestFacts:
     claims: Mapping[str, Any] = field(default_factory=dict)  # a verified JWT's claims
 
 
-class Pattern:
-    """A set of Istio-style string patterns: exact, ``prefix*``, ``*suffix`` or ``*``."""
-
-    __slots__ = ("any", "exact", "prefixes", "suffixes")
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        exact: set[str] = set()
-        prefixes: list[str] = []
-        suffixes: list[str] = []
-        self.any = False
-        for p in patterns:
-            if p == "*":
-                self.any = True
-            elif p.endswith("*"):
-                prefixes.append(p[:-1])
-            elif p.startswith("*"):
-                suffixes.append(p[1:])
-            else:
-                exact.add(p)
-        self.exact = frozenset(exact)
-        self.prefixes = tuple(prefixes)
-        self.suffixes = tuple(suffixes)
-
-    def matches(self, value: str | None) -> bool:
-        if value is None:
-            return False
-        if self.any or value in self.exact:
-            return True
-        return (bool(self.prefixes) and value.startswith(self.prefixes)) or (
-            bool(self.suffixes) and value.endswith(self.suffixes)
-        )
-
-
 @dataclass(slots=True)
 class CompiledLimit:
     """One limit of one policy, ready for the hot path."""
@@ -94,11 +61,11 @@ class CompiledLimit:
     mode: Literal["enforce", "shadow"]
     failure_mode: Literal["closed", "open"]
     claim: tuple[str, ...] = ()  # the claim path when key_kind == "claim"
-    principals: Pattern | None = None
-    namespaces: Pattern | None = None
-    models: Pattern | None = None
+    principals: StringMatcher | None = None
+    namespaces: StringMatcher | None = None
+    models: StringMatcher | None = None
     operations: frozenset[str] | None = None
-    paths: Pattern | None = None
+    paths: StringMatcher | None = None
     methods: frozenset[str] | None = None
     # requests
     rate: float = 0.0  # tokens per second
@@ -175,8 +142,8 @@ class CompiledPolicy:
     limits: list[CompiledLimit]
 
 
-def _pattern(values: Sequence[str]) -> Pattern | None:
-    return Pattern(values) if values else None
+def _pattern(values: Sequence[str]) -> StringMatcher | None:
+    return StringMatcher(values) if values else None
 
 
 def compile_limit(policy: str, backend: str, spec: RateLimit, trust_domain: str) -> CompiledLimit:
@@ -211,7 +178,9 @@ def compile_limit(policy: str, backend: str, spec: RateLimit, trust_domain: str)
     m = spec.match
     if m is not None:
         if m.principals:
-            limit.principals = Pattern(normalize_principal_pattern(p, trust_domain) for p in m.principals)
+            limit.principals = StringMatcher(
+                normalize_principal_pattern(p, trust_domain) for p in m.principals
+            )
         limit.namespaces = _pattern(m.namespaces)
         limit.models = _pattern(m.models)
         limit.operations = frozenset(m.ai_operations) if m.ai_operations else None

@@ -1,7 +1,7 @@
 """Rate-limit telemetry: plain counters (always) and Prometheus collectors (when served).
 
-Counters live in ``runtime.shared["ratelimit"]`` so they outlive config generations and can
-be read without a metrics registry. With ``runtime.metrics_registry`` set, the same events
+Counters live in the runtime's ``RateLimitShared`` (:mod:`meshward.filters.ratelimit`) so they
+outlive config generations and can be read without a metrics registry. With ``runtime.metrics_registry`` set, the same events
 are exported:
 
 - ``meshward_ratelimit_limited_total{policy,limit,dimension,mode}`` — requests refused

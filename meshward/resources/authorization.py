@@ -3,7 +3,7 @@
 Istio documents (``security.istio.io/v1`` and ``v1beta1``) are accepted as they are and mean
 the same here. Added fields: ``to.operation.models`` / ``notModels`` (the model a request
 targets) and ``aiOperations`` / ``notAiOperations`` (see :data:`AI_OPERATIONS`); ``when`` keys
-``request.model`` and ``request.time`` (windows, see :mod:`meshward.authz.timewindow`).
+``request.model`` and ``request.time`` (windows, see :mod:`meshward.patterns.timewindow`).
 
 Semantics (evaluated by :mod:`meshward.authz`): ``action`` ALLOW (default), DENY or AUDIT;
 CUSTOM (external authorization) is refused. No ``rules`` matches nothing (``spec: {}`` is
@@ -19,8 +19,10 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from meshward.authz.matchers import check_ip_block, check_path_pattern, check_string_pattern
-from meshward.authz.timewindow import parse_time_window
+from meshward.patterns.ipblocks import check_ip_block
+from meshward.patterns.paths import check_path_pattern
+from meshward.patterns.strings import check_string_pattern
+from meshward.patterns.timewindow import parse_time_window
 from meshward.resources.base import API_VERSION, Resource, Selector, Strict, register
 
 __all__ = [

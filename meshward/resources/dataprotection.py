@@ -30,7 +30,6 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from meshward.resources.base import Resource, Selector, Strict, register
 
 __all__ = [
-    "ACTION_STRICTNESS",
     "CustomDetector",
     "DataProtectionPolicy",
     "DataProtectionPolicySpec",
@@ -41,10 +40,9 @@ __all__ = [
 
 DlpAction = Literal["log", "mask", "redact", "hash", "block"]
 
-# Several policies combine and the strictest action wins. ``redact`` reveals nothing,
-# ``hash`` keeps linkability (the same value gives the same tag), ``mask`` keeps a hint
-# (the last four digits), ``log`` changes nothing.
-ACTION_STRICTNESS: dict[str, int] = {"log": 0, "mask": 1, "hash": 2, "redact": 3, "block": 4}
+# Several policies combine and the strictest action wins (``meshward.dlp.policy.ACTION_STRICTNESS``).
+# ``redact`` reveals nothing, ``hash`` keeps linkability (the same value gives the same tag),
+# ``mask`` keeps a hint (the last four digits), ``log`` changes nothing.
 
 BUILTIN_DETECTOR_NAMES = ("email", "phone", "credit_card", "iban", "national_id", "ip_address", "secrets")
 

@@ -172,6 +172,13 @@ class Readiness(Strict):
     timeout: str = "30s"
 
 
+class SidecarSettings(Strict):
+    """The workload's sidecar process (Istio's ``proxy.istio.io/config`` ``concurrency``):
+    ``workers`` processes share its listeners (SO_REUSEPORT); each takes the config itself."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+
+
 class WorkloadSpec(Strict):
     """``type: Service`` (default) serves on ``port`` and is waited on until ready; ``type: Job``
     is a batch job or client: a sidecar and an identity, no port, no readiness wait, and it may
@@ -191,6 +198,7 @@ class WorkloadSpec(Strict):
     readiness: Readiness = Field(default_factory=Readiness)
     workdir: str | None = None
     isolation: Literal["none", "netns"] | None = None  # None: the Mesh's setting
+    sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
 
     @model_validator(mode="after")
     def _job(self) -> WorkloadSpec:

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from meshward.identity.spiffe import InvalidSpiffeId, parse_identity
+from meshward.patterns.strings import check_string_pattern
 from meshward.resources.base import Resource, Selector, Strict, register
 
 __all__ = [
@@ -73,6 +74,14 @@ class LimitMatch(Strict):
         for op in v:
             if op not in _AI_OPERATIONS:
                 raise ValueError(f"unknown aiOperation {op!r} (one of {', '.join(_AI_OPERATIONS)})")
+        return v
+
+    @field_validator("principals", "namespaces", "models", "paths")
+    @classmethod
+    def _string_patterns(cls, v: list[str]) -> list[str]:
+        """Istio's string forms, as authorization policies validate them."""
+        for text in v:
+            check_string_pattern(text)
         return v
 
     @field_validator("principals")

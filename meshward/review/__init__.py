@@ -11,7 +11,7 @@
 - ``evaluate``    replaying observed requests through the authz engine.
 - ``compliance``  controls in force mapped to OWASP LLM Top 10, EU AI Act, NIST AI RMF.
 - ``render``      table, Markdown and HTML; ``signing`` the checkpoint-key signature;
-  ``export`` findings to the SIEM sinks; ``publish`` the command-line glue.
+  ``export`` findings to the SIEM sinks (the command-line glue is :mod:`meshward.cli.reporting`).
 
 Analysis modules are pure: plain data in, a JSON-ready document out, everything sorted.
 """

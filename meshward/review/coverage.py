@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from meshward.authz.matchers import ip_ranges, normalize_principal_pattern, template_regex
+from meshward.patterns.ipblocks import ip_ranges
+from meshward.patterns.paths import template_regex
+from meshward.patterns.principals import normalize_principal_pattern
 from meshward.resources.authorization import Condition, Operation, Rule, Source
 
 __all__ = ["path_covers", "pattern_covers", "rule_covers"]

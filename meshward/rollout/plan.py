@@ -2,24 +2,32 @@
 state that outlives generations (the balancer's endpoint health, the window of outcomes).
 
 :func:`service_plans` is called when a sidecar compiles a snapshot
-(:class:`meshward.proxy.routes.RouteTable`); ``shared`` is the runtime's cross-generation dict,
-so a new generation keeps counting in-flight requests and ejections where the last one stopped.
+(:class:`meshward.proxy.routes.RouteTable`) with the process's :class:`EndpointState` (a runtime
+service), so a new generation keeps counting in-flight requests and ejections where the last
+one stopped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from meshward.config.snapshot import MeshSnapshot
+from meshward.filters.base import SidecarRuntime
 from meshward.resources.modelroute import ModelRoute
 from meshward.rollout.balancer import Balancer
 from meshward.rollout.selection import CompiledRoute, subset_of
 from meshward.rollout.window import WindowStats
 
-__all__ = ["SHARED_KEY", "ServicePlan", "service_plans"]
+__all__ = ["EndpointState", "ServicePlan", "endpoint_state", "service_plans"]
 
-SHARED_KEY = "rollout.services"
+
+class EndpointState(dict[str, tuple[Balancer, WindowStats]]):
+    """Per ``service.namespace``: its balancer and window of outcomes, across generations."""
+
+
+def endpoint_state(runtime: SidecarRuntime) -> EndpointState:
+    """This sidecar process's endpoint state (made on first use)."""
+    return runtime.service(EndpointState)
 
 
 @dataclass(slots=True)
@@ -50,9 +58,8 @@ class ServicePlan:
         return None
 
 
-def service_plans(snapshot: MeshSnapshot, shared: dict[str, Any]) -> dict[str, ServicePlan]:
+def service_plans(snapshot: MeshSnapshot, state: EndpointState) -> dict[str, ServicePlan]:
     """``service.namespace`` → its plan for this snapshot."""
-    state: dict[str, tuple[Balancer, WindowStats]] = shared.setdefault(SHARED_KEY, {})
     routes: dict[tuple[str, str], ModelRoute] = {}
     for r in sorted(snapshot.of_kind("ModelRoute"), key=lambda r: r.metadata.name):
         if isinstance(r, ModelRoute):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from meshward.authz.matchers import normalize_principal_pattern
+from meshward.patterns.principals import normalize_principal_pattern
 from meshward.resources.modelroute import Destination, ModelRoute
 
 __all__ = ["BUCKETS", "CompiledRoute", "Decision", "bucket_of", "sequence_bucket", "subset_of"]

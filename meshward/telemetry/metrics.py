@@ -5,7 +5,7 @@
   source_principal, destination_workload, destination_service, response_code,
   connection_security_policy, response_flags) plus ``model`` and ``ai_operation``;
 - ``meshward_authz_decisions_total{policy,decision}`` — allowed / denied / dry_run_allowed /
-  dry_run_denied, exported from the authz filter's counters (``runtime.shared["authz.counters"]``,
+  dry_run_denied, exported from the authz filter's counters (``meshward.filters.authz.counters``,
   policy ``-`` = no policy decided: default deny or no ALLOW match);
 - ``meshward_dlp_findings_total{detector}`` and ``meshward_dlp_blocked_total{policy}``;
 - ``meshward_certificate_expiration_timestamp_seconds`` — the workload SVID's notAfter;

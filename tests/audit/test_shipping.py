@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from meshward.audit.shipper import AuditShipper, control_client_post
+from meshward.audit.shipper import AuditShipper
 from meshward.audit.spool import AuditSpool
 from meshward.cli.main import main
-from meshward.control.client import ControlClient
+from meshward.control.asyncclient import AsyncControlClient
 from meshward.identity.state import MeshState
+from meshward.tls.contexts import client_context_files
 from tests.support.proc import PYTHON, Proc, free_port, spawn
 from tests.support.sidecar import issue_svid
 
@@ -38,13 +39,10 @@ def test_control_plane_down_then_back_receives_every_record(
     port = free_port()
     url = f"https://127.0.0.1:{port}"
 
-    def client() -> ControlClient:
-        return ControlClient(url, "demo.local", svid.bundle.read_bytes(), svid.cert, svid.key, timeout=5)
-
+    context = client_context_files(svid.bundle.read_bytes(), svid.cert, svid.key)
+    client = AsyncControlClient(url, "demo.local", context, timeout=5)  # the sidecar's one audit path
     spool = AuditSpool(tmp_path / "spool")
-    shipper = AuditShipper(
-        spool, control_client_post(client), interval=0.05, min_backoff=0.05, max_backoff=0.3
-    )
+    shipper = AuditShipper(spool, client.post_audit, interval=0.05, min_backoff=0.05, max_backoff=0.3)
     control: list[Proc] = []
 
     def start_control() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from meshward.ai.protocol import classify
 from meshward.config.snapshot import MeshSnapshot, WorkloadInfo
-from meshward.filters.authz import COUNTERS_KEY, AuthzFilter, build
+from meshward.filters.authz import AuthzFilter, build, counters
 from meshward.filters.base import Denial, Filter, Peer, RequestContext, SidecarRuntime
 from meshward.resources.authorization import AuthorizationPolicy
 from meshward.resources.mesh import MeshSpec
@@ -90,7 +90,7 @@ def test_allow_records_the_policy_and_counts() -> None:
     assert _run(f, ctx) is None
     assert (ctx.decision, ctx.policy, ctx.rule) == ("allow", "llm/allow-web", "rules[0]")
     assert ctx.scratch["authz.reason"] == "allowed by llm/allow-web rules[0]"
-    assert runtime.shared[COUNTERS_KEY]["allowed"] == {"llm/allow-web": 1}
+    assert counters(runtime)["allowed"] == {"llm/allow-web": 1}
 
 
 def test_deny_is_a_403_naming_nothing_to_the_caller() -> None:
@@ -104,7 +104,7 @@ def test_deny_is_a_403_naming_nothing_to_the_caller() -> None:
     assert (denial.policy, denial.rule, denial.body) == (None, None, {})
     assert (ctx.decision, ctx.policy) == ("deny", None)
     assert ctx.scratch["authz.reason"] == "no ALLOW policy matched"
-    assert runtime.shared[COUNTERS_KEY]["denied"] == {"-": 1}
+    assert counters(runtime)["denied"] == {"-": 1}
 
 
 def test_deny_policy_is_named_in_the_denial() -> None:
@@ -130,7 +130,7 @@ def test_dry_run_deny_is_recorded_not_enforced() -> None:
     ctx = _ctx()
     assert _run(f, ctx) is None
     assert (ctx.decision, ctx.policy, ctx.rule) == ("dry_run_deny", "llm/block-all", "rules[0]")
-    counts = runtime.shared[COUNTERS_KEY]
+    counts = counters(runtime)
     assert counts["allowed"] == {"llm/allow-web": 1}
     assert counts["dry_run_denied"] == {"llm/block-all": 1}
     ctx = _ctx(principal="batch/job")  # denied anyway: the dry-run result agrees
@@ -145,7 +145,7 @@ def test_dry_run_allow_counts() -> None:
     ctx = _ctx()
     assert _run(f, ctx) is not None
     assert ctx.decision == "deny" and ctx.scratch["authz.reason"] == "default deny"
-    assert runtime.shared[COUNTERS_KEY]["dry_run_allowed"] == {"llm/open": 1}
+    assert counters(runtime)["dry_run_allowed"] == {"llm/open": 1}
 
 
 def test_audit_marks() -> None:
@@ -163,7 +163,7 @@ def test_counters_survive_a_new_generation() -> None:
     for _ in range(2):
         f = build(_snapshot(ALLOW_WEB), runtime)
         _run(f, _ctx())
-    assert runtime.shared[COUNTERS_KEY]["allowed"] == {"llm/allow-web": 2}
+    assert counters(runtime)["allowed"] == {"llm/allow-web": 2}
 
 
 def test_no_filter_when_nothing_can_be_denied() -> None:

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from meshward.authz.attributes import RequestAttributes
 from meshward.authz.engine import AuthzEngine
-from meshward.authz.matchers import ip_to_int, normalize_principal_pattern
-from meshward.authz.timewindow import InvalidTimeWindow, parse_time_window
+from meshward.patterns.ipblocks import ip_to_int
+from meshward.patterns.principals import normalize_principal_pattern
+from meshward.patterns.timewindow import InvalidTimeWindow, parse_time_window
 from meshward.resources.authorization import AuthorizationPolicy
 
 

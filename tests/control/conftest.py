@@ -11,6 +11,7 @@ from meshward.control.client import ControlClient, operator_client
 from meshward.control.server import ControlPlane
 from meshward.identity.bootstrap import init_mesh
 from meshward.identity.state import MeshState
+from tests.support.loop import LoopThread
 
 
 @pytest.fixture
@@ -36,3 +37,10 @@ def operator(plane: ControlPlane, mesh_state: MeshState) -> Iterator[ControlClie
     assert client is not None
     with client:
         yield client
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    """The sidecar's event loop, in a thread: the control agent's tasks run on it."""
+    with LoopThread() as running:
+        yield running

@@ -17,6 +17,7 @@ from meshward.identity.state import MeshState
 from meshward.proxy.controlclient import AgentConfig, ControlAgent, IdentityError
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.sidecar import Sidecar
+from tests.support.loop import LoopThread
 from tests.support.proc import wait_for
 
 
@@ -48,17 +49,17 @@ def _agent(
 
 
 def test_join_watch_ack_nack_then_serve_from_cache(
-    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path
+    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path, loop: LoopThread
 ) -> None:
     operator.request("POST", "/v1/config/apply", {"text": _workload("{app: model}")})
     token = IdentityService(mesh_state).create_token("ml/model")
     agent, sidecar = _agent(plane.url, mesh_state, tmp_path / "sc", token)
-    svid = agent.obtain_identity()
+    svid = loop.run(agent.obtain_identity())
     assert (tmp_path / "sc" / "svid.pem").stat().st_mode & 0o777 == 0o600
     assert sidecar.identity.info.spiffe_id.uri == "spiffe://demo.local/ns/ml/sa/model"
-    agent.initial_snapshot()
+    loop.run(agent.initial_snapshot())
     assert sidecar.config.generation == 1
-    agent.start(inbound="127.0.0.1:9")
+    loop.call(agent.start, "127.0.0.1:9")
     try:
         status = wait_for(
             lambda: operator.request("GET", "/v1/status")[1]["sidecars"], 10, what="registration"
@@ -76,30 +77,30 @@ def test_join_watch_ack_nack_then_serve_from_cache(
         assert ack["generation"] == 2 and "SnapshotRejected" in str(ack["reason"])
         assert sidecar.config.generation == 1
     finally:
-        agent.stop()
+        loop.run(agent.stop())
     assert operator.request("GET", "/v1/status")[1]["sidecars"] == []  # unregistered
 
     # the control plane goes away: a restarted sidecar needs neither it nor a token
     plane.close()
     again, sidecar2 = _agent(plane.url, mesh_state, tmp_path / "sc", token=None)
-    assert again.obtain_identity().chain_pem == svid.chain_pem
-    assert again.initial_snapshot(timeout=1).generation == 1
+    assert loop.run(again.obtain_identity()).chain_pem == svid.chain_pem
+    assert loop.run(again.initial_snapshot(timeout=1)).generation == 1
     assert sidecar2.config.generation == 1
 
 
 def test_without_cache_or_token_the_agent_says_why(
-    plane: ControlPlane, mesh_state: MeshState, tmp_path: Path
+    plane: ControlPlane, mesh_state: MeshState, tmp_path: Path, loop: LoopThread
 ) -> None:
     agent, _ = _agent(plane.url, mesh_state, tmp_path / "sc", token=None)
     with pytest.raises(IdentityError, match="no valid cached SVID"):
-        agent.obtain_identity()
+        loop.run(agent.obtain_identity())
     bad, _ = _agent(plane.url, mesh_state, tmp_path / "sc2", token="not-a-token")
     with pytest.raises(IdentityError, match="refused the join token"):
-        bad.obtain_identity()
+        loop.run(bad.obtain_identity())
 
 
 def test_renewal_at_half_life_swaps_the_identity_and_the_cache(
-    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path
+    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path, loop: LoopThread
 ) -> None:
     operator.request("POST", "/v1/config/apply", {"text": _workload("{app: model}")})
     # a cached SVID already past its half-life (valid 30 s more, backdated by a minute)
@@ -112,14 +113,14 @@ def test_renewal_at_half_life_swaps_the_identity_and_the_cache(
     )
     write_public(directory / "bundle.pem", (minted / "bundle.pem").read_bytes())
     agent, sidecar = _agent(plane.url, mesh_state, directory, token=None)
-    old = agent.obtain_identity()
-    agent.initial_snapshot()
+    old = loop.run(agent.obtain_identity())
+    loop.run(agent.initial_snapshot())
     old_serial = sidecar.identity.info.serial
-    agent.start(inbound=None)
+    loop.call(agent.start, None)
     try:
         wait_for(lambda: sidecar.identity.info.serial != old_serial, 15, what="a renewed SVID")
     finally:
-        agent.stop()
+        loop.run(agent.stop())
     renewed = agent.svid
     assert renewed is not None and renewed.not_after > old.not_after
     assert (directory / "svid.pem").read_bytes() == renewed.key_pem + renewed.chain_pem

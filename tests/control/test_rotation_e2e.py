@@ -32,6 +32,7 @@ from meshward.proxy.controlclient import AgentConfig, ControlAgent
 from meshward.proxy.options import SidecarOptions
 from meshward.proxy.sidecar import Sidecar
 from meshward.tls.peer import peer_spiffe_id
+from tests.support.loop import LoopThread
 from tests.support.proc import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +80,7 @@ def _ca_rotate_root(state: MeshState) -> None:
 
 @pytest.fixture
 def agents(
-    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path
+    plane: ControlPlane, mesh_state: MeshState, operator: ControlClient, tmp_path: Path, loop: LoopThread
 ) -> Iterator[Join]:
     """Starts a sidecar agent (first SVID with a token, or its cached one; first snapshot; watch)
     as a sidecar process launched now would; stops them all after."""
@@ -98,15 +99,15 @@ def agents(
             token=IdentityService(mesh_state).create_token(f"{ns}/{name}") if with_token else None,
         )
         agent = ControlAgent(config, sidecar)
-        agent.obtain_identity()
-        agent.initial_snapshot()  # a watch: the control plane accepted this SVID over mTLS
-        agent.start(inbound=None)
+        loop.run(agent.obtain_identity())
+        loop.run(agent.initial_snapshot())  # a watch: the control plane accepted this SVID over mTLS
+        loop.call(agent.start, None)
         started.append(agent)
         return agent, sidecar
 
     yield join
     for agent in started:
-        agent.stop()
+        loop.run(agent.stop())
 
 
 def _mtls_exchange(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext) -> tuple[str, str]:
@@ -139,7 +140,7 @@ def _mtls_exchange(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext) -> tu
 
 
 def test_rotate_root_new_sidecar_joins_old_one_follows(
-    plane: ControlPlane, mesh_state: MeshState, agents: Join
+    plane: ControlPlane, mesh_state: MeshState, agents: Join, loop: LoopThread
 ) -> None:
     join = agents
     old_agent, old_sidecar = join("ml", "model", True)
@@ -153,7 +154,7 @@ def test_rotate_root_new_sidecar_joins_old_one_follows(
     # a sidecar joining now gets a new-root SVID, and the control plane accepts it over mTLS
     new_agent, new_sidecar = join("web", "client", True)
     assert new_agent.svid is not None and _chains_to(new_agent.svid.chain_pem, new_root)
-    assert new_agent.register_now()
+    assert loop.run(new_agent.register())
 
     # the control plane's own certificate was re-issued from the new intermediate: a client that
     # trusts only the new root verifies it
@@ -174,7 +175,7 @@ def test_rotate_root_new_sidecar_joins_old_one_follows(
         what="the old sidecar's SVID renewed under the new root",
     )
     assert old_agent.svid is not None and len(x509.load_pem_x509_certificates(old_agent.svid.bundle_pem)) == 2
-    assert old_agent.register_now()  # and it keeps talking to the control plane
+    assert loop.run(old_agent.register())  # and it keeps talking to the control plane
 
     # the two sidecars' data-plane contexts accept each other, both ways
     model, client = "spiffe://demo.local/ns/ml/sa/model", "spiffe://demo.local/ns/web/sa/client"
@@ -189,12 +190,12 @@ def test_rotate_root_new_sidecar_joins_old_one_follows(
 
 
 def test_a_sidecar_away_during_the_rotation_catches_up_when_restarted(
-    mesh_state: MeshState, agents: Join
+    mesh_state: MeshState, agents: Join, loop: LoopThread
 ) -> None:
     """Its cached SVID and bundle are old-root only; the bundle it is restarted with verifies the
     control plane's new certificate, and the watch brings it the rest."""
     away, _ = agents("ml", "model", True)
-    away.stop()
+    loop.run(away.stop())
     _ca_rotate_root(mesh_state)
     new_root = _root(mesh_state)
     restarted, sidecar = agents("ml", "model", False)  # no token: the cached, old-root SVID
@@ -203,7 +204,7 @@ def test_a_sidecar_away_during_the_rotation_catches_up_when_restarted(
         20,
         what="the restarted sidecar's SVID renewed under the new root",
     )
-    assert restarted.register_now()
+    assert loop.run(restarted.register())
     # the agent installs the SVID in the sidecar right after it holds it (under its lock): wait
     wait_for(
         lambda: (

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshward.dashboard.tap import TapFilter, TapWatcher, format_event
-from meshward.dashboard.taphub import TapHub, TapSubscriber, sse_event
+from meshward.telemetry.taphub import TapHub, TapSubscriber, sse_event
 
 EVENT = {
     "time": 1_765_000_000.0,

@@ -13,7 +13,7 @@ import yaml
 
 from meshward.demo.report import Outcome, StepResult, render_table, summary_line
 from meshward.demo.run import MESH_FILE, exit_code, prepare_mesh_file
-from meshward.demo.scenario import Scenario, chain_has, is_night
+from meshward.demo.scenario import Scenario, is_night
 from meshward.resources.loader import load_file
 from tests.support.proc import PYTHON, ROOT
 
@@ -118,8 +118,3 @@ def test_demo_once_holds_every_step(tmp_path: Path) -> None:
 )
 def test_once_exit_code(outcomes: list[Outcome], code: int) -> None:
     assert exit_code([StepResult("s", "e", "o", o) for o in outcomes]) == code
-
-
-def test_the_sidecar_chain_builds_every_filter_the_demo_shows() -> None:
-    assert all(chain_has(name) for name in ("authz", "ratelimit", "dlp", "telemetry"))
-    assert not chain_has("teleportation")

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from meshward.control.detection_access import DetectionAccess
 from meshward.control.operations import config_access
-from meshward.detection.access import DetectionAccess
 from meshward.identity.issuance import IdentityService
 from meshward.identity.state import MeshState
 from tests.detection.receivers import SyslogReceiver, WebhookReceiver

@@ -8,7 +8,7 @@ import pytest
 
 from meshward.config.snapshot import WorkloadInfo
 from meshward.detection.aggregate import MAX_DISTINCT, WindowAggregate
-from meshward.detection.filter import _labels, _rows, build
+from meshward.detection.filter import _labels, _rows, build, detection_state
 from meshward.filters.base import Filter, Peer, RequestContext, SidecarRuntime
 from meshward.resources.detection import DetectionPolicy
 from meshward.resources.loader import LoadError, load_text
@@ -147,9 +147,9 @@ def test_the_filter_counts_every_outcome_in_its_window() -> None:
     f, runtime, ctx = filter_and_request("r1")
     ctx.decision, ctx.response_status = "deny", 403
     f.on_complete(ctx)
-    window = runtime.shared["detection"].window
+    window = detection_state(runtime).window
     assert window.callers["spiffe://demo.local/ns/a/sa/b"].denials == 1
-    assert runtime.shared["detection"].prada is not None  # the extraction detector is on
+    assert detection_state(runtime).prada is not None  # the extraction detector is on
 
 
 def test_a_failing_detector_never_fails_the_request() -> None:
@@ -159,4 +159,4 @@ def test_a_failing_detector_never_fails_the_request() -> None:
     f.on_response_headers(ctx, 200, [])
     assert f.on_response_chunk(ctx, b"not json either") == b"not json either"
     f.on_complete(ctx)  # logs, does not raise
-    assert runtime.shared["detection"].window.callers["spiffe://demo.local/ns/a/sa/b"].requests == 1
+    assert detection_state(runtime).window.callers["spiffe://demo.local/ns/a/sa/b"].requests == 1

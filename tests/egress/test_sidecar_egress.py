@@ -1,7 +1,7 @@
 """The sidecar's egress path in process: fail closed without a credential, keys replaced, ports.
 
-The credential source is the sidecar's ``runtime.shared[SECRET_FETCH_KEY]`` hook (what
-``meshward.mesh.sidecar`` wires to the control plane); here the test plays the control plane's
+The credential source is the sidecar's ``runtime.secret_fetch`` hook (what
+``meshward.proxy.runner`` wires to the control plane); here the test plays the control plane's
 answers, the e2e test (test_egress_e2e.py) runs the real one.
 """
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from meshward.egress.credentials import SECRET_FETCH_KEY
 from meshward.proxy import Sidecar
 from tests.egress.provider import FakeProvider
 from tests.support.sidecar import issue_svid, make_snapshot
@@ -66,7 +65,7 @@ def test_credentials_fail_closed_and_replace_the_apps_keys(tmp_path: Path) -> No
             async with httpx.AsyncClient(proxy=proxy, timeout=20, trust_env=False) as c:
                 r = await c.post(url, json=body, headers=app_keys)  # no control plane at all
                 assert r.status_code == 503 and r.json()["reason"] == "credential_unavailable"
-                sidecar.runtime.shared[SECRET_FETCH_KEY] = fetch
+                sidecar.runtime.secret_fetch = fetch
                 answers.append(PermissionError("not entitled"))
                 r = await c.post(url, json=body, headers=app_keys)  # the control plane says no
                 assert r.status_code == 503

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from meshward.ratelimit.compile import Pattern, RequestFacts, compile_policies
+from meshward.patterns.strings import StringMatcher
+from meshward.ratelimit.compile import RequestFacts, compile_policies
 from tests.ratelimit.policies import policy
 from tests.support.sidecar import make_snapshot
 
@@ -44,7 +45,7 @@ def one_limit(**limit: Any) -> Any:
     ],
 )
 def test_pattern(patterns: list[str], value: str | None, hit: bool) -> None:
-    assert Pattern(patterns).matches(value) is hit
+    assert StringMatcher(patterns).matches(value) is hit
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from meshward.config.snapshot import WorkloadInfo
 from meshward.filters.base import Denial, Filter, RequestContext, SidecarRuntime
-from meshward.filters.ratelimit import RateLimitFilter, RateLimitShared, build
+from meshward.filters.ratelimit import RateLimitFilter, RateLimitShared, build, shared_state
 from meshward.ratelimit.backend import LocalBackend
 from tests.ratelimit.policies import WEBAPP, context, policy
 from tests.support.sidecar import make_snapshot
@@ -30,7 +30,7 @@ class Clock:
 
 def runtime(clock: Clock, registry: Any = None) -> SidecarRuntime:
     rt = SidecarRuntime(WorkloadInfo("chat", "llm", "chat", "chat", {"app": "chat"}), "demo.local")
-    rt.shared["ratelimit"] = RateLimitShared(local=LocalBackend(clock))
+    rt.provide(RateLimitShared(local=LocalBackend(clock)))
     rt.metrics_registry = registry
     return rt
 
@@ -257,7 +257,7 @@ def test_removed_limit_forgets_its_state_and_in_flight_requests_settle_safely() 
     ctx = context()
     assert asyncio.run(f1.on_request(ctx)) is None
     chain(rt, {"name": "other", "requests": {"limit": 5}})  # new generation without t and c
-    local = rt.shared["ratelimit"].local
+    local = shared_state(rt).local
     assert (
         set(local.windows) == set()
         and set(local.gates) == set()
@@ -270,7 +270,7 @@ def test_removed_limit_forgets_its_state_and_in_flight_requests_settle_safely() 
 def test_model_label_values_are_bounded() -> None:
     registry = CollectorRegistry()
     rt = runtime(Clock(), registry)
-    rt.shared["ratelimit"].telemetry.max_label_values = 3
+    shared_state(rt).telemetry.max_label_values = 3
     f = chain(rt, {"name": "t", "tokens": {"limit": 10_000_000}})
     for i in range(10):
         call(f, context(model=f"attacker-{i}"), {"prompt_tokens": 1, "completion_tokens": 1})

@@ -1,7 +1,7 @@
 """A real control plane (in this process) with real sidecar processes it feeds, for attack tests.
 
     with controlled_mesh(tmp_path, MESH_YAML) as mesh:
-        server = mesh.sidecar("llm/chat", app_port=port)       # python -m meshward.mesh.sidecar
+        server = mesh.sidecar("llm/chat", app_port=port)       # python -m meshward proxy --control
         client = mesh.sidecar("web/webapp")                    # outbound only
         attacker = mesh.client_as("web/webapp")                # a ControlClient with a minted SVID
 
@@ -107,17 +107,19 @@ class ControlledMesh:
             generation: int = op.request("POST", "/v1/config/apply", {"text": text})[1]["generation"]
         return generation
 
-    def sidecar(self, identity: str, app_port: int | None = None) -> MeshSidecar:
+    def sidecar(self, identity: str, app_port: int | None = None, workers: int = 1) -> MeshSidecar:
         """A real sidecar process for ``identity`` (NS/NAME), joined with a token, ready."""
         name = identity.replace("/", "-")
         directory = self.directory / name
         ready = self.directory / f"{name}.ready.json"
         bundle = self.directory / "bundle.pem"
         bundle.write_bytes(self.state.bundle_pem())
-        args = [PYTHON, "-m", "meshward.mesh.sidecar", "--control", self.plane.url, "--bundle", str(bundle)]
+        args = [PYTHON, "-m", "meshward", "proxy", "--control", self.plane.url, "--bundle", str(bundle)]
         args += ["--id", identity, "--dir", str(directory), "--ready-file", str(ready)]
         if app_port is not None:
             args += ["--app", f"127.0.0.1:{app_port}"]
+        if workers > 1:
+            args += ["--workers", str(workers)]
         env = dict(os.environ, MESHWARD_TOKEN=self.identity.create_token(identity))
         proc = spawn(args, self.directory / f"{name}.log", env=env)
         self.procs.append(proc)

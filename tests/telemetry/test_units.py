@@ -183,7 +183,7 @@ def test_fast_access_line_equals_the_record(
 
 def test_workers_sharing_a_state_dir_get_their_own_spool_and_a_restart_resumes(tmp_path: Path) -> None:
     from meshward.filters.base import SidecarRuntime
-    from meshward.filters.telemetry import TelemetryShared
+    from meshward.proxy.pipeline import TelemetryPipeline
     from tests.support.sidecar import make_snapshot
 
     snapshot = make_snapshot("llm/chat")
@@ -191,12 +191,12 @@ def test_workers_sharing_a_state_dir_get_their_own_spool_and_a_restart_resumes(t
     def runtime() -> SidecarRuntime:
         return SidecarRuntime(snapshot.workload, "demo.local", state_dir=tmp_path)
 
-    first, second = TelemetryShared(runtime()), TelemetryShared(runtime())
+    first, second = TelemetryPipeline(runtime()), TelemetryPipeline(runtime())
     assert first.spool is not None and second.spool is not None
     assert (first.spool.directory.name, second.spool.directory.name) == ("spool-0", "spool-1")
     chain = first.spool.chain
     first.close()  # writes the stop record, releases slot 0
-    third = TelemetryShared(runtime())
+    third = TelemetryPipeline(runtime())
     assert third.spool is not None and third.spool.directory.name == "spool-0"
     assert third.spool.chain == chain and third.spool.last_seq == 3  # start, stop, start
     second.close()

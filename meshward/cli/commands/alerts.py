@@ -34,7 +34,7 @@ def _user() -> str:
 
 
 def alerts(args: argparse.Namespace) -> int:
-    from meshward.detection.access import DetectionAccessError, detection_access
+    from meshward.control.detection_access import DetectionAccessError, detection_access
     from meshward.identity.state import MeshState
 
     if args.action in ("show", "ack") and not args.id:

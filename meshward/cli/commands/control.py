@@ -1,16 +1,9 @@
-"""``meshward control [--listen HOST:PORT]``: run the control plane alone, in the foreground.
-
-It serves the state directory's mesh until SIGINT or SIGTERM, and records its URL and pid in
-``<state>/control.json`` for the CLI and ``meshward up``.
-"""
+"""``meshward control [--listen HOST:PORT]``: run the control plane alone, in the foreground
+(the arguments; :mod:`meshward.control.main` does the rest)."""
 
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
-import threading
-from types import FrameType
 
 from meshward.cli.errors import CliError
 
@@ -39,36 +32,9 @@ def register(
 
 
 def run_control(args: argparse.Namespace) -> int:
-    from meshward.control.client import read_control_info
-    from meshward.control.server import ControlPlane
-    from meshward.identity.state import MeshState
+    from meshward.control.main import ControlStartError, serve_forever
 
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise CliError(f"--listen: expected HOST:PORT, not {args.listen!r}")
-    listen = (host.strip("[]"), int(port))
-    state = MeshState(args.state)
-    running = read_control_info(state.path)
-    if running is not None:
-        raise CliError(f"a control plane already serves {state.path} (pid {running.pid}, {running.url})")
     try:
-        plane = ControlPlane(state, listen)
-    except OSError as exc:
-        if exc.errno is not None and exc.strerror:
-            raise CliError(f"cannot listen on {args.listen}: {exc.strerror}") from None
-        raise
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    plane.start()
-    print(f"meshward control: serving {state.trust_domain} on {plane.url}", file=sys.stderr, flush=True)
-    try:
-        while not stop.wait(3600):
-            pass
-    finally:
-        plane.close()
-    return 0
+        return serve_forever(args.state, args.listen)
+    except ControlStartError as exc:
+        raise CliError(str(exc)) from None

@@ -16,7 +16,7 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    from meshward.review.publish import add_report_options
+    from meshward.cli.reporting import add_report_options
 
     p = sub.add_parser(
         "discover",
@@ -29,7 +29,7 @@ def register(
 
 
 def discover(args: argparse.Namespace) -> int:
+    from meshward.cli.reporting import publish
     from meshward.review.inventory import discover as make
-    from meshward.review.publish import publish
 
     return publish(args, make)

@@ -51,9 +51,9 @@ def suggest(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from meshward.cli.reporting import load
     from meshward.resources.authorization import AuthorizationPolicy
     from meshward.review.access import common_labels, suggestion_for
-    from meshward.review.publish import load
     from meshward.review.topology import policy_name, services
 
     args.verify = None

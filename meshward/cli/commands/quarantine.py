@@ -26,8 +26,8 @@ def register(
 
 
 def quarantine(args: argparse.Namespace) -> int:
+    from meshward.control.detection_access import DetectionAccessError, detection_access
     from meshward.control.operations import _user
-    from meshward.detection.access import DetectionAccessError, detection_access
     from meshward.identity.state import MeshState
 
     try:

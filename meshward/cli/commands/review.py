@@ -17,7 +17,7 @@ __all__ = ["register"]
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    from meshward.review.publish import add_report_options
+    from meshward.cli.reporting import add_report_options
 
     p = sub.add_parser(
         "review",
@@ -30,8 +30,8 @@ def register(
 
 
 def review(args: argparse.Namespace) -> int:
+    from meshward.cli.reporting import publish
     from meshward.review.access import review as make
-    from meshward.review.publish import publish
     from meshward.review.sources import audit_signed
 
     signed = audit_signed(args.state)

@@ -1,5 +1,5 @@
 """Who can call what: every workload identity × every service, decided by ``meshward check``'s
-engine (:func:`meshward.cli.commands.check.decide_call`) for one probe request, with the calls
+engine (:func:`meshward.mesh.check.decide_call`) for one probe request, with the calls
 observed on the same pair next to each decision."""
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def access_matrix(
     view: MeshView, method: str, path: str, model: str | None
 ) -> tuple[list[str], list[str], dict[tuple[str, str], AccessCell]]:
     """(sources, targets, cells) for the current config and one probe request."""
-    from meshward.cli.commands.check import decide_call
-    from meshward.cli.errors import CliError
+    from meshward.mesh.check import CheckError, decide_call
 
     resources = view.resources()
     nodes = view.workloads()
@@ -63,9 +62,9 @@ def access_matrix(
         for target in targets:
             try:
                 report, results = decide_call(
-                    resources, view.trust_domain, source, target, method, path, {}, model=model or None
+                    resources, view.trust_domain, source, target, method, path, model=model or None
                 )
-            except CliError as exc:
+            except CheckError as exc:
                 cells[(source, target)] = AccessCell(source, target, "reject", str(exc), None)
                 continue
             policy = next((d.policy for _, d in results if d.policy and d.allowed == report["allowed"]), None)

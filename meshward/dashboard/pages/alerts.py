@@ -1,5 +1,4 @@
-"""The dashboard's Alerts page (a plug-in of :mod:`meshward.dashboard.pages`): the mesh's
-detection alerts, newest first, with their evidence, and the quarantines they caused.
+"""The dashboard's Alerts page: the mesh's detection alerts, newest first, with their evidence, and the quarantines they caused.
 
 Read from ``<state>/detection.db`` (the control plane's store); nothing here changes state
 (acknowledging is ``meshward alerts ack ID``).

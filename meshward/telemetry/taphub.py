@@ -1,6 +1,7 @@
 """The sidecar's live tap: request metadata handed to whoever watches, and nothing when nobody does.
 
-The telemetry filter calls :meth:`TapHub.publish` for each finished request only when
+One hub per sidecar process (:func:`tap_hub`, a runtime service). The telemetry filter
+(:mod:`meshward.telemetry.filter`) calls :meth:`TapHub.publish` for each finished request only when
 ``hub.subscribers`` is non-empty (one attribute check per request while nobody watches). Each
 event is metadata only — time, source identity, destination, method, path, model, operation,
 status, decision and deciding policy, tokens, the TYPES of DLP findings — never a body, a
@@ -22,15 +23,12 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from meshward.filters.base import RequestContext
+from meshward.filters.base import RequestContext, SidecarRuntime
 
-__all__ = ["TAP_KEY", "TapHub", "TapSubscriber", "sse_event", "tap_event", "tap_hub"]
+__all__ = ["TapHub", "TapSubscriber", "sse_event", "tap_event", "tap_hub"]
 
-#: Key in ``SidecarRuntime.shared``: the process's :class:`TapHub`.
-TAP_KEY = "tap"
 DEFAULT_QUEUE = 1000
 
 
@@ -119,9 +117,6 @@ def tap_event(
     }
 
 
-def tap_hub(shared: dict[str, Any]) -> TapHub:
+def tap_hub(runtime: SidecarRuntime) -> TapHub:
     """This process's hub (made on first use)."""
-    hub = shared.get(TAP_KEY)
-    if not isinstance(hub, TapHub):
-        hub = shared[TAP_KEY] = TapHub(enabled=os.environ.get("MESHWARD_TAP") != "off")
-    return hub
+    return runtime.service(TapHub, lambda: TapHub(enabled=os.environ.get("MESHWARD_TAP") != "off"))

@@ -1,5 +1,4 @@
-"""The dashboard's Rollouts page (a plug-in of :mod:`meshward.dashboard.pages`): every
-ModelRoute rollout the control plane runs, its step and canary weight, each check's value
+"""The dashboard's Rollouts page: every ModelRoute rollout the control plane runs, its step and canary weight, each check's value
 against its limit, and its history (promotions, rollbacks and their reasons).
 
 Read from ``<state>/rollouts.db`` (the control plane's rollout state); steering is
