@@ -674,14 +674,32 @@ def test_every_state_has_a_row_and_done_is_final() -> None:
         assert all(isinstance(state, (Req, Resp)) for state in row)
 
 
-@pytest.mark.parametrize(
-    ("start", "new"), [(Resp.DONE, Resp.BODY), (Resp.BODY, Resp.HELD), (Resp.TUNNEL, Resp.DONE)]
-)
-def test_a_move_off_the_table_is_a_local_error(start: Resp, new: Resp) -> None:
+@pytest.mark.parametrize("start", list(Resp))
+@pytest.mark.parametrize("new", list(Resp))
+def test_the_machine_moves_the_response_exactly_along_its_table(start: Resp, new: Resp) -> None:
     machine = ExchangeMachine.__new__(ExchangeMachine)
     machine.resp = start
-    with pytest.raises(LocalProtocolError):
+    if new in RESPONSE_MOVES[start]:
         machine._resp_to(new)
+        assert machine.resp is new
+    else:
+        with pytest.raises(LocalProtocolError):
+            machine._resp_to(new)
+        assert machine.resp is start
+
+
+@pytest.mark.parametrize("start", list(Req))
+@pytest.mark.parametrize("new", list(Req))
+def test_the_machine_moves_the_request_exactly_along_its_table(start: Req, new: Req) -> None:
+    machine = ExchangeMachine.__new__(ExchangeMachine)
+    machine.req = start
+    if new in REQUEST_MOVES[start]:
+        machine._req_to(new)
+        assert machine.req is new
+    else:
+        with pytest.raises(LocalProtocolError):
+            machine._req_to(new)
+        assert machine.req is start
 
 
 def test_an_interim_head_waits_for_its_end() -> None:
