@@ -388,15 +388,21 @@ class ExchangeMachine:
                 return
             # a body the filters may rewrite is re-framed below: its old length goes
             strip_length = rewrite and not no_body
-            fields = clean_fields(
-                [
-                    (n.encode("latin-1"), v.encode("latin-1"))
-                    for n, v in str_headers
-                    if not (strip_length and n.lower() == "content-length")
-                ]
-            )
+            kept = [
+                f"{n}: {v}" for n, v in str_headers if not (strip_length and n.lower() == "content-length")
+            ]
+            text = "\r\n".join(kept)
             lines = [status_line(status, rh.reason)]
-            lines += [n + b": " + v for n, v in fields]
+            if text.count("\n") == text.count("\r") == len(kept) - 1 and "\x00" not in text:
+                if kept:
+                    lines.append(text.encode("latin-1"))
+            else:  # a filter put CR, LF or NUL in a field: drop such fields, never split the head
+                pairs = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in str_headers]
+                lines += [
+                    n + b": " + v
+                    for n, v in clean_fields(pairs)
+                    if not (strip_length and n.lower() == b"content-length")
+                ]
         else:
             # the head serialized in one pass over the upstream's fields (bytes as they came)
             lines = [status_line(status, rh.reason)]

@@ -76,6 +76,26 @@ class HoldThenRelease(HoldThenDeny):
         return b"rewritten"
 
 
+class AddHeaders(Filter):
+    """Adds response fields, one of them with a CRLF that would split the head."""
+
+    name = "add_headers"
+
+    def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
+        headers.append(("x-evil", "a\r\nset-cookie: stolen=1"))
+        headers.append(("x-ok", "1"))
+        return False
+
+
+class HeadersOnly(Filter):
+    """Looks at the response head and changes nothing."""
+
+    name = "headers_only"
+
+    def on_response_headers(self, ctx: RequestContext, status: int, headers: list[tuple[str, str]]) -> bool:
+        return False
+
+
 class DenyHead(Filter):
     name = "deny_head"
 
@@ -333,6 +353,43 @@ def test_a_held_head_is_released_re_framed_with_the_rewritten_body() -> None:
         << client HTTP/1.1 200 OK|transfer-encoding: chunked||9|rewritten|0||
         """,
         filters=[HoldThenRelease()],
+    )
+
+
+def test_fields_a_filter_adds_are_sent_and_a_field_with_crlf_is_dropped() -> None:
+    play(
+        """
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 2|keep-alive: timeout=5||ok
+        << release up1
+        << client HTTP/1.1 200 OK|content-length: 2|x-ok: 1||ok
+        """,
+        filters=[AddHeaders()],
+    )
+    play(
+        """
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 2||ok
+        << release up1
+        << client HTTP/1.1 200 OK|content-length: 2||ok
+        """,
+        filters=[Passthrough(), HeadersOnly()],
+    )
+    # dropped too when the body is re-framed: the old length goes with it
+    play(
+        """
+        >> client GET /a HTTP/1.1|host: m|x-request-id: r1||
+        << connect up1
+        << up1 GET /a HTTP/1.1|host: m|x-request-id: r1||
+        >> up1 HTTP/1.1 200 OK|content-length: 5||hello
+        << release up1
+        << client HTTP/1.1 200 OK|x-ok: 1|transfer-encoding: chunked||9|rewritten|0||
+        """,
+        filters=[HoldThenRelease(), AddHeaders()],
     )
 
 
@@ -617,14 +674,32 @@ def test_every_state_has_a_row_and_done_is_final() -> None:
         assert all(isinstance(state, (Req, Resp)) for state in row)
 
 
-@pytest.mark.parametrize(
-    ("start", "new"), [(Resp.DONE, Resp.BODY), (Resp.BODY, Resp.HELD), (Resp.TUNNEL, Resp.DONE)]
-)
-def test_a_move_off_the_table_is_a_local_error(start: Resp, new: Resp) -> None:
+@pytest.mark.parametrize("start", list(Resp))
+@pytest.mark.parametrize("new", list(Resp))
+def test_the_machine_moves_the_response_exactly_along_its_table(start: Resp, new: Resp) -> None:
     machine = ExchangeMachine.__new__(ExchangeMachine)
     machine.resp = start
-    with pytest.raises(LocalProtocolError):
+    if new in RESPONSE_MOVES[start]:
         machine._resp_to(new)
+        assert machine.resp is new
+    else:
+        with pytest.raises(LocalProtocolError):
+            machine._resp_to(new)
+        assert machine.resp is start
+
+
+@pytest.mark.parametrize("start", list(Req))
+@pytest.mark.parametrize("new", list(Req))
+def test_the_machine_moves_the_request_exactly_along_its_table(start: Req, new: Req) -> None:
+    machine = ExchangeMachine.__new__(ExchangeMachine)
+    machine.req = start
+    if new in REQUEST_MOVES[start]:
+        machine._req_to(new)
+        assert machine.req is new
+    else:
+        with pytest.raises(LocalProtocolError):
+            machine._req_to(new)
+        assert machine.req is start
 
 
 def test_an_interim_head_waits_for_its_end() -> None:
