@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
+
 from meshward.ai.types import AIRequest, TokenUsage
 from meshward.authn.enduser import EndUser
 from meshward.config.snapshot import WorkloadInfo
@@ -125,6 +127,7 @@ class RequestContext:
     scratch: dict[str, Any] = field(default_factory=dict)  # per-filter private state
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; features and tests subclass it
 class Filter:
     """Base filter: every hook is a no-op. Subclasses override what their concern needs."""
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from meshward.audit.chain import compact_json
 from meshward.audit.ocsf import api_activity, application_lifecycle, http_activity, is_security_relevant
 from meshward.audit.shipper import AuditPost, AuditShipper
@@ -224,6 +226,7 @@ def start_audit_shipper(runtime: SidecarRuntime, post: AuditPost, **options: Any
     return telemetry_state(runtime).start_shipper(post, **options)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; egress subclasses it
 class TelemetryFilter(Filter):
     name = "telemetry"
     eager_safe = True  # never waits

@@ -16,6 +16,7 @@ import contextlib
 import cProfile
 import gc
 import json
+import logging
 import os
 import signal
 import sys
@@ -26,11 +27,14 @@ from typing import Any
 
 import uvloop
 
+from meshward.native import status as native_status
 from meshward.proxy.bootstrap import Bootstrap
 from meshward.proxy.listener import bind_socket
 from meshward.proxy.sidecar import Sidecar
 
 __all__ = ["run_bootstrap"]
+
+log = logging.getLogger("meshward.proxy")
 
 
 def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
@@ -59,6 +63,7 @@ async def _serve(boot: Bootstrap, admin: bool, on_ready: Callable[[dict[str, Any
         "pid": os.getpid(),
         "identity": sidecar.identity.info.spiffe_id.uri,
         "generation": sidecar.config.generation,
+        "compiled": native_status().compiled,  # the mypyc-built hot path runs (meshward.native)
         **sidecar.addresses(),
     }
     profile_path = os.environ.get("MESHWARD_PROFILE")  # a cProfile of the serving phase only
@@ -74,6 +79,10 @@ async def _serve(boot: Bootstrap, admin: bool, on_ready: Callable[[dict[str, Any
 
 
 def run_bootstrap(boot: Bootstrap, ready_file: Path | None, workers: int = 1) -> int:
+    native = native_status()  # pure Python is slower: say so where a default log level shows it
+    (log.info if native.compiled else log.warning)(
+        "compiled: %s (%s)", str(native.compiled).lower(), native.reason
+    )
     if workers <= 1:
         uvloop.run(_serve(boot, True, lambda info: _write_ready(ready_file, {**info, "workers": 1})))
         return 0
