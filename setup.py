@@ -18,9 +18,8 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -41,39 +40,43 @@ def source_of(module: str) -> Path:
 
 
 class BuildNative(build_ext):
-    """``build_ext`` that drops the old manifest first and writes the new one only on success."""
+    """``build_ext`` that runs mypyc only when extensions are built (not for the metadata), and
+    writes the manifest after a successful build."""
+
+    def finalize_options(self) -> None:
+        from mypyc.build import mypycify
+
+        os.chdir(ROOT)  # mypy reads [tool.mypy] from ./pyproject.toml
+        self.distribution.ext_modules = mypycify(
+            [str(source_of(m)) for m in compiled_modules()],
+            group_name=GROUP,
+            target_dir=str(Path("build") / "mypyc"),
+        )
+        super().finalize_options()
 
     def run(self) -> None:
-        in_source = bool(self.inplace or getattr(self, "editable_mode", False))
-        if in_source:
-            (ROOT / MANIFEST).unlink(missing_ok=True)
+        # A failed build leaves the old manifest: meshward.native then sees the changed sources
+        # and runs them as Python rather than the old extensions.
         super().run()
         manifest = {
             m: hashlib.sha256((ROOT / source_of(m)).read_bytes()).hexdigest() for m in compiled_modules()
         }
         text = json.dumps({"modules": manifest}, indent=1, sort_keys=True) + "\n"
         targets = [Path(self.build_lib) / MANIFEST]
-        if in_source:
+        if self.inplace or getattr(self, "editable_mode", False):
             targets.append(ROOT / MANIFEST)
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
 
 
-def native_extensions() -> list[Any]:
-    if os.environ.get("MESHWARD_COMPILE") == "0":
-        print("meshward: MESHWARD_COMPILE=0: installing pure Python, nothing compiled")
-        (ROOT / MANIFEST).unlink(missing_ok=True)
-        return []
-    from mypyc.build import mypycify
-
-    os.chdir(ROOT)  # mypy reads [tool.mypy] from ./pyproject.toml
-    return mypycify(
-        [str(source_of(m)) for m in compiled_modules()],
-        group_name=GROUP,
-        target_dir=str(Path("build") / "mypyc"),
-    )
-
-
-extensions = native_extensions()
-setup(ext_modules=extensions, cmdclass={"build_ext": BuildNative} if extensions else {})
+if os.environ.get("MESHWARD_COMPILE") == "0":
+    print("meshward: MESHWARD_COMPILE=0: installing pure Python, nothing compiled")
+    (ROOT / MANIFEST).unlink(missing_ok=True)
+    for old in (ROOT / "meshward").rglob("*.so"):  # an earlier build's extensions would still load
+        old.unlink()
+    setup()
+else:
+    # A stand-in, so that build_ext runs (and the wheel is platform-specific): BuildNative
+    # replaces it with mypyc's extensions.
+    setup(ext_modules=[Extension(f"{GROUP}__mypyc", sources=[])], cmdclass={"build_ext": BuildNative})

@@ -5,7 +5,9 @@ Side by side in one run, against the same upstream (nginx from Debian serving a 
 - ``direct``   wrk → nginx;
 - ``haproxy``  wrk → HAProxy 2.6 (plain in) ═mTLS═▶ HAProxy 2.6 (mTLS in) → nginx;
 - ``meshward`` wrk → Meshward client sidecar (outbound) ═mTLS═▶ Meshward server sidecar
-  (inbound, filter chain as built by ``build_chain``) → nginx. One worker each.
+  (inbound, filter chain as built by ``build_chain``) → nginx. One worker each;
+- ``meshward_pure`` the same pair with ``MESHWARD_PURE=1`` (the hot modules run as Python, not
+  as their mypyc build), measured only when this install is compiled: the compiled/pure ratio.
 
 Measured with wrk (Debian): throughput at fixed concurrency (``-c 32``), then latency p50/p99 at
 fixed rates of 500, 1,000 and 2,000 requests/s. wrk2 is not in Debian, so the fixed rate is made
@@ -32,6 +34,8 @@ from typing import Any
 
 from bench.common import QUICK, total_cpu_seconds, workdir
 from meshward.config.snapshot import ServiceEntry
+from meshward.native import PURE_ENV
+from meshward.native import status as native_status
 from tests.support.proc import Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
 
@@ -150,7 +154,20 @@ backend mesh
 
 
 def start_meshward_pair(
-    d: Path, upstream: int, procs: list[Proc], profile: Path | None = None
+    d: Path, upstream: int, procs: list[Proc], profile: Path | None = None, pure: bool = False
+) -> tuple[int, list[int]]:
+    """A client + server sidecar pair; ``pure``: both run the hot path as Python (MESHWARD_PURE=1)."""
+    if not pure:
+        return _start_meshward_pair(d, upstream, procs, profile)
+    os.environ[PURE_ENV] = "1"
+    try:
+        return _start_meshward_pair(d, upstream, procs, profile)
+    finally:
+        os.environ.pop(PURE_ENV, None)
+
+
+def _start_meshward_pair(
+    d: Path, upstream: int, procs: list[Proc], profile: Path | None
 ) -> tuple[int, list[int]]:
     server_svid = issue_svid(d / "mw-server", "bench/nginx")
     mesh = {"defaultPolicy": "allow"}
@@ -292,7 +309,8 @@ def cpu_rows(mw: dict[str, Any], hap: dict[str, Any], labels: tuple[str, str]) -
 
 def run() -> dict[str, Any]:
     ensure_tools()
-    results: dict[str, Any] = {}
+    compiled = native_status().compiled  # then also measure the pair under MESHWARD_PURE=1
+    results: dict[str, Any] = {"compiled": compiled}
     with workdir("proxy") as d:
         (d / "hap").mkdir()
         (d / "mw").mkdir()
@@ -306,6 +324,12 @@ def run() -> dict[str, Any]:
             results["meshward"] = measure(mw_port, mw_pids, d)
             for p in procs[-2:]:
                 p.stop()
+            if compiled:  # the same pair once more, running the hot path as Python
+                (d / "mw-pure").mkdir()
+                pure_port, pure_pids = start_meshward_pair(d / "mw-pure", nginx, procs, pure=True)
+                results["meshward_pure"] = measure(pure_port, pure_pids, d)
+                for p in procs[-2:]:
+                    p.stop()
             results["profile_server_sidecar"] = profile_meshward(d, nginx)
         finally:
             for p in reversed(procs):
@@ -349,6 +373,26 @@ def run() -> dict[str, Any]:
         },
         *cpu_rows(mw, hap, ("meshward pair", "haproxy pair")),
     ]
+    if "meshward_pure" in results:
+        pure = results["meshward_pure"]
+        gain = mw["throughput"]["rps"] / pure["throughput"]["rps"]
+        results["throughput_ratio_compiled_vs_pure"] = round(gain, 3)
+        results["results"] += [
+            {
+                "name": "throughput meshward compiled (mypyc) / pure Python (-c 32)",
+                "value": round(gain, 3),
+                "unit": "x",
+                "target": None,
+                "met": None,
+            },
+            {
+                "name": "CPU per 1,000 req/s (meshward pair, pure Python)",
+                "value": pure["rate_1000"].get("cpu_core_per_1k_rps"),
+                "unit": "cores",
+                "target": None,
+                "met": None,
+            },
+        ]
     results["notes"] = (
         "fixed rates via wrk's Lua delay() (wrk2 is not in Debian): 10 connections, each pausing 10,000/rate ms "
         "between requests; 'rps' is the rate reached. HAProxy verifies the peer chain but cannot check a SPIFFE "
@@ -359,14 +403,16 @@ def run() -> dict[str, Any]:
 
 def _print(results: dict[str, Any]) -> None:
     print(
-        f"{'setup':10} {'rps@c32':>9} {'p50':>7} {'p99':>7} | "
+        f"{'setup':13} {'rps@c32':>9} {'p50':>7} {'p99':>7} | "
         + " | ".join(f"{r:>5}/s p50   p99  " for r in RATES)
         + " | CPU/1k  RSS MB"
     )
-    for name in ("direct", "haproxy", "meshward"):
+    for name in ("direct", "haproxy", "meshward", "meshward_pure"):
+        if name not in results:
+            continue
         r = results[name]
         t = r["throughput"]
-        row = f"{name:10} {t['rps']:9.0f} {t['p50_ms']:7.2f} {t['p99_ms']:7.2f} | "
+        row = f"{name:13} {t['rps']:9.0f} {t['p50_ms']:7.2f} {t['p99_ms']:7.2f} | "
         row += " | ".join(
             f"{r[f'rate_{x}']['rps']:6.0f} {r[f'rate_{x}']['p50_ms']:5.2f} {r[f'rate_{x}']['p99_ms']:5.2f}"
             for x in RATES
@@ -377,8 +423,10 @@ def _print(results: dict[str, Any]) -> None:
         "throughput_ratio_meshward_vs_haproxy",
         "throughput_ratio_haproxy_vs_direct",
         "added_p50_ms_at_1000rps",
+        "throughput_ratio_compiled_vs_pure",
     ):
-        print(f"{key}: {results[key]}")
+        if key in results:
+            print(f"{key}: {results[key]}")
     print("profile (server sidecar, own time):")
     for line in results["profile_server_sidecar"]:
         print("  " + line)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import inspect
+import importlib.util
 import json
 import time
 from collections.abc import Callable
@@ -75,8 +75,9 @@ def chain_has(filter_module: str) -> bool:
     The chain is one function with one line per filter; a filter not built yet is only a comment
     there (``# SLOT(dlp): ...``), so any use of ``filters.<name>`` outside a comment counts.
     """
-    try:
-        source = inspect.getsource(importlib.import_module("meshward.proxy.chain"))
+    try:  # the source file: the module itself may be its mypyc build (no source to inspect)
+        spec = importlib.util.find_spec("meshward.proxy.chain")
+        source = Path(str(spec.origin if spec else "")).with_name("chain.py").read_text()
     except (ImportError, OSError):
         return False
     used = f"filters.{filter_module}"
