@@ -18,50 +18,63 @@ imported. :func:`status` says what was decided (``meshward version``, the sideca
 
 from __future__ import annotations
 
+# Imported by every ``import meshward`` (the CLI's start-up too): stdlib modules that are cheap
+# to import or already loaded, no dataclasses/pathlib/importlib.abc.
 import hashlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import json
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
 __all__ = ["PURE_ENV", "NativeStatus", "install", "status"]
 
 PURE_ENV = "MESHWARD_PURE"
-_PACKAGE_DIR = Path(__file__).resolve().parent
-_MANIFEST = _PACKAGE_DIR / "_mypyc.json"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_MANIFEST = os.path.join(_PACKAGE_DIR, "_mypyc.json")
 
 
-@dataclass(frozen=True)
 class NativeStatus:
     """What :func:`install` decided: ``compiled`` is true when the listed modules run as C."""
 
-    compiled: bool
-    modules: tuple[str, ...]  # the modules the build compiled (empty: nothing was built)
-    reason: str  # why compiled or not, for a person
+    __slots__ = ("compiled", "modules", "reason")
+
+    def __init__(self, compiled: bool, modules: tuple[str, ...], reason: str) -> None:
+        self.compiled = compiled
+        self.modules = modules  # the modules the build compiled (empty: nothing was built)
+        self.reason = reason  # why compiled or not, for a person
 
     def as_dict(self) -> dict[str, Any]:
         return {"compiled": self.compiled, "modules": len(self.modules), "reason": self.reason}
 
+    def __repr__(self) -> str:
+        return f"NativeStatus(compiled={self.compiled}, modules={len(self.modules)}, reason={self.reason!r})"
 
-class _SourceFinder(importlib.abc.MetaPathFinder):
-    """Finds the listed modules as their ``.py`` sources, ahead of the compiled extensions."""
+
+def _source(module: str) -> str:
+    """``meshward.http.parser`` → ``<package dir>/http/parser.py``."""
+    return os.path.join(_PACKAGE_DIR, *module.split(".")[1:]) + ".py"
+
+
+class _SourceFinder:
+    """A ``sys.meta_path`` finder: the listed modules as their ``.py`` sources, ahead of the
+    compiled extensions (which the path finder would pick first)."""
 
     def __init__(self, modules: tuple[str, ...]) -> None:
         self.modules = frozenset(modules)
 
     def find_spec(
         self, fullname: str, path: Any = None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if fullname not in self.modules:
             return None
-        source = _PACKAGE_DIR.joinpath(*fullname.split(".")[1:]).with_suffix(".py")
-        return importlib.util.spec_from_file_location(fullname, source)
+        import importlib.util
+
+        return importlib.util.spec_from_file_location(fullname, _source(fullname))
+
+    def invalidate_caches(self) -> None:
+        pass
 
 
 _status: NativeStatus | None = None
@@ -69,7 +82,8 @@ _status: NativeStatus | None = None
 
 def _built_modules() -> dict[str, str]:
     try:
-        data = json.loads(_MANIFEST.read_text())
+        with open(_MANIFEST, "rb") as f:
+            data = json.load(f)
     except FileNotFoundError:
         return {}
     modules: dict[str, str] = data["modules"]
@@ -77,11 +91,12 @@ def _built_modules() -> dict[str, str]:
 
 
 def _changed(built: dict[str, str]) -> list[str]:
+    """The modules whose source differs from what was compiled (sha256; about 1 ms for 35)."""
     changed = []
     for module, digest in built.items():
-        source = _PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
         try:
-            now = hashlib.sha256(source.read_bytes()).hexdigest()
+            with open(_source(module), "rb") as f:
+                now = hashlib.sha256(f.read()).hexdigest()
         except FileNotFoundError:
             now = ""
         if now != digest:
