@@ -6,8 +6,11 @@ Side by side in one run, against the same upstream (nginx from Debian serving a 
 - ``haproxy``  wrk → HAProxy 2.6 (plain in) ═mTLS═▶ HAProxy 2.6 (mTLS in) → nginx;
 - ``meshward`` wrk → Meshward client sidecar (outbound) ═mTLS═▶ Meshward server sidecar
   (inbound, filter chain as built by ``build_chain``) → nginx. One worker each;
-- ``meshward_pure`` the same pair with ``MESHWARD_PURE=1`` (the hot modules run as Python, not
-  as their mypyc build), measured only when this install is compiled: the compiled/pure ratio.
+- ``compiled_vs_pure`` (only when this install is compiled): the Meshward pair as built and a
+  second pair under ``MESHWARD_PURE=1`` (the hot modules run as Python, not as their mypyc
+  build), loaded at the same time by two wrk (``-c 16`` each) for a few paired rounds, so that
+  both see the same contention from whatever else runs on the machine: throughput and CPU time
+  per request of each, and their ratios (medians over the rounds).
 
 Measured with wrk (Debian): throughput at fixed concurrency (``-c 32``), then latency p50/p99 at
 fixed rates of 500, 1,000 and 2,000 requests/s. wrk2 is not in Debian, so the fixed rate is made
@@ -26,9 +29,11 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +298,60 @@ def profile_meshward(d: Path, upstream: int) -> list[str]:
     return lines
 
 
+PAIRED_ROUNDS = 3 if QUICK else 6
+PAIRED_SECONDS = 6
+
+
+def compiled_vs_pure(d: Path, upstream: int, procs: list[Proc]) -> dict[str, Any]:
+    """The compiled pair and a pure-Python pair under load at the same time, round after round."""
+    first = len(procs)
+    pairs: dict[str, tuple[int, list[int]]] = {}
+    for name in ("compiled", "pure"):
+        (d / f"mw-{name}").mkdir()
+        pairs[name] = start_meshward_pair(d / f"mw-{name}", upstream, procs, pure=name == "pure")
+    rounds: dict[str, list[dict[str, float]]] = {"compiled": [], "pure": []}
+    try:
+        for port, _pids in pairs.values():
+            wrk(port, CONCURRENCY // 2, 1)  # warm-up
+        for _ in range(PAIRED_ROUNDS):
+            before = {name: total_cpu_seconds(pids) for name, (_port, pids) in pairs.items()}
+            with ThreadPoolExecutor(len(pairs)) as pool:
+                runs = dict(
+                    zip(
+                        pairs,
+                        pool.map(lambda pair: wrk(pair[0], CONCURRENCY // 2, PAIRED_SECONDS), pairs.values()),
+                        strict=True,
+                    )
+                )
+            for name, (_port, pids) in pairs.items():
+                cpu = total_cpu_seconds(pids) - before[name]
+                rounds[name].append(
+                    {
+                        "rps": runs[name]["rps"],
+                        "cpu_ms_per_request": round(1000 * cpu / runs[name]["requests"], 4),
+                    }
+                )
+    finally:
+        for p in procs[first:]:
+            p.stop()
+    medians = {
+        name: {key: statistics.median(r[key] for r in rs) for key in ("rps", "cpu_ms_per_request")}
+        for name, rs in rounds.items()
+    }
+    return {
+        "rounds": rounds,
+        "medians": medians,
+        "throughput_ratio": round(medians["compiled"]["rps"] / medians["pure"]["rps"], 3),
+        "cpu_ratio_pure_over_compiled": round(
+            medians["pure"]["cpu_ms_per_request"] / medians["compiled"]["cpu_ms_per_request"], 3
+        ),
+        "rounds_compiled_cheaper": sum(
+            a["cpu_ms_per_request"] < b["cpu_ms_per_request"]
+            for a, b in zip(rounds["compiled"], rounds["pure"], strict=True)
+        ),
+    }
+
+
 def cpu_rows(mw: dict[str, Any], hap: dict[str, Any], labels: tuple[str, str]) -> list[dict[str, Any]]:
     """Informational rows: each side's CPU per 1,000 req/s from its 1,000 req/s run."""
     return [
@@ -324,12 +383,8 @@ def run() -> dict[str, Any]:
             results["meshward"] = measure(mw_port, mw_pids, d)
             for p in procs[-2:]:
                 p.stop()
-            if compiled:  # the same pair once more, running the hot path as Python
-                (d / "mw-pure").mkdir()
-                pure_port, pure_pids = start_meshward_pair(d / "mw-pure", nginx, procs, pure=True)
-                results["meshward_pure"] = measure(pure_port, pure_pids, d)
-                for p in procs[-2:]:
-                    p.stop()
+            if compiled:
+                results["compiled_vs_pure"] = compiled_vs_pure(d, nginx, procs)
             results["profile_server_sidecar"] = profile_meshward(d, nginx)
         finally:
             for p in reversed(procs):
@@ -373,22 +428,21 @@ def run() -> dict[str, Any]:
         },
         *cpu_rows(mw, hap, ("meshward pair", "haproxy pair")),
     ]
-    if "meshward_pure" in results:
-        pure = results["meshward_pure"]
-        gain = mw["throughput"]["rps"] / pure["throughput"]["rps"]
-        results["throughput_ratio_compiled_vs_pure"] = round(gain, 3)
+    if "compiled_vs_pure" in results:
+        paired = results["compiled_vs_pure"]
+        results["throughput_ratio_compiled_vs_pure"] = paired["throughput_ratio"]
         results["results"] += [
             {
-                "name": "throughput meshward compiled (mypyc) / pure Python (-c 32)",
-                "value": round(gain, 3),
+                "name": "throughput, compiled (mypyc) / pure Python pair (paired rounds)",
+                "value": paired["throughput_ratio"],
                 "unit": "x",
                 "target": None,
                 "met": None,
             },
             {
-                "name": "CPU per 1,000 req/s (meshward pair, pure Python)",
-                "value": pure["rate_1000"].get("cpu_core_per_1k_rps"),
-                "unit": "cores",
+                "name": "CPU per request, pure Python / compiled pair (paired rounds)",
+                "value": paired["cpu_ratio_pure_over_compiled"],
+                "unit": "x",
                 "target": None,
                 "met": None,
             },
@@ -403,16 +457,14 @@ def run() -> dict[str, Any]:
 
 def _print(results: dict[str, Any]) -> None:
     print(
-        f"{'setup':13} {'rps@c32':>9} {'p50':>7} {'p99':>7} | "
+        f"{'setup':10} {'rps@c32':>9} {'p50':>7} {'p99':>7} | "
         + " | ".join(f"{r:>5}/s p50   p99  " for r in RATES)
         + " | CPU/1k  RSS MB"
     )
-    for name in ("direct", "haproxy", "meshward", "meshward_pure"):
-        if name not in results:
-            continue
+    for name in ("direct", "haproxy", "meshward"):
         r = results[name]
         t = r["throughput"]
-        row = f"{name:13} {t['rps']:9.0f} {t['p50_ms']:7.2f} {t['p99_ms']:7.2f} | "
+        row = f"{name:10} {t['rps']:9.0f} {t['p50_ms']:7.2f} {t['p99_ms']:7.2f} | "
         row += " | ".join(
             f"{r[f'rate_{x}']['rps']:6.0f} {r[f'rate_{x}']['p50_ms']:5.2f} {r[f'rate_{x}']['p99_ms']:5.2f}"
             for x in RATES
@@ -423,10 +475,15 @@ def _print(results: dict[str, Any]) -> None:
         "throughput_ratio_meshward_vs_haproxy",
         "throughput_ratio_haproxy_vs_direct",
         "added_p50_ms_at_1000rps",
-        "throughput_ratio_compiled_vs_pure",
     ):
-        if key in results:
-            print(f"{key}: {results[key]}")
+        print(f"{key}: {results[key]}")
+    if "compiled_vs_pure" in results:
+        paired = results["compiled_vs_pure"]
+        print(
+            f"compiled vs pure (paired rounds): throughput x{paired['throughput_ratio']}, pure CPU per request "
+            f"x{paired['cpu_ratio_pure_over_compiled']}, compiled cheaper in {paired['rounds_compiled_cheaper']}"
+            f"/{len(paired['rounds']['compiled'])} rounds; medians {paired['medians']}"
+        )
     print("profile (server sidecar, own time):")
     for line in results["profile_server_sidecar"]:
         print("  " + line)
