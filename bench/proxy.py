@@ -5,7 +5,12 @@ Side by side in one run, against the same upstream (nginx from Debian serving a 
 - ``direct``   wrk → nginx;
 - ``haproxy``  wrk → HAProxy 2.6 (plain in) ═mTLS═▶ HAProxy 2.6 (mTLS in) → nginx;
 - ``meshward`` wrk → Meshward client sidecar (outbound) ═mTLS═▶ Meshward server sidecar
-  (inbound, filter chain as built by ``build_chain``) → nginx. One worker each.
+  (inbound, filter chain as built by ``build_chain``) → nginx. One worker each;
+- ``compiled_vs_pure`` (only when this install is compiled): the Meshward pair as built and a
+  second pair under ``MESHWARD_PURE=1`` (the hot modules run as Python, not as their mypyc
+  build), loaded at the same time by two wrk (``-c 16`` each) for a few paired rounds, so that
+  both see the same contention from whatever else runs on the machine: throughput and CPU time
+  per request of each, and their ratios (medians over the rounds).
 
 Measured with wrk (Debian): throughput at fixed concurrency (``-c 32``), then latency p50/p99 at
 fixed rates of 500, 1,000 and 2,000 requests/s. wrk2 is not in Debian, so the fixed rate is made
@@ -24,14 +29,18 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.common import QUICK, total_cpu_seconds, workdir
 from meshward.config.snapshot import ServiceEntry
+from meshward.native import PURE_ENV
+from meshward.native import status as native_status
 from tests.support.proc import Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
 
@@ -151,7 +160,20 @@ backend mesh
 
 
 def start_meshward_pair(
-    d: Path, upstream: int, procs: list[Proc], profile: Path | None = None
+    d: Path, upstream: int, procs: list[Proc], profile: Path | None = None, pure: bool = False
+) -> tuple[int, list[int]]:
+    """A client + server sidecar pair; ``pure``: both run the hot path as Python (MESHWARD_PURE=1)."""
+    if not pure:
+        return _start_meshward_pair(d, upstream, procs, profile)
+    os.environ[PURE_ENV] = "1"
+    try:
+        return _start_meshward_pair(d, upstream, procs, profile)
+    finally:
+        os.environ.pop(PURE_ENV, None)
+
+
+def _start_meshward_pair(
+    d: Path, upstream: int, procs: list[Proc], profile: Path | None
 ) -> tuple[int, list[int]]:
     server_svid = issue_svid(d / "mw-server", "bench/nginx")
     mesh = {"defaultPolicy": "allow"}
@@ -280,6 +302,60 @@ def profile_meshward(d: Path, upstream: int) -> list[str]:
     return lines
 
 
+PAIRED_ROUNDS = 3 if QUICK else 6
+PAIRED_SECONDS = 6
+
+
+def compiled_vs_pure(d: Path, upstream: int, procs: list[Proc]) -> dict[str, Any]:
+    """The compiled pair and a pure-Python pair under load at the same time, round after round."""
+    first = len(procs)
+    pairs: dict[str, tuple[int, list[int]]] = {}
+    for name in ("compiled", "pure"):
+        (d / f"mw-{name}").mkdir()
+        pairs[name] = start_meshward_pair(d / f"mw-{name}", upstream, procs, pure=name == "pure")
+    rounds: dict[str, list[dict[str, float]]] = {"compiled": [], "pure": []}
+    try:
+        for port, _pids in pairs.values():
+            wrk(port, CONCURRENCY // 2, 1)  # warm-up
+        for _ in range(PAIRED_ROUNDS):
+            before = {name: total_cpu_seconds(pids) for name, (_port, pids) in pairs.items()}
+            with ThreadPoolExecutor(len(pairs)) as pool:
+                runs = dict(
+                    zip(
+                        pairs,
+                        pool.map(lambda pair: wrk(pair[0], CONCURRENCY // 2, PAIRED_SECONDS), pairs.values()),
+                        strict=True,
+                    )
+                )
+            for name, (_port, pids) in pairs.items():
+                cpu = total_cpu_seconds(pids) - before[name]
+                rounds[name].append(
+                    {
+                        "rps": runs[name]["rps"],
+                        "cpu_ms_per_request": round(1000 * cpu / runs[name]["requests"], 4),
+                    }
+                )
+    finally:
+        for p in procs[first:]:
+            p.stop()
+    medians = {
+        name: {key: statistics.median(r[key] for r in rs) for key in ("rps", "cpu_ms_per_request")}
+        for name, rs in rounds.items()
+    }
+    return {
+        "rounds": rounds,
+        "medians": medians,
+        "throughput_ratio": round(medians["compiled"]["rps"] / medians["pure"]["rps"], 3),
+        "cpu_ratio_pure_over_compiled": round(
+            medians["pure"]["cpu_ms_per_request"] / medians["compiled"]["cpu_ms_per_request"], 3
+        ),
+        "rounds_compiled_cheaper": sum(
+            a["cpu_ms_per_request"] < b["cpu_ms_per_request"]
+            for a, b in zip(rounds["compiled"], rounds["pure"], strict=True)
+        ),
+    }
+
+
 def cpu_rows(mw: dict[str, Any], hap: dict[str, Any], labels: tuple[str, str]) -> list[dict[str, Any]]:
     """Informational rows: each side's CPU per 1,000 req/s from its 1,000 req/s run."""
     return [
@@ -296,7 +372,8 @@ def cpu_rows(mw: dict[str, Any], hap: dict[str, Any], labels: tuple[str, str]) -
 
 def run() -> dict[str, Any]:
     ensure_tools()
-    results: dict[str, Any] = {}
+    compiled = native_status().compiled  # then also measure the pair under MESHWARD_PURE=1
+    results: dict[str, Any] = {"compiled": compiled}
     with workdir("proxy") as d:
         (d / "hap").mkdir()
         (d / "mw").mkdir()
@@ -310,6 +387,8 @@ def run() -> dict[str, Any]:
             results["meshward"] = measure(mw_port, mw_pids, d)
             for p in procs[-2:]:
                 p.stop()
+            if compiled:
+                results["compiled_vs_pure"] = compiled_vs_pure(d, nginx, procs)
             results["profile_server_sidecar"] = profile_meshward(d, nginx)
         finally:
             for p in reversed(procs):
@@ -353,6 +432,25 @@ def run() -> dict[str, Any]:
         },
         *cpu_rows(mw, hap, ("meshward pair", "haproxy pair")),
     ]
+    if "compiled_vs_pure" in results:
+        paired = results["compiled_vs_pure"]
+        results["throughput_ratio_compiled_vs_pure"] = paired["throughput_ratio"]
+        results["results"] += [
+            {
+                "name": "throughput, compiled (mypyc) / pure Python pair (paired rounds)",
+                "value": paired["throughput_ratio"],
+                "unit": "x",
+                "target": None,
+                "met": None,
+            },
+            {
+                "name": "CPU per request, pure Python / compiled pair (paired rounds)",
+                "value": paired["cpu_ratio_pure_over_compiled"],
+                "unit": "x",
+                "target": None,
+                "met": None,
+            },
+        ]
     results["notes"] = (
         "fixed rates via wrk's Lua delay() (wrk2 is not in Debian): 10 connections, each pausing 10,000/rate ms "
         "between requests; 'rps' is the rate reached. HAProxy verifies the peer chain but cannot check a SPIFFE "
@@ -383,6 +481,13 @@ def _print(results: dict[str, Any]) -> None:
         "added_p50_ms_at_1000rps",
     ):
         print(f"{key}: {results[key]}")
+    if "compiled_vs_pure" in results:
+        paired = results["compiled_vs_pure"]
+        print(
+            f"compiled vs pure (paired rounds): throughput x{paired['throughput_ratio']}, pure CPU per request "
+            f"x{paired['cpu_ratio_pure_over_compiled']}, compiled cheaper in {paired['rounds_compiled_cheaper']}"
+            f"/{len(paired['rounds']['compiled'])} rounds; medians {paired['medians']}"
+        )
     print("profile (server sidecar, own time):")
     for line in results["profile_server_sidecar"]:
         print("  " + line)

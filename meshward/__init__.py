@@ -35,3 +35,9 @@ filter chain (``filters`` + the features' filters, each pure policy from ``authz
 """
 
 __version__ = "0.1.0"
+
+# Before any submodule is imported: run the mypyc-compiled hot modules, or their sources when
+# MESHWARD_PURE=1 (or a compiled source changed since the build). See meshward.native.
+from meshward import native as _native
+
+_native.install()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from mypy_extensions import mypyc_attr
+
 from meshward.ai.types import AIRequest, TokenUsage
 from meshward.authn.enduser import EndUser
 from meshward.config.snapshot import WorkloadInfo
@@ -174,6 +176,7 @@ class RequestContext:
     scratch: dict[str, Any] = field(default_factory=dict)  # per-filter private state
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; features and tests subclass it
 class Filter:
     """Base filter: every hook is a no-op. Subclasses override what their concern needs."""
 

@@ -77,13 +77,19 @@ def selected_policies(snapshot: MeshSnapshot) -> list[DataProtectionPolicy]:
     )
 
 
-class _HashKey(bytes):
-    """The process's key for ``hash`` tags (its one :class:`SidecarRuntime` service of this type)."""
+class _HashKey:
+    """The process's key for ``hash`` tags (its one :class:`SidecarRuntime` service of this type;
+    a holder, not a ``bytes`` subclass: compiled classes cannot inherit from builtins)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
 
 
 def hash_key(runtime: SidecarRuntime) -> bytes:
     """The sidecar's key for ``hash`` tags: kept across generations, on disk (0600) if it can be."""
-    return runtime.service(_HashKey, lambda: _HashKey(_load_key(runtime.state_dir)))
+    return runtime.service(_HashKey, lambda: _HashKey(_load_key(runtime.state_dir))).key
 
 
 def _load_key(state_dir: Path | None) -> bytes:

@@ -151,8 +151,11 @@ class _Base:
         raise _Stop
 
     def _run(self, parser: Any, data: bytes) -> list[Event]:
-        if self._error is not None:
-            raise self._error
+        # Test a local, not ``self._error``: a callback may set it during ``feed_data``, and a
+        # narrowed attribute would be typed None after it (a TypeError once compiled by mypyc).
+        error = self._error
+        if error is not None:
+            raise error
         events: list[Event] = []
         self._events = events
         self._began_in_feed = False

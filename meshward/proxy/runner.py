@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshward.identity.spiffe import SpiffeId
+from meshward.native import status as native_status
 from meshward.proxy.bootstrap import Bootstrap
 from meshward.proxy.listener import bind_socket
 from meshward.proxy.options import SidecarOptions
@@ -160,6 +161,9 @@ def settle_heap() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+log = logging.getLogger("meshward.proxy")
+
+
 def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
     line = json.dumps(info, sort_keys=True)
     print(line, flush=True)
@@ -243,6 +247,7 @@ async def _serve(process: SidecarProcess, worker: int, admin: bool, report: Repo
         "pid": os.getpid(),
         "identity": sidecar.identity.info.spiffe_id.uri,
         "generation": sidecar.config.generation,
+        "compiled": native_status().compiled,  # the mypyc-built hot path runs (meshward.native)
         **sidecar.addresses(),
     }
     profile_path = os.environ.get("MESHWARD_PROFILE")  # a cProfile of the serving phase only
@@ -329,6 +334,10 @@ def run_sidecar(process: SidecarProcess) -> int:
     from meshward.proxy.controlclient import IdentityError as NoIdentity
     from meshward.tls.identity import IdentityError
 
+    native = native_status()  # pure Python is slower: say so where a default log level shows it
+    (log.info if native.compiled else log.warning)(
+        "compiled: %s (%s)", str(native.compiled).lower(), native.reason
+    )
     try:
         if process.workers <= 1:
             ready = process.ready_file

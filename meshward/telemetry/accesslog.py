@@ -149,8 +149,8 @@ class AccessLog:
         self._wake = threading.Event()
         self._write_lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="meshward-access-log", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._run, name="meshward-access-log", daemon=True)
+        self._writer.start()
 
     def write(self, record: dict[str, Any]) -> None:
         """Queue one record (called on the event loop: no I/O here)."""
@@ -217,6 +217,6 @@ class AccessLog:
             return
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=2.0)
+        self._writer.join(timeout=2.0)
         self._flush_once()
         os.close(self._fd)

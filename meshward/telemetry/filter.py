@@ -23,6 +23,8 @@ import os
 import time
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from meshward.audit.chain import compact_json
 from meshward.audit.ocsf import http_activity, is_security_relevant
 from meshward.config.snapshot import MeshSnapshot
@@ -44,6 +46,7 @@ def telemetry_enabled() -> bool:
     return os.environ.get("MESHWARD_TELEMETRY") != "off"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; egress subclasses it
 class TelemetryFilter(Filter):
     name = "telemetry"
     eager_safe = True  # never waits

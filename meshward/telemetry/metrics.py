@@ -142,8 +142,8 @@ class TelemetryCollector(Collector):
         for labels, values in series:
             total.add_metric(list(labels), values[0])
             cumulative, buckets = 0.0, []
-            for name, n in zip(_BUCKET_NAMES, values[2:], strict=True):
-                cumulative += n
+            for name, count in zip(_BUCKET_NAMES, values[2:], strict=True):
+                cumulative += count
                 buckets.append((name, cumulative))
             duration.add_metric(list(labels), buckets, values[1])
         yield total
