@@ -11,7 +11,8 @@ COMPILED := $(shell $(PY) -c 'import tomllib; print(" ".join("meshward/" + m.spl
 # `make test` (under a minute): the fallback stays tested. Add the tests of a newly compiled module.
 PURE_TESTS := tests/native tests/ai tests/authz tests/ratelimit tests/dlp tests/telemetry tests/authn tests/patterns \
   tests/proxy/test_parser.py tests/proxy/test_normalize.py tests/proxy/test_eager.py \
-  tests/proxy/test_lean_start.py tests/security/test_dataplane_pure.py
+  tests/proxy/test_lean_start.py tests/security/test_dataplane_pure.py \
+  tests/proxy/test_transcripts.py tests/proxy/test_denials.py tests/proxy/test_watch.py
 
 .PHONY: demo test lint typecheck unit bench fuzz clean
 

@@ -282,7 +282,7 @@ class ExchangeMachine:
         opts = self.options
         waiting = self.upstream is not None and not self.resp_started
         if waiting and now - self.forwarded_at > opts.request_timeout:
-            self.upstream_error("upstream_timeout", f"no response within {opts.request_timeout}s")
+            self.upstream_error("upstream_timeout", f"no response within {opts.request_timeout:g}s")
             return
         if idle_for <= opts.stream_idle_timeout:
             return
@@ -291,7 +291,7 @@ class ExchangeMachine:
             self.client.close()
         elif self.req is not REQ_DONE:  # the client stopped sending its body: its fault, 408
             self.keep_alive = False
-            self.fail("request_timeout", f"no request bytes for {opts.stream_idle_timeout}s")
+            self.fail("request_timeout", f"no request bytes for {opts.stream_idle_timeout:g}s")
 
     # ---- the request leaves ---------------------------------------------------------------------
     def attach(self, up: UpstreamPort, head: bytes, body: bytes | None) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from mypy_extensions import mypyc_attr
+
 from meshward.http.errors import RemoteProtocolError
 from meshward.http.parser import Data, EndOfMessage, ResponseHead, ResponseParser, Upgrade
 from meshward.tls.identity import ReloadableIdentity
@@ -179,6 +181,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.forget(self)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled; the transcript tests record it
 class UpstreamPool:
     """Idle keep-alive connections per target; connects (and checks identity) when none is idle."""
 
@@ -228,7 +231,7 @@ class UpstreamPool:
             )
         except TimeoutError:
             raise UpstreamError(
-                "upstream_connect", f"{target} timed out after {self.connect_timeout}s"
+                "upstream_connect", f"{target} timed out after {self.connect_timeout:g}s"
             ) from None
         except ssl.SSLError as tls_error:
             raise UpstreamError("upstream_tls", f"{target}: {tls_error.reason or tls_error}") from None
