@@ -8,11 +8,16 @@ extracted from them (framing, host, expectation, Connection, request id).
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 __all__ = ["Data", "EndOfMessage", "Event", "Headers", "RequestHead", "ResponseHead", "Upgrade"]
 
 Headers = list[tuple[bytes, bytes]]
 
 
+# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
+# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
+@mypyc_attr(native_class=False)
 class RequestHead:
     """A validated request head. ``headers`` keep their original order and spelling."""
 
@@ -67,6 +72,9 @@ class RequestHead:
         return f"RequestHead({self.method} {self.target} HTTP/{self.version}, {len(self.headers)} headers)"
 
 
+# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
+# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
+@mypyc_attr(native_class=False)
 class ResponseHead:
     """A response head; ``status`` < 200 is informational (another head follows)."""
 
@@ -105,6 +113,9 @@ class ResponseHead:
         return f"ResponseHead({self.status}, {len(self.headers)} headers)"
 
 
+# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
+# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
+@mypyc_attr(native_class=False)
 class Data:
     __slots__ = ("data",)
 
@@ -115,6 +126,9 @@ class Data:
         return f"Data({self.data!r})"
 
 
+# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
+# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
+@mypyc_attr(native_class=False)
 class EndOfMessage:
     __slots__ = ()
 
@@ -122,6 +136,9 @@ class EndOfMessage:
         return "EndOfMessage()"
 
 
+# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
+# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
+@mypyc_attr(native_class=False)
 class Upgrade:
     """The connection left HTTP (101 / CONNECT): ``rest`` are the first raw bytes after the head."""
 
