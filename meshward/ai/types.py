@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mypy_extensions import mypyc_attr
-
 __all__ = ["AIOperation", "AIProtocol", "AIRequest", "TokenUsage"]
 
 AIProtocol = Literal["openai", "oip", "tfserving", "http"]
@@ -14,9 +12,6 @@ AIProtocol = Literal["openai", "oip", "tfserving", "http"]
 AIOperation = Literal["infer", "chat", "completion", "embed", "metadata", "admin", "health", "other"]
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class AIRequest:
     """What the classifier learned about a request: protocol, operation, model, streaming."""
@@ -31,9 +26,6 @@ class AIRequest:
     max_output_tokens: int | None = None
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class TokenUsage:
     """LLM tokens a call consumed; ``estimated`` when no usage was reported by the model."""

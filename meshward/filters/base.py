@@ -34,9 +34,6 @@ __all__ = [
 ]
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class Peer:
     """The caller as the sidecar saw it. ``spiffe_id`` is None for plaintext (PERMISSIVE)."""
@@ -53,9 +50,6 @@ class Peer:
         return self.spiffe_id[len("spiffe://") :] if self.spiffe_id else None
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class Denial:
     """A local answer instead of forwarding. ``kind`` picks the status mapping in one place.
@@ -98,9 +92,6 @@ class ResponseDenied(StreamAbort):
         self.denial = denial
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 @dataclass(slots=True)
 class RequestContext:
     """Everything known about one request; filters read it and record their outcome in it."""

@@ -8,16 +8,11 @@ extracted from them (framing, host, expectation, Connection, request id).
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 __all__ = ["Data", "EndOfMessage", "Event", "Headers", "RequestHead", "ResponseHead", "Upgrade"]
 
 Headers = list[tuple[bytes, bytes]]
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 class RequestHead:
     """A validated request head. ``headers`` keep their original order and spelling."""
 
@@ -72,9 +67,6 @@ class RequestHead:
         return f"RequestHead({self.method} {self.target} HTTP/{self.version}, {len(self.headers)} headers)"
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 class ResponseHead:
     """A response head; ``status`` < 200 is informational (another head follows)."""
 
@@ -113,9 +105,6 @@ class ResponseHead:
         return f"ResponseHead({self.status}, {len(self.headers)} headers)"
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 class Data:
     __slots__ = ("data",)
 
@@ -126,9 +115,6 @@ class Data:
         return f"Data({self.data!r})"
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 class EndOfMessage:
     __slots__ = ()
 
@@ -136,9 +122,6 @@ class EndOfMessage:
         return "EndOfMessage()"
 
 
-# Plain class when compiled: the interpreted proxy core reads and writes its fields per request
-# (a native class's fields cost ~3x from interpreted code). See docs/compiled.md.
-@mypyc_attr(native_class=False)
 class Upgrade:
     """The connection left HTTP (101 / CONNECT): ``rest`` are the first raw bytes after the head."""
 
