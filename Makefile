@@ -51,4 +51,5 @@ fuzz: $(STAMP)
 	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(VENV) .meshward
+	rm -rf $(VENV) .meshward build meshward/_mypyc.json
+	find meshward -name '*.so' -delete

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import sys
-from importlib.machinery import ModuleSpec
+from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from types import ModuleType
 from typing import Any
 
@@ -90,6 +90,12 @@ def _built_modules() -> dict[str, str]:
     return modules
 
 
+def _built_for_this_python() -> bool:
+    """The shared library of the build exists for this interpreter's ABI (a venv made with
+    another Python ignores the old extensions and imports the sources)."""
+    return any(os.path.exists(os.path.join(_PACKAGE_DIR, "_mypyc__mypyc" + s)) for s in EXTENSION_SUFFIXES)
+
+
 def _changed(built: dict[str, str]) -> list[str]:
     """The modules whose source differs from what was compiled (sha256; about 1 ms for 35)."""
     changed = []
@@ -114,7 +120,9 @@ def install() -> NativeStatus:
     if not built:
         _status = NativeStatus(False, (), "not compiled (installed with MESHWARD_COMPILE=0, or no build)")
         return _status
-    if os.environ.get(PURE_ENV) == "1":
+    if not _built_for_this_python():
+        reason = f"not compiled for this Python ({sys.version.split()[0]})"
+    elif os.environ.get(PURE_ENV) == "1":
         reason = f"{PURE_ENV}=1"
     elif changed := _changed(built):
         reason = f"sources changed since the build: {', '.join(changed)}"

@@ -46,6 +46,7 @@ print(json.dumps([importlib.import_module(m).__file__ for m in {list(LISTED)!r}]
 
 def test_the_build_compiled_exactly_the_listed_modules() -> None:
     assert native.status().modules == LISTED, "stale build: run `make .venv/.installed`"
+    assert native._built_for_this_python()
 
 
 def test_this_run_uses_the_mode_it_asked_for() -> None:
