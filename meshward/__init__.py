@@ -22,16 +22,19 @@ Top (the command line) to bottom (leaves)::
     config                                the config store (generations) and the per-sidecar snapshot
     resources                             the declarative resource kinds (pydantic) and the YAML loader
     dlp | tls                             DLP detectors and scanner; TLS contexts and SPIFFE peer checks
-    identity | http | ai | authn | isolation | patterns | retry
+    identity | http | ai | authn | isolation | patterns | retry | native
                                           leaves: SPIFFE IDs and the CA; sans-IO HTTP/1.1; AI protocol
                                           classification; JWT/API keys; network namespaces; Istio
-                                          string matching and time windows; back-off
+                                          string matching and time windows; back-off; compiled or pure
 
 Where a request goes (see ``../shared/DESIGN.md``): ``proxy`` accepts it and parses it with
 ``http``, prepares it (``proxy.prepare.prepare_request``, shared with ``meshward check``), runs the
 filter chain (``filters`` + the features' filters, each pure policy from ``authz``, ``ratelimit``,
 ``dlp``), forwards it and records it (``telemetry``, ``audit``). ``control`` compiles resources
 (``resources`` -> ``config``) into per-sidecar snapshots that the sidecar's control agent watches.
+
+The hot path (``[tool.meshward.mypyc]`` in ``pyproject.toml``) is compiled with mypyc at install;
+``MESHWARD_PURE=1`` runs the same modules from their sources (``meshward.native``, docs/compiled.md).
 """
 
 __version__ = "0.1.0"
