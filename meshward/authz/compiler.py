@@ -12,6 +12,8 @@ call per rule set, allocates nothing and compiles nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from types import CodeType
 from typing import Any, Final, cast
 
 from meshward.authz.attributes import RequestAttributes
@@ -80,13 +82,21 @@ class CodeBuilder:
 
     def build(self) -> dict[str, Any]:
         """Compile everything defined so far; returns the namespace (functions by name)."""
-        code = compile("\n".join(self._lines) + "\n", "<authz-policies>", "exec")
-        exec(code, self._namespace)
+        exec(_code("\n".join(self._lines) + "\n"), self._namespace)
         return self._namespace
 
     @staticmethod
     def function(namespace: dict[str, Any], name: str) -> RuleIndexFunction:
         return cast(RuleIndexFunction, namespace[name])
+
+
+@lru_cache(maxsize=8)
+def _code(source: str) -> CodeType:
+    """Generated source, compiled once: most new generations leave a sidecar's policies as they
+    were (an endpoint came or went, another kind changed), and Python's ``compile`` of the same
+    text was the largest cost of taking a generation. The code is immutable; each build executes
+    it in its own namespace (the constants it refers to are the new generation's)."""
+    return compile(source, "<authz-policies>", "exec")
 
 
 # Calls worth making once per generated function when its rules use them repeatedly.
