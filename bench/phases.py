@@ -35,7 +35,7 @@ PHASES: tuple[tuple[str, str], ...] = (
     (r"_ssl\.|SSLObject|SSLSocket|/ssl\.py", "TLS (ssl module calls)"),
     (r"httptools|(^|/)meshward/http/", "HTTP parsing and heads (meshward.http, httptools)"),
     (
-        r"(^|/)meshward/proxy/[^/]*downstream[^/]*\.py|(^|/)meshward/proxy/(listener|inbound)\.py",
+        r"(^|/)meshward/proxy/[^/]*downstream[^/]*\.py|(^|/)meshward/proxy/(listener|inbound|session|prepare)\.py",
         "downstream connection (read, dispatch)",
     ),
     (r"(^|/)meshward/proxy/[^/]*(upstream|pool)[^/]*\.py", "upstream connection (pool, write, read)"),

@@ -22,7 +22,7 @@ import ssl
 import urllib.parse
 from typing import Any
 
-from meshward.control.client import ControlRefused, ControlUnavailable
+from meshward.control.client import ControlRefused, ControlUnavailable, decode_answer
 from meshward.tls.control import control_id
 from meshward.tls.peer import peer_spiffe_id
 
@@ -151,15 +151,7 @@ class AsyncControlClient:
                     raise
             if close:
                 self._drop()
-        payload: dict[str, Any] = {}
-        if payload_raw:
-            with contextlib.suppress(ValueError):
-                loaded = json.loads(payload_raw)
-                payload = loaded if isinstance(loaded, dict) else {"value": loaded}
-        if status >= 300:
-            message = str(payload.get("error") or f"HTTP {status}")
-            raise ControlRefused(status, message, payload)
-        return status, payload_raw, payload
+        return status, payload_raw, decode_answer(status, payload_raw)
 
     @staticmethod
     async def _response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:

@@ -32,6 +32,7 @@ __all__ = [
     "ControlInfo",
     "ControlRefused",
     "ControlUnavailable",
+    "decode_answer",
     "operator_client",
     "pid_alive",
     "read_control_info",
@@ -171,15 +172,21 @@ class ControlClient:
                     ) from exc
         if response.getheader("Connection", "").lower() == "close":
             self.close()
-        payload: dict[str, Any] = {}
-        if raw:
-            with contextlib.suppress(ValueError):
-                loaded = json.loads(raw)
-                payload = loaded if isinstance(loaded, dict) else {"value": loaded}
-        if status >= 300:
-            message = str(payload.get("error") or f"HTTP {status}")
-            raise ControlRefused(status, message, payload)
-        return status, payload
+        return status, decode_answer(status, raw or b"")
+
+
+def decode_answer(status: int, raw: bytes) -> dict[str, Any]:
+    """An answer's JSON body (a non-object wrapped as ``{"value": …}``, unparsable as ``{}``), or
+    :class:`ControlRefused` for a status >= 300 (both clients, blocking and asyncio)."""
+    payload: dict[str, Any] = {}
+    if raw:
+        with contextlib.suppress(ValueError):
+            loaded = json.loads(raw)
+            payload = loaded if isinstance(loaded, dict) else {"value": loaded}
+    if status >= 300:
+        message = str(payload.get("error") or f"HTTP {status}")
+        raise ControlRefused(status, message, payload)
+    return payload
 
 
 def operator_client(state: MeshState, timeout: float = 30.0) -> ControlClient | None:

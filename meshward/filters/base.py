@@ -237,7 +237,7 @@ class SidecarRuntime:
     trust_domain: str
     state_dir: Path | None = None  # the sidecar's own directory (spool, caches); None = in memory
     metrics_registry: CollectorRegistry | None = None  # served on /stats/prometheus
-    # Set by the process that talks to the control plane (meshward.mesh.sidecar); None: no
+    # Set by the process that talks to the control plane (meshward.proxy.runner); None: no
     # egress credential can be had.
     secret_fetch: SecretFetch | None = None
     _services: dict[type[Any], Any] = field(default_factory=dict, init=False, repr=False)

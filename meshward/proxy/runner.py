@@ -165,7 +165,7 @@ log = logging.getLogger("meshward.proxy")
 
 
 def _write_ready(path: Path | None, info: dict[str, Any]) -> None:
-    line = json.dumps(info, sort_keys=True)
+    line = json.dumps({**info, "compiled": native_status().compiled}, sort_keys=True)
     print(line, flush=True)
     if path is not None:
         tmp = path.with_name(f".{path.name}.tmp")

@@ -32,7 +32,8 @@ STDLIB = "/usr/lib/python3.11"
         (("/r/meshward/filters/authz.py", 5, "on_request"), "authz"),
         (("/r/meshward/authz/engine.py", 5, "evaluate"), "authz"),
         (("<authz-policies>", 1, "_c413"), "authz"),
-        (("/r/meshward/filters/telemetry.py", 5, "record"), "telemetry and audit"),
+        (("/r/meshward/telemetry/filter.py", 5, "record"), "telemetry and audit"),
+        (("/r/meshward/proxy/session.py", 5, "uncork"), "downstream connection (read, dispatch)"),
         (("/r/meshward/audit/spool.py", 5, "append"), "telemetry and audit"),
         ((f"{SITE}/prometheus_client/metrics.py", 5, "inc"), "telemetry and audit"),
         (("/r/meshward/dlp/scanner.py", 5, "scan"), "DLP"),
@@ -48,7 +49,7 @@ def test_phase_of(func: tuple[str, int, str], phase: str) -> None:
 
 def test_c_functions_and_stdlib_follow_their_callers() -> None:
     authz = ("/r/meshward/authz/engine.py", 1, "evaluate")
-    tele = ("/r/meshward/filters/telemetry.py", 1, "record")
+    tele = ("/r/meshward/telemetry/filter.py", 1, "record")
     dumps = (f"{STDLIB}/json/__init__.py", 1, "dumps")
     length = ("~", 0, "<built-in method builtins.len>")
     stats = {

@@ -18,7 +18,11 @@ TD = "demo.local"
 
 
 def route(weight: int = 0, **spec: Any) -> CompiledRoute:
-    doc: dict[str, Any] = {
+    return CompiledRoute(ModelRoute.model_validate(route_doc(weight, **spec)), TD)
+
+
+def route_doc(weight: int = 0, **spec: Any) -> dict[str, Any]:
+    return {
         "apiVersion": "meshward.dev/v1alpha1",
         "kind": "ModelRoute",
         "metadata": {"name": "chat", "namespace": "llm", "annotations": {WEIGHT_ANNOTATION: str(weight)}},
@@ -29,7 +33,6 @@ def route(weight: int = 0, **spec: Any) -> CompiledRoute:
             **spec,
         },
     }
-    return CompiledRoute(ModelRoute.model_validate(doc), TD)
 
 
 def no_header(name: str) -> str | None:
@@ -232,16 +235,7 @@ def test_a_rolled_back_canary_is_no_failover_target() -> None:
     labels = {v1: {"version": "v1"}, v2: {"version": "v2"}}
     entry = ServiceEntry("chat", "llm", (v1, v2), ("spiffe://demo.local/ns/llm/sa/chat",), labels)
     for weight, failover in ((20, (v1, v2)), (0, (v1,))):
-        doc = {
-            "apiVersion": "meshward.dev/v1alpha1",
-            "kind": "ModelRoute",
-            "metadata": {"name": "chat", "namespace": "llm", "annotations": {WEIGHT_ANNOTATION: str(weight)}},
-            "spec": {
-                "service": "chat",
-                "subsets": {"stable": {"version": "v1"}, "canary": {"version": "v2"}},
-                "rollout": {"steps": [20, 50, 100], "interval": "1s"},
-            },
-        }
+        doc = route_doc(weight, rollout={"steps": [20, 50, 100], "interval": "1s"})
         snapshot = make_snapshot("web/caller", services=[entry], policies=[doc])
         plan = service_plans(snapshot, EndpointState())["chat.llm"]
         assert plan.failover == failover, weight
