@@ -58,6 +58,7 @@ class BuildNative(build_ext):
         # A failed build leaves the old manifest: meshward.native then sees the changed sources
         # and runs them as Python rather than the old extensions.
         super().run()
+        _remove_stale_extensions()
         manifest = {
             m: hashlib.sha256((ROOT / source_of(m)).read_bytes()).hexdigest() for m in compiled_modules()
         }
@@ -68,6 +69,18 @@ class BuildNative(build_ext):
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
+
+
+def _remove_stale_extensions() -> None:
+    """Delete the extension of a module no longer in the list (an earlier build's shim would still
+    be imported before the module's source, and fail: the new shared library lacks its code)."""
+    wanted = {ROOT / source_of(m) for m in compiled_modules()}
+    for ext in (ROOT / "meshward").rglob("*.so"):
+        if ext.name.startswith("_mypyc__mypyc"):
+            continue
+        source = ext.with_name(ext.name.split(".", 1)[0] + ".py")
+        if source not in wanted:
+            ext.unlink()
 
 
 if os.environ.get("MESHWARD_COMPILE") == "0":
