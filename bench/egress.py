@@ -24,47 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import workdir
-from bench.proxy import BODY, cpu_rows, ensure_tools, measure
+from bench.proxy import cpu_rows, ensure_tools, measure, start_nginx
 from tests.egress.provider import leaf_certificate, make_ca
 from tests.support.proc import Proc, free_port, spawn, wait_port
 from tests.support.sidecar import issue_svid, make_snapshot, start_sidecar, write_bootstrap
 
 HOST = "nginx.bench"
-
-
-def start_tls_nginx(d: Path, procs: list[Proc], cert: Path, key: Path) -> int:
-    port = free_port()
-    (d / "nginx").mkdir()
-    conf = d / "nginx" / "nginx.conf"
-    conf.write_text(
-        f"""
-worker_processes 1;
-pid {d}/nginx/nginx.pid;
-error_log {d}/nginx/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  client_body_temp_path {d}/nginx; proxy_temp_path {d}/nginx; fastcgi_temp_path {d}/nginx;
-  uwsgi_temp_path {d}/nginx; scgi_temp_path {d}/nginx;
-  default_type application/json;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_cache shared:SSL:1m;
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    location / {{ return 200 '{BODY.strip()}'; }}
-  }}
-}}
-"""
-    )
-    procs.append(
-        spawn(["nginx", "-p", str(d / "nginx"), "-c", str(conf), "-g", "daemon off;"], d / "nginx.log")
-    )
-    wait_port(port)
-    return port
 
 
 def start_haproxy(d: Path, upstream: int, ca: Path, procs: list[Proc]) -> tuple[int, list[int]]:
@@ -128,7 +93,7 @@ def run() -> dict[str, Any]:
         try:
             ca_key, ca_cert, ca_path = make_ca(d, "bench-egress")
             cert, key = leaf_certificate(d, ca_key, ca_cert, HOST)
-            nginx = start_tls_nginx(d, procs, cert, key)
+            nginx = start_nginx(d, procs, tls=(cert, key))
             (d / "hap").mkdir()
             hap_port, hap_pids = start_haproxy(d / "hap", nginx, ca_path, procs)
             results["haproxy"] = measure(hap_port, hap_pids, d)

@@ -77,9 +77,16 @@ def ensure_tools() -> None:
 # ---- the three setups --------------------------------------------------------------------------
 
 
-def start_nginx(d: Path, procs: list[Proc], body: str = BODY) -> int:
-    """nginx answering every request with ``body`` (JSON), keep-alive without limit."""
+def start_nginx(d: Path, procs: list[Proc], body: str = BODY, tls: tuple[Path, Path] | None = None) -> int:
+    """nginx answering every request with ``body`` (JSON), keep-alive without limit; over TLS
+    with ``tls`` = (certificate, key) (the egress bench's external service)."""
     port = free_port()
+    listen = f"127.0.0.1:{port}"
+    if tls is not None:
+        listen = (
+            f"{listen} ssl;\n    ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};\n"
+            "    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:SSL:1m"
+        )
     (d / "nginx").mkdir()
     (d / "nginx" / "data.json").write_text(body)
     conf = d / "nginx" / "nginx.conf"
@@ -97,7 +104,7 @@ http {{
   uwsgi_temp_path {d}/nginx; scgi_temp_path {d}/nginx;
   default_type application/json;
   server {{
-    listen 127.0.0.1:{port};
+    listen {listen};
     location / {{ return 200 '{body.strip()}'; }}
   }}
 }}
