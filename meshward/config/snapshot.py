@@ -3,17 +3,24 @@
 The control plane builds it (only the resources that concern the workload); the static
 bootstrap file used in tests holds the same JSON. Filters compile from it; a new generation
 is a new snapshot, swapped in atomically by the sidecar.
+
+A sidecar decodes one generation after another with a :class:`SnapshotDecoder`, which keeps the
+resources of the generation before, by their JSON text: a resource that did not change is not
+validated again (most of a snapshot's decoding time is pydantic validation, and a typical change
+touches one resource of many). Resources are frozen models, so sharing one between two
+generations is safe; a resource whose text changed in any way is validated as new.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshward.resources import KINDS, Resource
 from meshward.resources.mesh import MeshSpec
 
-__all__ = ["MeshSnapshot", "ServiceEntry", "WorkloadInfo"]
+__all__ = ["MeshSnapshot", "ServiceEntry", "SnapshotDecoder", "WorkloadInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +102,46 @@ class MeshSnapshot:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MeshSnapshot:
+        """Decode one snapshot (ValueError, KeyError, TypeError or pydantic's ValidationError if
+        malformed)."""
+        return SnapshotDecoder().decode(data)
+
+
+def _text(doc: Any) -> str:
+    """The identity of a decoded JSON value: its text (same input text → same key)."""
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class SnapshotDecoder:
+    """Decodes a sidecar's successive snapshots, reusing what did not change since the last one.
+
+    Not thread-safe: one decoder per sidecar, used by one task at a time (its watch)."""
+
+    def __init__(self) -> None:
+        self._resources: dict[str, Resource[Any]] = {}
+        self._mesh: tuple[str, MeshSpec] | None = None
+
+    def decode(self, data: dict[str, Any]) -> MeshSnapshot:
+        known = self._resources
+        fresh: dict[str, Resource[Any]] = {}
         resources: list[Resource[Any]] = []
         for doc in data.get("resources", []):
-            kind = KINDS.get(doc.get("kind", ""))
-            if kind is None:
-                raise ValueError(f"unknown kind {doc.get('kind')!r}")
-            resources.append(kind.model_validate(doc))
+            key = _text(doc)
+            resource = fresh.get(key)
+            if resource is None:
+                resource = known.get(key)
+            if resource is None:
+                kind = KINDS.get(doc.get("kind", ""))
+                if kind is None:
+                    raise ValueError(f"unknown kind {doc.get('kind')!r}")
+                resource = kind.model_validate(doc)
+            fresh[key] = resource
+            resources.append(resource)
+        mesh_doc = data.get("mesh", {})
+        mesh_key = _text(mesh_doc)
+        mesh = self._mesh[1] if self._mesh is not None and self._mesh[0] == mesh_key else None
+        if mesh is None:
+            mesh = MeshSpec.model_validate(mesh_doc)
         services = {}
         for s in data.get("services", []):
             entry = ServiceEntry(
@@ -112,10 +153,10 @@ class MeshSnapshot:
             )
             services[entry.host] = entry
         w = data["workload"]
-        return cls(
+        snapshot = MeshSnapshot(
             generation=int(data.get("generation", 0)),
             trust_domain=data["trust_domain"],
-            mesh=MeshSpec.model_validate(data.get("mesh", {})),
+            mesh=mesh,
             workload=WorkloadInfo(
                 w["name"], w["namespace"], w["service"], w["service_account"], dict(w.get("labels", {}))
             ),
@@ -124,3 +165,6 @@ class MeshSnapshot:
             gateways=tuple(str(g) for g in data.get("gateways", [])),
             revoked=tuple(str(s) for s in data.get("revoked", ())),
         )
+        # kept only once the whole snapshot decoded: a malformed one leaves the memory as it was
+        self._resources, self._mesh = fresh, (mesh_key, mesh)
+        return snapshot

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from meshward.config.snapshot import MeshSnapshot
+from meshward.config.snapshot import MeshSnapshot, SnapshotDecoder
 from meshward.control.asyncclient import AsyncControlClient
 from meshward.control.client import ControlRefused, ControlUnavailable
 from meshward.identity.keys import generate_key, key_pem, make_csr, write_private, write_public
@@ -155,6 +155,7 @@ class ControlAgent:
         self._renewed = False  # set by the renew task: the watch reconnects with the new SVID
         self._renew_now = False  # a new trust bundle: renew without waiting for half-life
         self._clients: tuple[Svid | None, AsyncControlClient] | None = None  # see _shared_client
+        self._decoder = SnapshotDecoder()  # in the executor, one snapshot at a time
 
     # -- files -------------------------------------------------------------------------------------
     @property
@@ -192,7 +193,7 @@ class ControlAgent:
     def cached_snapshot(self) -> MeshSnapshot | None:
         try:
             doc = json.loads(self.snapshot_path.read_text())
-            snapshot = MeshSnapshot.from_json(doc["snapshot"])
+            snapshot = self._decoder.decode(doc["snapshot"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
         self.digest = str(doc.get("digest", ""))
@@ -310,7 +311,7 @@ class ControlAgent:
     def _compile(self, doc: dict[str, Any]) -> CompiledConfig:
         """In the executor: parse one snapshot (a malformed one raises as it is), then compile it
         (a refusal raises :class:`_Refused`: NACK)."""
-        snapshot = MeshSnapshot.from_json(doc)
+        snapshot = self._decoder.decode(doc)
         try:
             return self.target.compile(snapshot)
         except Exception as exc:

@@ -6,9 +6,12 @@ import hashlib
 import json
 import textwrap
 
+import pytest
+
 from meshward.config.build import build_snapshot
 from meshward.config.encode import GenerationEncoder
-from meshward.config.snapshot import MeshSnapshot
+from meshward.config.endpoint import parse_endpoint
+from meshward.config.snapshot import MeshSnapshot, SnapshotDecoder
 from meshward.config.store import SidecarRecord
 from meshward.resources.loader import load_text
 
@@ -96,3 +99,45 @@ def test_encoder_text_is_exactly_the_snapshots_json() -> None:
         assert text == expected
         assert digest == hashlib.sha256(expected.encode()).hexdigest()
     assert encoder.encode("ml", "fraud-v1")[0] != encoder.encode("ml", "other")[0]
+
+
+def test_decoder_reuses_unchanged_resources_and_validates_changed_ones() -> None:
+    decoder = SnapshotDecoder()
+    first_doc = build_snapshot(1, load_text(MESH), SIDECARS, "demo.local", "ml", "fraud-v1").to_json()
+    first = decoder.decode(first_doc)
+    changed = load_text(
+        MESH.replace(
+            "name: ml-policy, namespace: ml}\nspec: {}",
+            "name: ml-policy, namespace: ml}\nspec: {action: DENY}",
+        )
+    )
+    second = decoder.decode(build_snapshot(2, changed, SIDECARS, "demo.local", "ml", "fraud-v1").to_json())
+    by_name = {r.metadata.name: r for r in first.resources}
+    again = {r.metadata.name: r for r in second.resources}
+    assert again["global"] is by_name["global"]  # unchanged: the same frozen model
+    assert again["ml-policy"] is not by_name["ml-policy"]
+    assert again["ml-policy"].to_doc() != by_name["ml-policy"].to_doc()
+    assert second.mesh is first.mesh
+    # each decode equals a fresh decode of the same document
+    assert second.to_json() == MeshSnapshot.from_json(second.to_json()).to_json()
+
+
+def test_decoder_keeps_its_memory_when_a_snapshot_is_malformed() -> None:
+    decoder = SnapshotDecoder()
+    doc = build_snapshot(1, load_text(MESH), SIDECARS, "demo.local", "ml", "fraud-v1").to_json()
+    first = decoder.decode(doc)
+    bad = json.loads(json.dumps(doc))
+    bad["resources"].append({"kind": "NoSuchKind"})
+    with pytest.raises(ValueError, match="unknown kind"):
+        decoder.decode(bad)
+    again = decoder.decode(json.loads(json.dumps(doc)))
+    assert [id(r) for r in again.resources] == [id(r) for r in first.resources]
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:0", "224.0.0.1:80", "0.0.0.0:80", "host", "[::1]:x", "::1:80"])
+def test_parse_endpoint_refuses_again_after_a_cached_call(text: str) -> None:
+    for _ in range(2):  # the second call goes through the cache: a refusal must not be remembered
+        with pytest.raises(ValueError):
+            parse_endpoint(text)
+    assert parse_endpoint("127.0.0.1:8443") == ("127.0.0.1", 8443)
+    assert parse_endpoint("[::1]:8443") == ("::1", 8443)
