@@ -24,6 +24,7 @@ Endpoints (JSON; ``who`` = what the caller must prove):
 ``POST /v1/identity/sign``  CSR + join token → X.509-SVID chain + bundle        join token
 ``POST /v1/identity/renew`` CSR → new SVID for the same identity                its SVID
 ``GET  /v1/watch``          ``workload=NS/NAME&have=DIGEST`` → snapshot         that workload
+                            (``&ack=GEN&sidecar=ID``: the last one's ACK)
 ``POST /v1/sidecars/...``   ``register`` / ``unregister`` inbound, ``ack``       that workload
 ``POST /v1/audit``          a batch of audit records                            any mesh SVID
 ``GET  /v1/secrets/value``  ``workload=NS/NAME&name=S`` → an egress credential   that workload,

@@ -304,19 +304,34 @@ class ControlService:
             raise ApiError(400, "generation must be an integer")
         ok = bool(body.get("ok"))
         reason = clip(str(body.get("reason", "")))
-        sidecar = self._sidecar_id(body, workload)
+        self._record_ack(workload, self._sidecar_id(body, workload), generation, ok, reason)
+        return {}
+
+    def _record_ack(self, workload: str, sidecar: str, generation: int, ok: bool, reason: str) -> None:
         own = self.store.record_ack(
             sidecar, generation, ok, reason, workload=workload, limit=MAX_SIDECARS_PER_WORKLOAD
         )
         if own:
             raise ApiError(429, f"workload {workload} has {own} sidecars reporting already")
-        return {}
+
+    def _watch_ack(self, query: dict[str, str], workload: str) -> None:
+        """A watch may carry the ACK of the generation the sidecar swapped in since its last
+        watch (``ack=GENERATION&sidecar=ID``): one request per generation and sidecar instead of
+        two. A NACK, with its reason, is still a ``POST /v1/sidecars/ack``."""
+        text = query.get("ack")
+        if text is None:
+            return
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):
+            raise ApiError(400, "ack must be a generation number")
+        sidecar = query.get("sidecar", "")
+        self._record_ack(workload, self._sidecar_id({"sidecar": sidecar}, workload), int(text), True, "")
 
     def watch(self, query: dict[str, str], peer: SpiffeId) -> RawJson | None:
         """The workload's snapshot once it differs from ``have`` (or the trust bundle once it
         differs from ``bundle``, when given); None after ``timeout`` seconds."""
         workload = query.get("workload", "")
         ns, name = self._authorize_workload(peer, workload)
+        self._watch_ack(query, workload)
         have = query.get("have", "")
         have_bundle = query.get("bundle")
         try:

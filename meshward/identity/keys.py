@@ -46,14 +46,15 @@ def make_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: SpiffeId) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -64,5 +65,7 @@ def write_private(path: Path, data: bytes) -> None:
     _write_atomic(path, data, 0o600)
 
 
-def write_public(path: Path, data: bytes) -> None:
-    _write_atomic(path, data, 0o644)
+def write_public(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write a readable file, never half-written. ``durable=False`` skips the fsync: for a cache
+    rewritten often and worth nothing torn (after a power loss it may hold the old content)."""
+    _write_atomic(path, data, 0o644, durable)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -156,6 +157,7 @@ class ControlAgent:
         self._renew_now = False  # a new trust bundle: renew without waiting for half-life
         self._clients: tuple[Svid | None, AsyncControlClient] | None = None  # see _shared_client
         self._decoder = SnapshotDecoder()  # in the executor, one snapshot at a time
+        self._ack_due: int | None = None  # a generation swapped in, ACKed by the next watch
 
     # -- files -------------------------------------------------------------------------------------
     @property
@@ -304,8 +306,17 @@ class ControlAgent:
         params: dict[str, Any] = {"workload": self.config.workload, "have": have, "timeout": timeout}
         if bundle is not None:
             params["bundle"] = bundle
+        due = self._ack_due
+        if due is not None:
+            params.update(ack=due, sidecar=self.config.sidecar_id)
         query = urllib.parse.urlencode(params)
-        status, raw, body = await client.request_raw("GET", f"/v1/watch?{query}", timeout=timeout + 10)
+        try:
+            status, raw, body = await client.request_raw("GET", f"/v1/watch?{query}", timeout=timeout + 10)
+        except ControlRefused:
+            self._ack_due = None  # refused with its ACK (e.g. 429): the next watch goes without it
+            raise
+        if self._ack_due == due:  # the control plane answered: it has the ACK
+            self._ack_due = None
         return (body, raw) if status == 200 and body else None
 
     def _compile(self, doc: dict[str, Any]) -> CompiledConfig:
@@ -318,10 +329,17 @@ class ControlAgent:
             raise _Refused(snapshot.generation, exc) from exc
 
     async def _apply(
-        self, answer: tuple[dict[str, Any], bytes], client: AsyncControlClient | None
+        self,
+        answer: tuple[dict[str, Any], bytes],
+        client: AsyncControlClient | None,
+        *,
+        ack_later: bool = False,
     ) -> MeshSnapshot | None:
         """Compile a watched snapshot off the loop, swap it in on the loop; ACK (and cache) it
-        and return it, or NACK it (the old one stays) and return None."""
+        and return it, or NACK it (the old one stays) and return None.
+
+        ``ack_later``: the ACK rides on the next watch request (see ``_watch_once``), which the
+        watch loop sends at once; a NACK is always posted, with its reason."""
         body, raw = answer
         doc, digest = body["snapshot"], str(body["digest"])
         self.digest = digest
@@ -341,8 +359,12 @@ class ControlAgent:
         snapshot = compiled.snapshot
         self.generation = snapshot.generation
         # Cached before the ACK: whatever the ACK's fate, a restart resumes from this generation.
-        await self._offload(write_public, self.snapshot_path, raw)
-        if client is not None:
+        # Not fsync'd (one per generation and sidecar): after a power loss the cache may hold the
+        # generation before, or nothing readable (a restart then waits for the control plane).
+        await self._offload(functools.partial(write_public, durable=False), self.snapshot_path, raw)
+        if ack_later:
+            self._ack_due = snapshot.generation
+        elif client is not None:
             await self._ack(client, snapshot.generation, True, "")
         return snapshot
 
@@ -439,7 +461,7 @@ class ControlAgent:
                         await self._trust_bundle(str(answer[0]["bundle"]).encode("ascii"))
                         break  # reconnect trusting it (the control plane's own SVID may be new-root)
                     if answer is not None:
-                        await self._apply(answer, client)
+                        await self._apply(answer, client, ack_later=True)
                     if self._renewed:  # reconnect with the new certificate
                         self._renewed = False
                         break

@@ -41,6 +41,36 @@ def split_authority(authority: str) -> tuple[str, int | None]:
     return host.rstrip("."), int(port) if port else None
 
 
+#: id(entry) → (entry, its targets, its skipped endpoints): a snapshot decoder hands the same
+#: ServiceEntry object to every generation in which the entry did not change (see
+#: :class:`meshward.config.snapshot.SnapshotDecoder`), so its targets are built once. The entry
+#: is held in the value, so an id is never reused while cached; the cache is bounded.
+_TARGETS: dict[int, tuple[ServiceEntry, tuple[UpstreamTarget, ...], tuple[str, ...]]] = {}
+_TARGETS_MAX = 4096
+
+
+def _targets(entry: ServiceEntry) -> tuple[tuple[UpstreamTarget, ...], tuple[str, ...]]:
+    """The upstream targets of ``entry``'s endpoints, and why any endpoint was skipped."""
+    cached = _TARGETS.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1], cached[2]
+    identities = frozenset(entry.identities)
+    targets: list[UpstreamTarget] = []
+    skipped: list[str] = []
+    for ep in entry.endpoints:
+        try:
+            host, port = parse_endpoint(ep)
+        except ValueError as exc:
+            skipped.append(f"{entry.host}: {exc}")
+            continue
+        targets.append(UpstreamTarget(host, port, True, entry.host, identities))
+    if len(_TARGETS) >= _TARGETS_MAX:
+        _TARGETS.clear()
+    built = (entry, tuple(targets), tuple(skipped))
+    _TARGETS[id(entry)] = built
+    return built[1], built[2]
+
+
 class RouteTable:
     """Names → routes for one snapshot (every accepted spelling of every service)."""
 
@@ -51,16 +81,9 @@ class RouteTable:
         self.skipped: list[str] = []
         plans = service_plans(snapshot, EndpointState() if state is None else state)
         for entry in snapshot.services.values():
-            identities = frozenset(entry.identities)
-            targets = []
-            for ep in entry.endpoints:
-                try:
-                    host, port = parse_endpoint(ep)
-                except ValueError as exc:
-                    self.skipped.append(f"{entry.host}: {exc}")
-                    continue
-                targets.append(UpstreamTarget(host, port, True, entry.host, identities))
-            route = Route(entry, tuple(targets), plans[entry.host])
+            targets, skipped = _targets(entry)
+            self.skipped.extend(skipped)
+            route = Route(entry, targets, plans[entry.host])
             base = f"{entry.service}.{entry.namespace}".lower()
             for name in (base, f"{base}.svc", f"{base}.svc.cluster.local"):
                 self.routes[name] = route

@@ -14,6 +14,7 @@ loads compiles. Dry run: annotation ``meshward.dev/dry-run: "true"`` or ``istio.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Final, Literal
 
@@ -251,6 +252,7 @@ class AuthorizationPolicy(Resource[AuthorizationPolicySpec]):
             raise ValueError("dry-run applies to ALLOW and DENY policies, not AUDIT")
         return self
 
-    @property
+    @functools.cached_property
     def dry_run(self) -> bool:
+        """Once per (frozen) policy: the engine asks it of every policy several times per compile."""
         return is_dry_run(self.metadata.annotations)

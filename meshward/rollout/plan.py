@@ -69,24 +69,27 @@ def service_plans(snapshot: MeshSnapshot, state: EndpointState) -> dict[str, Ser
     plans: dict[str, ServicePlan] = {}
     for host, entry in snapshot.services.items():
         balancer, window = state.get(host) or state.setdefault(host, (Balancer(), WindowStats(host)))
-        model_route = routes.get((entry.namespace, entry.service))
-        compiled = CompiledRoute(model_route, snapshot.trust_domain) if model_route is not None else None
+        model_route = routes.get((entry.namespace, entry.service)) if routes else None
+        if model_route is None:  # most services: no subsets, every endpoint serves and fails over
+            keys = tuple(entry.endpoints)
+            plans[host] = ServicePlan(
+                keys, {}, keys, None, balancer, None, principal, generation=snapshot.generation
+            )
+            continue
+        compiled = CompiledRoute(model_route, snapshot.trust_domain)
         members: dict[str, list[str]] = {}
-        if compiled is not None:
-            for ep in entry.endpoints:
-                subset = subset_of(entry.endpoint_labels.get(ep, {}), compiled.subsets)
-                if subset is not None:
-                    members.setdefault(subset, []).append(ep)
-        barred = {
-            ep for name, eps in members.items() if compiled and name not in compiled.serving for ep in eps
-        }
+        for ep in entry.endpoints:
+            subset = subset_of(entry.endpoint_labels.get(ep, {}), compiled.subsets)
+            if subset is not None:
+                members.setdefault(subset, []).append(ep)
+        barred = {ep for name, eps in members.items() if name not in compiled.serving for ep in eps}
         plans[host] = ServicePlan(
             keys=tuple(entry.endpoints),
             members={k: tuple(v) for k, v in members.items()},
             failover=tuple(ep for ep in entry.endpoints if ep not in barred),
             route=compiled,
             balancer=balancer,
-            window=window if compiled is not None else None,
+            window=window,
             principal=principal,
             generation=snapshot.generation,
         )

@@ -76,6 +76,16 @@ def test_join_watch_ack_nack_then_serve_from_cache(
         ack = wait_for(nacked, 10, what="NACK of generation 2")
         assert ack["generation"] == 2 and "SnapshotRejected" in str(ack["reason"])
         assert sidecar.config.generation == 1
+
+        # back to a generation it can take: its ACK rides on the next watch request
+        operator.request("POST", "/v1/config/apply", {"text": _workload("{app: model}")})
+
+        def acked() -> dict[str, object] | None:
+            ack = operator.request("GET", "/v1/status")[1]["sidecars"][0]["ack"]
+            return ack if ack["status"] == "ACK" else None
+
+        assert wait_for(acked, 10, what="ACK of generation 3")["generation"] == 3
+        assert sidecar.config.generation == 3
     finally:
         loop.run(agent.stop())
     assert operator.request("GET", "/v1/status")[1]["sidecars"] == []  # unregistered
@@ -84,8 +94,8 @@ def test_join_watch_ack_nack_then_serve_from_cache(
     plane.close()
     again, sidecar2 = _agent(plane.url, mesh_state, tmp_path / "sc", token=None)
     assert loop.run(again.obtain_identity()).chain_pem == svid.chain_pem
-    assert loop.run(again.initial_snapshot(timeout=1)).generation == 1
-    assert sidecar2.config.generation == 1
+    assert loop.run(again.initial_snapshot(timeout=1)).generation == 3  # the last one it took
+    assert sidecar2.config.generation == 3
 
 
 def test_without_cache_or_token_the_agent_says_why(

@@ -13,6 +13,7 @@ from meshward.config.encode import GenerationEncoder
 from meshward.config.endpoint import parse_endpoint
 from meshward.config.snapshot import MeshSnapshot, SnapshotDecoder
 from meshward.config.store import SidecarRecord
+from meshward.proxy.routes import RouteTable
 from meshward.resources.loader import load_text
 
 MESH = textwrap.dedent(
@@ -141,3 +142,19 @@ def test_parse_endpoint_refuses_again_after_a_cached_call(text: str) -> None:
             parse_endpoint(text)
     assert parse_endpoint("127.0.0.1:8443") == ("127.0.0.1", 8443)
     assert parse_endpoint("[::1]:8443") == ("::1", 8443)
+
+
+def test_route_tables_share_the_targets_of_an_unchanged_entry() -> None:
+    decoder = SnapshotDecoder()
+    resources = load_text(MESH)
+    first = decoder.decode(build_snapshot(1, resources, SIDECARS, "demo.local", "ml", "fraud-v1").to_json())
+    moved = [*SIDECARS[:2], SidecarRecord("s3", "front", "web", SIDECARS[2].identity, "127.0.0.1:3002")]
+    second = decoder.decode(build_snapshot(2, resources, moved, "demo.local", "ml", "fraud-v1").to_json())
+    assert second.services["fraud.ml"] is first.services["fraud.ml"]
+    assert second.services["web.front"] is not first.services["web.front"]
+    a, b = RouteTable(first), RouteTable(second)
+    fraud_a, fraud_b = a.resolve("fraud.ml"), b.resolve("fraud.ml")
+    assert fraud_a is not None and fraud_b is not None and fraud_b.targets is fraud_a.targets
+    assert fraud_b.plan is not fraud_a.plan and fraud_b.plan.generation == 2  # plans are per generation
+    web = b.resolve("web.front")
+    assert web is not None and [str(t) for t in web.targets] == ["127.0.0.1:3002"]

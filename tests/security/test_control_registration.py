@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from meshward.config.snapshot import ServiceEntry
-from meshward.config.store import SidecarRecord
+from meshward.config.store import ConfigStore, SidecarRecord
 from meshward.control.client import ControlRefused
 from meshward.control.limits import MAX_SIDECARS_PER_WORKLOAD
 from meshward.proxy.routes import RouteTable
@@ -149,3 +149,24 @@ def test_one_workload_cannot_flood_the_services_table_or_the_acks(mesh: Controll
             attacker.request(
                 "POST", "/v1/sidecars/unregister", {"workload": "lab/flood", "sidecar": f"lab/flood#{i}"}
             )
+
+
+def test_an_ack_carried_by_a_watch_is_checked_like_a_posted_one(mesh: ControlledMesh) -> None:
+    _, svid = mesh.mint("lab/watcher")
+    with mesh.client_as(svid) as watcher:
+
+        def watch(extra: str) -> int:
+            try:
+                return watcher.request("GET", f"/v1/watch?workload=lab/watcher&have=&timeout=1{extra}")[0]
+            except ControlRefused as exc:
+                return exc.status
+
+        assert watch("&ack=x1&sidecar=lab/watcher") == 400  # not a generation
+        assert watch("&ack=99999999999999999999&sidecar=lab/watcher") == 400  # too long
+        assert watch("&ack=3&sidecar=lab/other") == 400  # not its own sidecar id
+        assert watch("&ack=3") == 400  # no sidecar id at all
+        assert watch("&ack=3&sidecar=lab/watcher%23w2") == 200
+        ack = ConfigStore(mesh.state.db_path).acks()["lab/watcher#w2"]
+        assert (ack.generation, ack.status) == (3, "ACK")
+        statuses = [watch(f"&ack=1&sidecar=lab/watcher%23f{i}") for i in range(MAX_SIDECARS_PER_WORKLOAD + 1)]
+        assert statuses[-1] == 429  # the same cap as posted ACKs
