@@ -16,9 +16,12 @@
    then ``meshward down``; and the runner's own part (from its fork to the last "ready" in
    its log: init, apply, control plane and sidecars started together, apps, probes).
 
-Where the 50-sidecar time goes (measured apart, CPU): the control plane encodes the 50
-snapshots in ~5 ms; each sidecar parses (~0.7 ms) and compiles (~1.5 ms) its snapshot; the
-rest is 50 HTTPS round trips, from one control-plane process, on 2 shared cores.
+Where the 50-sidecar time goes (CPU; the run reports both sides per apply): the control plane
+answers 50 watches (encoding the 50 snapshots is ~5 ms of it; each watch also carries the ACK of
+the generation before, so there is one request per sidecar and generation); each sidecar parses
+its ~20 KB answer (orjson), decodes it reusing every resource and service entry that did not
+change (``SnapshotDecoder``) and compiles it (~0.3-0.5 ms measured apart, 15 policies). Both
+sides share 2 cores, so the p50 follows their CPU per apply over two.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from meshward.proxy.sidecar import Sidecar
 __all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET_APPLY_MS = 1000.0
+TARGET_APPLY_MS = 1000.0  # the slowest apply (the control plane's first target)
+TARGET_APPLY_P50_MS = 100.0  # issue 14 (the proxy core): p50 in force in 50 sidecars
 TARGET_UP_S = 5.0
 
 
@@ -245,7 +249,7 @@ def _up_to_ready() -> tuple[float, float]:
 
 
 def run() -> dict[str, Any]:
-    samples = 5 if QUICK else 15
+    samples = 5 if QUICK else 25  # the p50 of 25 applies: one slow sample moves it little
     cpu: dict[str, float] = {}
     fan_out = _distribution(50, samples, processes=5, cpu=cpu)
     single = _distribution(1, samples, processes=1)
@@ -258,8 +262,8 @@ def run() -> dict[str, Any]:
             "name": "apply → in force in all 50 sidecars, p50",
             "value": round(p50_50, 1),
             "unit": "ms",
-            "target": f"< {TARGET_APPLY_MS:.0f}",
-            "met": p50_50 < TARGET_APPLY_MS,
+            "target": f"<= {TARGET_APPLY_P50_MS:.0f}",
+            "met": p50_50 <= TARGET_APPLY_P50_MS,
         },
         {
             "name": "apply → in force in all 50 sidecars, max",
@@ -288,7 +292,7 @@ def run() -> dict[str, Any]:
         "results": results,
         "samples": samples,
         "fan_out_50_vs_1_ratio": round(p50_50 / p50_1, 2),
-        "apply_p50_vs_target_ratio": round(p50_50 / TARGET_APPLY_MS, 3),
+        "apply_p50_vs_target_ratio": round(p50_50 / TARGET_APPLY_P50_MS, 3),
         "up_runs_s": [round(wall, 2) for wall, _ in up_runs],
         "load_average_1m": round(os.getloadavg()[0], 2),
         "notes": "50 real Sidecar objects (no listeners), each with its own agent and watch over mTLS, "

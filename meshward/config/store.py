@@ -206,6 +206,9 @@ class ConfigStore:
         self.trust_domain = trust_domain
         self._write_lock = threading.Lock()
         self._local = threading.local()  # one kept connection per thread (see _connect)
+        # The resources of the last read, by their stored text: the next generation differs in a
+        # few documents, so only those are validated again (resources are frozen: safe to share).
+        self._parsed: dict[str, Resource[Any]] = {}
         initialize(path, _SCHEMA)
 
     @contextlib.contextmanager
@@ -244,7 +247,17 @@ class ConfigStore:
             if generation is not None and not self._exists(db, generation):
                 raise KeyError(f"no generation {generation}")
             docs = self._docs(db, gen)
-        return [_parse(docs[key]) for key in sorted(docs)]
+        known, parsed = self._parsed, {}
+        out = []
+        for key in sorted(docs):
+            doc = docs[key]
+            resource = known.get(doc)
+            if resource is None:
+                resource = _parse(doc)
+            parsed[doc] = resource
+            out.append(resource)
+        self._parsed = parsed  # one generation's worth (threads: each read replaces it whole)
+        return out
 
     def get(self, kind: str, name: str | None = None, namespace: str | None = None) -> list[Resource[Any]]:
         """Resources of one kind, optionally one name (and namespace); ``kind`` may be a plural."""

@@ -145,3 +145,14 @@ def test_an_empty_file_is_not_an_apply(store: ConfigStore) -> None:
     with pytest.raises(ConfigError, match="no resources in the file"):
         apply_text(store, "# nothing here\n---\n", "empty.yaml", dry_run=False, who="alice")
     assert store.generation() == 0
+
+
+def test_reading_a_generation_validates_only_the_documents_that_changed(store: ConfigStore) -> None:
+    store.apply(load_text(_docs()), "alice")
+    first = {r.metadata.name: r for r in store.resources()}
+    store.apply(load_text(_docs(port=8081)), "alice")
+    second = {r.metadata.name: r for r in store.resources()}
+    assert second["b"] is first["b"]  # unchanged: the same frozen model
+    assert second["a"] is not first["a"] and second["a"].spec.port == 8081
+    # an older generation still reads as it was
+    assert {r.metadata.name: r.spec.port for r in store.resources(1)} == {"a": 8080, "b": 9090}
