@@ -26,8 +26,7 @@ What it records for telemetry and audit:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Callable
 from typing import Any
 
 from meshward.ai.protocol import needs_body
@@ -47,7 +46,6 @@ __all__ = [
 ]
 
 _OUTCOMES = ("allowed", "denied", "dry_run_allowed", "dry_run_denied")
-_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})  # no end user: no claims (read-only)
 
 
 class AuthzCounters(dict[str, dict[str, int]]):
@@ -149,7 +147,7 @@ def attributes_of(ctx: RequestContext, now: float) -> RequestAttributes:
         request_principal=user.principal if user is not None else None,
         auth_audiences=user.audiences if user is not None else (),
         auth_presenter=user.presenter if user is not None else None,
-        auth_claims=user.claims if user is not None else _NO_CLAIMS,
+        auth_claims=user.claims if user is not None else {},
     )
 
 
