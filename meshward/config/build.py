@@ -31,7 +31,14 @@ from meshward.resources import Resource
 from meshward.resources.gateway import Gateway
 from meshward.resources.mesh import Mesh, MeshSpec, Workload
 
-__all__ = ["build_snapshot", "find_workload", "gateway_identities", "mesh_spec", "services_table"]
+__all__ = [
+    "build_snapshot",
+    "find_workload",
+    "gateway_identities",
+    "mesh_spec",
+    "services_table",
+    "workload_info",
+]
 
 _NOT_POLICY = ("Mesh", "Workload")
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from meshward.config.build import build_snapshot, services_table
+from meshward.config.build import build_snapshot, services_table, workload_info
 from meshward.config.snapshot import MeshSnapshot
 from meshward.config.store import SidecarRecord
 from meshward.resources import Resource
@@ -44,7 +44,7 @@ class GenerationEncoder:
         self.sidecars = list(sidecars)
         self.trust_domain = trust_domain
         self.services = services_table(self.resources, self.sidecars, trust_domain)
-        self._shared: dict[str, dict[str, str]] = {}  # namespace → encoded parts but "workload"
+        self._shared: dict[str, _Around] = {}  # namespace → its encoded text around "workload"
 
     def snapshot(self, namespace: str, name: str) -> MeshSnapshot:
         return build_snapshot(
@@ -60,17 +60,33 @@ class GenerationEncoder:
 
     def encode(self, namespace: str, name: str) -> tuple[str, str]:
         """``(sha256 hex digest, JSON text)`` of workload ``namespace/name``'s snapshot."""
-        own = self.snapshot(namespace, name)
         shared = self._shared.get(namespace)
         if shared is None:
-            doc = own.to_json()
-            shared = {key: _dumps(value) for key, value in doc.items() if key != "workload"}
-            self._shared[namespace] = shared
+            doc = self.snapshot(namespace, name).to_json()
+            shared = self._shared[namespace] = _Around(doc)
             workload = _dumps(doc["workload"])
-        else:
-            # only the workload part differs within a namespace: encode it alone
-            bare = MeshSnapshot(own.generation, own.trust_domain, own.mesh, own.workload, {}, ())
-            workload = _dumps(bare.to_json()["workload"])
-        parts = dict(shared, workload=workload)
-        text = "{" + ", ".join(f"{json.dumps(key)}: {parts[key]}" for key in sorted(parts)) + "}"
-        return hashlib.sha256(text.encode()).hexdigest(), text
+        else:  # only the workload part differs within a namespace: encode it alone
+            workload = _dumps(workload_info(self.resources, namespace, name).to_json())
+        tail = workload + shared.suffix
+        digest = shared.hashed.copy()  # the prefix is hashed once per namespace
+        digest.update(tail.encode())
+        return digest.hexdigest(), shared.prefix + tail
+
+
+class _Around:
+    """A namespace's snapshot text around its ``workload`` value: the keys in sorted order, as
+    ``json.dumps(..., sort_keys=True)`` writes them, and the SHA-256 state after the prefix."""
+
+    __slots__ = ("hashed", "prefix", "suffix")
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        keys = sorted(doc)
+        at = keys.index("workload")
+
+        def items(names: list[str]) -> str:
+            return ", ".join(f"{json.dumps(key)}: {_dumps(doc[key])}" for key in names)
+
+        before, after = items(keys[:at]), items(keys[at + 1 :])
+        self.prefix = "{" + before + (", " if before else "") + '"workload": '
+        self.suffix = (", " + after if after else "") + "}"
+        self.hashed = hashlib.sha256(self.prefix.encode())

@@ -41,6 +41,15 @@ class WorkloadInfo:
     def spiffe_id(self, trust_domain: str) -> str:
         return f"spiffe://{trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "service": self.service,
+            "service_account": self.service_account,
+            "labels": dict(self.labels),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceEntry:
@@ -84,13 +93,7 @@ class MeshSnapshot:
             "generation": self.generation,
             "trust_domain": self.trust_domain,
             "mesh": self.mesh.model_dump(by_alias=True, mode="json"),
-            "workload": {
-                "name": self.workload.name,
-                "namespace": self.workload.namespace,
-                "service": self.workload.service,
-                "service_account": self.workload.service_account,
-                "labels": dict(self.workload.labels),
-            },
+            "workload": self.workload.to_json(),
             "services": [
                 {
                     "service": s.service,
