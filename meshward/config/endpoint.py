@@ -6,15 +6,10 @@ any endpoint that still fails it — one bad record never fails a whole snapshot
 
 Accepted: an IPv4 or IPv6 literal (IPv6 in brackets) that is not unspecified, multicast or
 reserved, or ``localhost``; a port 1–65535 in plain decimal digits.
-
-Every sidecar parses the whole services table at each generation (50 services: 50 endpoints,
-each an ``ipaddress`` parse), so answers are cached: the function is pure, and a refusal is not
-cached (it raises again).
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 
 __all__ = ["MAX_ENDPOINT_LENGTH", "parse_endpoint"]
@@ -26,11 +21,6 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     """``"127.0.0.1:8443"`` / ``"[::1]:8443"`` / ``"localhost:8443"`` → (host, port); ValueError else."""
     if not isinstance(text, str) or len(text) > MAX_ENDPOINT_LENGTH:
         raise ValueError(f"endpoint must be HOST:PORT of at most {MAX_ENDPOINT_LENGTH} characters")
-    return _parse(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isascii() or not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
         raise ValueError(f"endpoint {text!r}: port must be 1-65535")

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from meshward.config.reuse import reused
 from meshward.resources import KINDS, Resource
 from meshward.resources.mesh import MeshSpec
 
@@ -126,45 +127,17 @@ class SnapshotDecoder:
     Not thread-safe: one decoder per sidecar, used by one task at a time (its watch)."""
 
     def __init__(self) -> None:
-        self._resources: dict[bytes, Resource[Any]] = {}
-        self._services: dict[bytes, ServiceEntry] = {}
-        self._mesh: tuple[bytes, MeshSpec] | None = None
+        self._known: dict[bytes, Any] = {}  # a document's text → its resource, MeshSpec or entry
 
     def decode(self, data: dict[str, Any]) -> MeshSnapshot:
-        known = self._resources
-        fresh: dict[bytes, Resource[Any]] = {}
-        resources: list[Resource[Any]] = []
-        for doc in data.get("resources", []):
-            key = _text(doc)
-            resource = fresh.get(key)
-            if resource is None:
-                resource = known.get(key)
-            if resource is None:
-                kind = KINDS.get(doc.get("kind", ""))
-                if kind is None:
-                    raise ValueError(f"unknown kind {doc.get('kind')!r}")
-                resource = kind.model_validate(doc)
-            fresh[key] = resource
-            resources.append(resource)
+        known: dict[bytes, Any] = self._known
+        fresh: dict[bytes, Any] = {}
+        resources = [reused(_text(d), d, _resource, known, fresh) for d in data.get("resources", [])]
         mesh_doc = data.get("mesh", {})
-        mesh_key = _text(mesh_doc)
-        mesh = self._mesh[1] if self._mesh is not None and self._mesh[0] == mesh_key else None
-        if mesh is None:
-            mesh = MeshSpec.model_validate(mesh_doc)
-        known_services, fresh_services = self._services, {}
+        mesh = reused(_text(mesh_doc), mesh_doc, MeshSpec.model_validate, known, fresh)
         services = {}
         for s in data.get("services", []):
-            key = _text(s)
-            entry = known_services.get(key)
-            if entry is None:
-                entry = ServiceEntry(
-                    s["service"],
-                    s["namespace"],
-                    tuple(s["endpoints"]),
-                    tuple(s["identities"]),
-                    {ep: dict(labels) for ep, labels in s.get("endpoint_labels", {}).items()},
-                )
-            fresh_services[key] = entry
+            entry = reused(_text(s), s, _service, known, fresh)
             services[entry.host] = entry
         w = data["workload"]
         snapshot = MeshSnapshot(
@@ -179,6 +152,22 @@ class SnapshotDecoder:
             gateways=tuple(str(g) for g in data.get("gateways", [])),
             revoked=tuple(str(s) for s in data.get("revoked", ())),
         )
-        # kept only once the whole snapshot decoded: a malformed one leaves the memory as it was
-        self._resources, self._services, self._mesh = fresh, fresh_services, (mesh_key, mesh)
+        self._known = fresh  # only once the whole snapshot decoded: a malformed one changes nothing
         return snapshot
+
+
+def _resource(doc: dict[str, Any]) -> Resource[Any]:
+    kind = KINDS.get(doc.get("kind", ""))
+    if kind is None:
+        raise ValueError(f"unknown kind {doc.get('kind')!r}")
+    return kind.model_validate(doc)
+
+
+def _service(s: dict[str, Any]) -> ServiceEntry:
+    return ServiceEntry(
+        s["service"],
+        s["namespace"],
+        tuple(s["endpoints"]),
+        tuple(s["identities"]),
+        {ep: dict(labels) for ep, labels in s.get("endpoint_labels", {}).items()},
+    )

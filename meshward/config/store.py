@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from meshward.config.reuse import reused
 from meshward.config.sqlite import initialize, open_connection
 
 if TYPE_CHECKING:
@@ -247,15 +248,9 @@ class ConfigStore:
             if generation is not None and not self._exists(db, generation):
                 raise KeyError(f"no generation {generation}")
             docs = self._docs(db, gen)
-        known, parsed = self._parsed, {}
-        out = []
-        for key in sorted(docs):
-            doc = docs[key]
-            resource = known.get(doc)
-            if resource is None:
-                resource = _parse(doc)
-            parsed[doc] = resource
-            out.append(resource)
+        known = self._parsed
+        parsed: dict[str, Resource[Any]] = {}
+        out = [reused(docs[key], docs[key], _parse, known, parsed) for key in sorted(docs)]
         self._parsed = parsed  # one generation's worth (threads: each read replaces it whole)
         return out
 

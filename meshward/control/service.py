@@ -100,11 +100,6 @@ class ControlService:
         self._changed = threading.Condition()
         self._version = 0
         self._view: GenerationEncoder | None = None
-        # (view, {(peer, workload): (ns, name)}): see _authorize_workload
-        self._authorized: tuple[GenerationEncoder | None, dict[tuple[SpiffeId, str], tuple[str, str]]] = (
-            None,
-            {},
-        )
         self._bundle_read: tuple[int, bytes, str] | None = None  # see _bundle
         self.closing = False
         # Threat detection: sidecars' reports → alerts (audit, webhooks) → quarantine generations.
@@ -258,23 +253,7 @@ class ControlService:
 
     # -- sidecars --------------------------------------------------------------------------------
     def _authorize_workload(self, peer: SpiffeId, workload: str) -> tuple[str, str]:
-        """A workload acts only for itself: the caller's verified identity must be its identity.
-
-        Every sidecar asks it at each generation (its watch): a yes is remembered per view (the
-        resources it was decided on), so only a refusal or a new generation decides again."""
-        view = self._current()
-        held = self._authorized
-        if held[0] is not view:
-            held = self._authorized = (view, {})
-        known = held[1].get((peer, workload))
-        if known is not None:
-            return known
-        decided = self._decide_workload(view, peer, workload)
-        if len(held[1]) < 10_000:
-            held[1][(peer, workload)] = decided
-        return decided
-
-    def _decide_workload(self, view: GenerationEncoder, peer: SpiffeId, workload: str) -> tuple[str, str]:
+        """A workload acts only for itself: the caller's verified identity must be its identity."""
         ns, _, name = workload.partition("/")
         try:
             asked = SpiffeId.from_uri(f"spiffe://{self.trust_domain}/ns/{ns}/sa/{name}")
@@ -282,7 +261,7 @@ class ControlService:
             raise ApiError(400, f"workload must be NS/NAME, not {workload[:100]!r}") from None
         if is_reserved(asked):
             raise ApiError(403, f"namespace {ns} is reserved for the mesh itself")
-        found = find_workload(view.resources, ns, name)
+        found = find_workload(self._current().resources, ns, name)
         sa = found.service_account if found is not None else name
         if peer != SpiffeId(self.trust_domain, ns, sa):
             raise ApiError(403, f"{peer.uri} may not act for workload {workload}")

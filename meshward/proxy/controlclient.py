@@ -315,8 +315,7 @@ class ControlAgent:
         except ControlRefused:
             self._ack_due = None  # refused with its ACK (e.g. 429): the next watch goes without it
             raise
-        if self._ack_due == due:  # the control plane answered: it has the ACK
-            self._ack_due = None
+        self._ack_due = None  # answered: the control plane has it (unreachable: it stays due)
         return (body, raw) if status == 200 and body else None
 
     def _compile(self, doc: dict[str, Any]) -> CompiledConfig:

@@ -69,27 +69,24 @@ def service_plans(snapshot: MeshSnapshot, state: EndpointState) -> dict[str, Ser
     plans: dict[str, ServicePlan] = {}
     for host, entry in snapshot.services.items():
         balancer, window = state.get(host) or state.setdefault(host, (Balancer(), WindowStats(host)))
-        model_route = routes.get((entry.namespace, entry.service)) if routes else None
-        if model_route is None:  # most services: no subsets, every endpoint serves and fails over
-            keys = tuple(entry.endpoints)
-            plans[host] = ServicePlan(
-                keys, {}, keys, None, balancer, None, principal, generation=snapshot.generation
-            )
-            continue
-        compiled = CompiledRoute(model_route, snapshot.trust_domain)
+        model_route = routes.get((entry.namespace, entry.service))
+        compiled = CompiledRoute(model_route, snapshot.trust_domain) if model_route is not None else None
+        keys = tuple(entry.endpoints)
         members: dict[str, list[str]] = {}
-        for ep in entry.endpoints:
-            subset = subset_of(entry.endpoint_labels.get(ep, {}), compiled.subsets)
-            if subset is not None:
-                members.setdefault(subset, []).append(ep)
-        barred = {ep for name, eps in members.items() if name not in compiled.serving for ep in eps}
+        barred: set[str] = set()
+        if compiled is not None:  # most services have no ModelRoute: no subsets, all fail over
+            for ep in keys:
+                subset = subset_of(entry.endpoint_labels.get(ep, {}), compiled.subsets)
+                if subset is not None:
+                    members.setdefault(subset, []).append(ep)
+            barred = {ep for name, eps in members.items() if name not in compiled.serving for ep in eps}
         plans[host] = ServicePlan(
-            keys=tuple(entry.endpoints),
+            keys=keys,
             members={k: tuple(v) for k, v in members.items()},
-            failover=tuple(ep for ep in entry.endpoints if ep not in barred),
+            failover=tuple(ep for ep in keys if ep not in barred) if barred else keys,
             route=compiled,
             balancer=balancer,
-            window=window,
+            window=window if compiled is not None else None,
             principal=principal,
             generation=snapshot.generation,
         )
